@@ -1,0 +1,176 @@
+"""The command line end to end, on real faces and on every kind of bad input.
+
+Each run is a real subprocess: the promise is a one-line message and a sensible
+exit code, never a traceback, and JSON Lines that stay valid when cut short.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FACE_IMAGE = "1051618982_1.jpg"
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run_tracker.py"), *args], capture_output=True, text=True, check=False,
+                          cwd=REPO, timeout=timeout, env=env)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, proc.stderr
+    for word in words:
+        assert word in errors[0]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_help_documents_every_option():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for option in ("--source", "--json", "--output", "--show", "--backend", "--detector", "--max-faces",
+                   "--redetect-interval", "--camera-size", "--camera-fps", "--max-frames", "--threads"):
+        assert option in proc.stdout
+
+
+def test_image_gives_schema_landmarks(afw_dir, tmp_path):
+    out = tmp_path / "faces.jsonl"
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = read_jsonl(out)
+    assert record["frame"] == 0 and record["source"] == str(afw_dir / FACE_IMAGE)
+    (face,) = record["faces"]
+    assert face["id"] == 1 and 0.5 <= face["score"] <= 1.0
+    lm = np.array(face["landmarks"])
+    assert lm.shape == (68, 2)
+    x0, y0, x1, y1 = face["bbox"]
+    assert x0 <= lm[:, 0].min() and lm[:, 0].max() <= x1 and y0 <= lm[:, 1].min() and lm[:, 1].max() <= y1
+    assert (x1 - x0) < 1.5 * np.ptp(lm[:, 0])
+    # Not computed yet, so not written (never faked).
+    assert "pose" not in face and "blendshapes" not in face
+
+
+def test_missing_source(tmp_path):
+    assert_clean_failure(run_cli("--source", str(tmp_path / "nope.mp4")), 2, "not found")
+
+
+def test_camera_that_does_not_exist():
+    assert_clean_failure(run_cli("--source", "7"), 2, "camera 7")
+
+
+def test_corrupt_video(tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    assert_clean_failure(run_cli("--source", str(bad)), 2, "corrupt.mp4")
+
+
+def test_truncated_video_keeps_what_was_read(talking_clip, tmp_path):
+    cut = tmp_path / "cut.mp4"
+    data = talking_clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "cut.jsonl"
+    proc = run_cli("--source", str(cut), "--json", str(out), "--quiet")
+    assert "Traceback" not in proc.stderr
+    if proc.returncode == 0:
+        records = read_jsonl(out)
+        assert 0 < len(records) < 448
+        assert [r["frame"] for r in records] == list(range(len(records)))
+    else:  # the container index may be gone entirely: then it must say so cleanly
+        assert_clean_failure(proc, 2, "cut.mp4")
+
+
+def test_folder_with_junk_zero_byte_and_odd_images(afw_dir, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    face = cv2.imread(str(afw_dir / FACE_IMAGE))
+    cv2.imwrite(str(folder / "a_colour.jpg"), face)
+    cv2.imwrite(str(folder / "b_gray.png"), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "c_16bit.png"), face.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "d_tiny.png"), np.full((32, 32, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "e_blank.jpg"), np.zeros((240, 320, 3), np.uint8))
+    (folder / "f_empty.jpg").write_bytes(b"")
+    (folder / "g_notes.txt").write_text("not an image")
+    out = tmp_path / "folder.jsonl"
+    proc = run_cli("--source", str(folder), "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "f_empty.jpg" in proc.stderr and "g_notes.txt" in proc.stderr
+    records = read_jsonl(out)
+    assert [Path(r["source"]).name for r in records] == ["a_colour.jpg", "b_gray.png", "c_16bit.png", "d_tiny.png",
+                                                        "e_blank.jpg"]
+    faces = [len(r["faces"]) for r in records]
+    assert faces == [1, 1, 1, 0, 0]
+    # Grayscale and 16-bit versions of the same face give nearly the same landmarks.
+    ref = np.array(records[0]["faces"][0]["landmarks"])
+    for r in records[1:3]:
+        assert np.abs(np.array(r["faces"][0]["landmarks"]) - ref).max() < 0.1 * np.ptp(ref[:, 0])
+
+
+def test_huge_frame(afw_dir, tmp_path):
+    face = cv2.imread(str(afw_dir / FACE_IMAGE))
+    huge = cv2.resize(face, (4000, 3000))
+    path = tmp_path / "huge.jpg"
+    cv2.imwrite(str(path), huge)
+    out = tmp_path / "huge.jsonl"
+    proc = run_cli("--source", str(path), "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = read_jsonl(out)
+    assert len(record["faces"]) == 1
+
+
+def test_ctrl_c_mid_file_leaves_valid_jsonl(talking_clip, tmp_path):
+    out = tmp_path / "partial.jsonl"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
+                             str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    text = out.read_text()
+    assert text.endswith("\n")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert 20 <= len(records) < 448
+    assert [r["frame"] for r in records] == list(range(len(records)))
+
+
+def test_overlay_video_and_progress_summary(talking_clip, tmp_path):
+    video = tmp_path / "overlay.mp4"
+    proc = run_cli("--source", str(talking_clip), "--output", str(video), "--max-frames", "15")
+    assert proc.returncode == 0, proc.stderr
+    assert "15 frames, 15 with faces" in proc.stderr
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
+
+
+def test_show_without_display_is_a_clean_error(afw_dir):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--show", env=env)
+    assert_clean_failure(proc, 1, "display")
+
+
+def test_bad_option_values_are_usage_errors():
+    proc = run_cli("--max-faces", "0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "positive integer" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["tensorrt"])
+def test_unavailable_backend_is_one_line(afw_dir, backend):
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--backend", backend)
+    if proc.returncode == 0:
+        pytest.skip("TensorRT is installed and usable here")
+    assert_clean_failure(proc, 1, "TensorRT")

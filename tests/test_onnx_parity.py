@@ -1,0 +1,127 @@
+"""The shipped ONNX models in engines/ reproduce MediaPipe's TFLite originals on real face crops.
+
+Checks the committed files (not a fresh conversion) against the TFLite interpreter, including
+the mesh model's extra feature-map outputs, that batching does not change results, and that
+OpenCV DNN runs them with the same results as ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINES = ROOT / "engines"
+AFW = ROOT.parent / "shared/data/landmarks68/afw"
+TOL = 1e-3
+N_FACES = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    onnx_file: str
+    tflite_file: str  # under mediapipe/modules
+    size: int
+    value_range: tuple[float, float]
+    outputs: dict[str, str]  # ONNX output -> TFLite tensor
+
+
+CASES = [
+    Case("face_detection_short_range.onnx", "face_detection/face_detection_short_range.tflite", 128,
+         (-1.0, 1.0), {"regressors": "regressors", "classificators": "classificators"}),
+    Case("face_detection_full_range.onnx", "face_detection/face_detection_full_range_sparse.tflite", 192,
+         (-1.0, 1.0), {"regressors": "Identity", "classificators": "Identity_1"}),
+    Case("face_landmark.onnx", "face_landmark/face_landmark.tflite", 192, (0.0, 1.0),
+         {"landmarks": "conv2d_21", "face_flag": "conv2d_31", "features_48": "p_re_lu_6",
+          "features_24": "p_re_lu_9", "features_12": "p_re_lu_12"}),
+]
+
+
+def face_crops(size: int, value_range: tuple[float, float]) -> np.ndarray:
+    """[N_FACES, size, size, 3] RGB crops around annotated AFW faces, scaled to `value_range`."""
+    if not AFW.is_dir():
+        pytest.skip(f"shared landmark data not found at {AFW}")
+    crops = []
+    for pts_path in sorted(AFW.glob("*.pts"))[:N_FACES]:
+        lines = pts_path.read_text().splitlines()
+        pts = np.array([line.split() for line in lines[3:71]], np.float64) - 1.0  # .pts is 1-based
+        image = cv2.imread(str(pts_path.with_suffix(".jpg")))
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        side = 1.5 * max(x1 - x0, y1 - y0)
+        scale = size / side
+        # Square crop centred on the landmarks' box, enlarged 1.5x, resized in one warp.
+        affine = np.array([[scale, 0, size / 2 - scale * (x0 + x1) / 2],
+                           [0, scale, size / 2 - scale * (y0 + y1) / 2]])
+        crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR)
+        crops.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+    lo, hi = value_range
+    return (np.stack(crops).astype(np.float32) / 255.0 * (hi - lo) + lo).astype(np.float32)
+
+
+def tflite_reference(path: Path, images: np.ndarray, tensors: list[str]) -> list[list[np.ndarray]]:
+    """Per image, the named TFLite tensors in ONNX layout (4-D NHWC -> NCHW; flat outputs flattened)."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    # preserve_all_tensors keeps intermediates (feature maps) readable; the reference kernels
+    # (no XNNPACK delegate) are TFLite's canonical semantics.
+    interp = litert.Interpreter(
+        model_path=str(path), experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    index = {t["name"]: t["index"] for t in interp.get_tensor_details()}
+    results = []
+    for image in images:
+        interp.set_tensor(interp.get_input_details()[0]["index"], image[None])
+        interp.invoke()
+        results.append([interp.get_tensor(index[name]).copy() for name in tensors])
+    return results
+
+
+def to_onnx_layout(value: np.ndarray, onnx_shape: list) -> np.ndarray:
+    if value.ndim == 4 and len(onnx_shape) == 4:
+        return value.transpose(0, 3, 1, 2)
+    return value.reshape(value.shape[0], *onnx_shape[1:])
+
+
+@pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")
+@pytest.mark.parametrize("case", CASES, ids=[c.onnx_file for c in CASES])
+def test_onnx_matches_tflite_on_faces(case: Case) -> None:
+    mediapipe = pytest.importorskip("mediapipe")
+    ort = pytest.importorskip("onnxruntime")
+    images = face_crops(case.size, case.value_range)
+    tflite_path = Path(os.path.dirname(mediapipe.__file__)) / "modules" / case.tflite_file
+    reference = tflite_reference(tflite_path, images, list(case.outputs.values()))
+
+    session = ort.InferenceSession(str(ENGINES / case.onnx_file), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input"
+    assert session.get_inputs()[0].shape == ["batch", 3, case.size, case.size]
+    shapes = {o.name: o.shape for o in session.get_outputs()}
+    names = list(case.outputs)
+    assert set(names) <= set(shapes)
+
+    nchw = images.transpose(0, 3, 1, 2)
+    singles = [session.run(names, {"input": x[None]}) for x in nchw]
+    for image_idx, (got, want) in enumerate(zip(singles, reference)):
+        for name, g, w in zip(names, got, want):
+            w = to_onnx_layout(w, shapes[name])
+            assert g.shape == w.shape, name
+            err = float(np.abs(g - w).max())
+            assert err < TOL, f"{case.onnx_file} {name} face {image_idx}: max |ONNX - TFLite| = {err:.2e}"
+
+    # Real faces, correctly scaled input: the detector fires and the mesh sees a face.
+    score = "face_flag" if "face_flag" in names else "classificators"
+    assert all(out[names.index(score)].max() > 0 for out in singles)
+
+    pair = session.run(names, {"input": nchw[:2]})
+    for name, batched, a, b in zip(names, pair, singles[0], singles[1]):
+        np.testing.assert_allclose(batched, np.concatenate([a, b]), rtol=0, atol=1e-5, err_msg=name)
+
+    # The same file must also serve the OpenCV DNN backend, batch of two included.
+    net = cv2.dnn.readNetFromONNX(str(ENGINES / case.onnx_file))
+    net.setInput(nchw[:2])
+    for name, got, want in zip(names, net.forward(names), pair):
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL, err_msg=f"OpenCV DNN {name}")

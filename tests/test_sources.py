@@ -1,0 +1,316 @@
+"""Frame sources on real files written here with OpenCV: folders with junk, videos (whole, truncated,
+fake), odd pixel formats, huge/tiny images, live pacing with drops, and quiet failure on missing devices."""
+
+import itertools
+import logging
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import pytest
+
+from tracker.sources import Frame, SourceError, _to_bgr8, open_source
+
+REPO = Path(__file__).resolve().parent.parent
+FPS = 25.0
+N_FRAMES = 20
+
+
+def _level(i: int) -> int:
+    return 10 * i + 20  # flat grey level of video frame i: survives MJPG nearly exactly
+
+
+def _assert_bgr8(image: np.ndarray) -> None:
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.flags["C_CONTIGUOUS"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 48))
+    assert writer.isOpened()
+    for i in range(N_FRAMES):
+        writer.write(np.full((48, 64, 3), _level(i), np.uint8))
+    writer.release()
+    return path
+
+
+def _read_all(spec, **kw) -> tuple[list[Frame], object]:
+    with open_source(str(spec), **kw) as src:
+        return list(src), src
+
+
+# --- image folders -----------------------------------------------------------------------------------
+
+
+def test_folder_skips_junk_and_normalises(tmp_path, caplog):
+    cv2.imwrite(str(tmp_path / "01_gray.jpg"), np.full((40, 50), 100, np.uint8))
+    (tmp_path / "02_empty.jpg").write_bytes(b"")
+    bgra = np.dstack([np.full((30, 20, 3), (10, 20, 30), np.uint8), np.full((30, 20), 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "03_bgra.png"), bgra)
+    (tmp_path / "04_corrupt.png").write_bytes(np.random.default_rng(1).bytes(3000))
+    cv2.imwrite(str(tmp_path / "05_deep.png"), np.full((24, 36, 3), (10000, 20000, 40000), np.uint16))
+    (tmp_path / "06_notes.txt").write_text("not an image")
+    (tmp_path / ".DS_Store").write_bytes(b"\0\1")  # hidden: ignored without a warning
+
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, src = _read_all(tmp_path)
+
+    assert [f.source for f in frames] == [str(tmp_path / n) for n in ("01_gray.jpg", "03_bgra.png", "05_deep.png")]
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert [f.image.shape for f in frames] == [(40, 50, 3), (30, 20, 3), (24, 36, 3)]
+    for f in frames:
+        _assert_bgr8(f.image)
+    assert np.abs(frames[0].image.astype(int) - 100).max() <= 2  # JPEG of a flat grey
+    assert frames[1].image[0, 0].tolist() == [10, 20, 30]  # alpha dropped, colour kept
+    assert frames[2].image[0, 0].tolist() == [10000 >> 8, 20000 >> 8, 40000 >> 8]
+    assert src.total_frames == 5 and src.still_images and not src.is_live and src.fps is None
+    assert len(src.skipped) == 3
+    assert sum("02_empty.jpg" in s and "empty" in s for s in src.skipped) == 1
+    assert sum("04_corrupt.png" in s for s in src.skipped) == 1
+    assert sum("06_notes.txt" in s for s in src.skipped) == 1
+    warnings = [r for r in caplog.records if r.name == "tracker.sources" and r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+
+
+def test_truncated_images_skipped_quietly(tmp_path, capfd):
+    img = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    for ext in (".png", ".bmp", ".ppm", ".tiff"):
+        data = cv2.imencode(ext, img)[1].tobytes()
+        (tmp_path / f"cut{ext}").write_bytes(data[: len(data) // 2])
+    cv2.imwrite(str(tmp_path / "z_ok.png"), img)
+    frames, src = _read_all(tmp_path)
+    assert [Path(f.source).name for f in frames] == ["z_ok.png"]
+    assert np.array_equal(frames[0].image, img)
+    assert len(src.skipped) == 4
+    assert capfd.readouterr().err == ""  # OpenCV's own ERROR/WARN lines for these are silenced
+
+
+def test_empty_or_junk_folder_fails(tmp_path):
+    with pytest.raises(SourceError, match="no readable images"):
+        open_source(str(tmp_path))
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    (tmp_path / "c.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(SourceError, match="no readable images") as exc:
+        open_source(str(tmp_path))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("w", "h", "ext"), [(32, 32, ".png"), (4000, 3000, ".jpg")])
+def test_image_sizes_pass_through(tmp_path, w, h, ext):
+    path = tmp_path / f"img{ext}"
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (0, 0, 255)
+    cv2.imwrite(str(path), img)
+    frames, src = _read_all(path)
+    assert len(frames) == 1 and src.total_frames == 1
+    assert frames[0].image.shape == (h, w, 3)
+    assert frames[0].source == str(path) and frames[0].index == 0
+    _assert_bgr8(frames[0].image)
+
+
+def test_single_corrupt_image_fails(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8 this is not really a jpeg")
+    with pytest.raises(SourceError, match="broken.jpg"):
+        open_source(str(path))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # A landscape JPEG tagged "rotate 90° CW" (orientation 6) must arrive as portrait, bright band on top.
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, :10] = 255
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    tiff = b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    tiff += struct.pack(">I", 0)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(jpg[:2] + app1 + jpg[2:])
+    (frame,), _ = _read_all(path)
+    assert frame.image.shape == (80, 40, 3)
+    assert frame.image[:10].mean() > 200 and frame.image[20:].mean() < 30
+
+
+def test_normalisation_of_pixel_formats():
+    assert _to_bgr8(np.full((5, 6, 1), 7, np.uint8)).tolist() == np.full((5, 6, 3), 7).tolist()
+    f = _to_bgr8(np.array([[[-1.0, 0.5, 2.0]]], np.float32))
+    assert f.tolist() == [[[0, 128, 255]]]
+    assert _to_bgr8(np.full((2, 2), 65535, np.uint16)).tolist() == np.full((2, 2, 3), 255).tolist()
+    strided = np.zeros((10, 10, 3), np.uint8)[:, ::2]
+    assert _to_bgr8(strided).flags["C_CONTIGUOUS"]
+    with pytest.raises(ValueError):
+        _to_bgr8(np.zeros((4, 4, 5), np.uint8))
+
+
+# --- missing things ----------------------------------------------------------------------------------
+
+
+def test_missing_path_and_camera(tmp_path):
+    missing = tmp_path / "nope" / "clip.mp4"
+    with pytest.raises(SourceError) as exc:
+        open_source(str(missing))
+    assert str(missing) in str(exc.value) and "not found" in str(exc.value)
+    with pytest.raises(SourceError, match="camera 7"):
+        open_source(7)
+    with pytest.raises(SourceError, match="camera 7"):
+        open_source("7")
+
+
+def test_missing_camera_prints_nothing_from_opencv():
+    # OpenCV/FFmpeg write "[ WARN:0@0.01] ..." lines to stderr on their own; the module silences them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    code = "import tracker.sources as s\ntry:\n    s.open_source(7)\nexcept s.SourceError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.stdout.strip() == "camera 7 could not be opened (no such device or it is busy)"
+    assert out.stderr == ""
+
+
+# --- video files -------------------------------------------------------------------------------------
+
+
+def test_video_every_frame_in_order(video):
+    frames, src = _read_all(video)
+    assert len(frames) == N_FRAMES
+    assert src.total_frames == N_FRAMES and src.fps == pytest.approx(FPS) and not src.is_live
+    assert [f.index for f in frames] == list(range(N_FRAMES))
+    np.testing.assert_allclose([f.time_s for f in frames], np.arange(N_FRAMES) / FPS, atol=1e-6)
+    levels = [float(f.image.mean()) for f in frames]
+    np.testing.assert_allclose(levels, [_level(i) for i in range(N_FRAMES)], atol=3)
+    assert all(f.source == str(video) and f.image.shape == (48, 64, 3) for f in frames)
+    assert src.error is None and src.dropped == 0
+    src.close()  # idempotent
+
+
+def test_truncated_video_ends_with_warning(video, tmp_path, caplog, capfd):
+    # Cut halfway through the frame data (the 'movi' list), keeping the AVI header: a cut inside the
+    # header (which is half of this tiny file) leaves nothing FFmpeg can open.
+    data = video.read_bytes()
+    movi, idx1 = data.index(b"movi"), data.index(b"idx1")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: (movi + idx1) // 2])  # OpenCV 4.11/FFmpeg decodes 9 frames of this
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, _ = _read_all(cut)
+    n = len(frames)
+    assert 0 < n < N_FRAMES
+    assert [f.index for f in frames] == list(range(n))
+    np.testing.assert_allclose([f.image.mean() for f in frames], [_level(i) for i in range(n)], atol=3)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
+    assert msgs == [f"video '{cut}' ended after {n} of {N_FRAMES} frames; the file may be truncated"]
+    assert capfd.readouterr().err == ""  # no FFmpeg chatter
+
+
+def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(SourceError, match="cannot read video .*fake.mp4.*not a video or the file is corrupt"):
+        open_source(str(fake))
+    headless = tmp_path / "headless.avi"
+    headless.write_bytes(video.read_bytes()[:2000])  # ends inside the AVI header
+    with pytest.raises(SourceError, match="headless.avi"):
+        open_source(str(headless))
+    assert capfd.readouterr().err == ""  # neither FFmpeg nor OpenCV's AVI parser printed anything
+
+
+def test_close_during_iteration_stops(video):
+    src = open_source(str(video))
+    it = iter(src)
+    next(it)
+    src.close()
+    assert list(it) == []
+
+
+# --- live mode ---------------------------------------------------------------------------------------
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("tracker.sources reader")]
+
+
+def test_live_file_drops_stale_frames(video):
+    src = open_source(str(video), live=True)
+    assert src.is_live and src.fps == pytest.approx(FPS)
+    assert len(_reader_threads()) == 1
+    frames = []
+    t0 = time.perf_counter()
+    for frame in src:
+        frames.append(frame)
+        time.sleep(3 / FPS)  # a consumer three times slower than the source
+    elapsed = time.perf_counter() - t0
+    indices = [f.index for f in frames]
+    assert 3 <= len(frames) < N_FRAMES
+    assert src.dropped > 0
+    assert len(frames) + src.dropped == N_FRAMES  # every frame read was either delivered or dropped
+    assert all(b > a for a, b in itertools.pairwise(indices))
+    assert indices[-1] == N_FRAMES - 1  # the newest frame at the end of the file is delivered
+    assert elapsed >= (N_FRAMES - 1) / FPS * 0.9  # paced at the file's rate, not as fast as possible
+    assert src.error is None
+    src.close()
+    assert _reader_threads() == []
+
+
+def test_live_close_early_joins_thread(video):
+    with open_source(str(video), live=True) as src:
+        next(iter(src))
+    assert _reader_threads() == []
+    assert list(src) == []
+
+
+class _FakeCamera:
+    """Stands in for cv2.VideoCapture(index): 5 grey frames, then the device 'disappears'."""
+
+    instances: ClassVar[list["_FakeCamera"]] = []
+
+    def __init__(self, index, *args):
+        self.props: dict[int, float] = {}
+        self.n = 0
+        self.released = False
+        _FakeCamera.instances.append(self)
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.props.get(prop, 0.0)
+
+    def read(self):
+        if self.n < 5:
+            self.n += 1
+            time.sleep(0.01)
+            return True, np.full((48, 64), self.n, np.uint8)
+        return False, None
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_that_disappears_ends_with_error(monkeypatch):
+    monkeypatch.setattr("tracker.sources.cv2.VideoCapture", _FakeCamera)
+    monkeypatch.setattr("tracker.sources._STALL_S", 0.2)
+    _FakeCamera.instances.clear()
+    src = open_source(3, camera_size=(320, 240), camera_fps=15)
+    cam = _FakeCamera.instances[0]
+    assert cam.props == {cv2.CAP_PROP_FRAME_WIDTH: 320, cv2.CAP_PROP_FRAME_HEIGHT: 240, cv2.CAP_PROP_FPS: 15}
+    assert src.is_live and src.total_frames is None and src.name == "camera 3"
+    frames = list(src)  # a fast consumer: ends when the device stops, instead of waiting forever
+    assert 1 <= len(frames) <= 5 and len(frames) + src.dropped == 5
+    assert all(f.source == "3" and f.image.shape == (48, 64, 3) for f in frames)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [f.index + 1 for f in frames]
+    times = [f.time_s for f in frames]
+    assert times == sorted(times) and times[0] >= 0
+    assert src.error == "camera 3 stopped delivering frames"
+    src.close()
+    assert cam.released and _reader_threads() == []

@@ -1,0 +1,53 @@
+"""Track bookkeeping without models: IDs, loss, duplicates, capacity."""
+
+import numpy as np
+
+from tracker.mesh import MeshResult, roi_from_mesh
+from tracker.roi import Roi
+from tracker.tracking import TrackSet
+
+
+def mesh_at(cx: float, cy: float, size: float = 40.0, presence: float = 0.9) -> MeshResult:
+    pts = np.random.default_rng(int(cx * 7 + cy)).uniform(-0.5, 0.5, size=(468, 3)) * size
+    pts[:, 0] += cx
+    pts[:, 1] += cy
+    # Eye corners level so the next ROI is upright.
+    pts[33, :2] = (cx - 0.4 * size, cy)
+    pts[263, :2] = (cx + 0.4 * size, cy)
+    return MeshResult(roi=Roi(cx, cy, size * 1.5, 0.0), crop_points=pts, points=pts, presence=presence)
+
+
+def test_ids_are_stable_and_new_faces_get_new_ids():
+    tracks = TrackSet(max_faces=3, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
+    assert [t.id for t in tracks.tracks] == [1, 2]
+    tracks.update([mesh_at(102, 101), mesh_at(298, 99)])
+    assert [t.id for t in tracks.tracks] == [1, 2] and tracks.tracks[0].frames == 2
+    # A detection on an existing face is not new; one elsewhere is.
+    assert not tracks.is_new_face(np.array([85, 85, 120, 120]))
+    assert tracks.is_new_face(np.array([500, 500, 540, 540]))
+    tracks.add([mesh_at(500, 300)])
+    assert [t.id for t in tracks.tracks] == [1, 2, 3] and tracks.full
+
+
+def test_lost_faces_are_dropped_and_ids_not_reused():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
+    tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100)])
+    assert [t.id for t in tracks.tracks] == [2]
+    tracks.add([mesh_at(100, 100)])
+    assert [t.id for t in tracks.tracks] == [2, 3]
+
+
+def test_converged_tracks_keep_the_older_one_and_capacity_holds():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(180, 100)])
+    tracks.update([mesh_at(140, 100), mesh_at(141, 100)])  # both drifted onto one face
+    assert [t.id for t in tracks.tracks] == [1]
+    tracks.add([mesh_at(400, 100), mesh_at(600, 100), mesh_at(800, 100)])
+    assert len(tracks.tracks) == 2
+
+
+def test_next_roi_follows_the_mesh():
+    roi = roi_from_mesh(mesh_at(200, 150).points)
+    assert abs(roi.cx - 200) < 1 and abs(roi.cy - 150) < 1 and abs(roi.angle) < 1e-9

@@ -1,0 +1,120 @@
+"""Inference backends behind one interface.
+
+Every model in ``engines/`` has one float32 NCHW input and named outputs. A
+backend session takes a batch and returns a dict of output arrays, so the
+stages above never know which runtime served them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
+
+ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES", Path(__file__).resolve().parent.parent / "engines"))
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be used here; the message is one line for the user."""
+
+
+class InferenceSession(Protocol):
+    backend: str
+    input_name: str
+    output_names: list[str]
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one float32 NCHW batch; return the requested outputs by name."""
+        ...
+
+
+def model_path(name: str) -> Path:
+    """Path of a bundled ONNX model, with a clear error when it is missing."""
+    path = ENGINES_DIR / name
+    if not path.is_file():
+        raise BackendError(f"model file {path} is missing; regenerate it with `python tools/convert_tflite.py`")
+    return path
+
+
+class OnnxRuntimeSession:
+    def __init__(self, path: Path, outputs: Sequence[str] | None, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # One thread by default: at batch 1-2 these small models lose more to thread
+        # hand-offs than a second core gains (face mesh: 1.2 ms on one thread, 3.0 ms on two).
+        opts.intra_op_num_threads = threads or 1
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self.backend = "onnxruntime"
+        self.input_name = self._session.get_inputs()[0].name
+        names = [o.name for o in self._session.get_outputs()]
+        self.output_names = list(outputs) if outputs else names
+        unknown = set(self.output_names) - set(names)
+        if unknown:
+            raise BackendError(f"{path.name} has no output(s) {sorted(unknown)}")
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self._session.run(self.output_names, {self.input_name: batch})
+        return dict(zip(self.output_names, values))
+
+
+class OpenCvDnnSession:
+    def __init__(self, path: Path, outputs: Sequence[str] | None) -> None:
+        import cv2
+
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(path))
+        except cv2.error as exc:
+            raise BackendError(f"OpenCV DNN cannot load {path.name}: {str(exc).strip().splitlines()[-1]}") from None
+        self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.backend = "opencv"
+        self.input_name = "input"
+        self.output_names = list(outputs) if outputs else list(self._net.getUnconnectedOutLayersNames())
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+        values = self._net.forward(self.output_names)
+        return dict(zip(self.output_names, values))
+
+
+def tensorrt_usable() -> bool:
+    """True when TensorRT, pycuda and a CUDA GPU are all present (checked without building anything)."""
+    try:
+        from tracker import tensorrt_backend
+    except ImportError:
+        return False
+    return tensorrt_backend.available()
+
+
+def create_session(
+    name: str,
+    backend: str = "auto",
+    outputs: Sequence[str] | None = None,
+    threads: int | None = None,
+    max_batch: int = 4,
+) -> InferenceSession:
+    """Open bundled model ``name`` (e.g. ``face_landmark.onnx``) on ``backend``.
+
+    ``auto`` picks TensorRT when it is usable, else ONNX Runtime.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    path = model_path(name)
+    if backend == "auto":
+        backend = "tensorrt" if tensorrt_usable() else "onnxruntime"
+    if backend == "tensorrt":
+        from tracker import tensorrt_backend
+
+        return tensorrt_backend.TensorRtSession(path, outputs, max_batch=max_batch)
+    if backend == "opencv":
+        return OpenCvDnnSession(path, outputs)
+    return OnnxRuntimeSession(path, outputs, threads)

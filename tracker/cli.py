@@ -1,0 +1,176 @@
+"""Command line: read a source, track faces, write JSON Lines / overlay / window."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+import traceback
+
+from tracker.backends import BACKENDS, BackendError
+from tracker.detector import DETECTOR_MODELS
+from tracker.outputs import JsonlWriter, OutputError, OverlayWriter, Window
+from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.sources import SourceError, open_source
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = logging.getLogger("tracker")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 1280x720, got '{text}'") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got '{text}'")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_tracker.py",
+        description="Track faces in a webcam, video file, image, image folder or stream: 68 landmarks per face.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument("--source", default="0",
+                    help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://)")
+    io.add_argument("--json", metavar="PATH", help="write one JSON object per frame (JSON Lines); '-' for stdout")
+    io.add_argument("--output", metavar="PATH",
+                    help="overlay: a video file (.mp4 .avi .mkv .mov) or a folder for PNG frames")
+    io.add_argument("--show", action="store_true", help="show a live window with the overlay (q or Esc quits)")
+    io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    io.add_argument("--camera-size", type=_size, metavar="WxH", help="ask the camera for this resolution")
+    io.add_argument("--camera-fps", type=float, metavar="FPS", help="ask the camera for this frame rate")
+    model = p.add_argument_group("tracking")
+    model.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="inference runtime; auto = TensorRT when usable, else ONNX Runtime")
+    model.add_argument("--detector", choices=sorted(DETECTOR_MODELS), default="short",
+                       help="BlazeFace model: short (faces within ~2 m) or full range (small, distant faces)")
+    model.add_argument("--max-faces", type=_positive_int, default=1, help="track at most this many faces")
+    model.add_argument("--redetect-interval", type=_positive_int, default=10, metavar="N",
+                       help="while fewer than --max-faces are tracked, look for new faces every N frames")
+    model.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="CPU threads per model for ONNX Runtime (default 1: fastest for one or two faces)")
+    misc = p.add_argument_group("misc")
+    misc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    misc.add_argument("--debug", action="store_true", help="show full tracebacks of unexpected errors")
+    return p
+
+
+def _interrupt_on_sigterm() -> None:
+    # SIGTERM ends a run the same way Ctrl-C does: outputs are flushed and closed.
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = TrackerConfig(
+        backend=args.backend,
+        detector=args.detector,
+        max_faces=args.max_faces,
+        redetect_interval=args.redetect_interval,
+        threads=args.threads,
+    )
+    source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
+    outputs: list = []
+    frames = with_faces = 0
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        tracker = FaceTracker(config)
+        window = Window() if args.show else None
+        if window:
+            outputs.append(window)
+        jsonl = JsonlWriter(args.json) if args.json else None
+        if jsonl:
+            outputs.append(jsonl)
+        overlay = OverlayWriter(args.output, source.fps) if args.output else None
+        if overlay:
+            outputs.append(overlay)
+
+        from tqdm import tqdm
+
+        total = source.total_frames
+        if args.max_frames and total:
+            total = min(total, args.max_frames)
+        bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+        started = time.perf_counter()
+        try:
+            for frame in source:
+                result = tracker.process(frame.image, frame.index, frame.time_s, frame.source,
+                                         still=source.still_images)
+                frames += 1
+                with_faces += bool(result.faces)
+                if jsonl:
+                    jsonl.write(result)
+                if overlay:
+                    overlay.write(frame.image, result)
+                if window:
+                    fps = frames / max(time.perf_counter() - started, 1e-9)
+                    if not window.show(frame.image, result, f"{fps:.1f} fps  {tracker.backend}"):
+                        break
+                bar.update(1)
+                if args.max_frames and frames >= args.max_frames:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+    finally:
+        for out in outputs:
+            out.close()
+        source.close()
+    elapsed = time.perf_counter() - started
+    if source.error:
+        log.warning(source.error)
+    if not args.quiet:
+        fps = frames / elapsed if elapsed > 0 else 0.0
+        note = "interrupted; " if interrupted else ""
+        print(f"{note}{frames} frames, {with_faces} with faces, mean {fps:.1f} fps ({tracker.backend})",
+              file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if frames == 0:
+        log.error("no frames were read from '%s'", args.source)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    logging.getLogger("tracker").setLevel(logging.INFO)
+    _interrupt_on_sigterm()
+    try:
+        return run(args)
+    except SourceError as exc:
+        log.error(str(exc))
+        return EXIT_BAD_INPUT
+    except (BackendError, OutputError) as exc:
+        log.error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 -- the promise is one line, never a traceback
+        if args.debug:
+            traceback.print_exc()
+        log.error("unexpected %s: %s (rerun with --debug for details)", type(exc).__name__, exc)
+        return EXIT_FAILURE

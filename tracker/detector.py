@@ -1,0 +1,139 @@
+"""Face detection with MediaPipe's BlazeFace (short- and full-range), converted to ONNX.
+
+The network predicts, per anchor, a box and six keypoints as offsets in input
+pixels plus a score logit; this module builds the anchors, decodes, and merges
+overlapping boxes with weighted non-maximum suppression, as MediaPipe does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from tracker.backends import create_session
+
+# name -> (onnx file, input size, SSD anchor strides, interpolated-scale anchors?)
+DETECTOR_MODELS = {
+    "short": ("face_detection_short_range.onnx", 128, (8, 16, 16, 16), True),
+    "full": ("face_detection_full_range.onnx", 192, (4,), False),
+}
+
+# Keypoint order of BlazeFace: subject's right eye, left eye, nose tip, mouth, right ear, left ear.
+RIGHT_EYE, LEFT_EYE = 0, 1
+
+
+@dataclass
+class Detection:
+    bbox: np.ndarray  # [x0, y0, x1, y1] image pixels
+    score: float
+    keypoints: np.ndarray  # 6×2 image pixels
+
+
+def ssd_anchors(input_size: int, strides: tuple[int, ...], interpolated: bool) -> np.ndarray:
+    """Anchor centres (A×2, normalised) as MediaPipe's SsdAnchorsCalculator makes them (fixed size)."""
+    centres = []
+    layer = 0
+    while layer < len(strides):
+        same = layer
+        per_cell = 0
+        while same < len(strides) and strides[same] == strides[layer]:
+            per_cell += 2 if interpolated else 1  # aspect ratio 1.0, plus the interpolated scale
+            same += 1
+        cells = int(np.ceil(input_size / strides[layer]))
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
+        layer = same
+    return np.concatenate(centres).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float):
+    """MediaPipe's WEIGHTED suppression: overlapping boxes are averaged, weighted by score."""
+    order = np.argsort(-scores)
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    remaining = np.ones(len(scores), dtype=bool)
+    out = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        iou = box_iou(boxes[i], boxes)
+        group = remaining & (iou > iou_threshold)
+        group[i] = True
+        w = scores[group][:, None]
+        box = (boxes[group] * w).sum(0) / w.sum()
+        kps = (keypoints[group] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, kps, float(scores[i])))
+        remaining &= ~group
+    return out
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one [x0,y0,x1,y1] box against N boxes."""
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+class FaceDetector:
+    """BlazeFace on a letterboxed copy of the whole frame."""
+
+    def __init__(
+        self,
+        model: str = "short",
+        backend: str = "auto",
+        score_threshold: float = 0.5,
+        iou_threshold: float = 0.3,
+        threads: int | None = None,
+    ) -> None:
+        if model not in DETECTOR_MODELS:
+            raise ValueError(f"unknown detector '{model}'; choose one of {', '.join(DETECTOR_MODELS)}")
+        filename, self.input_size, strides, interpolated = DETECTOR_MODELS[model]
+        self.session = create_session(filename, backend, outputs=["regressors", "classificators"], threads=threads)
+        self.anchors = ssd_anchors(self.input_size, strides, interpolated)
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        h, w = image.shape[:2]
+        n = self.input_size
+        scale = n / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (nw, nh), interpolation=interp)
+        ox, oy = (n - nw) // 2, (n - nh) // 2
+        canvas = np.zeros((n, n, 3), dtype=np.uint8)
+        canvas[oy : oy + nh, ox : ox + nw] = resized
+        # Pixel scale actually applied per axis after rounding.
+        return canvas, nw / w, ox, oy
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 frame, best first."""
+        canvas, scale, ox, oy = self._letterbox(image)
+        rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+        batch = (rgb.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
+        out = self.session.run(batch)
+        raw = out["regressors"][0]
+        logits = out["classificators"][0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
+        keep = scores >= self.score_threshold
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep]
+        n = float(self.input_size)
+        centre = raw[:, 0:2] / n + anchors
+        half = raw[:, 2:4] / n / 2.0
+        boxes = np.concatenate([centre - half, centre + half], axis=1) * n
+        kps = (raw[:, 4:16].reshape(-1, 6, 2) / n + anchors[:, None, :]) * n
+        dets = []
+        for box, kp, score in weighted_nms(boxes, kps, scores, self.iou_threshold):
+            box = (box.reshape(2, 2) - (ox, oy)) / scale
+            kp = (kp - (ox, oy)) / scale
+            dets.append(Detection(bbox=box.reshape(4), score=score, keypoints=kp))
+        return dets

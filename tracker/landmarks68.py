@@ -1,0 +1,56 @@
+"""468 mesh points → 68 iBUG landmarks by a linear map fitted on helen_train.
+
+The map works in the face crop's own frame (rotation and scale already
+removed by the ROI), so one ridge regression covers all faces. It is the
+baseline the trained refiner replaces; ``tools/fit_mesh68.py`` fits it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tracker.backends import ENGINES_DIR, BackendError
+from tracker.mesh import MESH_INPUT, MeshResult
+from tracker.roi import crop_points_to_image
+
+MAPPING_FILE = "mesh68_ridge.npz"
+
+# iBUG 68 index pairs that swap under a horizontal mirror (subject's left <-> right).
+IBUG68_MIRROR = np.array(
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 16, -1))  # brows
+    + [27, 28, 29, 30]  # nose bridge
+    + [35, 34, 33, 32, 31]  # nostrils
+    + [45, 44, 43, 42, 47, 46]  # right eye <- left eye
+    + [39, 38, 37, 36, 41, 40]  # left eye <- right eye
+    + [54, 53, 52, 51, 50, 49, 48]  # upper outer lip
+    + [59, 58, 57, 56, 55]  # lower outer lip
+    + [64, 63, 62, 61, 60]  # upper inner lip
+    + [67, 66, 65]  # lower inner lip
+)
+
+
+def mesh_features(crop_points: np.ndarray) -> np.ndarray:
+    """Regression input: the 468×3 crop-space mesh, normalised to the crop size."""
+    return (np.asarray(crop_points, np.float64) / MESH_INPUT).reshape(-1)
+
+
+class Mesh68Mapping:
+    def __init__(self, path: Path | None = None) -> None:
+        path = path or ENGINES_DIR / MAPPING_FILE
+        if not path.is_file():
+            raise BackendError(f"landmark mapping {path} is missing; refit it with `python tools/fit_mesh68.py`")
+        data = np.load(path)
+        # float64 once here, so the per-frame product does not convert 190k weights each call.
+        self.weights = data["weights"].astype(np.float64)  # 1404×136
+        self.bias = data["bias"].astype(np.float64)  # 136
+
+    def crop_landmarks(self, crop_points: np.ndarray) -> np.ndarray:
+        """68×2 landmarks in crop pixels."""
+        return (mesh_features(crop_points) @ self.weights + self.bias).reshape(68, 2) * MESH_INPUT
+
+    def landmarks(self, mesh: MeshResult) -> np.ndarray:
+        """68×2 landmarks in image pixels."""
+        return crop_points_to_image(self.crop_landmarks(mesh.crop_points), mesh.roi, MESH_INPUT)

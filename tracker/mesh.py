@@ -1,0 +1,71 @@
+"""MediaPipe's 468-point face mesh network (ONNX) on rotated face crops.
+
+All faces of a frame go through the network as one batch. The result keeps
+both the raw crop-space output (what the 68-point mapping and the refiner
+consume) and the points in image pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracker.backends import create_session
+from tracker.detector import LEFT_EYE, RIGHT_EYE, Detection
+from tracker.roi import Roi, crop, crop_points_to_image, roi_from_points
+
+MESH_INPUT = 192
+# Outer eye corners of the mesh (subject's right, then left): the ROI's rotation axis.
+MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
+# MediaPipe enlarges both detection and landmark ROIs by 1.5 (square, long side).
+ROI_SCALE = 1.5
+
+
+@dataclass
+class MeshResult:
+    roi: Roi
+    crop_points: np.ndarray  # 468×3 in crop pixels (0..192), z scaled like x
+    points: np.ndarray  # 468×3 in image pixels
+    presence: float  # probability that the crop holds a face
+
+
+def roi_from_detection(det: Detection) -> Roi:
+    """Mesh ROI for a fresh detection: its box, rotated along the detected eye line."""
+    x0, y0, x1, y1 = det.bbox
+    corners = np.array([[x0, y0], [x1, y1]])
+    # Rotate about the box centre: measure the box in the eye-aligned frame.
+    roi = roi_from_points(corners, det.keypoints[RIGHT_EYE], det.keypoints[LEFT_EYE], 1.0)
+    side = max(x1 - x0, y1 - y0) * ROI_SCALE
+    return Roi(cx=0.5 * (x0 + x1), cy=0.5 * (y0 + y1), size=float(max(side, 1.0)), angle=roi.angle)
+
+
+def roi_from_mesh(points: np.ndarray) -> Roi:
+    """ROI for the next frame from this frame's 468 mesh points (tracking mode)."""
+    return roi_from_points(points[:, :2], points[MESH_RIGHT_EYE_OUTER, :2], points[MESH_LEFT_EYE_OUTER, :2], ROI_SCALE)
+
+
+class FaceMesh:
+    def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
+        self.session = create_session("face_landmark.onnx", backend, outputs=["landmarks", "face_flag"], threads=threads)
+
+    def run(self, image: np.ndarray, rois: list[Roi]) -> list[MeshResult]:
+        """Mesh for each ROI of a BGR uint8 frame, in one batch."""
+        if not rois:
+            return []
+        crops = np.stack([crop(image, roi, MESH_INPUT) for roi in rois])
+        rgb = crops[..., ::-1]
+        batch = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) * (1.0 / 255.0)
+        out = self.session.run(batch)
+        raw = out["landmarks"].reshape(len(rois), 468, 3)
+        presence = 1.0 / (1.0 + np.exp(-np.clip(out["face_flag"].reshape(-1).astype(np.float64), -100.0, 100.0)))
+        results = []
+        for i, roi in enumerate(rois):
+            pts = raw[i].astype(np.float64)
+            results.append(
+                MeshResult(roi=roi, crop_points=pts, points=crop_points_to_image(pts, roi, MESH_INPUT),
+                           presence=float(presence[i]))
+            )
+        return results
+
+

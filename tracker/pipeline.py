@@ -1,0 +1,87 @@
+"""The per-frame pipeline: detect or track ROIs → face mesh → 68 landmarks → results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracker.detector import FaceDetector
+from tracker.landmarks68 import Mesh68Mapping
+from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
+from tracker.tracking import TrackSet
+from tracker.types import FaceResult, FrameResult
+
+
+@dataclass
+class TrackerConfig:
+    backend: str = "auto"
+    detector: str = "short"
+    max_faces: int = 1
+    detection_threshold: float = 0.5
+    presence_threshold: float = 0.5
+    # While fewer than max_faces are tracked, look for new faces this often (frames).
+    redetect_interval: int = 10
+    threads: int | None = None
+
+
+class FaceTracker:
+    """Stateful tracker: feed it frames in order with :meth:`process`."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        c = self.config
+        self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
+        self.mesh = FaceMesh(c.backend, threads=c.threads)
+        self._mapping: Mesh68Mapping | None = None
+        self.tracks = TrackSet(c.max_faces, c.presence_threshold)
+        self._since_detection = 0
+
+    @property
+    def mapping(self) -> Mesh68Mapping:
+        # Loaded on first use, so tools/fit_mesh68.py can mesh faces before the map exists.
+        if self._mapping is None:
+            self._mapping = Mesh68Mapping()
+        return self._mapping
+
+    @property
+    def backend(self) -> str:
+        return self.mesh.session.backend
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self._since_detection = 0
+
+    def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
+                still: bool = False) -> FrameResult:
+        """Track faces in one BGR uint8 frame. ``still`` treats it as unrelated to the previous one."""
+        if still:
+            self.reset()
+        tracks = self.tracks
+        if tracks.tracks:
+            tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks]))
+        self._since_detection += 1
+        if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
+            self._detect_new_faces(image)
+        faces = []
+        for t in tracks.tracks:
+            landmarks = self.mapping.landmarks(t.mesh)
+            # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
+            extent = np.concatenate([landmarks, t.mesh.points[:, :2]])
+            bbox = np.concatenate([extent.min(0), extent.max(0)])
+            faces.append(FaceResult(id=t.id, bbox=bbox, score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh))
+        return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
+
+    def _detect_new_faces(self, image: np.ndarray) -> None:
+        self._since_detection = 0
+        self.tracks.add(self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks)))
+
+    def detect_meshes(self, image: np.ndarray, limit: int) -> list[MeshResult]:
+        """Detect up to ``limit`` faces not yet tracked and mesh each of them."""
+        detections = [d for d in self.detector.detect(image) if self.tracks.is_new_face(d.bbox)][:limit]
+        if not detections:
+            return []
+        first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
+        # A second pass from the mesh's own ROI gives the crop that tracking mode
+        # uses on later frames, which is also the crop the 68-point map was fitted on.
+        return self.mesh.run(image, [roi_from_mesh(m.points) for m in first])

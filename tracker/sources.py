@@ -1,0 +1,570 @@
+"""Every way frames enter the tracker: webcams, stream URLs, video files, image folders, single images.
+
+``open_source(spec)`` decides the kind from ``spec`` and returns a :class:`FrameSource`; iterating it
+yields :class:`Frame` objects whose ``image`` is always a C-contiguous HxWx3 uint8 BGR array, whatever the
+input was (grayscale, 16-bit, alpha, float). Errors the user can fix (missing file, busy camera, corrupt
+video) raise :class:`SourceError` with a one-line message; skipped junk is logged and listed in
+``FrameSource.skipped``.
+
+Live sources (cameras, URLs, or a file opened with ``live=True``) are read on a daemon thread that keeps
+only the newest frame, so a slow consumer sees fresh frames (and ``dropped`` counts the stale ones)
+instead of an ever-growing backlog. Files are otherwise read synchronously and every frame is delivered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11; the project supports 3.10
+
+__all__ = ["Frame", "FrameSource", "SourceError", "open_source"]
+
+log = logging.getLogger("tracker.sources")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+
+# Live sources: a source that has delivered nothing for this long is considered gone.
+_STALL_S = 1.0
+# Used when a file does not say its frame rate (pacing with live=True, time_s fallback, image folders).
+_DEFAULT_FPS = 30.0
+# Stream URLs: without these an unreachable host can block open/read for FFmpeg's own (long) timeouts.
+_URL_OPEN_TIMEOUT_MS = 10_000
+_URL_READ_TIMEOUT_MS = 5_000
+# close() waits this long for a reader thread; a camera read can block inside the driver.
+_JOIN_TIMEOUT_S = 3.0
+
+# OpenCV's log levels (the Python bindings expose setLogLevel but not the constants).
+_CV_LOG_FATAL, _CV_LOG_ERROR = 1, 2
+
+# Silence OpenCV's stderr chatter ("[ WARN:0@0.01] ... can't open camera by index", FFmpeg's
+# "[mjpeg @ 0x...] overread 8", "moov atom not found"): we report every such case ourselves, in one
+# line. A user who sets these variables (to debug a device or codec) keeps their own choice.
+#  - OPENCV_FFMPEG_LOGLEVEL is read when the FFmpeg backend is first used, so setting it here, after
+#    `import cv2` but before any VideoCapture, works (checked with opencv 4.11); -8 is AV_LOG_QUIET.
+#  - cv2.utils.logging does not exist in the 4.11 wheels; cv2.setLogLevel does.
+_USER_CV_LOG_LEVEL = "OPENCV_LOG_LEVEL" in os.environ
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+if not _USER_CV_LOG_LEVEL:
+    cv2.setLogLevel(_CV_LOG_ERROR)
+
+
+@contextmanager
+def _opencv_quieter() -> Iterator[None]:
+    # Probing a missing camera also prints an ERROR-level line from the Orbbec backend
+    # ("obsensor ... Camera index out of range"), and decoding a truncated image logs ERRORs, so opening
+    # devices and decoding images run at FATAL: each failure is reported by us in one line instead. The
+    # level is process-wide; the window is only the duration of the call.
+    old = cv2.getLogLevel()
+    if not _USER_CV_LOG_LEVEL and old > _CV_LOG_FATAL:
+        cv2.setLogLevel(_CV_LOG_FATAL)
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(old)
+
+
+@dataclass
+class Frame:
+    """One frame from a source."""
+
+    image: np.ndarray  # HxWx3 uint8 BGR, C-contiguous, always
+    index: int  # 0-based; for live sources gaps mean dropped frames; for folders the n-th image delivered
+    time_s: float  # media time for files/images; seconds since the source opened for cameras/URLs
+    source: str  # image path for image files/folders; else the spec (path, camera index, URL)
+    grabbed_at: float  # time.perf_counter() when the frame was read (for latency measurement)
+
+
+class SourceError(Exception):
+    """A source cannot be opened or read; the message is one human-readable line."""
+
+
+class FrameSource:
+    """Base of all sources. Iterate once for frames; close() (or use as a context manager) when done.
+
+    Attributes:
+        name: human-readable description, e.g. ``camera 0`` or ``video 'clip.mp4'``.
+        is_live: frames are produced in real time and may be dropped (cameras, URLs, ``live=True``).
+        fps: frame rate if known, else None.
+        total_frames: number of frames if known, else None (live sources). For image folders it is the
+            number of files with an image extension, an upper bound since undecodable ones are skipped.
+        still_images: frames are independent still images (image folder or single image), not video.
+        skipped: human-readable notes about skipped inputs (junk files in a folder, ...).
+        error: why a live source stopped early (device gone, stream ended), else None.
+        dropped: frames a live source read but replaced by a newer one before the consumer took them.
+    """
+
+    def __init__(self, name: str, *, is_live: bool, fps: float | None, total_frames: int | None,
+                 still_images: bool = False) -> None:
+        self.name = name
+        self.is_live = is_live
+        self.fps = fps
+        self.total_frames = total_frames
+        self.still_images = still_images
+        self.skipped: list[str] = []
+        self.error: str | None = None
+        self.dropped = 0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device/file and stop any reader thread. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image normalisation
+
+
+def _to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded image -> C-contiguous HxWx3 uint8 BGR (the one format the rest of the tracker sees).
+
+    Raises ValueError for layouts that are not an image (e.g. 5 channels)."""
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            # Keep the top 8 bits: maps 0..65535 onto 0..255 exactly at both ends, costs one shift, and
+            # rounds down by < 1 grey level, invisible to the detector. (12-bit data stored in 16-bit
+            # containers comes out dark; such files are rare and the tracker copes with dim images.)
+            img = (img >> 8).astype(np.uint8)
+        elif np.issubdtype(img.dtype, np.floating):
+            # Float images (e.g. 32-bit TIFF) conventionally hold 0..1; NaN becomes black.
+            img = (np.nan_to_num(np.clip(img, 0.0, 1.0), nan=0.0) * 255.0 + 0.5).astype(np.uint8)
+        elif img.dtype == np.bool_:
+            img = img.astype(np.uint8) * 255
+        elif np.issubdtype(img.dtype, np.integer):
+            # Other integer depths (int8/int16/int32 TIFF) have no agreed range; clip instead of wrap.
+            img = np.clip(img, 0, 255).astype(np.uint8)
+        else:
+            raise ValueError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] in (1, 2):
+        img = img[:, :, 0]  # grey (+ alpha): the alpha channel carries no picture
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        # Alpha is dropped, not composited: transparent pixels keep their stored colour, which for
+        # photos with an alpha channel is the picture itself.
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise ValueError(f"unsupported image shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError("empty image")
+    return np.ascontiguousarray(img)
+
+
+# Decoding flags: ANYDEPTH keeps 16-bit/float so _to_bgr8 scales it properly (plain IMREAD_COLOR would
+# truncate), ANYCOLOR keeps grey as grey and lets the decoder drop alpha. Unlike IMREAD_UNCHANGED this
+# combination also applies the EXIF orientation, so phone photos are upright (IMREAD_UNCHANGED ignores it
+# and faces would arrive sideways).
+_IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
+def _read_image(path: str) -> tuple[np.ndarray | None, str]:
+    """Decode one image file -> (BGR uint8 image, "") or (None, why it could not be read)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "the file is empty"
+        # imdecode(fromfile) instead of imread: same decoders, but also works for non-ASCII paths on Windows.
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        return None, f"cannot read the file ({e.strerror or e})"
+    try:
+        with _opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
+            img = cv2.imdecode(data, _IMREAD_FLAGS)
+    except cv2.error:
+        img = None
+    if img is None:
+        return None, "not an image or the file is corrupt"
+    try:
+        return _to_bgr8(img), ""
+    except ValueError as e:
+        return None, str(e)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image files and folders
+
+
+class _ImageFilesSource(FrameSource):
+    """A sorted list of image files; undecodable ones are skipped (folder) or fatal (single image)."""
+
+    def __init__(self, name: str, paths: list[str], *, strict: bool, skipped: list[str]) -> None:
+        super().__init__(name, is_live=False, fps=None, total_frames=len(paths), still_images=True)
+        self.skipped.extend(skipped)
+        self._paths = paths
+        self._strict = strict
+        self._pos = 0
+        self._index = 0
+        # Decode the first readable image now, so a folder of junk fails in open_source, not mid-run.
+        self._pending = self._next_frame()
+        if self._pending is None:
+            raise SourceError(f"no readable images in {name} ({len(self.skipped)} files skipped)")
+
+    def _next_frame(self) -> Frame | None:
+        while self._pos < len(self._paths):
+            path = self._paths[self._pos]
+            self._pos += 1
+            img, why = _read_image(path)
+            if img is None:
+                if self._strict:
+                    raise SourceError(f"cannot read image '{path}': {why}")
+                note = f"skipped '{path}': {why}"
+                log.warning(note)
+                self.skipped.append(note)
+                continue
+            # Stills have no time; a nominal frame rate keeps time_s strictly increasing for consumers
+            # that compute time steps.
+            frame = Frame(img, self._index, self._index / _DEFAULT_FPS, path, time.perf_counter())
+            self._index += 1
+            return frame
+        return None
+
+    def __iter__(self) -> Iterator[Frame]:
+        while not self._closed:
+            frame, self._pending = self._pending, None
+            if frame is None:
+                frame = self._next_frame()
+                if frame is None:
+                    return
+            yield frame
+
+    def _release(self) -> None:
+        self._pending = None
+
+
+def _open_folder(path: str) -> FrameSource:
+    candidates: list[str] = []
+    skipped: list[str] = []
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as e:
+        raise SourceError(f"cannot list folder '{path}': {e.strerror or e}") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # hidden files (.DS_Store, ._foo.jpg from macOS) are never meant as input
+        full = os.path.join(path, entry.name)
+        if entry.is_dir():
+            note = f"skipped '{full}': subfolders are not searched"
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            candidates.append(full)
+            continue
+        else:
+            note = f"skipped '{full}': not an image file"
+        log.warning(note)
+        skipped.append(note)
+    return _ImageFilesSource(f"folder '{path}'", candidates, strict=False, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# cv2.VideoCapture: files, cameras, URLs
+
+
+class _CaptureReader:
+    """Reads one cv2.VideoCapture into Frames; shared by the synchronous and the threaded source."""
+
+    def __init__(self, cap: cv2.VideoCapture, label: str, source: str, *, is_file: bool) -> None:
+        self.cap = cap
+        self.label = label
+        self.source = source
+        self.is_file = is_file
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        # Some containers/drivers report 0, NaN or nonsense like 90000 (a time base); treat as unknown.
+        self.fps: float | None = fps if math.isfinite(fps) and 0 < fps <= 1000 else None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.total_frames: int | None = int(count) if is_file and math.isfinite(count) and count > 0 else None
+        self.index = 0
+        self.error: str | None = None
+        self.t_open = time.perf_counter()
+        self._last_good = self.t_open
+
+    def read(self, stop: threading.Event | None = None) -> Frame | None:
+        """The next frame, or None at the end (then ``error`` says why, if it was not a normal end)."""
+        while True:
+            ok, img = self.cap.read()
+            now = time.perf_counter()
+            if ok and img is not None:
+                break
+            if self.is_file:  # files: the first failed read is the end
+                self._check_truncated()
+                return None
+            # Cameras and streams hiccup; only a source silent for _STALL_S is considered gone.
+            if now - self._last_good > _STALL_S:
+                self.error = f"{self.label} stopped delivering frames"
+                return None
+            if stop is not None:
+                if stop.wait(0.01):
+                    return None
+            else:
+                time.sleep(0.01)
+        self._last_good = now
+        if self.is_file:
+            fps = self.fps or _DEFAULT_FPS
+            pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
+            time_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms > 0 else self.index / fps
+        else:
+            time_s = now - self.t_open
+        try:
+            image = _to_bgr8(img)
+        except ValueError as e:
+            raise SourceError(f"{self.label} delivered an unusable frame: {e}") from None
+        frame = Frame(image, self.index, time_s, self.source, now)
+        self.index += 1
+        return frame
+
+    def _check_truncated(self) -> None:
+        n, m = self.index, self.total_frames
+        # FRAME_COUNT is an estimate (duration x fps) for some containers and can be a frame off on
+        # healthy files, hence the small tolerance. n == 0 is reported as a SourceError by the caller.
+        if n > 0 and m is not None and m - n > max(1, m // 100):
+            log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+class _SyncCaptureSource(FrameSource):
+    """Reads in the consumer's thread: every frame is delivered (files, or live=False)."""
+
+    def __init__(self, reader: _CaptureReader, first: Frame, *, name: str, is_live: bool) -> None:
+        super().__init__(name, is_live=is_live, fps=reader.fps, total_frames=reader.total_frames)
+        self._reader = reader
+        self._first: Frame | None = first
+        self._lock = threading.Lock()  # close() from another thread must not release mid-read
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._first is not None and not self._closed:
+            frame, self._first = self._first, None
+            yield frame
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                frame = self._reader.read()
+            if frame is None:
+                self.error = self._reader.error
+                return
+            yield frame
+
+    def _release(self) -> None:
+        self._first = None
+        with self._lock:
+            self._reader.release()
+
+
+class _ThreadedCaptureSource(FrameSource):
+    """Reads on a daemon thread into a single newest-frame slot, so latency never accumulates.
+
+    With ``pace_fps`` (a file opened with live=True) frames are released at that rate, the way a camera
+    would deliver them; grabbed_at is then the release time."""
+
+    def __init__(self, reader: _CaptureReader, first: Frame, *, name: str, pace_fps: float | None) -> None:
+        super().__init__(name, is_live=True, fps=reader.fps, total_frames=reader.total_frames)
+        self._reader = reader
+        self._pace_fps = pace_fps
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(first,), daemon=True,
+                                        name=f"tracker.sources reader: {name}")
+        self._thread.start()
+
+    def _run(self, first: Frame) -> None:
+        frame: Frame | None = first
+        t0 = time.perf_counter()
+        try:
+            while frame is not None and not self._stop.is_set():
+                if self._pace_fps:
+                    # Absolute schedule (not sleep-per-frame), so decode time does not slow the pace.
+                    delay = t0 + frame.index / self._pace_fps - time.perf_counter()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                    frame = dataclasses.replace(frame, grabbed_at=time.perf_counter())
+                with self._cond:
+                    if self._slot is not None:
+                        self.dropped += 1
+                    self._slot = frame
+                    self._cond.notify_all()
+                frame = self._reader.read(self._stop)
+            if not self._stop.is_set():
+                self.error = self._reader.error
+        except Exception as e:  # noqa: BLE001 -- report it as .error, not a thread traceback
+            self.error = f"{self.name} failed: {e}"
+            log.warning(self.error)
+        finally:
+            # The thread owns the capture: releasing it from close() could race a blocking read().
+            self._reader.release()
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._ended and not self._closed:
+                    self._cond.wait(0.1)  # notify wakes us; the timeout is only a safety net
+                if self._closed or self._slot is None:
+                    return
+                frame, self._slot = self._slot, None  # taking it empties the slot: next one is newer
+            yield frame
+
+    def _release(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._slot = None
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(_JOIN_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.warning("%s: reader thread did not stop within %.0f s", self.name, _JOIN_TIMEOUT_S)
+
+
+def _capture_source(cap: cv2.VideoCapture, *, label: str, source: str, is_file: bool, live: bool,
+                    fail: Callable[[], SourceError]) -> FrameSource:
+    """Wrap an opened capture; raise fail() if it yields no first frame."""
+    reader = _CaptureReader(cap, label, source, is_file=is_file)
+    try:
+        first = reader.read()
+    except SourceError:
+        reader.release()
+        raise
+    if first is None:
+        reader.release()
+        raise fail()
+    if not live:
+        return _SyncCaptureSource(reader, first, name=label, is_live=not is_file)
+    pace = (reader.fps or _DEFAULT_FPS) if is_file else None
+    return _ThreadedCaptureSource(reader, first, name=label, pace_fps=pace)
+
+
+def _open_camera(index: int, camera_size: tuple[int, int] | None, camera_fps: float | None,
+                 live: bool) -> FrameSource:
+    def fail() -> SourceError:
+        return SourceError(f"camera {index} could not be opened (no such device or it is busy)")
+
+    with _opencv_quieter():
+        cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        cap.release()
+        raise fail()
+    if camera_size:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, camera_size[0])
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, camera_size[1])
+    if camera_fps:
+        cap.set(cv2.CAP_PROP_FPS, camera_fps)
+    if camera_size or camera_fps:
+        # Drivers silently pick the nearest mode they support; say what we actually got. (Asked here,
+        # before the reader thread owns the capture: VideoCapture is not thread-safe.)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        log.info("camera %d mode: %dx%d at %g fps", index, w, h, cap.get(cv2.CAP_PROP_FPS))
+    return _capture_source(cap, label=f"camera {index}", source=str(index), is_file=False, live=live,
+                           fail=fail)
+
+
+def _redact_url(url: str) -> str:
+    # rtsp://user:password@host/... -> rtsp://user:***@host/...: names end up in logs and output files.
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def _open_url(url: str, live: bool) -> FrameSource:
+    shown = _redact_url(url)
+    label = f"stream '{shown}'"
+    with _opencv_quieter():
+        if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _URL_OPEN_TIMEOUT_MS,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, _URL_READ_TIMEOUT_MS]
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        else:
+            cap = cv2.VideoCapture(url)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"cannot open {label}: unreachable, wrong address, or unsupported protocol")
+    return _capture_source(cap, label=label, source=shown, is_file=False, live=live,
+                           fail=lambda: SourceError(f"{label} opened but delivered no frames"))
+
+
+def _open_video(path: str, live: bool) -> FrameSource:
+    def fail() -> SourceError:
+        return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
+
+    with _opencv_quieter():
+        # FFmpeg only, when present: after it fails, CAP_ANY would also try OpenCV's built-in MJPEG/AVI
+        # reader, which prints "Unexpected element. Expected: LIST. Got: JUNK." on broken files with a
+        # plain fprintf that no log level silences, and reads nothing FFmpeg cannot.
+        if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        else:
+            cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise fail()
+    return _capture_source(cap, label=f"video '{path}'", source=path, is_file=True, live=live, fail=fail)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
+                camera_fps: float | None = None, live: bool | None = None) -> FrameSource:
+    """Open a frame source; the kind is decided from ``spec``:
+
+    - int or all-digit string: webcam index (live); ``camera_size`` (width, height) and ``camera_fps``
+      are requested from the driver, which may pick the nearest mode it supports.
+    - string containing ``://``: stream URL (rtsp/http/udp/...), live.
+    - existing folder: its image files in sorted name order (not recursive; hidden files ignored; other
+      files and undecodable images skipped with a warning).
+    - existing file with an image extension: that single image.
+    - any other existing file: a video, every frame delivered.
+
+    ``live``: None = auto (cameras/URLs live, files not). True plays a video file as a live source paced
+    at its own frame rate, dropping frames the consumer has not taken (for latency benchmarks). False
+    reads a camera/URL synchronously without dropping. Ignored for images.
+
+    Raises SourceError (one-line message) if the source cannot be opened or yields no frame at all.
+    """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise TypeError(f"source must be a path, URL or camera index, not {type(spec).__name__}")
+    if isinstance(spec, int) or (spec.isascii() and spec.isdigit()):
+        return _open_camera(int(spec), camera_size, camera_fps, live=live is not False)
+    if "://" in spec:
+        return _open_url(spec, live=live is not False)
+    if os.path.isdir(spec):
+        return _open_folder(spec)
+    if os.path.isfile(spec):
+        if os.path.splitext(spec)[1].lower() in IMAGE_EXTENSIONS:
+            return _ImageFilesSource(f"image '{spec}'", [spec], strict=True, skipped=[])
+        return _open_video(spec, live=live is True)
+    if os.path.exists(spec):
+        raise SourceError(f"source '{spec}' is neither a file nor a folder")
+    raise SourceError(f"source '{spec}' not found")

@@ -1,0 +1,89 @@
+"""Per-face tracks: identity, the ROI the next frame is cropped from, and overlap rules.
+
+No models here: the pipeline feeds each track its new mesh, and this module
+decides which tracks live, which detections are new faces, and which IDs they get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracker.detector import box_iou
+from tracker.mesh import MeshResult, roi_from_mesh
+from tracker.roi import Roi
+
+# A detection overlapping a live track this much is that track's face, not a new one.
+NEW_FACE_MAX_IOU = 0.3
+# Two tracks overlapping this much have converged onto one face: the younger one goes.
+DUPLICATE_IOU = 0.5
+
+
+@dataclass
+class Track:
+    id: int
+    mesh: MeshResult
+    frames: int = 1
+
+    @property
+    def roi(self) -> Roi:
+        return roi_from_mesh(self.mesh.points)
+
+    @property
+    def bbox(self) -> np.ndarray:
+        pts = self.mesh.points[:, :2]
+        return np.concatenate([pts.min(0), pts.max(0)])
+
+
+class TrackSet:
+    def __init__(self, max_faces: int, min_presence: float) -> None:
+        self.max_faces = max_faces
+        self.min_presence = min_presence
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def clear(self) -> None:
+        self.tracks = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.tracks) >= self.max_faces
+
+    def update(self, meshes: list[MeshResult]) -> None:
+        """Give each track (in order) its new mesh; drop tracks whose face is gone."""
+        kept = []
+        for track, mesh in zip(self.tracks, meshes):
+            if mesh.presence >= self.min_presence:
+                track.mesh = mesh
+                track.frames += 1
+                kept.append(track)
+        self.tracks = self._without_duplicates(kept)
+
+    def is_new_face(self, bbox: np.ndarray) -> bool:
+        if not self.tracks:
+            return True
+        boxes = np.stack([t.bbox for t in self.tracks])
+        return bool(box_iou(np.asarray(bbox, np.float64), boxes).max() <= NEW_FACE_MAX_IOU)
+
+    def add(self, meshes: list[MeshResult]) -> None:
+        """Start tracks for new faces, up to max_faces."""
+        for mesh in meshes:
+            if self.full:
+                break
+            if mesh.presence < self.min_presence:
+                continue
+            track = Track(id=self._next_id, mesh=mesh)
+            if not self.is_new_face(track.bbox):
+                continue
+            self._next_id += 1
+            self.tracks.append(track)
+
+    @staticmethod
+    def _without_duplicates(tracks: list[Track]) -> list[Track]:
+        # Tracks are kept oldest first, so the earlier one of an overlapping pair wins.
+        kept: list[Track] = []
+        for track in tracks:
+            if all(box_iou(track.bbox, k.bbox[None])[0] <= DUPLICATE_IOU for k in kept):
+                kept.append(track)
+        return kept
