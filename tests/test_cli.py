@@ -4,6 +4,7 @@ Each run is a real subprocess: the promise is a one-line message and a sensible
 exit code, never a traceback, and JSON Lines that stay valid when cut short.
 """
 
+import csv
 import json
 import os
 import signal
@@ -59,8 +60,32 @@ def test_image_gives_schema_landmarks(afw_dir, tmp_path):
     x0, y0, x1, y1 = face["bbox"]
     assert x0 <= lm[:, 0].min() and lm[:, 0].max() <= x1 and y0 <= lm[:, 1].min() and lm[:, 1].max() <= y1
     assert (x1 - x0) < 1.5 * np.ptp(lm[:, 0])
+    # The 3D fit: a near-frontal face, 52 ARKit weights in [0, 1], a unit quaternion.
+    pose = face["pose"]
+    assert abs(pose["yaw"]) < 45 and abs(pose["roll"]) < 30
+    assert abs(np.linalg.norm(pose["quaternion"]) - 1) < 1e-3 and pose["translation_mm"][2] > 0
+    assert len(face["blendshapes"]) == 52 and all(0 <= v <= 1 for v in face["blendshapes"].values())
+    assert len(face["occluded"]) == 68
     # Not computed yet, so not written (never faked).
-    assert "pose" not in face and "blendshapes" not in face
+    assert "landmark_confidence" not in face
+
+
+def test_no_fit_leaves_3d_fields_out(afw_dir, tmp_path):
+    out = tmp_path / "faces.jsonl"
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet", "--no-fit")
+    assert proc.returncode == 0, proc.stderr
+    (face,) = read_jsonl(out)[0]["faces"]
+    assert "pose" not in face and "blendshapes" not in face and "occluded" not in face
+
+
+def test_csv_has_one_row_per_face_with_all_columns(talking_clip, tmp_path):
+    out = tmp_path / "faces.csv"
+    proc = run_cli("--source", str(talking_clip), "--csv", str(out), "--max-frames", "5", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and [int(r["frame"]) for r in rows] == list(range(5))
+    assert {"yaw", "qw", "tz_mm", "lm67_y", "occluded67", "jawOpen", "eyeBlinkLeft", "tongueOut"} <= set(rows[0])
+    assert float(rows[0]["tongueOut"]) == 0.0
 
 
 def test_missing_source(tmp_path):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from report import update_section
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 
@@ -76,6 +77,7 @@ def main() -> int:
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--detector", default="short", choices=("short", "full"))
     parser.add_argument("--json", type=Path, help="also write the report (with per-face rows) here")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     if not args.images.is_dir():
         print(f"error: {args.images} not found", file=sys.stderr)
@@ -83,14 +85,29 @@ def main() -> int:
     started = time.perf_counter()
     # Several faces per image are tracked so the annotated one is found even when it is not the largest.
     report = evaluate(args.images, TrackerConfig(backend=args.backend, detector=args.detector, max_faces=8))
-    print(f"{args.images.name}: {report['images']} images in {time.perf_counter() - started:.0f} s")
-    print(f"  annotated face found: {100 * report['detection_rate']:.1f}%")
-    print(f"  NME (inter-ocular):   {100 * report['nme']:.2f}%  jaw {100 * report['nme_jaw']:.2f}%  "
-          f"inner-51 {100 * report['nme_inner51']:.2f}%")
-    print(f"  failures @0.08: {100 * report['failure_rate_0.08']:.1f}%  @0.10: {100 * report['failure_rate_0.10']:.1f}%"
-          f"  AUC@0.08: {report['auc_0.08']:.3f}")
+    r = report
+    body = "\n".join([
+        (f"`{args.images.name}` ({r['images']} images, held out: the 68-point map is fitted on helen_train), "
+        f"detector `{args.detector}` included, backend {args.backend}."),
+        "",
+        "| annotated face found | NME | jaw NME (0-16) | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |",
+        "|---|---|---|---|---|---|---|",
+        (f"| {100 * r['detection_rate']:.1f}% | {100 * r['nme']:.2f}% | {100 * r['nme_jaw']:.2f}% | "
+        f"{100 * r['nme_inner51']:.2f}% | {100 * r['failure_rate_0.08']:.1f}% | {100 * r['failure_rate_0.10']:.1f}% | "
+        f"{r['auc_0.08']:.3f} |"),
+        "",
+        ("NME: mean point-to-point error over the 68 points divided by the outer-eye-corner distance (36-45). "
+        "A missed face is a failure in the failure rates and AUC."),
+        "",
+        (f"Command: `python tools/evaluate.py{'' if args.images == LANDMARKS68 / 'afw' else f' --images {args.images}'}"
+        f"{'' if args.detector == 'short' else f' --detector {args.detector}'}`"),
+    ])
+    print(f"{args.images.name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
+    print(body)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    if not args.no_write:
+        update_section(f"landmarks-{args.images.name}-{args.detector}", body)
     return 0
 
 

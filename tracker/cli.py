@@ -9,11 +9,14 @@ import sys
 import time
 import traceback
 
+from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
-from tracker.outputs import JsonlWriter, OutputError, OverlayWriter, Window
+from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.sources import SourceError, open_source
+
+UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--source", default="0",
                     help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://)")
     io.add_argument("--json", metavar="PATH", help="write one JSON object per frame (JSON Lines); '-' for stdout")
+    io.add_argument("--csv", metavar="PATH", help="write one row per face per frame (CSV); '-' for stdout")
     io.add_argument("--output", metavar="PATH",
                     help="overlay: a video file (.mp4 .avi .mkv .mov) or a folder for PNG frames")
+    io.add_argument("--wireframe", action="store_true", help="draw the face mesh wireframe in the overlay")
     io.add_argument("--show", action="store_true", help="show a live window with the overlay (q or Esc quits)")
+    io.add_argument("--vmc", metavar="HOST[:PORT]",
+                    help="send blendshapes and head rotation to a VMC receiver over OSC/UDP (default port 39539)")
+    io.add_argument("--udp-json", metavar="HOST[:PORT]",
+                    help=f"send each frame's JSON record as one UDP datagram (default port {UDP_JSON_PORT})")
     io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
     io.add_argument("--camera-size", type=_size, metavar="WxH", help="ask the camera for this resolution")
     io.add_argument("--camera-fps", type=float, metavar="FPS", help="ask the camera for this frame rate")
@@ -64,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-faces", type=_positive_int, default=1, help="track at most this many faces")
     model.add_argument("--redetect-interval", type=_positive_int, default=10, metavar="N",
                        help="while fewer than --max-faces are tracked, look for new faces every N frames")
+    model.add_argument("--no-fit", action="store_true",
+                       help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
+    model.add_argument("--focal", type=float, metavar="PX",
+                       help="camera focal length in pixels, for translation_mm (default: the image width)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
                        help="CPU threads per model for ONNX Runtime (default 1: fastest for one or two faces)")
     misc = p.add_argument_group("misc")
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         max_faces=args.max_faces,
         redetect_interval=args.redetect_interval,
         threads=args.threads,
+        fit_3d=not args.no_fit,
+        focal_px=args.focal,
     )
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
     outputs: list = []
@@ -95,13 +110,21 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         tracker = FaceTracker(config)
-        window = Window() if args.show else None
+        wireframe = tracker.fitter.model.mesh468_tris if (args.wireframe and tracker.fitter) else None
+        window = Window(wireframe) if args.show else None
         if window:
             outputs.append(window)
         jsonl = JsonlWriter(args.json) if args.json else None
         if jsonl:
             outputs.append(jsonl)
-        overlay = OverlayWriter(args.output, source.fps) if args.output else None
+        table = CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else []) if args.csv else None
+        if table:
+            outputs.append(table)
+        for spec, sender, port in ((args.vmc, VmcSender, VMC_DEFAULT_PORT), (args.udp_json, UdpJsonSender, UDP_JSON_PORT)):
+            if spec:
+                outputs.append(sender(*parse_host_port(spec, port)))
+        senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
+        overlay = OverlayWriter(args.output, source.fps, wireframe) if args.output else None
         if overlay:
             outputs.append(overlay)
 
@@ -120,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
                 with_faces += bool(result.faces)
                 if jsonl:
                     jsonl.write(result)
+                if table:
+                    table.write(result)
+                for sender in senders:
+                    sender.send(result)
                 if overlay:
                     overlay.write(frame.image, result)
                 if window:
@@ -163,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as exc:
         log.error(str(exc))
         return EXIT_BAD_INPUT
-    except (BackendError, OutputError) as exc:
+    except (BackendError, OutputError, ValueError) as exc:
         log.error(str(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracker.detector import FaceDetector
+from tracker.fitting import FaceFitter, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
 from tracker.tracking import TrackSet
@@ -23,6 +24,10 @@ class TrackerConfig:
     # While fewer than max_faces are tracked, look for new faces this often (frames).
     redetect_interval: int = 10
     threads: int | None = None
+    # Fit the 3D face model (pose, blendshapes, self-occlusion) to each face's landmarks.
+    fit_3d: bool = True
+    # Focal length in pixels for translation_mm; None assumes the image width (~53° field of view).
+    focal_px: float | None = None
 
 
 class FaceTracker:
@@ -34,6 +39,7 @@ class FaceTracker:
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
         self.mesh = FaceMesh(c.backend, threads=c.threads)
         self._mapping: Mesh68Mapping | None = None
+        self.fitter = FaceFitter() if c.fit_3d else None
         self.tracks = TrackSet(c.max_faces, c.presence_threshold)
         self._since_detection = 0
 
@@ -69,7 +75,16 @@ class FaceTracker:
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
             extent = np.concatenate([landmarks, t.mesh.points[:, :2]])
             bbox = np.concatenate([extent.min(0), extent.max(0)])
-            faces.append(FaceResult(id=t.id, bbox=bbox, score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh))
+            face = FaceResult(id=t.id, bbox=bbox, score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh)
+            if self.fitter is not None:
+                fit = self.fitter.fit(landmarks, state=t.fit)
+                if fit.ok:
+                    t.fit = fit.state
+                face.fit_ok = fit.ok
+                face.occluded = fit.self_occluded
+                face.pose = head_pose(fit.state, (image.shape[1], image.shape[0]), self.config.focal_px)
+                face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
+            faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
     def _detect_new_faces(self, image: np.ndarray) -> None:

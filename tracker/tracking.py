@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracker.detector import box_iou
+from tracker.fitting import FitState
 from tracker.mesh import MeshResult, roi_from_mesh
 from tracker.roi import Roi
 
@@ -25,6 +26,7 @@ class Track:
     id: int
     mesh: MeshResult
     frames: int = 1
+    fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
 
     @property
     def roi(self) -> Roi:

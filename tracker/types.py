@@ -10,21 +10,55 @@ from tracker.mesh import MeshResult
 
 
 @dataclass
+class Pose:
+    """Head pose in the convention of tracker/pose.py (degrees; camera axes x right, y down, z forward)."""
+
+    yaw: float
+    pitch: float
+    roll: float
+    quaternion: np.ndarray  # [w, x, y, z], the rotation from the frontal pose
+    translation_mm: np.ndarray  # model origin in the camera frame (depth from an assumed focal length)
+    rotation: np.ndarray  # 3×3, the same rotation as a matrix (not written out)
+
+    def to_record(self) -> dict:
+        return {
+            "yaw": round(self.yaw, 2),
+            "pitch": round(self.pitch, 2),
+            "roll": round(self.roll, 2),
+            "quaternion": [round(float(v), 5) for v in self.quaternion],
+            "translation_mm": [round(float(v), 1) for v in self.translation_mm],
+        }
+
+
+@dataclass
 class FaceResult:
     id: int
     bbox: np.ndarray  # [x0, y0, x1, y1] image pixels
     score: float  # probability that a face is present (face mesh presence)
     landmarks: np.ndarray  # 68×2 image pixels, iBUG order
     mesh: MeshResult  # the face mesh this frame: ROI, crop-space and image-space points
+    occluded: np.ndarray | None = None  # 68 bool: self-occluded by the head's own pose
+    pose: Pose | None = None
+    blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
+    fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
 
     def to_record(self) -> dict:
         """The JSON Lines form of DESIGN.md; fields not computed are left out, never faked."""
-        return {
+        record = {
             "id": self.id,
             "bbox": [round(float(v), 2) for v in self.bbox],
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, 2).tolist(),
         }
+        if self.occluded is not None:
+            record["occluded"] = [bool(v) for v in self.occluded]
+        if self.pose is not None:
+            record["pose"] = self.pose.to_record()
+        if self.blendshapes is not None:
+            record["blendshapes"] = {k: round(float(v), 4) for k, v in self.blendshapes.items()}
+        if not self.fit_ok:
+            record["fit_ok"] = False
+        return record
 
 
 @dataclass

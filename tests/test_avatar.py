@@ -1,0 +1,412 @@
+"""VMC and UDP JSON senders: content, order, axis conversion, splitting, robustness (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pythonosc")
+from pythonosc.osc_bundle import OscBundle
+
+from tracker.avatar import (
+    ARKIT_BLENDSHAPES,
+    UdpJsonSender,
+    VmcSender,
+    camera_to_unity_quaternion,
+    parse_host_port,
+)
+from tracker.pose import euler_to_matrix, matrix_to_quaternion, quaternion_to_matrix
+
+
+# Local stand-ins with the attributes the senders read (duck typing; no dependency on tracker.types).
+@dataclass
+class FakePose:
+    yaw: float
+    pitch: float
+    roll: float
+    quaternion: np.ndarray
+    translation_mm: np.ndarray
+
+
+@dataclass
+class FakeFace:
+    id: int
+    pose: FakePose | None = None
+    blendshapes: dict[str, float] | None = None
+    landmarks: list = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        rec: dict = {"id": self.id, "landmarks": self.landmarks}
+        if self.pose is not None:
+            rec["pose"] = {"yaw": self.pose.yaw, "pitch": self.pose.pitch, "roll": self.pose.roll,
+                           "quaternion": [round(float(v), 6) for v in self.pose.quaternion],
+                           "translation_mm": [float(v) for v in self.pose.translation_mm]}
+        if self.blendshapes is not None:
+            rec["blendshapes"] = dict(self.blendshapes)
+        return rec
+
+
+@dataclass
+class FakeFrame:
+    frame: int
+    time_s: float
+    source: str
+    faces: list[FakeFace] = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        return {"frame": self.frame, "time_s": self.time_s, "source": self.source,
+                "faces": [f.to_record() for f in self.faces]}
+
+
+def make_pose(yaw: float, pitch: float, roll: float) -> FakePose:
+    q = matrix_to_quaternion(euler_to_matrix(yaw, pitch, roll))
+    return FakePose(yaw, pitch, roll, q, np.array([10.0, -20.0, 600.0]))
+
+
+def make_shapes() -> dict[str, float]:
+    return {name: round((i + 1) / 64.0, 6) for i, name in enumerate(ARKIT_BLENDSHAPES)}
+
+
+@pytest.fixture
+def receiver():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    yield sock
+    sock.close()
+
+
+def closed_port() -> int:
+    """A loopback UDP port with nobody listening (bound, read, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def unity_euler(q_xyzw: tuple[float, float, float, float]) -> tuple[float, float, float]:
+    """Unity's eulerAngles (x, y, z) in degrees, signed: Unity composes R = Ry(y)·Rx(x)·Rz(z).
+
+    Unity's quaternion→matrix is the same algebra as ours (only the handedness of the
+    space differs), so quaternion_to_matrix gives the matrix Unity applies to its vectors.
+    """
+    qx, qy, qz, qw = q_xyzw
+    m = quaternion_to_matrix(np.array([qw, qx, qy, qz]))
+    x = math.asin(max(-1.0, min(1.0, -m[1, 2])))
+    y = math.atan2(m[0, 2], m[2, 2])
+    z = math.atan2(m[1, 0], m[1, 1])
+    return math.degrees(x), math.degrees(y), math.degrees(z)
+
+
+# ----------------------------------------------------------------------------- axis conversion
+
+
+def test_arkit_names_are_the_52_unique():
+    assert len(ARKIT_BLENDSHAPES) == 52 and len(set(ARKIT_BLENDSHAPES)) == 52
+    assert {"jawOpen", "eyeBlinkLeft", "mouthSmileRight", "tongueOut", "cheekPuff"} <= set(ARKIT_BLENDSHAPES)
+
+
+def test_frontal_is_unity_identity():
+    assert camera_to_unity_quaternion([1, 0, 0, 0]) == pytest.approx((0, 0, 0, 1))
+
+
+@pytest.mark.parametrize("angle", [5.0, 20.0, 60.0])
+def test_yaw_to_own_left_is_negative_unity_y(angle):
+    qu = camera_to_unity_quaternion(make_pose(angle, 0, 0).quaternion)
+    ex, ey, ez = unity_euler(qu)
+    assert ey == pytest.approx(-angle, abs=1e-6) and ex == pytest.approx(0, abs=1e-6) and ez == pytest.approx(0, abs=1e-6)
+    # The avatar's face (rest forward +z in Unity) swings towards -x: the avatar's own left.
+    fwd = quaternion_to_matrix(np.array([qu[3], qu[0], qu[1], qu[2]])) @ [0.0, 0.0, 1.0]
+    assert fwd[0] == pytest.approx(-math.sin(math.radians(angle)))
+
+
+@pytest.mark.parametrize("angle", [5.0, 25.0])
+def test_pitch_up_is_negative_unity_x(angle):
+    qu = camera_to_unity_quaternion(make_pose(0, angle, 0).quaternion)
+    ex, ey, ez = unity_euler(qu)
+    assert ex == pytest.approx(-angle, abs=1e-6) and ey == pytest.approx(0, abs=1e-6) and ez == pytest.approx(0, abs=1e-6)
+    fwd = quaternion_to_matrix(np.array([qu[3], qu[0], qu[1], qu[2]])) @ [0.0, 0.0, 1.0]
+    assert fwd[1] == pytest.approx(math.sin(math.radians(angle)))  # nose goes up (+y in Unity)
+
+
+@pytest.mark.parametrize("angle", [5.0, 30.0])
+def test_roll_to_left_shoulder_is_positive_unity_z(angle):
+    qu = camera_to_unity_quaternion(make_pose(0, 0, angle).quaternion)
+    ex, ey, ez = unity_euler(qu)
+    assert ez == pytest.approx(angle, abs=1e-6) and ex == pytest.approx(0, abs=1e-6) and ey == pytest.approx(0, abs=1e-6)
+    up = quaternion_to_matrix(np.array([qu[3], qu[0], qu[1], qu[2]])) @ [0.0, 1.0, 0.0]
+    assert up[0] == pytest.approx(-math.sin(math.radians(angle)))  # crown goes to -x: the avatar's left
+
+
+def test_conversion_keeps_body_directions_for_any_pose():
+    """For a compound pose, every body direction of the subject and of the avatar agrees.
+
+    Body axes (own right, up, out of the face): camera (-x, -y, -z); Unity avatar (+x, +y, +z).
+    """
+    cam_body = -np.eye(3)  # columns: own right, up, out of the face, in camera axes
+    unity_body = np.eye(3)
+    for yaw, pitch, roll in [(30, -15, 10), (-50, 20, -25), (10, 40, 5)]:
+        qc = make_pose(yaw, pitch, roll).quaternion
+        qu = camera_to_unity_quaternion(qc)
+        turned_cam = quaternion_to_matrix(qc) @ cam_body
+        turned_unity = quaternion_to_matrix(np.array([qu[3], qu[0], qu[1], qu[2]])) @ unity_body
+        # Express each turned body axis in body terms (dot products with the rest axes): must match.
+        np.testing.assert_allclose(cam_body.T @ turned_cam, unity_body.T @ turned_unity, atol=1e-9)
+        # (Unity's Euler order, Z then X then Y, differs from ours, so for compound poses its
+        # individual angles are not just sign-flipped copies of ours; single-axis tests check those.)
+
+
+def test_mirror_flips_yaw_and_roll_not_pitch():
+    ex, ey, ez = unity_euler(camera_to_unity_quaternion(make_pose(20, 10, 15).quaternion, mirror=True))
+    ref = unity_euler(camera_to_unity_quaternion(make_pose(-20, 10, -15).quaternion))
+    assert (ex, ey, ez) == pytest.approx(ref, abs=1e-6)
+    assert ey > 0 and ex < 0 and ez < 0
+
+
+def test_unnormalised_and_degenerate_quaternions():
+    q = camera_to_unity_quaternion([2.0, 0.0, 0.0, 0.0])
+    assert q == pytest.approx((0, 0, 0, 1))
+    assert camera_to_unity_quaternion([0.0, 0.0, 0.0, 0.0]) == (0.0, 0.0, 0.0, 1.0)
+    assert camera_to_unity_quaternion([math.nan, 0.0, 0.0, 0.0]) == (0.0, 0.0, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- VMC bundles
+
+
+def receive_bundle(sock: socket.socket) -> list[tuple[str, list]]:
+    data, _ = sock.recvfrom(65536)
+    assert OscBundle.dgram_is_bundle(data)
+    return [(m.address, list(m.params)) for m in OscBundle(data)]
+
+
+def test_vmc_bundle_content_and_order(receiver):
+    pose = make_pose(20.0, 10.0, -5.0)
+    shapes = make_shapes()
+    frame = FakeFrame(7, 1.25, "cam0", [FakeFace(1, pose, shapes)])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(frame)
+        msgs = receive_bundle(receiver)
+        assert sender.sent == 1 and sender.errors == 0
+    assert len(msgs) == 52 + 4
+    blends = msgs[:52]
+    assert [a for a, _ in blends] == ["/VMC/Ext/Blend/Val"] * 52
+    assert [p[0] for _, p in blends] == list(ARKIT_BLENDSHAPES)
+    for (_, (name, value)) in blends:
+        assert value == pytest.approx(shapes[name], abs=1e-6)  # float32 on the wire
+    assert msgs[52] == ("/VMC/Ext/Blend/Apply", [])
+    address, bone = msgs[53]
+    assert address == "/VMC/Ext/Bone/Pos" and bone[0] == "Head" and len(bone) == 8
+    assert bone[1:4] == [0.0, 0.0, 0.0]
+    qx, qy, qz, qw = bone[4:]
+    assert math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw) == pytest.approx(1.0, abs=1e-5)
+    # Components carry over from [w, x, y, z] camera to (x, y, z, w) Unity (see the derivation).
+    w, x, y, z = pose.quaternion
+    assert (qx, qy, qz, qw) == pytest.approx((x, y, z, w), abs=1e-6)
+    ex, ey, _ = unity_euler((qx, qy, qz, qw))
+    assert ey < 0 and ex < 0  # turned to own left and looking up
+    assert msgs[54] == ("/VMC/Ext/OK", [1])
+    assert msgs[55][0] == "/VMC/Ext/T" and msgs[55][1][0] == pytest.approx(1.25)
+
+
+def test_vmc_no_face_sends_ok0_and_time(receiver):
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(FakeFrame(3, 0.5, "cam0", []))
+        msgs = receive_bundle(receiver)
+        # A requested id that is not in the frame counts as no face too.
+        sender.send(FakeFrame(4, 0.6, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes())]), face_id=9)
+        msgs2 = receive_bundle(receiver)
+    assert msgs[0] == ("/VMC/Ext/OK", [0]) and msgs[1][0] == "/VMC/Ext/T" and len(msgs) == 2
+    assert msgs2[0] == ("/VMC/Ext/OK", [0]) and len(msgs2) == 2
+
+
+def test_vmc_partial_face_and_face_id(receiver):
+    frame = FakeFrame(1, 0.0, "cam0", [
+        FakeFace(1, None, {"jawOpen": 0.25}),
+        FakeFace(2, make_pose(-30, 0, 0), None),
+    ])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(frame)  # first face: blendshapes only
+        first = receive_bundle(receiver)
+        sender.send(frame, face_id=2)  # pose only
+        second = receive_bundle(receiver)
+    assert [a for a, _ in first] == ["/VMC/Ext/Blend/Val", "/VMC/Ext/Blend/Apply", "/VMC/Ext/OK", "/VMC/Ext/T"]
+    assert first[0][1] == ["jawOpen", 0.25]
+    assert [a for a, _ in second] == ["/VMC/Ext/Bone/Pos", "/VMC/Ext/OK", "/VMC/Ext/T"]
+    assert unity_euler(tuple(second[0][1][4:]))[1] == pytest.approx(30.0, abs=1e-4)  # yaw -30 → Unity Y +30
+
+
+def test_vmc_clips_values_skips_nan_and_mirrors_names(receiver):
+    shapes = {"eyeBlinkLeft": 1.5, "eyeBlinkRight": -0.2, "jawOpen": math.nan, "mouthLeft": 0.5}
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, None, shapes)])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=True) as sender:
+        sender.send(frame)
+        msgs = receive_bundle(receiver)
+    vals = {p[0]: p[1] for a, p in msgs if a == "/VMC/Ext/Blend/Val"}
+    assert vals == {"eyeBlinkRight": 1.0, "eyeBlinkLeft": 0.0, "mouthRight": 0.5}
+
+
+# ----------------------------------------------------------------------------- UDP JSON
+
+
+def test_udp_json_whole_frame(receiver):
+    frame = FakeFrame(12, 0.48, "clip.mp4", [FakeFace(1, make_pose(10, 5, 0), make_shapes(),
+                                                      [[1.5, 2.5]] * 68)])
+    with UdpJsonSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(frame)
+        data, _ = receiver.recvfrom(65536)
+        assert (sender.sent, sender.split, sender.dropped, sender.errors) == (1, 0, 0, 0)
+    assert b" " not in data  # compact separators
+    assert json.loads(data) == frame.to_record()
+
+
+def test_udp_json_splits_per_face(receiver):
+    faces = [FakeFace(i, None, None, [[float(i), float(k)] for k in range(68)]) for i in range(6)]
+    frame = FakeFrame(5, 0.2, "cam0", faces)
+    whole = len(json.dumps(frame.to_record(), separators=(",", ":")))
+    with UdpJsonSender("127.0.0.1", receiver.getsockname()[1], max_bytes=whole // 3) as sender:
+        sender.send(frame)
+        parts = [json.loads(receiver.recvfrom(65536)[0]) for _ in range(6)]
+        assert (sender.sent, sender.split, sender.dropped, sender.errors) == (6, 1, 0, 0)
+    assert [p["part"] for p in parts] == list(range(6)) and all(p["parts"] == 6 for p in parts)
+    for i, p in enumerate(parts):
+        assert p["frame"] == 5 and p["source"] == "cam0" and p["time_s"] == 0.2
+        assert p["faces"] == [faces[i].to_record()]
+        assert "dropped_faces" not in p
+
+
+def test_udp_json_drops_oversized_face(receiver):
+    small = FakeFace(1, None, None, [[0.0, 0.0]] * 3)
+    huge = FakeFace(2, None, None, [[123.456, 789.012]] * 500)
+    frame = FakeFrame(9, 1.0, "cam0", [small, huge])
+    with UdpJsonSender("127.0.0.1", receiver.getsockname()[1], max_bytes=1000) as sender:
+        sender.send(frame)
+        part = json.loads(receiver.recvfrom(65536)[0])
+        assert (sender.sent, sender.split, sender.dropped) == (1, 1, 1)
+        # Only the oversized face: the frame still arrives, with no faces.
+        sender.send(FakeFrame(10, 1.1, "cam0", [huge]))
+        bare = json.loads(receiver.recvfrom(65536)[0])
+        assert (sender.sent, sender.dropped) == (2, 2)
+    assert part["faces"] == [small.to_record()] and (part["part"], part["parts"]) == (0, 1)
+    assert part["dropped_faces"] == 1
+    assert bare["frame"] == 10 and bare["faces"] == [] and bare["dropped_faces"] == 1
+
+
+def test_udp_json_handles_numpy_values(receiver):
+    class NumpyFrame(FakeFrame):
+        def to_record(self) -> dict:
+            return {"frame": np.int64(1), "time_s": np.float32(0.5), "source": "x",
+                    "faces": [{"bbox": np.array([1.0, 2.0])}]}
+
+    with UdpJsonSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(NumpyFrame(1, 0.5, "x"))
+        assert json.loads(receiver.recvfrom(65536)[0]) == {"frame": 1, "time_s": 0.5, "source": "x",
+                                                           "faces": [{"bbox": [1.0, 2.0]}]}
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize("kind", ["vmc", "json"])
+def test_receiver_down_never_raises_or_blocks(kind, caplog):
+    port = closed_port()
+    frame = FakeFrame(0, 0.0, "cam0", [FakeFace(1, make_pose(10, 0, 0), make_shapes())])
+    sender = VmcSender("127.0.0.1", port) if kind == "vmc" else UdpJsonSender("127.0.0.1", port)
+    caplog.set_level(logging.WARNING, logger="tracker.avatar")
+    t0 = time.perf_counter()
+    for i in range(200):
+        frame.frame, frame.time_s = i, i / 30
+        sender.send(frame)
+    elapsed = time.perf_counter() - t0
+    sender.close()
+    assert elapsed < 1.0
+    # Linux reports the ICMP "port unreachable" of each datagram as ECONNREFUSED on the next send.
+    assert sender.errors >= 50
+    assert sender.sent + sender.errors == 200
+    warnings = [r for r in caplog.records if r.name == "tracker.avatar"]
+    assert len(warnings) == 1  # rate-limited: one line per 5 s
+    sender.send(frame)  # after close: silently nothing
+    assert sender.sent + sender.errors == 200
+
+
+def test_unreachable_network_is_counted_and_retried(receiver, monkeypatch, caplog):
+    """No route at construction (network down): no exception; once the route is back, frames flow."""
+    real_connect = socket.socket.connect
+
+    def no_route(self, address):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", no_route)
+    caplog.set_level(logging.WARNING, logger="tracker.avatar")
+    sender = UdpJsonSender("127.0.0.1", receiver.getsockname()[1])
+    frame = FakeFrame(1, 0.0, "cam0", [])
+    for _ in range(10):
+        sender.send(frame)
+    assert (sender.sent, sender.errors) == (0, 11)  # construction + 10 sends
+    assert "Network is unreachable" in caplog.text
+    monkeypatch.setattr(socket.socket, "connect", real_connect)
+    sender.send(frame)
+    assert sender.sent == 1 and json.loads(receiver.recvfrom(65536)[0])["frame"] == 1
+    sender.close()
+
+
+def test_unresolvable_host_is_one_clear_value_error():
+    with pytest.raises(ValueError, match="cannot resolve VMC host 'no-such-host.invalid'"):
+        VmcSender("no-such-host.invalid", 39539)
+    with pytest.raises(ValueError, match="cannot resolve UDP JSON host"):
+        UdpJsonSender("no-such-host.invalid", 40000)
+
+
+def test_sender_opens_no_listening_socket():
+    with VmcSender("127.0.0.1", closed_port()) as sender:
+        sock = sender._link._sock
+        assert sock is not None
+        # Connected to the receiver: a datagram from anyone else is never accepted.
+        assert sock.getpeername() == ("127.0.0.1", sender.address[1])
+        assert sock.type == socket.SOCK_DGRAM and sock.getblocking() is False
+
+
+def test_localhost_prefers_ipv4():
+    with VmcSender("localhost") as sender:
+        assert sender.address[0] == "127.0.0.1" and sender.address[1] == 39539
+
+
+# ----------------------------------------------------------------------------- parse_host_port
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("192.168.1.5:39540", ("192.168.1.5", 39540)),
+    ("studio-pc", ("studio-pc", 39539)),
+    ("studio-pc:1", ("studio-pc", 1)),
+    (":40000", ("127.0.0.1", 40000)),
+    ("[::1]:39540", ("::1", 39540)),
+    ("[fe80::1]", ("fe80::1", 39539)),
+    ("::1", ("::1", 39539)),
+    ("  localhost:65535 ", ("localhost", 65535)),
+])
+def test_parse_host_port_ok(text, expected):
+    assert parse_host_port(text, 39539) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("host:abc", "not a number"),
+    ("host:", "not a number"),
+    ("host:0", "outside 1-65535"),
+    ("host:70000", "outside 1-65535"),
+    ("[::1", "missing ']'"),
+    ("[::1]x", "expected ':port'"),
+    ("[nope]:1", "not an IPv6 address"),
+    ("1:2:3", "IPv6"),
+    ("my host:1", "spaces"),
+])
+def test_parse_host_port_errors(text, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_host_port(text, 39539)

@@ -1,0 +1,135 @@
+"""The 3D fit recovers known pose, expression and identity from synthetic landmarks."""
+
+import numpy as np
+import pytest
+
+from tracker.fitting import (
+    IDENTITY_COMPONENTS,
+    IDENTITY_FRAMES,
+    FaceFitter,
+    FitState,
+    choose_contour_points,
+    head_pose,
+)
+from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix, matrix_to_euler
+
+# Shapes that move the 68 landmarks visibly (gaze, cheek puff and tongue do not).
+OBSERVABLE = ["jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp",
+              "mouthFunnel", "browDownLeft", "mouthPucker", "eyeWideRight"]
+
+
+@pytest.fixture(scope="module")
+def fitter():
+    return FaceFitter()
+
+
+def synthetic(fitter, rng, yaw, pitch, roll, identity, active, scale=22.0, noise=1.0):
+    """68 landmarks of the model at a known state, contour points on the silhouette, plus pixel noise."""
+    m = fitter.model
+    expr = np.zeros(len(m.names))
+    for name in active:
+        expr[m.names.index(name)] = rng.uniform(0.2, 0.9)
+    rot = euler_to_matrix(yaw, pitch, roll)
+    shape = m.mean + np.tensordot(identity, m.identity, 1) + np.tensordot(expr, m.expression, 1)
+    cam = shape @ (rot @ MODEL_TO_CAMERA).T
+    chosen = choose_contour_points(cam, m.candidates, m.slide)
+    t = np.array([320.0, 240.0])
+    pts = scale * cam[chosen, :2] + t + rng.normal(0, noise, size=(68, 2))
+    return pts, FitState(rotation=rot, scale=scale, translation=t, expression=expr, identity=identity)
+
+
+def test_recovers_pose_and_expression_with_one_pixel_noise(fitter):
+    rng = np.random.default_rng(1)
+    identity = np.zeros(IDENTITY_COMPONENTS)
+    identity[:10] = rng.normal(0, 0.5, 10)
+    pose_err, expr_err = [], []
+    state = None
+    # A track: identity converges over the first frames, later frames are scored.
+    for frame in range(IDENTITY_FRAMES + 20):
+        yaw, pitch, roll = rng.uniform(-40, 40), rng.uniform(-20, 20), rng.uniform(-15, 15)
+        active = list(rng.choice(OBSERVABLE, size=3, replace=False))
+        pts, truth = synthetic(fitter, rng, yaw, pitch, roll, identity, active)
+        result = fitter.fit(pts, state=state, iterations=6 if frame < IDENTITY_FRAMES else 4)
+        assert result.ok
+        state = result.state
+        if frame >= IDENTITY_FRAMES:
+            got = np.array(matrix_to_euler(state.rotation))
+            pose_err.append(np.abs(got - (yaw, pitch, roll)))
+            expr_err.append(np.abs(state.expression - truth.expression).mean())
+    pose_err = np.array(pose_err)
+    assert pose_err.mean(0).max() < 1.0, pose_err.mean(0)
+    assert np.mean(expr_err) < 0.05
+    assert state.identity_frames == IDENTITY_FRAMES
+
+
+def test_identity_converges_over_frames(fitter):
+    # Scored where 68 landmarks can see it: the identity's 3D displacement of the landmark points.
+    fixed = fitter.model.candidates[:, 0]
+
+    def shape_error(alpha, truth):
+        d = np.tensordot(alpha - truth, fitter.model.identity[:, fixed], 1)
+        return float(np.sqrt((d**2).sum(1).mean()))
+
+    rng = np.random.default_rng(2)
+    identity = np.zeros(IDENTITY_COMPONENTS)
+    identity[:8] = rng.normal(0, 0.8, 8)
+    state, errors = None, []
+    for _ in range(IDENTITY_FRAMES):
+        pts, _ = synthetic(fitter, rng, rng.uniform(-30, 30), rng.uniform(-15, 15), rng.uniform(-10, 10), identity,
+                           list(rng.choice(OBSERVABLE, size=3, replace=False)))
+        state = fitter.fit(pts, state=state, iterations=6).state
+        errors.append(shape_error(state.identity, identity))
+    mean_face_error = shape_error(np.zeros(IDENTITY_COMPONENTS), identity)
+    assert errors[-1] < 0.5 * mean_face_error
+    assert errors[-1] < 0.85 * errors[0]  # averaging over frames beats any single frame
+    # Held afterwards: more frames do not change it.
+    held = state.identity.copy()
+    pts, _ = synthetic(fitter, rng, 10, 0, 0, identity, ["jawOpen"])
+    np.testing.assert_array_equal(fitter.fit(pts, state=state).state.identity, held)
+
+
+def test_warm_start_tracks_a_moving_head(fitter):
+    rng = np.random.default_rng(3)
+    identity = np.zeros(IDENTITY_COMPONENTS)
+    state = None
+    for yaw in np.linspace(-50, 50, 41):
+        pts, _ = synthetic(fitter, rng, yaw, 5.0, -5.0, identity, ["jawOpen"], noise=0.5)
+        state = fitter.fit(pts, state=state).state
+        assert abs(matrix_to_euler(state.rotation)[0] - yaw) < 2.0
+
+
+@pytest.mark.parametrize("case", ["nan", "collinear", "three_points", "coincident"])
+def test_degenerate_input_is_flagged_never_nan(fitter, case):
+    rng = np.random.default_rng(4)
+    pts, _ = synthetic(fitter, rng, 0, 0, 0, np.zeros(IDENTITY_COMPONENTS), [])
+    weights = np.ones(68)
+    if case == "nan":
+        pts[:] = np.nan
+    elif case == "collinear":
+        pts[:, 1] = 2.0 * pts[:, 0] + 1.0
+    elif case == "three_points":
+        weights[3:] = 0.0
+    else:
+        pts[:] = 100.0
+    result = fitter.fit(pts, weights)
+    assert not result.ok and not np.isfinite(result.rms)
+    pose = head_pose(result.state, (640, 480))
+    assert np.all(np.isfinite([pose.yaw, pose.pitch, pose.roll])) and np.all(np.isfinite(pose.quaternion))
+    assert np.all(np.isfinite(result.state.expression)) and np.all(np.isfinite(result.projected))
+
+
+def test_self_occlusion_marks_the_far_side(fitter):
+    # Turned far to the subject's left, the left brow's end and mouth corner face away; the right ones do not.
+    occluded = fitter.self_occluded(euler_to_matrix(65, 0, 0))
+    assert occluded[26] and occluded[54] and not occluded[17] and not occluded[48]
+    mirrored = fitter.self_occluded(euler_to_matrix(-65, 0, 0))
+    assert mirrored[17] and mirrored[48] and not mirrored[26] and not mirrored[54]
+    assert not fitter.self_occluded(np.eye(3)).any()
+
+
+def test_translation_follows_the_assumed_focal_length(fitter):
+    state = FitState(rotation=np.eye(3), scale=10.0, translation=np.array([319.5, 239.5]),
+                     expression=np.zeros(52), identity=np.zeros(IDENTITY_COMPONENTS))
+    pose = head_pose(state, (640, 480), focal_px=600.0)
+    np.testing.assert_allclose(pose.translation_mm, [0.0, 0.0, 600.0])  # 600 px / 10 px per cm = 60 cm
+    assert pose.quaternion[0] == pytest.approx(1.0)

@@ -1,0 +1,134 @@
+"""The synthetic ground-truth renderer (tools/render_ict.py): pose convention, occlusion, determinism."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tracker.pose import euler_to_matrix
+
+REPO = Path(__file__).resolve().parent.parent
+ICT = REPO.parent / "shared" / "data" / "face_model" / "ict_face.npz"
+SIZE = 320
+FOCAL = 1.2 * SIZE
+DISTANCE = np.array([0.0, 0.0, 55.0])
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("render_ict", REPO / "tools" / "render_ict.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("render_ict", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ri():
+    if not ICT.is_file():
+        pytest.skip(f"shared face model {ICT} is absent")
+    return _load_tool()
+
+
+@pytest.fixture(scope="module")
+def model(ri):
+    return ri.load_ict(ICT)
+
+
+def _render(ri, model, yaw=0.0, pitch=0.0, roll=0.0, background=None, seed=0):
+    rng = np.random.default_rng(seed)
+    light = ri.random_light(rng)
+    neutral = np.zeros(len(model.exp_names), np.float32)
+    return ri.render(model, np.zeros(model.id_basis.shape[0], np.float32), neutral, euler_to_matrix(yaw, pitch, roll),
+                     DISTANCE, FOCAL, SIZE, light, background, rng)
+
+
+def _nose_from_eyes(lm: np.ndarray) -> np.ndarray:
+    return lm[30] - 0.5 * (lm[36] + lm[45])
+
+
+def test_frontal_render(ri, model):
+    green = np.zeros((SIZE, SIZE, 3), np.uint8)
+    green[..., 1] = 255
+    image, lm, occluded = _render(ri, model, background=green)
+    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    assert lm.shape == (68, 2) and occluded.shape == (68,)
+    # Subject's right eye (36) is on the image's left.
+    assert lm[36, 0] < lm[45, 0]
+    assert abs(lm[30, 0] - (SIZE - 1) / 2) < 0.02 * SIZE
+    x, y = np.round(lm[30]).astype(int)
+    assert np.abs(image[y, x].astype(int) - green[y, x]).sum() > 100
+    assert not occluded.any()
+
+
+def test_pose_convention(ri, model):
+    _, lm0, _ = _render(ri, model)
+    _, lm_yaw, _ = _render(ri, model, yaw=30)
+    _, lm_pitch, _ = _render(ri, model, pitch=20)
+    _, lm_roll, _ = _render(ri, model, roll=15)
+    # yaw > 0: turned to the subject's own left, the nose goes to the image's right.
+    assert _nose_from_eyes(lm_yaw)[0] > _nose_from_eyes(lm0)[0] + 5.0
+    # pitch > 0: looking up, the nose tip rises (smaller y) relative to the eyes.
+    assert _nose_from_eyes(lm_pitch)[1] < _nose_from_eyes(lm0)[1] - 1.0
+    assert lm_pitch[30, 1] < lm0[30, 1]
+    # roll > 0: clockwise on screen, so with y down the eye line 36 -> 45 has a positive angle.
+    d = lm_roll[45] - lm_roll[36]
+    assert 12.0 < np.degrees(np.arctan2(d[1], d[0])) < 18.0
+
+
+def test_self_occlusion_follows_yaw(ri, model):
+    _, _, occluded = _render(ri, model, yaw=50)
+    # The subject's left cheek turns away: its jaw points (9-16) hide behind the face, 0-7 stay in view.
+    assert occluded[9:17].sum() > occluded[0:8].sum()
+    assert occluded[9:17].sum() >= 2
+    _, _, occluded_mirror = _render(ri, model, yaw=-50)
+    assert occluded_mirror[0:8].sum() > occluded_mirror[9:17].sum()
+
+
+def test_same_seed_same_bytes(ri, model):
+    a, truth_a = ri.render_image(model, np.random.default_rng(11), 192)
+    b, truth_b = ri.render_image(model, np.random.default_rng(11), 192)
+    c, _ = ri.render_image(model, np.random.default_rng(12), 192)
+    assert a.tobytes() == b.tobytes()
+    assert truth_a == truth_b
+    assert a.tobytes() != c.tobytes()
+
+
+def test_arkit_mapping(ri, model):
+    assert len(ri.ARKIT_NAMES) == 52 == len(set(ri.ARKIT_NAMES))
+    mapped = {ri.ict_to_arkit_name(n) for n in model.exp_names}
+    assert mapped == set(ri.ARKIT_NAMES) - {"tongueOut"}
+    weights = ri.arkit_to_ict(model, {"browInnerUp": 0.7, "eyeBlinkLeft": 0.4})
+    names = list(model.exp_names)
+    assert weights[names.index("browInnerUp_L")] == weights[names.index("browInnerUp_R")] == pytest.approx(0.7)
+    assert weights[names.index("eyeBlink_L")] == pytest.approx(0.4) and weights[names.index("eyeBlink_R")] == 0
+
+
+def test_cli_writes_images_and_clips(ri, tmp_path):
+    assert ri.main(["--out", str(tmp_path), "--images", "2", "--clips", "1", "--frames", "3",
+                    "--size", "128", "--seed", "3", "--model", str(ICT)]) == 0
+    assert (tmp_path / "images" / "000001.png").is_file()
+    lines = (tmp_path / "images" / "truth.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    assert len(lines) == 2 and record["file"] == "000000.png"
+    assert len(record["landmarks"]) == 68 and len(record["occluded"]) == 68
+    assert len(record["blendshapes"]) == 52 and record["blendshapes"]["tongueOut"] == 0
+    assert len(record["quaternion"]) == 4 and record["image_size"] == [128, 128]
+    # The nose tip's camera position projects onto landmark 30.
+    x, y, z = record["nose_tip_mm"]
+    cx, cy = record["principal_point"]
+    projected = [record["focal"] * x / z + cx, record["focal"] * y / z + cy]
+    assert np.allclose(projected, record["landmarks"][30], atol=0.01)
+    assert (tmp_path / "clips" / "clip_000.mp4").stat().st_size > 0
+    frames = [json.loads(x) for x in (tmp_path / "clips" / "clip_000.jsonl").read_text().splitlines()]
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+    assert frames[0]["identity"] == frames[2]["identity"]
+
+
+def test_cli_missing_model(ri, tmp_path, capsys):
+    assert ri.main(["--out", str(tmp_path), "--model", str(tmp_path / "nope.npz")]) == 2
+    assert "ict_face.npz" in capsys.readouterr().err
