@@ -8,6 +8,7 @@ from tracker.fitting import (
     IDENTITY_FRAMES,
     FaceFitter,
     FitState,
+    camera_for,
     choose_contour_points,
     head_pose,
 )
@@ -23,19 +24,24 @@ def fitter():
     return FaceFitter()
 
 
-def synthetic(fitter, rng, yaw, pitch, roll, identity, active, scale=22.0, noise=1.0):
-    """68 landmarks of the model at a known state, contour points on the silhouette, plus pixel noise."""
+CAMERA = camera_for((640, 480), 640.0)
+
+
+def synthetic(fitter, rng, yaw, pitch, roll, identity, active, depth=55.0, noise=1.0):
+    """The fit's observation rows for the model at a known state, seen by CAMERA, plus pixel noise;
+    jaw rows on the silhouette."""
     m = fitter.model
     expr = np.zeros(len(m.names))
     for name in active:
         expr[m.names.index(name)] = rng.uniform(0.2, 0.9)
     rot = euler_to_matrix(yaw, pitch, roll)
     shape = m.mean + np.tensordot(identity, m.identity, 1) + np.tensordot(expr, m.expression, 1)
-    cam = shape @ (rot @ MODEL_TO_CAMERA).T
-    chosen = choose_contour_points(cam, m.candidates, m.slide)
-    t = np.array([320.0, 240.0])
-    pts = scale * cam[chosen, :2] + t + rng.normal(0, noise, size=(68, 2))
-    return pts, FitState(rotation=rot, scale=scale, translation=t, expression=expr, identity=identity)
+    turned = shape @ (rot @ MODEL_TO_CAMERA).T
+    chosen = choose_contour_points(turned, m.candidates, m.slide)
+    tr = np.array([1.0, -2.0, depth])
+    q = turned[chosen] + tr
+    pts = CAMERA[0] * q[:, :2] / q[:, 2:3] + CAMERA[1:] + rng.normal(0, noise, size=(len(q), 2))
+    return pts, FitState(rotation=rot, translation=tr, expression=expr, identity=identity)
 
 
 def test_recovers_pose_and_expression_with_one_pixel_noise(fitter):
@@ -49,7 +55,7 @@ def test_recovers_pose_and_expression_with_one_pixel_noise(fitter):
         yaw, pitch, roll = rng.uniform(-40, 40), rng.uniform(-20, 20), rng.uniform(-15, 15)
         active = list(rng.choice(OBSERVABLE, size=3, replace=False))
         pts, truth = synthetic(fitter, rng, yaw, pitch, roll, identity, active)
-        result = fitter.fit(pts, state=state, iterations=6 if frame < IDENTITY_FRAMES else 4)
+        result = fitter.fit(pts, CAMERA, state=state, iterations=6 if frame < IDENTITY_FRAMES else 4)
         assert result.ok
         state = result.state
         if frame >= IDENTITY_FRAMES:
@@ -77,7 +83,7 @@ def test_identity_converges_over_frames(fitter):
     for _ in range(IDENTITY_FRAMES):
         pts, _ = synthetic(fitter, rng, rng.uniform(-30, 30), rng.uniform(-15, 15), rng.uniform(-10, 10), identity,
                            list(rng.choice(OBSERVABLE, size=3, replace=False)))
-        state = fitter.fit(pts, state=state, iterations=6).state
+        state = fitter.fit(pts, CAMERA, state=state, iterations=6).state
         errors.append(shape_error(state.identity, identity))
     mean_face_error = shape_error(np.zeros(IDENTITY_COMPONENTS), identity)
     assert errors[-1] < 0.5 * mean_face_error
@@ -85,7 +91,7 @@ def test_identity_converges_over_frames(fitter):
     # Held afterwards: more frames do not change it.
     held = state.identity.copy()
     pts, _ = synthetic(fitter, rng, 10, 0, 0, identity, ["jawOpen"])
-    np.testing.assert_array_equal(fitter.fit(pts, state=state).state.identity, held)
+    np.testing.assert_array_equal(fitter.fit(pts, CAMERA, state=state).state.identity, held)
 
 
 def test_warm_start_tracks_a_moving_head(fitter):
@@ -94,7 +100,7 @@ def test_warm_start_tracks_a_moving_head(fitter):
     state = None
     for yaw in np.linspace(-50, 50, 41):
         pts, _ = synthetic(fitter, rng, yaw, 5.0, -5.0, identity, ["jawOpen"], noise=0.5)
-        state = fitter.fit(pts, state=state).state
+        state = fitter.fit(pts, CAMERA, state=state).state
         assert abs(matrix_to_euler(state.rotation)[0] - yaw) < 2.0
 
 
@@ -102,7 +108,7 @@ def test_warm_start_tracks_a_moving_head(fitter):
 def test_degenerate_input_is_flagged_never_nan(fitter, case):
     rng = np.random.default_rng(4)
     pts, _ = synthetic(fitter, rng, 0, 0, 0, np.zeros(IDENTITY_COMPONENTS), [])
-    weights = np.ones(68)
+    weights = np.ones(len(pts))
     if case == "nan":
         pts[:] = np.nan
     elif case == "collinear":
@@ -111,9 +117,9 @@ def test_degenerate_input_is_flagged_never_nan(fitter, case):
         weights[3:] = 0.0
     else:
         pts[:] = 100.0
-    result = fitter.fit(pts, weights)
+    result = fitter.fit(pts, CAMERA, weights)
     assert not result.ok and not np.isfinite(result.rms)
-    pose = head_pose(result.state, (640, 480))
+    pose = head_pose(result.state)
     assert np.all(np.isfinite([pose.yaw, pose.pitch, pose.roll])) and np.all(np.isfinite(pose.quaternion))
     assert np.all(np.isfinite(result.state.expression)) and np.all(np.isfinite(result.projected))
 
@@ -127,9 +133,11 @@ def test_self_occlusion_marks_the_far_side(fitter):
     assert not fitter.self_occluded(np.eye(3)).any()
 
 
-def test_translation_follows_the_assumed_focal_length(fitter):
-    state = FitState(rotation=np.eye(3), scale=10.0, translation=np.array([319.5, 239.5]),
-                     expression=np.zeros(52), identity=np.zeros(IDENTITY_COMPONENTS))
-    pose = head_pose(state, (640, 480), focal_px=600.0)
-    np.testing.assert_allclose(pose.translation_mm, [0.0, 0.0, 600.0])  # 600 px / 10 px per cm = 60 cm
-    assert pose.quaternion[0] == pytest.approx(1.0)
+def test_depth_and_translation_are_recovered(fitter):
+    rng = np.random.default_rng(5)
+    pts, truth = synthetic(fitter, rng, 15, -5, 3, np.zeros(IDENTITY_COMPONENTS), ["jawOpen"], depth=70.0)
+    result = fitter.fit(pts, CAMERA)
+    np.testing.assert_allclose(head_pose(result.state).translation_mm, 10 * truth.translation, rtol=0.03, atol=5)
+    assert head_pose(result.state).quaternion[0] > 0.9
+    # The default camera assumes a focal length of the image width.
+    np.testing.assert_allclose(camera_for((640, 480)), [640.0, 319.5, 239.5])

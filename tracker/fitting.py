@@ -1,22 +1,24 @@
-"""Fitting the 3D face model to 68 landmarks: head pose, expression and identity.
+"""Fitting the 3D face model to the tracker's points: head pose, expression and identity.
 
-Camera: weak perspective (scaled orthographic), p = s · (R · B · X)[:2] + t,
-with B the model-to-camera axis flip (tracker/pose.py). Why not a pinhole with
-a focal length: at webcam distances (≥ 40 cm) the face's depth is a few percent
-of its distance, the focal length is unknown and poorly constrained by 68
-noisy points, and scale and depth trade off against focal length; weak
-perspective keeps 6 well-conditioned pose unknowns and a linear translation.
-Depth for ``translation_mm`` then follows from an assumed focal length.
+Camera: a pinhole, p = f · (q_x, q_y) / q_z + c with q = R · B · X + T, B the
+model-to-camera axis flip (tracker/pose.py), the principal point at the image
+centre and the focal length given, or assumed to be the image width (~53° field
+of view). Why not weak perspective (scaled orthographic), the usual choice: on
+ICT renders at webcam distances (45-70 cm) it overestimated yaw by 16% (MAE
+5.5°), because the far half of a turned face is foreshortened by perspective as
+well as by the turn; with the same renders at 4× the focal length (nearly
+orthographic) the error fell to 2.6°. A pinhole with a roughly right focal
+length removes most of that, and gives depth directly.
 
 Solver: Levenberg-Marquardt in Numba over a rotation increment (axis-angle,
-applied on the left), 2D translation, scale, 52 expression weights bounded to
-[0, 1] (active set: weights at a bound pushed outwards are held) with a small
-ridge prior, and — for a track's first frames only — identity coefficients
-with a ridge prior. Identity is averaged over those frames and then held.
-Each iteration the jaw contour landmarks slide to the candidate on the face's
-silhouette for the current pose (RDR's sliding contour), so a turned head
-does not drag the jaw onto the cheek. Residuals are divided by the observed
-inter-ocular distance, so the priors mean the same at every face size.
+applied on the left), 3D translation, 52 expression weights bounded to [0, 1]
+(active set: weights at a bound pushed outwards are held) with a small ridge
+prior, and — for a track's first frames only — identity coefficients with a
+ridge prior. Identity is averaged over those frames and then held. Each
+iteration the jaw contour points slide to the candidate on the face's
+silhouette for the current pose (RDR's sliding contour), so a turned head does
+not drag the jaw onto the cheek. Residuals are divided by the observed
+outer-eye-corner distance, so the priors mean the same at every face size.
 """
 
 from __future__ import annotations
@@ -32,57 +34,97 @@ from tracker.pose import MODEL_TO_CAMERA, matrix_to_euler, matrix_to_quaternion
 from tracker.types import Pose
 
 MODEL_FILE = "face_model.npz"
-# Landmarks whose contour candidates slide: the jaw, subject's right (0-7) and left (9-16).
-RIGHT_JAW, LEFT_JAW = range(8), range(9, 17)
+OFFSETS_FILE = "landmark_offsets.npz"
 IDENTITY_COMPONENTS = 40  # the leading ICT identity components; the rest add little at 68 points
 IDENTITY_FRAMES = 30  # frames a track spends estimating identity before holding it
 
 
+# MediaPipe mesh points the fit observes (besides the 17 jaw landmarks): eye and lip contours,
+# brows, nose and rigid cheek/forehead points. Direct network outputs, denser and steadier
+# than the 68 mapped landmarks; the mesh's own face-oval points are left out because at a
+# turn they do not follow the silhouette.
+MESH_FIT_POINTS = np.array([
+    33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,  # subject's right eye
+    263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466,  # left eye
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,  # outer lips
+    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,  # inner lips
+    70, 63, 105, 66, 107, 46, 53, 52, 65, 55, 300, 293, 334, 296, 336, 276, 283, 282, 295, 285,  # brows
+    1, 4, 5, 195, 197, 6, 168, 98, 327, 2, 94, 19, 48, 278, 64, 294,  # nose
+    10, 151, 9, 50, 280, 123, 352, 116, 345, 36, 266, 205, 425,  # forehead and cheeks
+])
+JAW_ROWS = 17  # observation rows 0-16 are the jaw landmarks; the mesh points follow
+# Rows of the outer eye corners (mesh 33 and 263): the residual scale.
+EYE_ROWS = (JAW_ROWS + int(np.nonzero(MESH_FIT_POINTS == 33)[0][0]),
+            JAW_ROWS + int(np.nonzero(MESH_FIT_POINTS == 263)[0][0]))
+
+
 @dataclass
 class FaceModel:
-    """The reduced face model, restricted to the points the fit uses."""
+    """The reduced face model, restricted to the points the fit uses.
+
+    The fit observes "rows": the 17 jaw landmarks, each sliding along its contour
+    candidates, then the MESH_FIT_POINTS of the face mesh.
+    """
 
     names: list[str]  # 52 ARKit names
     mean: np.ndarray  # F×3 cm, model axes
     identity: np.ndarray  # K×F×3
     expression: np.ndarray  # 52×F×3
-    normals: np.ndarray  # F×3 neutral-face normals
-    candidates: np.ndarray  # 68×C indices into the F points (-1 padded); jaw rows list the contour candidates
-    slide: np.ndarray  # 68 int8: -1 pick min camera x (subject's right jaw), +1 max x (left jaw), 0 fixed
-    eye_distance_cm: float
+    normals: np.ndarray  # F×3 neutral-face normals, smoothed (for visibility)
+    candidates: np.ndarray  # R×C indices into the F points (-1 padded); jaw rows list the contour candidates
+    slide: np.ndarray  # R int8: -1 pick min camera x (subject's right jaw), +1 max x (left jaw), 0 fixed
+    landmarks: np.ndarray  # 68 indices into the F points: the iBUG landmarks (outputs, visibility)
     mesh468_tris: np.ndarray | None = None
 
     @classmethod
-    def load(cls, path: Path | None = None) -> FaceModel:
+    def load(cls, path: Path | None = None, offsets: Path | None = ENGINES_DIR / OFFSETS_FILE) -> FaceModel:
+        """Load the reduced model; ``offsets`` (None to skip) moves each observed point to where our
+        detector puts it (tools/calibrate_landmarks.py)."""
         path = path or ENGINES_DIR / MODEL_FILE
         if not path.is_file():
             raise BackendError(f"face model {path} is missing; rebuild it with `python tools/build_face_model.py`")
         d = np.load(path)
-        lm68, contour = d["lm68"].astype(np.int64), d["contour"].astype(np.int64)
-        used = np.unique(np.concatenate([lm68, contour[contour >= 0]]))
+        lm68, contour, mesh = d["lm68"].astype(np.int64), d["contour"].astype(np.int64), d["mesh468"].astype(np.int64)
+        rows = [[int(lm68[k]), *(int(p) for p in contour[k] if p >= 0 and p != lm68[k])] for k in range(JAW_ROWS)]
+        rows += [[int(mesh[j])] for j in MESH_FIT_POINTS]
+        used = np.unique(np.concatenate([lm68, *[np.array(r) for r in rows]]))
         remap = -np.ones(len(d["mean"]), dtype=np.int64)
         remap[used] = np.arange(len(used))
-        width = max(1, contour.shape[1])
-        candidates = -np.ones((68, width), dtype=np.int64)
-        candidates[:, 0] = remap[lm68]
-        slide = np.zeros(68, dtype=np.int8)
-        for k in [*RIGHT_JAW, *LEFT_JAW]:
-            row = contour[k][contour[k] >= 0]
-            if len(row):
-                candidates[k, : len(row)] = remap[row]
-                slide[k] = -1 if k in RIGHT_JAW else 1
-        mean = d["mean"][used].astype(np.float64)
+        mean = d["mean"].astype(np.float64)
+        if offsets is not None:
+            if not offsets.is_file():
+                raise BackendError(f"landmark offsets {offsets} are missing; recompute them with "
+                                   "`python tools/calibrate_landmarks.py`")
+            mean = mean + point_offsets(np.load(offsets)["offsets"], rows, len(mean))
+        candidates = -np.ones((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+        slide = np.zeros(len(rows), dtype=np.int8)
+        for i, row in enumerate(rows):
+            candidates[i, : len(row)] = remap[row]
+            if i < JAW_ROWS and i != 8 and len(row) > 1:  # the chin (8) stays put
+                slide[i] = -1 if i < 8 else 1
         return cls(
             names=[str(n) for n in d["arkit_names"]],
-            mean=mean,
+            mean=mean[used],
             identity=np.ascontiguousarray(d["id_basis"][:IDENTITY_COMPONENTS, used], dtype=np.float64),
             expression=np.ascontiguousarray(d["exp_basis"][:, used], dtype=np.float64),
             normals=_smoothed_normals(d["mean"], d["normals"], used),
             candidates=candidates,
             slide=slide,
-            eye_distance_cm=float(np.linalg.norm(mean[remap[lm68[36]]] - mean[remap[lm68[45]]])),
+            landmarks=remap[lm68],
             mesh468_tris=d["mesh468_tris"] if "mesh468_tris" in d.files else None,
         )
+
+
+def point_offsets(row_offsets: np.ndarray, rows: list[list[int]], n_points: int) -> np.ndarray:
+    """Per-point 3D offsets from per-row ones (a jaw row moves all its contour candidates),
+    averaged where rows share a point."""
+    total = np.zeros((n_points, 3))
+    count = np.zeros(n_points)
+    for offset, row in zip(row_offsets, rows):
+        for p in row:
+            total[p] += offset
+            count[p] += 1
+    return total / np.maximum(count, 1)[:, None]
 
 
 def _smoothed_normals(points: np.ndarray, normals: np.ndarray, used: np.ndarray, radius_cm: float = 1.5):
@@ -105,8 +147,7 @@ class FitState:
     """What one track carries from frame to frame."""
 
     rotation: np.ndarray  # 3×3, camera axes
-    scale: float  # pixels per cm
-    translation: np.ndarray  # 2, pixels: the image position of the model origin
+    translation: np.ndarray  # 3, cm: the model origin in the camera frame
     expression: np.ndarray  # 52
     identity: np.ndarray  # K
     identity_sum: np.ndarray = field(default_factory=lambda: np.zeros(IDENTITY_COMPONENTS))
@@ -196,12 +237,16 @@ def _contour(neutral, rb, candidates, slide):
 
 
 @njit(cache=True, fastmath=True)
-def _cost(obs, sw, x, rb, s, t, norm, expr, expr_prior, alpha, id_prior, n_id):
+def _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id):
+    f, cx, cy = cam[0], cam[1], cam[2]
     c = 0.0
     for i in range(obs.shape[0]):
-        for a in range(2):
-            r = sw[i] * (s * (rb[a, 0] * x[i, 0] + rb[a, 1] * x[i, 1] + rb[a, 2] * x[i, 2]) + t[a] - obs[i, a]) / norm
-            c += r * r
+        qx = rb[0, 0] * x[i, 0] + rb[0, 1] * x[i, 1] + rb[0, 2] * x[i, 2] + tr[0]
+        qy = rb[1, 0] * x[i, 0] + rb[1, 1] * x[i, 1] + rb[1, 2] * x[i, 2] + tr[1]
+        qz = rb[2, 0] * x[i, 0] + rb[2, 1] * x[i, 1] + rb[2, 2] * x[i, 2] + tr[2]
+        ru = sw[i] * (f * qx / qz + cx - obs[i, 0]) / norm
+        rv = sw[i] * (f * qy / qz + cy - obs[i, 1]) / norm
+        c += ru * ru + rv * rv
     for j in range(expr.shape[0]):
         c += expr_prior * expr[j] * expr[j]
     for k in range(n_id):
@@ -210,9 +255,10 @@ def _cost(obs, sw, x, rb, s, t, norm, expr, expr_prior, alpha, id_prior, n_id):
 
 
 @njit(cache=True, fastmath=True)
-def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, s, t, expr, alpha, neutral,
+def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr, cam, expr, alpha, neutral,
                   fit_identity, iterations, expr_prior, id_prior, norm):
-    """Levenberg-Marquardt fit of the model to 2D landmarks; returns (rot, s, t, expr, alpha, cost).
+    """Levenberg-Marquardt fit of the model to 2D points through a pinhole camera
+    ``cam`` = (focal, cx, cy); returns (rot, translation_cm, expr, alpha, cost).
 
     ``neutral`` is identity_shape(mean, id_basis, alpha), passed in so a held identity is not rebuilt.
     """
@@ -220,45 +266,49 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, s, 
     n_exp = exp_basis.shape[0]
     n_id = id_basis.shape[0] if fit_identity else 0
     n_par = 6 + n_exp + n_id
+    f = cam[0]
     flip = np.array([1.0, -1.0, -1.0])
     sw = np.sqrt(w)
     rot = rot.copy()
-    t = t.copy()
+    tr = tr.copy()
     expr = expr.copy()
     alpha = alpha.copy()
     mu = 1e-3
     rb = rot * flip  # R · B: B flips the model's y and z columns
     chosen = _contour(neutral, rb, candidates, slide)
     x = _landmark_shape(neutral, exp_basis, expr, chosen)
-    cost = _cost(obs, sw, x, rb, s, t, norm, expr, expr_prior, alpha, id_prior, n_id)
+    cost = _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id)
     jac = np.zeros((2 * n_pts, n_par))
     res = np.zeros(2 * n_pts)
     for _ in range(iterations):
         # Weighted residuals and Jacobian rows; H = JᵀJ and g = Jᵀr go to BLAS.
         for i in range(n_pts):
             # Written out: a 3×3 product per point through BLAS costs more than the arithmetic.
-            y = np.empty(3)
-            for a in range(3):
-                y[a] = rb[a, 0] * x[i, 0] + rb[a, 1] * x[i, 1] + rb[a, 2] * x[i, 2]
+            y0 = rb[0, 0] * x[i, 0] + rb[0, 1] * x[i, 1] + rb[0, 2] * x[i, 2]
+            y1 = rb[1, 0] * x[i, 0] + rb[1, 1] * x[i, 1] + rb[1, 2] * x[i, 2]
+            y2 = rb[2, 0] * x[i, 0] + rb[2, 1] * x[i, 1] + rb[2, 2] * x[i, 2]
+            qx, qy, qz = y0 + tr[0], y1 + tr[1], y2 + tr[2]
             pi = chosen[i]
-            f = sw[i] / norm
+            g_ = sw[i] / norm * f / qz
+            # d(u, v)/dq for u = f qx/qz: rows [1, 0, -qx/qz] and [0, 1, -qy/qz], times f/qz.
+            du = (g_, 0.0, -g_ * qx / qz)
+            dv = (0.0, g_, -g_ * qy / qz)
+            res[2 * i] = sw[i] * (f * qx / qz + cam[1] - obs[i, 0]) / norm
+            res[2 * i + 1] = sw[i] * (f * qy / qz + cam[2] - obs[i, 1]) / norm
             for a in range(2):
                 row = 2 * i + a
-                res[row] = f * (s * y[a] + t[a] - obs[i, a])
-                # d(R y)/dω for a left increment is -[y]x: rows 0 and 1 of it.
-                if a == 0:
-                    jac[row, 0] = 0.0
-                    jac[row, 1] = f * s * y[2]
-                    jac[row, 2] = -f * s * y[1]
-                else:
-                    jac[row, 0] = -f * s * y[2]
-                    jac[row, 1] = 0.0
-                    jac[row, 2] = f * s * y[0]
-                jac[row, 3] = f if a == 0 else 0.0
-                jac[row, 4] = f if a == 1 else 0.0
-                jac[row, 5] = f * y[a]
-                fs = f * s
-                r0, r1, r2 = fs * rb[a, 0], fs * rb[a, 1], fs * rb[a, 2]
+                d = du if a == 0 else dv
+                # dq/dω for a left rotation increment is -[y]x.
+                jac[row, 0] = d[1] * (-y2) + d[2] * y1
+                jac[row, 1] = d[0] * y2 + d[2] * (-y0)
+                jac[row, 2] = d[0] * (-y1) + d[1] * y0
+                jac[row, 3] = d[0]
+                jac[row, 4] = d[1]
+                jac[row, 5] = d[2]
+                # dq/dcoefficient = R·B·basis: fold d·(R·B) once per row.
+                r0 = d[0] * rb[0, 0] + d[1] * rb[1, 0] + d[2] * rb[2, 0]
+                r1 = d[0] * rb[0, 1] + d[1] * rb[1, 1] + d[2] * rb[2, 1]
+                r2 = d[0] * rb[0, 2] + d[1] * rb[1, 2] + d[2] * rb[2, 2]
                 for j in range(n_exp):
                     jac[row, 6 + j] = r0 * exp_basis[j, pi, 0] + r1 * exp_basis[j, pi, 1] + r2 * exp_basis[j, pi, 2]
                 for k in range(n_id):
@@ -285,12 +335,11 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, s, 
             for u in range(n_par):
                 a_mat[u, u] += mu * (h[u, u] + 1e-9)
             step = -np.linalg.solve(a_mat, g)
-            new_s = s + step[5]
-            if not np.all(np.isfinite(step)) or new_s <= 0.0:
+            new_tr = tr + step[3:6]
+            if not np.all(np.isfinite(step)) or new_tr[2] <= 1.0:  # the face stays in front of the camera
                 mu *= 10.0
                 continue
             new_rot = _rodrigues(step[0:3]) @ rot
-            new_t = t + step[3:5]
             new_expr = np.minimum(np.maximum(expr + step[6:6 + n_exp], 0.0), 1.0)
             new_alpha = alpha.copy()
             for k in range(n_id):
@@ -299,11 +348,11 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, s, 
             new_rb = new_rot * flip
             new_chosen = _contour(new_neutral, new_rb, candidates, slide)
             new_x = _landmark_shape(new_neutral, exp_basis, new_expr, new_chosen)
-            new_cost = _cost(obs, sw, new_x, new_rb, new_s, new_t, norm, new_expr, expr_prior, new_alpha,
+            new_cost = _cost(obs, sw, new_x, new_rb, new_tr, cam, norm, new_expr, expr_prior, new_alpha,
                              id_prior, n_id)
             if new_cost <= cost:
                 converged = cost - new_cost < 1e-7 * cost  # no further gain worth an iteration
-                rot, t, s, expr, alpha = new_rot, new_t, new_s, new_expr, new_alpha
+                rot, tr, expr, alpha = new_rot, new_tr, new_expr, new_alpha
                 neutral, rb, chosen, x, cost = new_neutral, new_rb, new_chosen, new_x, new_cost
                 mu = max(mu * 0.3, 1e-7)
                 improved = True
@@ -314,17 +363,18 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, s, 
     # Re-orthonormalise: many small left increments accumulate rounding.
     u_, _, vt = np.linalg.svd(rot)
     rot = u_ @ vt
-    return rot, s, t, expr, alpha, cost
+    return rot, tr, expr, alpha, cost
 
 
-def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Weak-perspective pose from a linear affine-camera fit (no warm start available)."""
+def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray,
+                 camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pose from a linear affine-camera fit (no warm start available): rotation and a 3D translation
+    whose depth makes the affine scale agree with the focal length."""
     m = w > 0
     x = model_points[m]
     a_rows = np.hstack([x, np.ones((len(x), 1))])
     sol, *_ = np.linalg.lstsq(a_rows * np.sqrt(w[m])[:, None], obs[m] * np.sqrt(w[m])[:, None], rcond=None)
     affine = sol[:3].T  # 2×3: s · (R·B)[:2]
-    t = sol[3]
     n0, n1 = np.linalg.norm(affine[0]), np.linalg.norm(affine[1])
     s = 0.5 * (n0 + n1)
     r0, r1 = affine[0] / n0, affine[1] / n1
@@ -333,7 +383,15 @@ def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray) -> tu
     rb = u @ vt
     if np.linalg.det(rb) < 0:  # a mirror solution; flip the depth axis
         rb[2] *= -1
-    return rb @ MODEL_TO_CAMERA, float(s), t
+    f, cx, cy = camera
+    depth = f / s
+    return rb @ MODEL_TO_CAMERA, np.array([(sol[3][0] - cx) * depth / f, (sol[3][1] - cy) * depth / f, depth])
+
+
+def camera_for(image_size: tuple[int, int], focal_px: float | None = None) -> np.ndarray:
+    """(focal, cx, cy): principal point at the image centre; focal assumed the image width if not given."""
+    w, h = image_size
+    return np.array([focal_px or float(w), 0.5 * (w - 1), 0.5 * (h - 1)])
 
 
 class FaceFitter:
@@ -343,46 +401,55 @@ class FaceFitter:
         self.expr_prior = expr_prior
         self.id_prior = id_prior
         self.occluded_weight = occluded_weight
-        self._fixed = self.model.candidates[:, 0]
+        self._row_points = self.model.candidates[:, 0]
 
     def neutral_state(self) -> FitState:
-        return FitState(rotation=np.eye(3), scale=1.0, translation=np.zeros(2),
+        return FitState(rotation=np.eye(3), translation=np.array([0.0, 0.0, 60.0]),
                         expression=np.zeros(len(self.model.names)), identity=np.zeros(IDENTITY_COMPONENTS))
 
+    @staticmethod
+    def observations(landmarks: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+        """The fit's observation rows from the 68 landmarks and the 468 mesh points (pixels)."""
+        return np.concatenate([np.asarray(landmarks)[:JAW_ROWS, :2], np.asarray(mesh)[MESH_FIT_POINTS, :2]])
+
+    def _facing_away(self, points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+        return (self.model.normals[points] @ (rotation @ MODEL_TO_CAMERA).T)[:, 2] > 0.0  # camera z is forward
+
     def self_occluded(self, rotation: np.ndarray) -> np.ndarray:
-        """Landmarks whose neutral-face normal points away from the camera (camera z is forward)."""
-        normals_cam = self.model.normals[self._fixed] @ (rotation @ MODEL_TO_CAMERA).T
-        occluded = normals_cam[:, 2] > 0.0
-        occluded[self.model.slide != 0] = False  # contour points sit on the silhouette by construction
+        """The 68 landmarks whose surface faces away from the camera; the jaw sits on the silhouette."""
+        occluded = self._facing_away(self.model.landmarks, rotation)
+        occluded[:JAW_ROWS] = False
         return occluded
 
-    def fit(self, landmarks: np.ndarray, weights: np.ndarray | None = None, state: FitState | None = None,
-            iterations: int = 2) -> FitResult:
-        """Fit to 68×2 landmarks (pixels). ``state`` warm-starts from the track's previous frame."""
+    def fit(self, observations: np.ndarray, camera: np.ndarray, weights: np.ndarray | None = None,
+            state: FitState | None = None, iterations: int = 2) -> FitResult:
+        """Fit to the observation rows (see :meth:`observations`), pixels, seen by ``camera``
+        (:func:`camera_for`); ``state`` warm-starts from the track's previous frame."""
         mdl = self.model
-        obs = np.array(landmarks, dtype=np.float64)
-        w = np.ones(68) if weights is None else np.array(weights, dtype=np.float64)
+        obs = np.array(observations, dtype=np.float64)
+        w = np.ones(len(obs)) if weights is None else np.array(weights, dtype=np.float64)
         previous = state or self.neutral_state()
-        norm = _usable_input(obs, w)
+        norm = _usable_input(obs, w, *EYE_ROWS)
         if norm == 0.0:
-            return self._unfit(previous)
+            return self._unfit(previous, camera)
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
-            base = mdl.mean[self._fixed]
-            rot, s, t = initial_pose(obs, w, base)
+            rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
             iterations = max(iterations, 12)
         else:
-            rot, s, t = state.rotation, state.scale, state.translation
-            w = w * np.where(self.self_occluded(rot), self.occluded_weight, 1.0)
+            rot, tr = state.rotation, state.translation
+            facing_away = self._facing_away(self._row_points, rot)
+            facing_away[:JAW_ROWS] = False
+            w = w * np.where(facing_away, self.occluded_weight, 1.0)
         neutral = previous.neutral
         if neutral is None:
             neutral = identity_shape(mdl.mean, mdl.identity, previous.identity)
-        rot, s, t, expr, alpha, cost = fit_landmarks(
-            obs, w, mdl.mean, mdl.identity, mdl.expression, mdl.candidates, mdl.slide, rot, s, t,
+        rot, tr, expr, alpha, cost = fit_landmarks(
+            obs, w, mdl.mean, mdl.identity, mdl.expression, mdl.candidates, mdl.slide, rot, tr, camera,
             previous.expression, previous.identity, neutral, fit_identity, iterations, self.expr_prior,
             self.id_prior, norm)
-        if not (np.isfinite(cost) and np.all(np.isfinite(rot)) and s > 0):
-            return self._unfit(previous)
+        if not (np.isfinite(cost) and np.all(np.isfinite(rot)) and np.all(np.isfinite(tr)) and tr[2] > 0):
+            return self._unfit(previous, camera)
         identity_sum, identity_frames = previous.identity_sum, previous.identity_frames
         if fit_identity:
             identity_sum = identity_sum + alpha
@@ -391,45 +458,40 @@ class FaceFitter:
             if identity_frames == IDENTITY_FRAMES:
                 neutral = identity_shape(mdl.mean, mdl.identity, alpha)
         held = neutral if identity_frames >= IDENTITY_FRAMES else None
-        new = FitState(rotation=rot, scale=float(s), translation=t, expression=expr, identity=alpha,
+        new = FitState(rotation=rot, translation=tr, expression=expr, identity=alpha,
                        identity_sum=identity_sum, identity_frames=identity_frames, neutral=held)
         return FitResult(state=new, rms=float(np.sqrt(cost / max(w.sum(), 1e-9))), ok=True,
-                         self_occluded=self.self_occluded(rot), projected=self.project(new))
+                         self_occluded=self.self_occluded(rot), projected=self.project(new, camera))
 
-    def project(self, state: FitState) -> np.ndarray:
+    def project(self, state: FitState, camera: np.ndarray) -> np.ndarray:
         """The model's 68 landmarks (fixed, not slid) in the image under ``state``."""
         mdl = self.model
         neutral = state.neutral
         if neutral is None:
             neutral = identity_shape(mdl.mean, mdl.identity, state.identity)
-        shape = _landmark_shape(neutral, mdl.expression, state.expression, self._fixed)
-        return state.scale * (shape @ (state.rotation @ MODEL_TO_CAMERA).T)[:, :2] + state.translation
+        shape = _landmark_shape(neutral, mdl.expression, state.expression, mdl.landmarks)
+        q = shape @ (state.rotation @ MODEL_TO_CAMERA).T + state.translation
+        return camera[0] * q[:, :2] / q[:, 2:3] + camera[1:3]
 
-    def _unfit(self, previous: FitState) -> FitResult:
+    def _unfit(self, previous: FitState, camera: np.ndarray) -> FitResult:
         return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool),
-                         projected=self.project(previous))
+                         projected=self.project(previous, camera))
 
 
-def head_pose(state: FitState, image_size: tuple[int, int], focal_px: float | None = None) -> Pose:
-    """Pose record of a fit; depth from ``focal_px`` (default: the image width, a ~53° field of view)."""
-    w, h = image_size
-    f = focal_px or float(w)
+def head_pose(state: FitState) -> Pose:
+    """Pose record of a fit (translation: the model origin, in mm, camera frame)."""
     yaw, pitch, roll = matrix_to_euler(state.rotation)
-    # Weak perspective: s = f / depth (pixels per cm), so depth = f / s cm, and x = (u - cx) · depth / f.
-    depth_mm = 10.0 * f / state.scale
-    tx = (state.translation[0] - 0.5 * (w - 1)) * 10.0 / state.scale
-    ty = (state.translation[1] - 0.5 * (h - 1)) * 10.0 / state.scale
     return Pose(yaw=yaw, pitch=pitch, roll=roll, quaternion=matrix_to_quaternion(state.rotation),
-                translation_mm=np.array([tx, ty, depth_mm]), rotation=state.rotation)
+                translation_mm=10.0 * state.translation, rotation=state.rotation)
 
 
 @njit(cache=True, fastmath=False)
-def _usable_input(obs, w):
+def _usable_input(obs, w, eye_right, eye_left):
     """Zero unusable points' weights (in place) and return the residual scale, or 0.0 if the input is degenerate.
 
     Degenerate: fewer than 6 usable points, or points (near-)collinear or coincident,
     judged by the eigenvalues of their 2×2 scatter. The scale is the outer-eye-corner
-    distance, else half the points' extent. fastmath off: it must see NaN.
+    distance (rows eye_right, eye_left), else the points' RMS spread. fastmath off: it must see NaN.
     """
     n = 0
     mx = my = 0.0
@@ -457,8 +519,8 @@ def _usable_input(obs, w):
     largest, smallest = half_trace + root, half_trace - root
     if largest < 1e-12 or smallest < 1e-6 * largest:
         return 0.0
-    if w[36] > 0.0 and w[45] > 0.0:
-        norm = np.sqrt((obs[36, 0] - obs[45, 0]) ** 2 + (obs[36, 1] - obs[45, 1]) ** 2)
+    if w[eye_right] > 0.0 and w[eye_left] > 0.0:
+        norm = np.sqrt((obs[eye_right, 0] - obs[eye_left, 0]) ** 2 + (obs[eye_right, 1] - obs[eye_left, 1]) ** 2)
         if norm > 1e-3:
             return norm
     return np.sqrt(largest / n)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracker.detector import FaceDetector
-from tracker.fitting import FaceFitter, head_pose
+from tracker.fitting import FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
 from tracker.tracking import TrackSet
@@ -26,7 +26,7 @@ class TrackerConfig:
     threads: int | None = None
     # Fit the 3D face model (pose, blendshapes, self-occlusion) to each face's landmarks.
     fit_3d: bool = True
-    # Focal length in pixels for translation_mm; None assumes the image width (~53° field of view).
+    # Camera focal length in pixels for the 3D fit; None assumes the image width (~53° field of view).
     focal_px: float | None = None
 
 
@@ -69,6 +69,7 @@ class FaceTracker:
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
+        camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
         for t in tracks.tracks:
             landmarks = self.mapping.landmarks(t.mesh)
@@ -77,12 +78,12 @@ class FaceTracker:
             bbox = np.concatenate([extent.min(0), extent.max(0)])
             face = FaceResult(id=t.id, bbox=bbox, score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh)
             if self.fitter is not None:
-                fit = self.fitter.fit(landmarks, state=t.fit)
+                fit = self.fitter.fit(self.fitter.observations(landmarks, t.mesh.points), camera, state=t.fit)
                 if fit.ok:
                     t.fit = fit.state
                 face.fit_ok = fit.ok
                 face.occluded = fit.self_occluded
-                face.pose = head_pose(fit.state, (image.shape[1], image.shape[0]), self.config.focal_px)
+                face.pose = head_pose(fit.state)
                 face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
