@@ -44,13 +44,13 @@ IDENTITY_FRAMES = 30  # frames a track spends estimating identity before holding
 # than the 68 mapped landmarks; the mesh's own face-oval points are left out because at a
 # turn they do not follow the silhouette.
 MESH_FIT_POINTS = np.array([
-    33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,  # subject's right eye
-    263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466,  # left eye
-    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,  # outer lips
-    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,  # inner lips
-    70, 63, 105, 66, 107, 46, 53, 52, 65, 55, 300, 293, 334, 296, 336, 276, 283, 282, 295, 285,  # brows
-    1, 4, 5, 195, 197, 6, 168, 98, 327, 2, 94, 19, 48, 278, 64, 294,  # nose
-    10, 151, 9, 50, 280, 123, 352, 116, 345, 36, 266, 205, 425,  # forehead and cheeks
+    33, 160, 158, 133, 153, 144,  # subject's right eye: corners, upper and lower lid
+    263, 387, 385, 362, 380, 373,  # left eye
+    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,  # outer lips
+    78, 81, 13, 311, 308, 402, 14, 178,  # inner lips
+    70, 105, 107, 55, 65, 300, 334, 336, 285, 295,  # brows
+    1, 4, 6, 168, 98, 327, 2, 19,  # nose
+    10, 151, 50, 280, 123, 352, 205, 425,  # forehead and cheeks
 ])
 JAW_ROWS = 17  # observation rows 0-16 are the jaw landmarks; the mesh points follow
 # Rows of the outer eye corners (mesh 33 and 263): the residual scale.
