@@ -66,16 +66,18 @@ def test_image_gives_schema_landmarks(afw_dir, tmp_path):
     assert abs(np.linalg.norm(pose["quaternion"]) - 1) < 1e-3 and pose["translation_mm"][2] > 0
     assert len(face["blendshapes"]) == 52 and all(0 <= v <= 1 for v in face["blendshapes"].values())
     assert len(face["occluded"]) == 68
-    # Not computed yet, so not written (never faked).
-    assert "landmark_confidence" not in face
+    # The mirror check's confidence; --no-mirror leaves it out.
+    conf = np.array(face["landmark_confidence"])
+    assert conf.shape == (68,) and conf.min() >= 0 and conf.max() <= 1
 
 
-def test_no_fit_leaves_3d_fields_out(afw_dir, tmp_path):
+def test_no_fit_no_mirror_leaves_those_fields_out(afw_dir, tmp_path):
     out = tmp_path / "faces.jsonl"
-    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet", "--no-fit")
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet", "--no-fit", "--no-mirror")
     assert proc.returncode == 0, proc.stderr
     (face,) = read_jsonl(out)[0]["faces"]
     assert "pose" not in face and "blendshapes" not in face and "occluded" not in face
+    assert "landmark_confidence" not in face
 
 
 def test_csv_has_one_row_per_face_with_all_columns(talking_clip, tmp_path):

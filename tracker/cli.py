@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="while fewer than --max-faces are tracked, look for new faces every N frames")
     model.add_argument("--no-fit", action="store_true",
                        help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
+    model.add_argument("--no-mirror", action="store_true",
+                       help="skip the mirror-image pass (no landmark confidence; about 2 ms faster per face)")
     model.add_argument("--focal", type=float, metavar="PX",
                        help="camera focal length in pixels, for translation_mm (default: the image width)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         redetect_interval=args.redetect_interval,
         threads=args.threads,
         fit_3d=not args.no_fit,
+        mirror_check=not args.no_mirror,
         focal_px=args.focal,
     )
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)

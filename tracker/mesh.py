@@ -28,6 +28,8 @@ class MeshResult:
     crop_points: np.ndarray  # 468×3 in crop pixels (0..192), z scaled like x
     points: np.ndarray  # 468×3 in image pixels
     presence: float  # probability that the crop holds a face
+    # The same network on the horizontally mirrored crop, in that mirrored crop's pixels (None if not run).
+    mirror_crop_points: np.ndarray | None = None
 
 
 def roi_from_detection(det: Detection) -> Roi:
@@ -49,23 +51,22 @@ class FaceMesh:
     def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
         self.session = create_session("face_landmark.onnx", backend, outputs=["landmarks", "face_flag"], threads=threads)
 
-    def run(self, image: np.ndarray, rois: list[Roi]) -> list[MeshResult]:
-        """Mesh for each ROI of a BGR uint8 frame, in one batch."""
+    def run(self, image: np.ndarray, rois: list[Roi], mirror: bool = False) -> list[MeshResult]:
+        """Mesh for each ROI of a BGR uint8 frame, in one batch; with ``mirror`` the batch also
+        holds each crop's horizontal mirror (the reliability check)."""
         if not rois:
             return []
         crops = np.stack([crop(image, roi, MESH_INPUT) for roi in rois])
+        if mirror:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
         rgb = crops[..., ::-1]
         batch = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) * (1.0 / 255.0)
         out = self.session.run(batch)
-        raw = out["landmarks"].reshape(len(rois), 468, 3)
+        raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(out["face_flag"].reshape(-1).astype(np.float64), -100.0, 100.0)))
-        results = []
-        for i, roi in enumerate(rois):
-            pts = raw[i].astype(np.float64)
-            results.append(
-                MeshResult(roi=roi, crop_points=pts, points=crop_points_to_image(pts, roi, MESH_INPUT),
-                           presence=float(presence[i]))
-            )
-        return results
-
-
+        n = len(rois)
+        return [
+            MeshResult(roi=roi, crop_points=raw[i], points=crop_points_to_image(raw[i], roi, MESH_INPUT),
+                       presence=float(presence[i]), mirror_crop_points=raw[n + i] if mirror else None)
+            for i, roi in enumerate(rois)
+        ]

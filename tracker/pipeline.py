@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracker.detector import FaceDetector
-from tracker.fitting import FaceFitter, camera_for, head_pose
+from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
+from tracker.reliability import ConfidenceCalibration, assess
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult
+
+# Confidence below which a landmark is reported occluded, and below which it is taken from the
+# fitted 3D model instead of the image (set by tools/evaluate_occlusion.py on afw with occluders).
+OCCLUDED_BELOW = 0.5
+MODEL_POINT_BELOW = 0.25
 
 
 @dataclass
@@ -28,6 +34,8 @@ class TrackerConfig:
     fit_3d: bool = True
     # Camera focal length in pixels for the 3D fit; None assumes the image width (~53° field of view).
     focal_px: float | None = None
+    # Run each face's mirror image through the mesh too: landmark confidence, fused landmarks.
+    mirror_check: bool = True
 
 
 class FaceTracker:
@@ -39,6 +47,7 @@ class FaceTracker:
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
         self.mesh = FaceMesh(c.backend, threads=c.threads)
         self._mapping: Mesh68Mapping | None = None
+        self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
         self.tracks = TrackSet(c.max_faces, c.presence_threshold)
         self._since_detection = 0
@@ -49,6 +58,13 @@ class FaceTracker:
         if self._mapping is None:
             self._mapping = Mesh68Mapping()
         return self._mapping
+
+    @property
+    def calibration(self) -> ConfidenceCalibration:
+        # Loaded on first use, so tools/calibrate_confidence.py can run the mirror pass before it exists.
+        if self._calibration is None:
+            self._calibration = ConfidenceCalibration()
+        return self._calibration
 
     @property
     def backend(self) -> str:
@@ -65,26 +81,40 @@ class FaceTracker:
             self.reset()
         tracks = self.tracks
         if tracks.tracks:
-            tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks]))
+            tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check))
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
         for t in tracks.tracks:
-            landmarks = self.mapping.landmarks(t.mesh)
-            # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
-            extent = np.concatenate([landmarks, t.mesh.points[:, :2]])
-            bbox = np.concatenate([extent.min(0), extent.max(0)])
-            face = FaceResult(id=t.id, bbox=bbox, score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh)
+            rel = assess(t.mesh, self.mapping, self.calibration) if t.mesh.mirror_crop_points is not None else None
+            landmarks = rel.landmarks if rel else self.mapping.landmarks(t.mesh)
+            face = FaceResult(id=t.id, bbox=np.zeros(4), score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh)
+            if rel is not None:
+                face.landmark_confidence = rel.confidence
             if self.fitter is not None:
-                fit = self.fitter.fit(self.fitter.observations(landmarks, t.mesh.points), camera, state=t.fit)
+                observations = self.fitter.observations(landmarks, t.mesh.points)
+                weights = np.ones(len(observations))
+                if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
+                    weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
+                fit = self.fitter.fit(observations, camera, weights, state=t.fit)
                 if fit.ok:
                     t.fit = fit.state
                 face.fit_ok = fit.ok
-                face.occluded = fit.self_occluded
+                face.occluded = fit.self_occluded.copy()
                 face.pose = head_pose(fit.state)
                 face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
+                if rel is not None:
+                    face.occluded |= rel.confidence < OCCLUDED_BELOW
+                    if fit.ok:  # points the two passes disagree on come from the fitted 3D model
+                        unreliable = rel.confidence < MODEL_POINT_BELOW
+                        face.landmarks = np.where(unreliable[:, None], fit.projected, landmarks)
+            elif rel is not None:
+                face.occluded = rel.confidence < OCCLUDED_BELOW
+            # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
+            extent = np.concatenate([face.landmarks, t.mesh.points[:, :2]])
+            face.bbox = np.concatenate([extent.min(0), extent.max(0)])
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
@@ -100,4 +130,4 @@ class FaceTracker:
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
-        return self.mesh.run(image, [roi_from_mesh(m.points) for m in first])
+        return self.mesh.run(image, [roi_from_mesh(m.points) for m in first], mirror=self.config.mirror_check)

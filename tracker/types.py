@@ -37,7 +37,8 @@ class FaceResult:
     score: float  # probability that a face is present (face mesh presence)
     landmarks: np.ndarray  # 68×2 image pixels, iBUG order
     mesh: MeshResult  # the face mesh this frame: ROI, crop-space and image-space points
-    occluded: np.ndarray | None = None  # 68 bool: self-occluded by the head's own pose
+    landmark_confidence: np.ndarray | None = None  # 68 in [0, 1], from the mirror check
+    occluded: np.ndarray | None = None  # 68 bool: hidden by the head itself, or not trusted
     pose: Pose | None = None
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
@@ -50,6 +51,8 @@ class FaceResult:
             "score": round(self.score, 4),
             "landmarks": np.round(self.landmarks, 2).tolist(),
         }
+        if self.landmark_confidence is not None:
+            record["landmark_confidence"] = [round(float(v), 3) for v in self.landmark_confidence]
         if self.occluded is not None:
             record["occluded"] = [bool(v) for v in self.occluded]
         if self.pose is not None:
