@@ -4,7 +4,7 @@ import numpy as np
 
 from tracker.mesh import MeshResult, roi_from_mesh
 from tracker.roi import Roi
-from tracker.tracking import TrackSet
+from tracker.tracking import REMEMBER_FRAMES, TrackSet
 
 
 def mesh_at(cx: float, cy: float, size: float = 40.0, presence: float = 0.9) -> MeshResult:
@@ -30,13 +30,30 @@ def test_ids_are_stable_and_new_faces_get_new_ids():
     assert [t.id for t in tracks.tracks] == [1, 2, 3] and tracks.full
 
 
-def test_lost_faces_are_dropped_and_ids_not_reused():
+def test_a_face_missed_briefly_keeps_its_id_and_state():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
+    tracks.tracks[0].fit = "fit state of face 1"
+    tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100)])
+    assert [t.id for t in tracks.tracks] == [2]
+    for _ in range(5):
+        tracks.update([mesh_at(300, 100)])
+    tracks.add([mesh_at(104, 98)])
+    assert [t.id for t in tracks.tracks] == [2, 1] and tracks.tracks[1].fit == "fit state of face 1"
+
+
+def test_a_face_gone_for_long_gets_a_new_id_and_ids_are_not_reused():
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
     tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100)])
-    assert [t.id for t in tracks.tracks] == [2]
+    for _ in range(REMEMBER_FRAMES + 1):
+        tracks.update([mesh_at(300, 100)])
     tracks.add([mesh_at(100, 100)])
     assert [t.id for t in tracks.tracks] == [2, 3]
+    # Somewhere else entirely, even right after a loss: a new face.
+    tracks.update([mesh_at(300, 100, presence=0.1), mesh_at(100, 100)])
+    tracks.add([mesh_at(600, 400)])
+    assert [t.id for t in tracks.tracks] == [3, 4]
 
 
 def test_converged_tracks_keep_the_older_one_and_capacity_holds():

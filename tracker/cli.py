@@ -87,15 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt_on_sigterm() -> None:
-    # SIGTERM ends a run the same way Ctrl-C does: outputs are flushed and closed.
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+class StopRequest:
+    """Ctrl-C and SIGTERM ask the frame loop to stop after the current frame.
 
-    signal.signal(signal.SIGTERM, handler)
+    Raising KeyboardInterrupt inside native code (ONNX Runtime, a Numba kernel) can surface
+    as another error; a flag checked between frames always ends the run cleanly, with every
+    output flushed. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, stop: StopRequest) -> int:
     config = TrackerConfig(
         backend=args.backend,
         detector=args.detector,
@@ -157,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
                     if not window.show(frame.image, result, f"{fps:.1f} fps  {tracker.backend}"):
                         break
                 bar.update(1)
+                if stop.requested:
+                    interrupted = True
+                    break
                 if args.max_frames and frames >= args.max_frames:
                     break
         except KeyboardInterrupt:
@@ -187,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     logging.getLogger("tracker").setLevel(logging.INFO)
-    _interrupt_on_sigterm()
+    stop = StopRequest()
+    stop.install()
     try:
-        return run(args)
+        return run(args, stop)
     except SourceError as exc:
         log.error(str(exc))
         return EXIT_BAD_INPUT

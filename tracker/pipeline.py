@@ -80,8 +80,8 @@ class FaceTracker:
         if still:
             self.reset()
         tracks = self.tracks
-        if tracks.tracks:
-            tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check))
+        # Every frame, even with no track: lost tracks are remembered for a number of frames.
+        tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check))
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
