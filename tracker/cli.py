@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
     model.add_argument("--no-mirror", action="store_true",
                        help="skip the mirror-image pass (no landmark confidence; about 2 ms faster per face)")
+    model.add_argument("--no-smooth", action="store_true",
+                       help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
     model.add_argument("--focal", type=float, metavar="PX",
                        help="camera focal length in pixels, for translation_mm (default: the image width)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         threads=args.threads,
         fit_3d=not args.no_fit,
         mirror_check=not args.no_mirror,
+        smooth=not args.no_smooth,
         focal_px=args.focal,
     )
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)

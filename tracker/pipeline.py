@@ -10,9 +10,11 @@ from tracker.detector import FaceDetector
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
+from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.reliability import ConfidenceCalibration, assess
+from tracker.smoothing import FaceSmoother
 from tracker.tracking import TrackSet
-from tracker.types import FaceResult, FrameResult
+from tracker.types import FaceResult, FrameResult, Pose
 
 # Confidence below which a landmark is reported occluded, and below which it is taken from the
 # fitted 3D model instead of the image (set by tools/evaluate_occlusion.py on afw with occluders).
@@ -36,6 +38,8 @@ class TrackerConfig:
     focal_px: float | None = None
     # Run each face's mirror image through the mesh too: landmark confidence, fused landmarks.
     mirror_check: bool = True
+    # One Euro smoothing (no look-ahead) of landmarks, pose and blendshapes in video and live input.
+    smooth: bool = True
 
 
 class FaceTracker:
@@ -112,6 +116,8 @@ class FaceTracker:
                         face.landmarks = np.where(unreliable[:, None], fit.projected, landmarks)
             elif rel is not None:
                 face.occluded = rel.confidence < OCCLUDED_BELOW
+            if self.config.smooth and not still:
+                _smooth(face, t.smoother, time_s)
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
             extent = np.concatenate([face.landmarks, t.mesh.points[:, :2]])
             face.bbox = np.concatenate([extent.min(0), extent.max(0)])
@@ -131,3 +137,24 @@ class FaceTracker:
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
         return self.mesh.run(image, [roi_from_mesh(m.points) for m in first], mirror=self.config.mirror_check)
+
+
+def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float) -> None:
+    """Replace the face's outputs by their smoothed values; the fit keeps its raw state."""
+    pose = face.pose
+    eyes = float(np.linalg.norm(face.landmarks[36] - face.landmarks[45]))
+    names = list(face.blendshapes) if face.blendshapes is not None else []
+    landmarks, quat, translation, expression = smoother(
+        time_s, face.landmarks, eyes,
+        rotation_quat=None if pose is None else pose.quaternion,
+        translation=None if pose is None else pose.translation_mm,
+        expression=None if face.blendshapes is None else np.array(list(face.blendshapes.values())),
+        confidence=face.landmark_confidence)
+    face.landmarks = landmarks
+    if pose is not None:
+        rotation = quaternion_to_matrix(quat)
+        yaw, pitch, roll = matrix_to_euler(rotation)
+        face.pose = Pose(yaw=yaw, pitch=pitch, roll=roll, quaternion=quat, translation_mm=translation,
+                         rotation=rotation)
+    if expression is not None:
+        face.blendshapes = dict(zip(names, expression.tolist()))

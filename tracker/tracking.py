@@ -6,7 +6,7 @@ decides which tracks live, which detections are new faces, and which IDs they ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from tracker.detector import box_iou
 from tracker.fitting import FitState
 from tracker.mesh import MeshResult, roi_from_mesh
 from tracker.roi import Roi
+from tracker.smoothing import FaceSmoother
 
 # A detection overlapping a live track this much is that track's face, not a new one.
 NEW_FACE_MAX_IOU = 0.3
@@ -30,6 +31,7 @@ class Track:
     frames: int = 1
     fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
+    smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state
 
     @property
     def roi(self) -> Roi:

@@ -1,0 +1,244 @@
+"""Zero-look-ahead temporal smoothing: One Euro filters on landmarks, pose and expression.
+
+The One Euro filter (Casiraghi, Roussel, Vogel, CHI 2012) is an exponential
+low-pass whose cutoff rises with the signal's speed:
+
+    cutoff = min_cutoff + beta · |dx/dt, itself low-passed at d_cutoff|
+
+so a still face is smoothed hard (jitter removed) and a moving one lightly
+(little lag). It is causal: each output uses only the current and past frames,
+so it adds no latency beyond the filter's own (small, speed-dependent) lag.
+
+Units. Landmark parameters are in units of the face's inter-ocular distance
+(IOD, outer eye corners 36-45) per second, so one parameter set suits every
+face size; rotation parameters in radians per second; expression in weight
+units (0..1) per second; translation in the caller's units (mm) per second.
+
+Confidence. An optional per-element confidence c in [0, 1] scales the cutoff
+by (0.25 + 0.75·c): a fully trusted landmark keeps the normal cutoff, an
+untrusted one gets a quarter of it (four times the time constant), so it
+follows its neighbours' motion less eagerly and its noise is averaged longer.
+The floor of 0.25 keeps an unreliable point from freezing altogether.
+
+Time. ``t`` is in seconds (media or wall time). The first call passes its
+input through; a non-increasing ``t`` (duplicate or reset clock) is treated as
+one frame at 30 fps; a gap over 0.5 s (a track lost for a while) resets the
+filter, so the new input passes through instead of being dragged from stale
+state.
+
+Defaults were chosen with ``tools/jitter.py --grid`` on the shared talking-head
+clips (see that tool and BENCHMARKS.md, section "smoothing").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+DEFAULT_DT = 1.0 / 30.0  # assumed frame period when the clock does not advance
+MAX_GAP_S = 0.5  # a longer gap resets the filter: the old state no longer describes the face
+CONFIDENCE_FLOOR = 0.25  # cutoff factor at confidence 0 (1.0 at confidence 1)
+
+
+class OneEuroParams(NamedTuple):
+    min_cutoff: float  # Hz: cutoff when still; lower = smoother at rest, more lag on slow motion
+    beta: float  # Hz per (unit/s): how fast the cutoff opens with speed; higher = less lag when moving
+    d_cutoff: float = 1.0  # Hz: low-pass on the speed estimate itself
+
+
+# Chosen by measurement, tools/jitter.py --grid (numbers in FaceSmoother's docstring).
+LANDMARK_PARAMS = OneEuroParams(min_cutoff=1.0, beta=10.0, d_cutoff=1.0)  # IOD units
+ROTATION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=1.0, d_cutoff=1.0)  # radians
+EXPRESSION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=1.0, d_cutoff=1.0)  # weights in [0, 1]
+TRANSLATION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=0.1, d_cutoff=1.0)  # mm
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+    """Smoothing factor of a first-order low-pass with this cutoff (Hz) sampled every dt seconds."""
+    tau = 1.0 / (2.0 * np.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+def _step(t: float, t_prev: float | None) -> float | None:
+    """The time step to use, or None when the filter must restart (first call or a long gap)."""
+    if t_prev is None:
+        return None
+    dt = t - t_prev
+    if dt <= 0.0 or not math.isfinite(dt):
+        return DEFAULT_DT
+    return None if dt > MAX_GAP_S else dt
+
+
+class OneEuro:
+    """One Euro filter over an array of any shape, with independent state per element.
+
+    ``scale`` (per call, default 1) says how many units of ``x`` make one unit of the
+    parameters: the speed that drives the cutoff is |dx/dt| / scale. The state stays in
+    the units of ``x``, so a noisy or changing scale only nudges the cutoff and never
+    moves the output itself (dividing ``x`` by a noisy scale and multiplying back would
+    turn scale noise into position noise far from the origin).
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        self._x_raw: np.ndarray | None = None  # previous raw input (the derivative is of the raw signal)
+        self._y: np.ndarray | None = None  # previous output
+        self._dx: np.ndarray | None = None  # previous low-passed derivative
+        self._t: float | None = None
+
+    def __call__(self, x: np.ndarray, t: float, confidence: np.ndarray | float | None = None,
+                 scale: float = 1.0) -> np.ndarray:
+        x = np.array(x, dtype=np.float64)  # a copy: the state must not alias the caller's array
+        dt = _step(t, self._t)
+        if dt is None or self._y is None or self._y.shape != x.shape:
+            self._x_raw, self._y, self._dx, self._t = x.copy(), x.copy(), np.zeros_like(x), float(t)
+            return x
+        self._t = float(t)
+        # Non-finite inputs pass through and leave that element's state untouched.
+        ok = np.isfinite(x)
+        xs = np.where(ok, x, self._y)
+        # Derivative of the raw signal, as in the paper's reference code, then low-passed.
+        dx = (xs - np.where(ok, self._x_raw, xs)) / dt
+        dx_hat = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(dx_hat) / scale
+        if confidence is not None:
+            c = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=1.0), 0.0, 1.0)
+            cutoff = cutoff * (CONFIDENCE_FLOOR + (1.0 - CONFIDENCE_FLOOR) * c)
+        y = self._y + _alpha(cutoff, dt) * (xs - self._y)
+        self._x_raw, self._y, self._dx = xs, y, dx_hat
+        return np.where(ok, y, x)
+
+
+# Quaternions [w, x, y, z] (Hamilton product), single rotations.
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.array([aw * bw - ax * bx - ay * by - az * bz,
+                     aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw])
+
+
+def _qconj(q: np.ndarray) -> np.ndarray:
+    return np.array([q[0], -q[1], -q[2], -q[3]])
+
+
+def _qlog(q: np.ndarray) -> np.ndarray:
+    """Rotation vector (radians) of a unit quaternion, the short way round (|angle| <= pi)."""
+    if q[0] < 0:
+        q = -q  # q and -q are the same rotation: take the representative with the shorter arc
+    n = float(np.linalg.norm(q[1:]))
+    if n < 1e-12:
+        return 2.0 * q[1:]
+    return (2.0 * math.atan2(n, q[0]) / n) * q[1:]
+
+
+def _qexp(r: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(r))
+    if angle < 1e-12:
+        q = np.array([1.0, *(0.5 * r)])
+        return q / np.linalg.norm(q)
+    return np.array([math.cos(0.5 * angle), *(math.sin(0.5 * angle) / angle * r)])
+
+
+class QuaternionOneEuro:
+    """One Euro on rotations: the filter steps along the geodesic, never through Euler angles.
+
+    Why the rotation-vector delta rather than the four components: the update
+    q ← q · exp(alpha · log(q⁻¹ · q_raw)) is the exact rotation analogue of
+    y ← y + alpha · (x − y). It treats every axis alike whatever the current
+    orientation (filtering components would smooth x, y, z, w with different
+    speeds and cut chords through the sphere), the output is a unit quaternion by
+    construction, and the speed that opens the cutoff is the true angular speed
+    in rad/s, so ``beta`` has a physical meaning. The shortest-arc log makes the
+    filter blind to the q / −q sign of its input (hemisphere continuity); the
+    output keeps its own sign history, starting from the first input's sign.
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        self._q_raw: np.ndarray | None = None
+        self._q: np.ndarray | None = None
+        self._w = np.zeros(3)  # low-passed angular velocity (rad/s, body frame)
+        self._t: float | None = None
+
+    def __call__(self, q: np.ndarray, t: float) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float64)
+        norm = float(np.linalg.norm(q))
+        if not (math.isfinite(norm) and norm > 0):
+            return q.copy()  # nothing usable; keep the state for the next frame
+        q = q / norm
+        dt = _step(t, self._t)
+        self._t = float(t)
+        if dt is None or self._q is None:
+            self._q_raw, self._q, self._w = q, q.copy(), np.zeros(3)
+            return q.copy()
+        w = _qlog(_qmul(_qconj(self._q_raw), q)) / dt
+        self._w = self._w + _alpha(self.d_cutoff, dt) * (w - self._w)
+        a = _alpha(self.min_cutoff + self.beta * float(np.linalg.norm(self._w)), dt)
+        out = _qmul(self._q, _qexp(a * _qlog(_qmul(_qconj(self._q), q))))
+        out /= np.linalg.norm(out)  # against round-off drift over long tracks
+        self._q_raw, self._q = q, out
+        return out.copy()
+
+
+class FaceSmoother:
+    """Smoothing for one tracked face: create one per track, call once per frame in time order.
+
+    Every part is optional per frame (None in, None out); a part that is missing
+    for a while restarts by itself through the 0.5 s gap rule.
+    """
+
+    def __init__(self, landmark_params: OneEuroParams | tuple = LANDMARK_PARAMS,
+                 expression_params: OneEuroParams | tuple = EXPRESSION_PARAMS,
+                 rotation_params: OneEuroParams | tuple = ROTATION_PARAMS,
+                 translation_params: OneEuroParams | tuple = TRANSLATION_PARAMS) -> None:
+        self.landmarks = OneEuro(*landmark_params)
+        self.expression = OneEuro(*expression_params)
+        self.rotation = QuaternionOneEuro(*rotation_params)
+        self.translation = OneEuro(*translation_params)
+        self._scale: float | None = None  # last usable inter-ocular distance (px)
+
+    def reset(self) -> None:
+        for f in (self.landmarks, self.expression, self.rotation, self.translation):
+            f.reset()
+        self._scale = None
+
+    def __call__(self, t: float, landmarks: np.ndarray | None, scale_px: float,
+                 rotation_quat: np.ndarray | None = None, translation: np.ndarray | None = None,
+                 expression: np.ndarray | None = None, confidence: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Smoothed (landmarks px, quaternion [w,x,y,z], translation, expression in [0, 1]).
+
+        ``scale_px`` is the face's inter-ocular distance in pixels this frame; ``confidence``
+        (one value in [0, 1] per landmark) lowers the cutoff of doubtful landmarks.
+        """
+        lm = None
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, dtype=np.float64)
+            conf = None
+            if confidence is not None:
+                # One value per landmark, shared by its x and y.
+                conf = np.asarray(confidence, dtype=np.float64).reshape(-1, *([1] * (landmarks.ndim - 1)))
+            if math.isfinite(scale_px) and scale_px > 0:
+                self._scale = float(scale_px)
+            elif self._scale is None:
+                # No usable scale yet: about half the landmarks' width (the eye corners' share of the face).
+                self._scale = max(0.5 * float(np.ptp(landmarks[..., 0])), 1.0) if landmarks.size else 1.0
+            lm = self.landmarks(landmarks, t, conf, scale=self._scale)
+        quat = None if rotation_quat is None else self.rotation(rotation_quat, t)
+        trans = None if translation is None else self.translation(translation, t)
+        expr = None if expression is None else np.clip(self.expression(expression, t), 0.0, 1.0)
+        return lm, quat, trans, expr
