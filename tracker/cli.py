@@ -168,8 +168,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 if overlay:
                     overlay.write(frame.image, result)
                 if window:
-                    fps = frames / max(time.perf_counter() - started, 1e-9)
-                    if not window.show(frame.image, result, f"{fps:.1f} fps  {tracker.backend}"):
+                    latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
+                    if not window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
                         break
                 bar.update(1)
                 if stop.requested:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -43,9 +46,23 @@ class JsonlWriter:
             self._file.close()
 
 
-def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray | None = None) -> np.ndarray:
-    """A copy of the frame with boxes, IDs, landmarks (self-occluded ones hollow), pose axes and,
-    given the mesh's triangles, its wireframe."""
+# Blendshape panel: how many bars, and colours the tests look for (BGR).
+PANEL_BARS = 8
+PANEL_BAR_COLOUR = (0, 170, 255)  # orange bar: the value
+PANEL_TRACK_COLOUR = (90, 70, 60)  # dark slate track behind it: the full 0..1 range
+PANEL_BACKGROUND = (32, 32, 32)
+_PANEL_WIDTH = 220  # pixels at scale 1 (a 640×480 view); long ARKit names ("mouthShrugLower") fit
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray | None = None, *,
+                 mirror: bool = False, panel: bool = False) -> np.ndarray:
+    """A copy of the frame with boxes, IDs, landmarks (coloured by confidence when known, self-occluded ones
+    hollow), pose axes and, given the mesh's triangles, its wireframe.
+
+    ``mirror`` flips the picture horizontally after the geometry is drawn and before any text, so the view
+    is a mirror while labels stay readable; ``result`` is only read, never changed. ``panel`` appends a
+    side panel with the first face's strongest blendshapes as bars."""
     out = image.copy()
     scale = max(1, round(max(out.shape[:2]) / 640))
     for face in result.faces:
@@ -54,14 +71,43 @@ def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray |
             cv2.polylines(out, list(pts[wireframe]), True, (120, 120, 120), 1, cv2.LINE_AA)
         x0, y0, x1, y1 = np.round(face.bbox).astype(int).tolist()
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 200, 0), scale)
-        cv2.putText(out, f"#{face.id} {face.score:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45 * scale, (255, 200, 0), scale, cv2.LINE_AA)
-        occluded = face.occluded if face.occluded is not None else np.zeros(68, dtype=bool)
-        for (x, y), hidden in zip(np.round(face.landmarks).astype(int).tolist(), occluded):
-            cv2.circle(out, (x, y), scale + 1, (0, 255, 0), 1 if hidden else -1, cv2.LINE_AA)
+        _draw_landmarks(out, face, scale)
         if face.pose is not None:
             _draw_axes(out, face, scale)
+    if mirror:
+        # Pixels only: the geometry above was drawn in the image's own coordinates, so the mirrored view
+        # is exactly cv2.flip of the plain one and no output (JSON/CSV/VMC Left/Right) is affected.
+        out = cv2.flip(out, 1)
+    w = out.shape[1]
+    for face in result.faces:
+        x0, y0, x1, _ = np.round(face.bbox).astype(int).tolist()
+        left = w - 1 - x1 if mirror else x0  # the box's left edge in the view
+        _put_text(out, f"#{face.id} {face.score:.2f}", (left, max(12 * scale, y0 - 4)), 0.45 * scale,
+                  (255, 200, 0), scale)
+    if panel:
+        out = _with_blendshape_panel(out, result.faces[0] if result.faces else None, scale)
     return out
+
+
+def _confidence_colour(conf: float) -> tuple[int, int, int]:
+    # Red (0) → yellow (0.5) → green (1), BGR; unknown (NaN) grey.
+    if not math.isfinite(conf):
+        return (160, 160, 160)
+    c = min(max(conf, 0.0), 1.0)
+    return (0, round(255 * min(1.0, 2 * c)), round(255 * min(1.0, 2 * (1 - c))))
+
+
+def _draw_landmarks(out: np.ndarray, face, scale: int) -> None:
+    n = len(face.landmarks)
+    occluded = face.occluded if face.occluded is not None else np.zeros(n, dtype=bool)
+    # landmark_confidence is optional (older results lack the attribute or leave it None): plain green then.
+    conf = getattr(face, "landmark_confidence", None)
+    conf = np.asarray(conf, dtype=float).reshape(-1) if conf is not None else None
+    if conf is not None and len(conf) != n:
+        conf = None
+    for i, ((x, y), hidden) in enumerate(zip(np.round(face.landmarks).astype(int).tolist(), occluded)):
+        colour = _confidence_colour(float(conf[i])) if conf is not None else (0, 255, 0)
+        cv2.circle(out, (x, y), scale + 1, colour, 1 if hidden else -1, cv2.LINE_AA)
 
 
 def _draw_axes(out: np.ndarray, face, scale: int) -> None:
@@ -73,6 +119,48 @@ def _draw_axes(out: np.ndarray, face, scale: int) -> None:
         tip = origin + length * axes[:2, k]
         cv2.arrowedLine(out, tuple(np.round(origin).astype(int).tolist()), tuple(np.round(tip).astype(int).tolist()),
                         colour, scale + 1, cv2.LINE_AA, tipLength=0.15)
+
+
+def _put_text(out: np.ndarray, text: str, org: tuple[int, int], size: float, colour: tuple[int, int, int],
+              thickness: int = 1) -> None:
+    # A dark outline keeps text readable over any background (bright skin, white walls).
+    cv2.putText(out, text, org, _FONT, size, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(out, text, org, _FONT, size, colour, thickness, cv2.LINE_AA)
+
+
+def _top_blendshapes(shapes: dict[str, float] | None, k: int = PANEL_BARS) -> list[tuple[str, float]]:
+    """The ``k`` largest finite values, largest first (ties by name, so the order is stable)."""
+    if not shapes:
+        return []
+    items = [(name, float(v)) for name, v in shapes.items() if math.isfinite(float(v))]
+    return sorted(items, key=lambda item: (-item[1], item[0]))[:k]
+
+
+def _with_blendshape_panel(view: np.ndarray, face, scale: int) -> np.ndarray:
+    """``view`` with a panel on its right: the face's top blendshapes, one name and bar per row."""
+    h = view.shape[0]
+    pw = _PANEL_WIDTH * scale
+    panel = np.full((h, pw, 3), PANEL_BACKGROUND, dtype=np.uint8)
+    pad, font = 8 * scale, 0.42 * scale
+    title = f"blendshapes #{face.id}" if face is not None else "blendshapes"
+    _put_text(panel, title, (pad, 20 * scale), 0.5 * scale, (255, 255, 255), scale)
+    top = _top_blendshapes(getattr(face, "blendshapes", None)) if face is not None else []
+    if face is not None and not top:
+        _put_text(panel, "(none: 3D fit off)", (pad, 44 * scale), font, (160, 160, 160), 1)
+    bar_len = pw - 2 * pad - 40 * scale  # room for the value on the right
+    row_h = 30 * scale
+    for i, (name, value) in enumerate(top):
+        y = 34 * scale + i * row_h
+        if y + row_h > h:
+            break  # a very small image: show the rows that fit
+        _put_text(panel, name, (pad, y + 13 * scale), font, (230, 230, 230), 1)
+        by0, by1 = y + 17 * scale, y + 25 * scale
+        cv2.rectangle(panel, (pad, by0), (pad + bar_len - 1, by1), PANEL_TRACK_COLOUR, -1)
+        filled = round(min(max(value, 0.0), 1.0) * bar_len)
+        if filled > 0:
+            cv2.rectangle(panel, (pad, by0), (pad + filled - 1, by1), PANEL_BAR_COLOUR, -1)
+        _put_text(panel, f"{value:.2f}", (pad + bar_len + 4 * scale, by1), font, (230, 230, 230), 1)
+    return np.hstack([view, panel])
 
 
 class CsvWriter:
@@ -154,27 +242,103 @@ class OverlayWriter:
 
 
 class Window:
-    """A live preview window; ``show`` returns False once the user closes it or presses q/Esc."""
+    """A live preview window; ``show`` returns False once the user closes it or presses q/Esc.
 
-    TITLE = "face tracker (q to quit)"
+    Keys: ``q``/Esc quit, ``m`` toggles a mirrored view (displayed pixels only: no output changes),
+    ``s`` saves the current view as ``snapshot_YYYYmmdd_HHMMSS.png`` in the working directory.
+    The view has a side panel with the strongest blendshapes and a line with the display rate and,
+    when the caller gives it, the capture-to-display latency."""
 
-    def __init__(self, wireframe: np.ndarray | None = None) -> None:
+    TITLE = "face tracker (q quit, m mirror, s snapshot)"
+    _SMOOTHING = 0.1  # weight of the newest sample in the fps/latency readouts: steady, readable digits
+
+    def __init__(self, wireframe: np.ndarray | None = None, *, mirror: bool = False, blendshapes: bool = True,
+                 snapshot_dir: str | os.PathLike | None = None) -> None:
         self.wireframe = wireframe
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
+        self.mirror = mirror
+        self.blendshapes = blendshapes
+        self.snapshot_dir = snapshot_dir  # None: the working directory at the time of the snapshot
         self._open = False
+        self._view: np.ndarray | None = None
+        self._last_render: float | None = None
+        self.fps: float | None = None
+        self.latency_ms: float | None = None
+        self._log = logging.getLogger("tracker.window")
 
-    def show(self, image: np.ndarray, result: FrameResult, status: str) -> bool:
-        overlay = draw_overlay(image, result, self.wireframe)
-        cv2.putText(overlay, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+    def render(self, image: np.ndarray, result: FrameResult, status: str = "",
+               latency_ms: float | None = None) -> np.ndarray:
+        """The view ``show`` displays (overlay, panel, readouts), without touching the screen."""
+        now = time.perf_counter()
+        if self._last_render is not None and now > self._last_render:
+            self.fps = self._smooth(self.fps, 1.0 / (now - self._last_render))
+        self._last_render = now
+        if latency_ms is not None and math.isfinite(latency_ms):
+            self.latency_ms = self._smooth(self.latency_ms, latency_ms)
+        view = draw_overlay(image, result, self.wireframe, mirror=self.mirror, panel=self.blendshapes)
+        # Readouts go on after mirroring (draw_overlay flips before any text), so they always read normally.
+        scale = max(1, round(max(image.shape[:2]) / 640))
+        lines = [status] if status else []
+        readout = [f"{self.fps:.1f} fps" if self.fps is not None else "",
+                   f"latency {self.latency_ms:.0f} ms" if self.latency_ms is not None else "",
+                   "mirrored view" if self.mirror else ""]
+        lines.append("  ".join(part for part in readout if part))
+        for i, line in enumerate(line for line in lines if line):
+            _put_text(view, line, (8 * scale, (20 + 20 * i) * scale), 0.5 * scale, (0, 255, 255), scale)
+        _put_text(view, "q quit  m mirror  s snapshot", (8 * scale, view.shape[0] - 8 * scale), 0.4 * scale,
+                  (200, 200, 200), 1)
+        self._view = view
+        return view
+
+    def show(self, image: np.ndarray, result: FrameResult, status: str, latency_ms: float | None = None) -> bool:
+        view = self.render(image, result, status, latency_ms)
         try:
-            cv2.imshow(self.TITLE, overlay)
+            cv2.imshow(self.TITLE, view)
             self._open = True
-            key = cv2.waitKey(1) & 0xFF
+            key = cv2.waitKey(1)
             visible = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
         except cv2.error as exc:
             raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
-        return visible and key not in (ord("q"), 27)
+        return self.handle_key(key) and visible
+
+    def handle_key(self, key: int) -> bool:
+        """Act on a key code from ``cv2.waitKey`` (-1: none); False means the user asked to quit."""
+        if key < 0:
+            return True
+        key &= 0xFF  # some backends set modifier bits above the character
+        if key in (ord("q"), ord("Q"), 27):
+            return False
+        if key in (ord("m"), ord("M")):
+            self.mirror = not self.mirror
+        elif key in (ord("s"), ord("S")):
+            self.save_snapshot()
+        return True
+
+    def save_snapshot(self) -> Path | None:
+        """Write the last rendered view to ``snapshot_YYYYmmdd_HHMMSS.png``; its path, or None if nothing
+        was shown yet or the file could not be written (a warning; the window keeps running)."""
+        if self._view is None:
+            return None
+        folder = Path(self.snapshot_dir) if self.snapshot_dir is not None else Path.cwd()
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        path = folder / f"snapshot_{stamp}.png"
+        n = 1
+        while path.exists():  # two snapshots in one second must not overwrite each other
+            path = folder / f"snapshot_{stamp}_{n}.png"
+            n += 1
+        try:
+            ok = cv2.imwrite(str(path), self._view)
+        except cv2.error:
+            ok = False
+        if not ok:
+            self._log.warning("cannot write snapshot '%s'", path)
+            return None
+        self._log.info("snapshot saved to %s", path)
+        return path
+
+    def _smooth(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self._SMOOTHING * (new - old)
 
     def close(self) -> None:
         if self._open:

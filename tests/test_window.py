@@ -1,0 +1,231 @@
+"""The live window's drawing and keys, tested without a display (plus one real window under Xvfb, if present)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tracker.outputs import (
+    PANEL_BAR_COLOUR,
+    PANEL_TRACK_COLOUR,
+    Window,
+    _top_blendshapes,
+    draw_overlay,
+)
+from tracker.types import FaceResult, FrameResult, Pose
+
+REPO = Path(__file__).resolve().parent.parent
+H, W = 480, 640
+
+SHAPES = {"jawOpen": 0.9, "eyeBlinkLeft": 0.7, "eyeBlinkRight": 0.55, "mouthSmileLeft": 0.4,
+          "mouthSmileRight": 0.33, "browInnerUp": 0.25, "cheekPuff": 0.2, "mouthPucker": 0.12,
+          "noseSneerLeft": 0.05, "tongueOut": 0.0}
+
+
+def make_face(**extra) -> FaceResult:
+    # A face on the image's right half, so its mirror image does not overlap it.
+    rng = np.random.default_rng(0)
+    landmarks = np.column_stack([rng.uniform(420, 560, 68), rng.uniform(200, 380, 68)])
+    landmarks[30] = (490.0, 290.0)  # nose tip: the origin of the pose axes
+    pose = Pose(yaw=10.0, pitch=-5.0, roll=3.0, quaternion=np.array([1.0, 0, 0, 0]),
+                translation_mm=np.array([0.0, 0.0, 600.0]), rotation=np.eye(3))
+    face = FaceResult(id=1, bbox=np.array([410.0, 180.0, 570.0, 390.0]), score=0.97, landmarks=landmarks,
+                      mesh=None, occluded=np.arange(68) % 5 == 0, pose=pose, blendshapes=dict(SHAPES))
+    for name, value in extra.items():
+        setattr(face, name, value)
+    return face
+
+
+def make_result(*faces: FaceResult) -> FrameResult:
+    return FrameResult(frame=3, time_s=0.1, source="test", faces=list(faces))
+
+
+def blank() -> np.ndarray:
+    return np.zeros((H, W, 3), np.uint8)
+
+
+def bar_lengths(view: np.ndarray) -> list[int]:
+    """Length of each bar in the panel (right of the image), top to bottom, from its exact colour."""
+    is_bar = np.all(view[:, W:] == PANEL_BAR_COLOUR, axis=2)
+    lengths, inside = [], False
+    for row in is_bar:
+        count = int(row.sum())
+        if count and not inside:
+            lengths.append(count)
+        inside = bool(count)
+    return lengths
+
+
+@pytest.fixture
+def display(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Window only checks that a display is named; nothing here opens one.
+    monkeypatch.setenv("DISPLAY", ":0")
+
+
+def test_plain_overlay_keeps_the_frame_size() -> None:
+    # OverlayWriter relies on this: no panel unless asked for.
+    assert draw_overlay(blank(), make_result(make_face())).shape == (H, W, 3)
+
+
+def test_panel_shows_top_blendshapes_longest_first() -> None:
+    view = draw_overlay(blank(), make_result(make_face()), panel=True)
+    assert view.shape[0] == H and view.shape[1] > W
+    assert np.array_equal(view[:, :W], draw_overlay(blank(), make_result(make_face()))), "panel covers the frame"
+    empty = draw_overlay(blank(), make_result(make_face(blendshapes={})), panel=True)
+    assert np.any(view[:, W:] != empty[:, W:]), "no bars drawn"
+    lengths = bar_lengths(view)
+    top = sorted(SHAPES.values(), reverse=True)[:8]
+    assert len(lengths) == 8
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[1]
+    # Bars are proportional to the values: bar + the track behind it span the full 0..1 range.
+    # (Neither colour is a grey, so antialiased text cannot be mistaken for them.)
+    is_bar = np.all(view[:, W:] == PANEL_BAR_COLOUR, axis=2)
+    is_track = np.all(view[:, W:] == PANEL_TRACK_COLOUR, axis=2)
+    rows = is_bar.any(1)
+    full = is_bar[rows].sum(1) + is_track[rows].sum(1)
+    assert np.all(full == full[0]) and full[0] > 100
+    for length, value in zip(lengths, top):
+        assert abs(length - value * full[0]) <= 1
+
+
+def test_top_blendshapes_skips_nan_and_orders_ties_by_name() -> None:
+    shapes = {"b": 0.5, "a": 0.5, "c": float("nan"), "d": 0.9}
+    assert _top_blendshapes(shapes, 3) == [("d", 0.9), ("a", 0.5), ("b", 0.5)]
+    assert _top_blendshapes(None) == []
+
+
+def test_panel_without_a_face_or_blendshapes() -> None:
+    for result in (make_result(), make_result(make_face(blendshapes=None))):
+        view = draw_overlay(blank(), result, panel=True)
+        assert view.shape[0] == H and bar_lengths(view) == []
+
+
+def test_mirrored_view_is_the_flipped_overlay() -> None:
+    result = make_result(make_face())
+    plain = draw_overlay(blank(), result)
+    mirrored = draw_overlay(blank(), result, mirror=True)
+    # Everything but the ID label (above the box top, y = 180, its outline touching the box line) is
+    # exactly the flipped plain overlay.
+    assert np.array_equal(mirrored[182:], cv2.flip(plain, 1)[182:])
+    assert not np.array_equal(mirrored[:182], cv2.flip(plain, 1)[:182])  # the label is not mirrored
+    # A landmark at x appears at W-1-x.
+    face = make_face(landmarks=np.full((68, 2), (500.0, 300.0)), occluded=np.zeros(68, bool), pose=None)
+    image = draw_overlay(blank(), make_result(face), mirror=True)
+    assert tuple(image[300, W - 1 - 500]) == (0, 255, 0)
+    assert not image[300, 500].any()
+
+
+def test_mirrored_label_stays_readable_and_inside_the_box() -> None:
+    result = make_result(make_face())
+    mirrored = draw_overlay(blank(), result, mirror=True)
+    label = mirrored[150:178]
+    cols = np.nonzero(label.any(axis=(0, 2)))[0]
+    # The label starts at the mirrored box's left edge (W-1-570), not at a flipped (unreadable) position.
+    assert cols.min() >= W - 1 - 570 - 2 and cols.max() < W - 1 - 410 + 60
+
+
+def test_mirroring_changes_no_output_data(display: None) -> None:
+    face = make_face()
+    result = make_result(face)
+    before = copy.deepcopy(result.to_record())
+    shapes = dict(face.blendshapes)
+    window = Window(mirror=True)
+    window.render(blank(), result, "status", latency_ms=12.0)
+    window.handle_key(ord("m"))
+    window.render(blank(), result, "status", latency_ms=12.0)
+    assert face.blendshapes == shapes
+    assert result.to_record() == before
+
+
+def test_landmarks_coloured_by_confidence() -> None:
+    landmarks = np.array([(100.0 + 8 * (i % 17), 100.0 + 20 * (i // 17)) for i in range(68)])
+    conf = np.linspace(0.0, 1.0, 68)
+    face = make_face(landmarks=landmarks, occluded=np.zeros(68, bool), pose=None, landmark_confidence=conf)
+    image = draw_overlay(blank(), make_result(face))
+    assert tuple(image[100, 100]) == (0, 0, 255)  # confidence 0: red
+    assert tuple(image[160, 100 + 8 * 16]) == (0, 255, 0)  # confidence 1: green
+    # Without the attribute, or with None, the points are plain green.
+    for value in (None, "absent"):
+        face = make_face(landmarks=landmarks, occluded=np.zeros(68, bool), pose=None)
+        if value is None:
+            face.landmark_confidence = None
+        assert tuple(draw_overlay(blank(), make_result(face))[100, 100]) == (0, 255, 0)
+
+
+def test_keys_toggle_mirror_and_quit(display: None) -> None:
+    window = Window()
+    assert window.mirror is False
+    assert window.handle_key(ord("m")) and window.mirror is True
+    assert window.handle_key(ord("m")) and window.mirror is False
+    assert window.handle_key(-1) and window.handle_key(255)  # no key (raw, and masked with 0xFF)
+    assert window.handle_key(ord("q")) is False
+    assert window.handle_key(27) is False
+    assert window.handle_key(0x100000 | ord("q")) is False  # modifier bits above the character
+
+
+def test_snapshot_key_writes_the_current_view(display: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    window = Window()
+    assert window.save_snapshot() is None  # nothing shown yet
+    view = window.render(blank(), make_result(make_face()), "status", latency_ms=40.0)
+    with caplog.at_level(logging.INFO, logger="tracker"):
+        assert window.handle_key(ord("s"))
+        assert window.handle_key(ord("s"))  # same second: a second file, not an overwrite
+    files = sorted(tmp_path.glob("snapshot_*.png"))
+    assert len(files) == 2
+    assert re.fullmatch(r"snapshot_\d{8}_\d{6}(_\d+)?\.png", files[0].name)
+    assert np.array_equal(cv2.imread(str(files[0])), view)
+    assert any(str(files[0].name) in rec.getMessage() for rec in caplog.records)
+
+
+def test_render_readouts(display: None) -> None:
+    window = Window()
+    window.render(blank(), make_result(), "onnxruntime", latency_ms=50.0)
+    window.render(blank(), make_result(), "onnxruntime", latency_ms=30.0)
+    assert window.fps is not None and window.fps > 0
+    assert 30.0 < window.latency_ms < 50.0  # smoothed
+
+
+def test_window_needs_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is Linux-only")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    from tracker.outputs import OutputError
+
+    with pytest.raises(OutputError):
+        Window()
+
+
+REAL_WINDOW = r"""
+import numpy as np
+from tracker.outputs import Window
+from tracker.types import FrameResult
+w = Window()
+ok = all(w.show(np.zeros((120, 160, 3), np.uint8), FrameResult(i, i / 30, "x"), "test", latency_ms=5.0)
+         for i in range(5))
+w.close()
+print("OK" if ok else "CLOSED")
+"""
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed")
+def test_real_window_under_xvfb() -> None:
+    build = cv2.getBuildInformation()
+    gui = re.search(r"GUI:\s*(\S+)", build)
+    if gui is None or gui.group(1).upper() == "NONE":
+        pytest.skip("this OpenCV has no GUI backend")
+    proc = subprocess.run(["xvfb-run", "-a", sys.executable, "-c", REAL_WINDOW], check=False, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("OK")
