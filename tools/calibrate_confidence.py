@@ -76,7 +76,7 @@ def main() -> int:
         mesh = meshes[index]
         rel = assess(mesh, tracker.mapping, None)
         iod = inter_ocular(item.points)
-        single = crop_points_to_image(tracker.mapping.crop_landmarks(mesh.crop_points), mesh.roi, MESH_INPUT)
+        single = crop_points_to_image(tracker.mapping.predict(mesh)[0], mesh.roi, MESH_INPUT)
         err = np.linalg.norm(rel.landmarks - item.points, axis=1) / iod
         mirror_err.append(rel.mirror_error)
         true_err.append(err)

@@ -28,8 +28,9 @@ class InferenceSession(Protocol):
     input_name: str
     output_names: list[str]
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one float32 NCHW batch; return the requested outputs by name."""
+    def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one float32 batch (the single input, or a dict for a multi-input model);
+        return the requested outputs by name."""
         ...
 
 
@@ -39,6 +40,11 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         raise BackendError(f"model file {path} is missing; regenerate it with `python tools/convert_tflite.py`")
     return path
+
+
+def _as_inputs(batch: np.ndarray | dict[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
+    inputs = batch if isinstance(batch, dict) else {input_name: batch}
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
 
 
 class OnnxRuntimeSession:
@@ -61,8 +67,8 @@ class OnnxRuntimeSession:
         if unknown:
             raise BackendError(f"{path.name} has no output(s) {sorted(unknown)}")
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = self._session.run(self.output_names, {self.input_name: batch})
+    def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._session.run(self.output_names, _as_inputs(batch, self.input_name))
         return dict(zip(self.output_names, values))
 
 
@@ -80,8 +86,9 @@ class OpenCvDnnSession:
         self.input_name = "input"
         self.output_names = list(outputs) if outputs else list(self._net.getUnconnectedOutLayersNames())
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+    def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, value in _as_inputs(batch, self.input_name).items():
+            self._net.setInput(value, name)
         values = self._net.forward(self.output_names)
         return dict(zip(self.output_names, values))
 

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-faces", type=_positive_int, default=1, help="track at most this many faces")
     model.add_argument("--redetect-interval", type=_positive_int, default=10, metavar="N",
                        help="while fewer than --max-faces are tracked, look for new faces every N frames")
+    model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
+                       help="68-point refinement: rdr = the trained refiner; none = the plain mesh mapping")
     model.add_argument("--no-fit", action="store_true",
                        help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
     model.add_argument("--no-mirror", action="store_true",
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         max_faces=args.max_faces,
         redetect_interval=args.redetect_interval,
         threads=args.threads,
+        refiner=args.refiner == "rdr",
         fit_3d=not args.no_fit,
         mirror_check=not args.no_mirror,
         smooth=not args.no_smooth,

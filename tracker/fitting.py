@@ -161,7 +161,6 @@ class FitResult:
     rms: float  # residual RMS over weighted landmarks, in inter-ocular units
     ok: bool  # False for degenerate input: the values are the previous (or neutral) ones
     self_occluded: np.ndarray  # 68 bool: the landmark's surface faces away from the camera
-    projected: np.ndarray  # 68×2 model landmarks in the image
 
 
 @njit(cache=True, fastmath=True)
@@ -431,7 +430,7 @@ class FaceFitter:
         previous = state or self.neutral_state()
         norm = _usable_input(obs, w, *EYE_ROWS)
         if norm == 0.0:
-            return self._unfit(previous, camera)
+            return self._unfit(previous)
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
             rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
@@ -449,7 +448,7 @@ class FaceFitter:
             previous.expression, previous.identity, neutral, fit_identity, iterations, self.expr_prior,
             self.id_prior, norm)
         if not (np.isfinite(cost) and np.all(np.isfinite(rot)) and np.all(np.isfinite(tr)) and tr[2] > 0):
-            return self._unfit(previous, camera)
+            return self._unfit(previous)
         identity_sum, identity_frames = previous.identity_sum, previous.identity_frames
         if fit_identity:
             identity_sum = identity_sum + alpha
@@ -461,21 +460,10 @@ class FaceFitter:
         new = FitState(rotation=rot, translation=tr, expression=expr, identity=alpha,
                        identity_sum=identity_sum, identity_frames=identity_frames, neutral=held)
         return FitResult(state=new, rms=float(np.sqrt(cost / max(w.sum(), 1e-9))), ok=True,
-                         self_occluded=self.self_occluded(rot), projected=self.project(new, camera))
+                         self_occluded=self.self_occluded(rot))
 
-    def project(self, state: FitState, camera: np.ndarray) -> np.ndarray:
-        """The model's 68 landmarks (fixed, not slid) in the image under ``state``."""
-        mdl = self.model
-        neutral = state.neutral
-        if neutral is None:
-            neutral = identity_shape(mdl.mean, mdl.identity, state.identity)
-        shape = _landmark_shape(neutral, mdl.expression, state.expression, mdl.landmarks)
-        q = shape @ (state.rotation @ MODEL_TO_CAMERA).T + state.translation
-        return camera[0] * q[:, :2] / q[:, 2:3] + camera[1:3]
-
-    def _unfit(self, previous: FitState, camera: np.ndarray) -> FitResult:
-        return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool),
-                         projected=self.project(previous, camera))
+    def _unfit(self, previous: FitState) -> FitResult:
+        return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool))
 
 
 def head_pose(state: FitState) -> Pose:

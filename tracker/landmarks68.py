@@ -1,8 +1,10 @@
-"""468 mesh points → 68 iBUG landmarks by a linear map fitted on helen_train.
+"""468 mesh points → 68 iBUG landmarks: a linear map, then the trained refiner.
 
 The map works in the face crop's own frame (rotation and scale already
-removed by the ROI), so one ridge regression covers all faces. It is the
-baseline the trained refiner replaces; ``tools/fit_mesh68.py`` fits it.
+removed by the ROI), so one ridge regression covers all faces;
+``tools/fit_mesh68.py`` fits it on helen_train. Its points are the refiner's
+starting shape: the refiner (tracker/refiner.py) moves them using the mesh
+network's feature maps sampled at the points.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from tracker.backends import ENGINES_DIR, BackendError
 from tracker.mesh import MESH_INPUT, MeshResult
+from tracker.refiner import Refiner
 from tracker.roi import crop_points_to_image
 
 MAPPING_FILE = "mesh68_ridge.npz"
@@ -38,7 +41,8 @@ def mesh_features(crop_points: np.ndarray) -> np.ndarray:
 
 
 class Mesh68Mapping:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, refiner: Refiner | None = None) -> None:
+        self.refiner = refiner
         path = path or ENGINES_DIR / MAPPING_FILE
         if not path.is_file():
             raise BackendError(f"landmark mapping {path} is missing; refit it with `python tools/fit_mesh68.py`")
@@ -48,9 +52,23 @@ class Mesh68Mapping:
         self.bias = data["bias"].astype(np.float64)  # 136
 
     def crop_landmarks(self, crop_points: np.ndarray) -> np.ndarray:
-        """68×2 landmarks in crop pixels."""
+        """68×2 landmarks in crop pixels from the linear map alone (the refiner's starting shape)."""
         return (mesh_features(crop_points) @ self.weights + self.bias).reshape(68, 2) * MESH_INPUT
 
+    def predict(self, mesh: MeshResult) -> tuple[np.ndarray, np.ndarray | None]:
+        """68×2 crop-pixel landmarks of the crop and, if the mesh ran on it, of its mirror (in the
+        mirrored crop's pixels); refined when a refiner is set and the mesh kept its feature maps."""
+        shapes = [self.crop_landmarks(mesh.crop_points)]
+        maps = [mesh.features]
+        if mesh.mirror_crop_points is not None:
+            shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
+            maps.append(mesh.mirror_features)
+        if self.refiner is not None and all(m is not None for m in maps):
+            # Face and mirror in one batch of two.
+            shapes = list(self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]),
+                                              np.stack(shapes)).astype(np.float64))
+        return shapes[0], shapes[1] if len(shapes) > 1 else None
+
     def landmarks(self, mesh: MeshResult) -> np.ndarray:
-        """68×2 landmarks in image pixels."""
-        return crop_points_to_image(self.crop_landmarks(mesh.crop_points), mesh.roi, MESH_INPUT)
+        """68×2 landmarks in image pixels (the direct prediction)."""
+        return crop_points_to_image(self.predict(mesh)[0], mesh.roi, MESH_INPUT)

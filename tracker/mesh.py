@@ -30,6 +30,9 @@ class MeshResult:
     presence: float  # probability that the crop holds a face
     # The same network on the horizontally mirrored crop, in that mirrored crop's pixels (None if not run).
     mirror_crop_points: np.ndarray | None = None
+    # Intermediate feature maps (features_48, features_24) of the crop and of its mirror, when asked for.
+    features: tuple[np.ndarray, np.ndarray] | None = None
+    mirror_features: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def roi_from_detection(det: Detection) -> Roi:
@@ -47,9 +50,14 @@ def roi_from_mesh(points: np.ndarray) -> Roi:
     return roi_from_points(points[:, :2], points[MESH_RIGHT_EYE_OUTER, :2], points[MESH_LEFT_EYE_OUTER, :2], ROI_SCALE)
 
 
+FEATURE_MAPS = ("features_48", "features_24")  # what the refiner samples
+
+
 class FaceMesh:
-    def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
-        self.session = create_session("face_landmark.onnx", backend, outputs=["landmarks", "face_flag"], threads=threads)
+    def __init__(self, backend: str = "auto", threads: int | None = None, features: bool = False) -> None:
+        outputs = ["landmarks", "face_flag", *(FEATURE_MAPS if features else ())]
+        self.features = features
+        self.session = create_session("face_landmark.onnx", backend, outputs=outputs, threads=threads)
 
     def run(self, image: np.ndarray, rois: list[Roi], mirror: bool = False) -> list[MeshResult]:
         """Mesh for each ROI of a BGR uint8 frame, in one batch; with ``mirror`` the batch also
@@ -65,8 +73,11 @@ class FaceMesh:
         raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(out["face_flag"].reshape(-1).astype(np.float64), -100.0, 100.0)))
         n = len(rois)
+        maps = [out[name] for name in FEATURE_MAPS] if self.features else None
         return [
             MeshResult(roi=roi, crop_points=raw[i], points=crop_points_to_image(raw[i], roi, MESH_INPUT),
-                       presence=float(presence[i]), mirror_crop_points=raw[n + i] if mirror else None)
+                       presence=float(presence[i]), mirror_crop_points=raw[n + i] if mirror else None,
+                       features=(maps[0][i], maps[1][i]) if maps else None,
+                       mirror_features=(maps[0][n + i], maps[1][n + i]) if maps and mirror else None)
             for i, roi in enumerate(rois)
         ]

@@ -11,18 +11,16 @@ from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
+from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
 from tracker.smoothing import FaceSmoother
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
 
-# Confidence below which a landmark is reported occluded, and below which it is taken from the
-# fitted 3D model instead of the image. Measured on afw (tools/evaluate_occlusion.py,
-# tools/evaluate.py): with the face mesh as predictor confidence spans only about 0.18-0.65, and
-# taking points below 0.25 from the model raised NME from 4.55% to 4.68%; so the model takes a point
-# only at expected errors of 9% of the inter-ocular distance or more, and 0.2 flags the clearly doubtful.
+# Confidence below which a landmark is reported occluded (tools/evaluate_occlusion.py on afw).
+# Taking low-confidence points from the fitted 3D model instead was measured and dropped: on afw
+# it raised NME (4.26% -> 4.37% at confidence < 0.1), as the mirror error is a weak cue here.
 OCCLUDED_BELOW = 0.2
-MODEL_POINT_BELOW = 0.1
 
 
 @dataclass
@@ -43,6 +41,8 @@ class TrackerConfig:
     mirror_check: bool = True
     # One Euro smoothing (no look-ahead) of landmarks, pose and blendshapes in video and live input.
     smooth: bool = True
+    # The trained refiner moves the 68 points from the linear map's guess (engines/refiner.onnx).
+    refiner: bool = True
 
 
 class FaceTracker:
@@ -52,7 +52,7 @@ class FaceTracker:
         self.config = config or TrackerConfig()
         c = self.config
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
-        self.mesh = FaceMesh(c.backend, threads=c.threads)
+        self.mesh = FaceMesh(c.backend, threads=c.threads, features=c.refiner)
         self._mapping: Mesh68Mapping | None = None
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
@@ -63,7 +63,8 @@ class FaceTracker:
     def mapping(self) -> Mesh68Mapping:
         # Loaded on first use, so tools/fit_mesh68.py can mesh faces before the map exists.
         if self._mapping is None:
-            self._mapping = Mesh68Mapping()
+            refiner = Refiner(self.config.backend, self.config.threads) if self.config.refiner else None
+            self._mapping = Mesh68Mapping(refiner=refiner)
         return self._mapping
 
     @property
@@ -114,9 +115,6 @@ class FaceTracker:
                 face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
                 if rel is not None:
                     face.occluded |= rel.confidence < OCCLUDED_BELOW
-                    if fit.ok:  # points the two passes disagree on come from the fitted 3D model
-                        unreliable = rel.confidence < MODEL_POINT_BELOW
-                        face.landmarks = np.where(unreliable[:, None], fit.projected, landmarks)
             elif rel is not None:
                 face.occluded = rel.confidence < OCCLUDED_BELOW
             if self.config.smooth and not still:

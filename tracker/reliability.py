@@ -63,8 +63,8 @@ def assess(mesh: MeshResult, mapping: Mesh68Mapping, calibration: ConfidenceCali
 
     Without a calibration (as when calibrating), expected error and confidence are NaN.
     """
-    direct = mapping.crop_landmarks(mesh.crop_points)
-    mirrored = mirror_back(mapping.crop_landmarks(mesh.mirror_crop_points))
+    direct, mirror = mapping.predict(mesh)
+    mirrored = mirror_back(mirror)
     fused = 0.5 * (direct + mirrored)
     eyes = float(np.linalg.norm(fused[36] - fused[45]))
     error = np.linalg.norm(direct - mirrored, axis=1) / max(eyes, 1e-6)

@@ -114,15 +114,18 @@ class TensorRtSession:
         finally:
             self._context_gpu.pop()
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self._cuda
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.shape[0] > self._max_batch:
-            raise BackendError(f"batch {batch.shape[0]} exceeds the engine's maximum {self._max_batch}")
+        inputs = batch if isinstance(batch, dict) else {self.input_name: batch}
+        inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        n = next(iter(inputs.values())).shape[0]
+        if n > self._max_batch:
+            raise BackendError(f"batch {n} exceeds the engine's maximum {self._max_batch}")
         self._context_gpu.push()
         try:
-            self._exec.set_input_shape(self.input_name, batch.shape)
-            cuda.memcpy_htod_async(self._buffers[self.input_name], batch, self._stream)
+            for name, value in inputs.items():
+                self._exec.set_input_shape(name, value.shape)
+                cuda.memcpy_htod_async(self._buffers[name], value, self._stream)
             self._exec.execute_async_v3(self._stream.handle)
             results = {}
             for name in self.output_names:

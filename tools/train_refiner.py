@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Train the RDR-style 2D refiner on helen_train, export it to ONNX, evaluate it on afw.
+
+Stages (each one can be run alone; the data cache lives under /tmp, never in the repo):
+
+    python tools/train_refiner.py data      # helen_train crops + mesh features -> /tmp cache
+    python tools/train_refiner.py train     # PyTorch, fixed seed, 10% of helen_train held out
+    python tools/train_refiner.py export    # engines/refiner.onnx (opset 13, dynamic batch) + checks
+    python tools/train_refiner.py evaluate  # afw, detector included: ridge baseline vs refined
+    python tools/train_refiner.py all       # the four in order
+
+The refiner takes the face mesh network's intermediate feature maps (features_48,
+features_24, computed once per face) and the ridge-mapped 68 landmarks S0 of the
+same 192-px crop, and runs K = 2 recurrent steps: sample the maps bilinearly at the
+current landmarks (shape-indexed features), compress each point's features with a
+shared linear layer, concatenate with the normalised shape, MLP -> dS, S <- S + dS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO))
+from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+
+from tracker.backends import create_session
+from tracker.landmarks68 import IBUG68_MIRROR
+from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.roi import Roi, crop, crop_points_to_image, image_points_to_crop
+
+CROP = 192
+CACHE = Path("/tmp/refiner_cache")
+CHECKPOINT = CACHE / "refiner.pt"
+ONNX_PATH = REPO / "engines" / "refiner.onnx"
+FEATURES = ("features_48", "features_24")
+SEED = 0
+STEPS = 2
+POINT_DIM = 24  # per-landmark compressed feature size
+HIDDEN = 256
+DROPOUT = 0.25
+# Where each landmark's features are sampled: the point and four neighbours (crop pixels, crop axes).
+OFFSETS = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
+
+
+# --------------------------------------------------------------------------------------- data
+
+def mesh_session():
+    return create_session("face_landmark.onnx", "onnxruntime", outputs=["landmarks", *FEATURES])
+
+
+def to_batch(crops_bgr: np.ndarray) -> np.ndarray:
+    rgb = crops_bgr[..., ::-1]
+    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) * (1.0 / 255.0)
+
+
+def perturb(roi: Roi, rng: np.random.Generator) -> Roi:
+    """Rotation +-30 deg, scale x0.9-1.1, shift +-5% of the size."""
+    dx, dy = rng.uniform(-0.05, 0.05, 2) * roi.size
+    return Roi(cx=roi.cx + dx, cy=roi.cy + dy, size=roi.size * rng.uniform(0.9, 1.1),
+               angle=roi.angle + np.deg2rad(rng.uniform(-30.0, 30.0)))
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light colour jitter (gain, bias, per-channel tint) and an occasional blur."""
+    out = img.astype(np.float32) * rng.uniform(0.75, 1.25) + rng.uniform(-20, 20)
+    out *= rng.uniform(0.9, 1.1, 3)[None, None, :]
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        k = int(rng.choice([3, 5]))
+        out = cv2.GaussianBlur(out, (k, k), 0)
+    return out
+
+
+def make_data(augmentations: int, seed: int) -> None:
+    """Crops of every helen_train face: the tracker's own ROI plus ``augmentations`` perturbed ones."""
+    rng = np.random.default_rng(seed)
+    items = load_folder(LANDMARKS68 / "helen_train")
+    tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
+    session = mesh_session()
+    per_image = 1 + augmentations
+    n_max = len(items) * per_image
+    CACHE.mkdir(parents=True, exist_ok=True)
+    f48 = np.lib.format.open_memmap(CACHE / "f48.npy", "w+", np.float16, (n_max, 32, 48, 48))
+    f24 = np.lib.format.open_memmap(CACHE / "f24.npy", "w+", np.float16, (n_max, 64, 24, 24))
+    s0 = np.zeros((n_max, 68, 2), np.float32)
+    gt = np.zeros((n_max, 68, 2), np.float32)
+    image_id = np.zeros(n_max, np.int32)
+    n, missed = 0, 0
+    started = time.perf_counter()
+    for k, item in enumerate(items):
+        image = cv2.imread(str(item.image_path))
+        tr.reset()
+        meshes = tr.detect_meshes(image, limit=8)
+        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
+        if index is None:
+            missed += 1
+            continue
+        base = meshes[index].roi
+        rois = [base] + [perturb(base, rng) for _ in range(augmentations)]
+        crops, truths = [], []
+        for j, roi in enumerate(rois):
+            c = crop(image, roi, CROP)
+            t = image_points_to_crop(item.points, roi, CROP)
+            if j > 0:
+                c = photometric(c, rng)
+                if rng.random() < 0.5:
+                    c = np.ascontiguousarray(c[:, ::-1])
+                    t = t[IBUG68_MIRROR].copy()
+                    t[:, 0] = (CROP - 1) - t[:, 0]
+            crops.append(c)
+            truths.append(t)
+        out = session.run(to_batch(np.stack(crops)))
+        raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
+        for j in range(len(crops)):
+            s0[n] = tr.mapping.crop_landmarks(raw[j])
+            gt[n] = truths[j]
+            f48[n] = out["features_48"][j]
+            f24[n] = out["features_24"][j]
+            image_id[n] = k
+            n += 1
+        if k % 100 == 0:
+            print(f"  {k}/{len(items)} images, {n} crops, {time.perf_counter() - started:.0f} s", flush=True)
+    f48.flush()
+    f24.flush()
+    np.savez(CACHE / "meta.npz", s0=s0[:n], gt=gt[:n], image_id=image_id[:n], n=n)
+    print(f"data: {len(items)} images, {missed} faces not found, {n} crops in {time.perf_counter() - started:.0f} s")
+
+
+def load_data():
+    meta = np.load(CACHE / "meta.npz")
+    n = int(meta["n"])
+    f48 = np.load(CACHE / "f48.npy", mmap_mode="r")[:n]
+    f24 = np.load(CACHE / "f24.npy", mmap_mode="r")[:n]
+    return np.asarray(f48), np.asarray(f24), meta["s0"], meta["gt"], meta["image_id"]
+
+
+# -------------------------------------------------------------------------------------- model
+
+def build_model():
+    import torch
+    from torch import nn
+
+    def sample(features, points):
+        """Bilinear sampling of [N,C,H,W] at [N,P,2] crop-pixel points -> [N,P,C].
+
+        Same as F.grid_sample(align_corners=False, padding_mode="border") with the
+        crop-pixel convention of the tracker (pixel centres at integers): a map of
+        side H over the 192-px crop has its cell j centred at crop pixel (j + 0.5) * 192 / H - 0.5.
+        Written with Floor / Gather / arithmetic so that it exports at opset 13 and
+        runs on OpenCV DNN too (no GridSample op).
+        """
+        _, c, h, w = features.shape
+        # Slices, not integer indexing, keep every tensor at rank 3 (OpenCV DNN drops or
+        # mis-broadcasts the dims of a scalar Gather).
+        x = ((points[..., :1] + 0.5) * (w / CROP) - 0.5).clamp(0.0, w - 1.0)  # N, P, 1
+        y = ((points[..., 1:] + 0.5) * (h / CROP) - 0.5).clamp(0.0, h - 1.0)
+        x0 = torch.floor(x).clamp(max=w - 2.0)
+        y0 = torch.floor(y).clamp(max=h - 2.0)
+        ax, ay = x - x0, y - y0
+        # Batch sizes stay -1 in every reshape, and the batch offsets of the flat index come
+        # from a CumSum (no Shape/Range/Expand ops): OpenCV DNN's importer cannot follow
+        # shapes computed at run time.
+        flat = features.transpose(1, 2).transpose(2, 3).reshape(-1, c)  # N*H*W, C
+        batch = torch.cumsum(points[:, :1, :1] * 0 + 1, 0) - 1  # N, 1, 1: 0..N-1
+        base = (batch * (h * w) + y0 * w + x0).long()  # N, P, 1
+        offsets = torch.tensor([0, 1, w, w + 1], dtype=torch.long).view(1, 1, 4)
+        idx = (base + offsets).reshape(-1, points.shape[1] * 4)  # N, 4P
+        # N, P, 4C: the four neighbours side by side, blended by slices (OpenCV DNN mis-broadcasts
+        # a 4D product and a ReduceSum here).
+        v = flat[idx].reshape(-1, points.shape[1], 4 * c)
+        return ((v[..., :c] * (1 - ax) + v[..., c:2 * c] * ax) * (1 - ay)
+                + (v[..., 2 * c:3 * c] * (1 - ax) + v[..., 3 * c:] * ax) * ay)
+
+    class Step(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.point = nn.Sequential(nn.Linear((32 + 64) * len(OFFSETS), POINT_DIM), nn.ReLU())
+            self.mlp = nn.Sequential(nn.Dropout(DROPOUT), nn.Linear(68 * POINT_DIM + 136, HIDDEN), nn.ReLU(),
+                                     nn.Dropout(DROPOUT), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
+                                     nn.Linear(HIDDEN, 136))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+        def forward(self, f48, f24, shape):
+            feats = []
+            for dx, dy in OFFSETS:
+                at = shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
+                feats += [sample(f48, at), sample(f24, at)]
+            feats = torch.cat(feats, -1)  # N, 68, 96 * len(OFFSETS)
+            z = self.point(feats).reshape(-1, 68 * POINT_DIM)
+            s = (shape / CROP - 0.5).reshape(-1, 136)
+            return shape + self.mlp(torch.cat([z, s], 1)).reshape(-1, 68, 2) * (CROP / 8.0)
+
+    class Refiner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = nn.ModuleList([Step() for _ in range(STEPS)])
+
+        def forward(self, features_48, features_24, landmarks):
+            shapes = []
+            s = landmarks
+            for step in self.steps:
+                s = step(features_48, features_24, s)
+                shapes.append(s)
+            return shapes
+
+    class Export(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, features_48, features_24, landmarks):
+            return self.net(features_48, features_24, landmarks)[-1]
+
+    return Refiner, Export, sample
+
+
+def nme_loss(pred, gt, iod):
+    return ((pred - gt).norm(dim=-1).mean(-1) / iod).mean()
+
+
+def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None = None) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    f48, f24, s0, gt, image_id = load_data()
+    images = np.unique(image_id)
+    held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
+    # Validation: every crop of the held-out images (model selection), and the tracker's own crops
+    # alone (the first crop of each held-out image), reported.
+    val = np.array([i for i in range(len(s0)) if image_id[i] in held])
+    val_roi = np.array([i for i in val if i == 0 or image_id[i - 1] != image_id[i]])
+    trn = np.array([i for i in range(len(s0)) if image_id[i] not in held])
+    print(f"train {len(trn)} crops, validation {len(val)} crops ({len(held)} held-out images)")
+    Refiner, _, _ = build_model()
+    net = Refiner()
+    print(f"parameters: {sum(p.numel() for p in net.parameters())}")
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+    iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1).astype(np.float32)
+
+    def evaluate(idx):
+        net.eval()
+        with torch.no_grad():
+            out = []
+            for i in range(0, len(idx), 256):
+                b = idx[i:i + 256]
+                out.append(net(t(f48[b]), t(f24[b]), t(s0[b]))[-1].numpy())
+        pred = np.concatenate(out)
+        return float((np.linalg.norm(pred - gt[idx], axis=-1).mean(-1) / iod[idx]).mean())
+
+    base_val = float((np.linalg.norm(s0[val] - gt[val], axis=-1).mean(-1) / iod[val]).mean())
+    base_roi = float((np.linalg.norm(s0[val_roi] - gt[val_roi], axis=-1).mean(-1) / iod[val_roi]).mean())
+    print(f"validation NME of S0 (ridge): {100 * base_val:.2f}% all crops, {100 * base_roi:.2f}% tracker ROI crops")
+    best, best_epoch = np.inf, -1
+    started = time.perf_counter()
+    for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
+        net.train()
+        order = rng.permutation(trn)
+        total = 0.0
+        for i in range(0, len(order), batch):
+            b = np.sort(order[i:i + batch])
+            g = t(gt[b])
+            shapes = net(t(f48[b]), t(f24[b]), t(s0[b]))
+            loss = sum(nme_loss(s, g, t(iod[b])) for s in shapes) / len(shapes)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        sched.step()
+        v = evaluate(val)
+        v_roi = evaluate(val_roi)
+        if v < best:
+            best, best_epoch = v, epoch
+            torch.save(net.state_dict(), CHECKPOINT)
+        print(f"epoch {epoch:3d}  train {100 * total / len(trn):.2f}%  val {100 * v:.2f}% (ROI crops {100 * v_roi:.2f}%)  "
+              f"best {100 * best:.2f}% (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"training: {time.perf_counter() - started:.0f} s, best validation NME {100 * best:.2f}% "
+          f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%)")
+
+
+# ------------------------------------------------------------------------------------- export
+
+def export() -> None:
+    import onnxruntime as ort
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(2)
+    Refiner, Export, sample = build_model()
+    net = Refiner()
+    net.load_state_dict(torch.load(CHECKPOINT))
+    net.eval()
+    model = Export(net).eval()
+    f48, f24, s0, _, _ = load_data()
+    x = (torch.from_numpy(f48[:3].astype(np.float32)), torch.from_numpy(f24[:3].astype(np.float32)),
+         torch.from_numpy(s0[:3]))
+    # The hand-written sampler is grid_sample with align_corners=False and border padding.
+    pts = torch.rand(3, 68, 2) * 230 - 19
+    g = torch.stack([(pts[..., 0] + 0.5) / (CROP / 2) - 1, (pts[..., 1] + 0.5) / (CROP / 2) - 1], -1)
+    ref = F.grid_sample(x[0], g.unsqueeze(2), align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)
+    print(f"sampler vs grid_sample: max |diff| {float((sample(x[0], pts) - ref).abs().max()):.2e}")
+    ONNX_PATH.parent.mkdir(exist_ok=True)
+    torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
+                      input_names=["features_48", "features_24", "landmarks"], output_names=["refined"],
+                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", "refined")})
+    with torch.no_grad():
+        want = model(*x).numpy()
+    sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"features_48": x[0].numpy(), "features_24": x[1].numpy(), "landmarks": x[2].numpy()})[0]
+    print(f"ONNX Runtime vs PyTorch: max |diff| {np.abs(got - want).max():.2e} px; "
+          f"{ONNX_PATH.stat().st_size / 1e6:.2f} MB")
+    try:
+        cvnet = cv2.dnn.readNetFromONNX(str(ONNX_PATH))
+        for name, v in zip(("features_48", "features_24", "landmarks"), x):
+            cvnet.setInput(np.ascontiguousarray(v.numpy()), name)
+        got_cv = cvnet.forward("refined")
+        print(f"OpenCV DNN vs PyTorch: max |diff| {np.abs(got_cv.reshape(want.shape) - want).max():.2e} px")
+    except cv2.error as exc:
+        print(f"OpenCV DNN cannot run it: {str(exc).strip().splitlines()[-1]}")
+
+
+# ----------------------------------------------------------------------------------- evaluate
+
+def auc(errors: np.ndarray, limit: float) -> float:
+    grid = np.linspace(0.0, limit, 1001)
+    ced = (errors[None, :] <= grid[:, None]).mean(1)
+    return float(np.trapz(ced, grid) / limit)
+
+
+def summary(errors: list[np.ndarray | None]) -> dict:
+    found = [e for e in errors if e is not None]
+    all_errors = np.array([np.inf if e is None else e.mean() for e in errors])
+    return {
+        "detection_rate": len(found) / len(errors),
+        "nme": float(np.mean([e.mean() for e in found])),
+        "nme_jaw": float(np.mean([e[:17].mean() for e in found])),
+        "nme_inner51": float(np.mean([e[17:].mean() for e in found])),
+        "failure_rate_0.08": float((all_errors > 0.08).mean()),
+        "failure_rate_0.10": float((all_errors > 0.10).mean()),
+        "auc_0.08": auc(all_errors, 0.08),
+    }
+
+
+def evaluate(folder: Path) -> None:
+    from tracker.refiner import Refiner
+
+    items = load_folder(folder)
+    tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
+    session = mesh_session()
+    refiner = Refiner("onnxruntime")
+    base_err, ref_err = [], []
+    for item in items:
+        image = cv2.imread(str(item.image_path))
+        tr.reset()
+        meshes = tr.detect_meshes(image, limit=8)
+        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
+        if index is None:
+            base_err.append(None)
+            ref_err.append(None)
+            continue
+        roi = meshes[index].roi
+        out = session.run(to_batch(crop(image, roi, CROP)[None]))
+        # Baseline: the same detection's ridge landmarks, exactly as tools/evaluate.py matches them.
+        base = tr.mapping.landmarks(meshes[index])
+        s0 = tr.mapping.crop_landmarks(out["landmarks"].reshape(468, 3).astype(np.float64))
+        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0]
+        pred = crop_points_to_image(refined.astype(np.float64), roi, CROP)
+        iod = inter_ocular(item.points)
+        base_err.append(np.linalg.norm(base - item.points, axis=1) / iod)
+        ref_err.append(np.linalg.norm(pred - item.points, axis=1) / iod)
+    print(f"{folder.name}: {len(items)} images, detector short included, backend onnxruntime, mirror pass off")
+    print("| | found | NME | jaw NME | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, errs in (("ridge map (baseline)", base_err), ("ridge + refiner", ref_err)):
+        r = summary(errs)
+        print(f"| {name} | {100 * r['detection_rate']:.1f}% | {100 * r['nme']:.2f}% | {100 * r['nme_jaw']:.2f}% | "
+              f"{100 * r['nme_inner51']:.2f}% | {100 * r['failure_rate_0.08']:.1f}% | "
+              f"{100 * r['failure_rate_0.10']:.1f}% | {r['auc_0.08']:.3f} |")
+    # Refiner cost alone, ONNX Runtime CPU, one thread, batch of two (face + mirror).
+    f48 = np.repeat(out["features_48"], 2, 0)
+    f24 = np.repeat(out["features_24"], 2, 0)
+    s = np.repeat(s0[None].astype(np.float32), 2, 0)
+    for _ in range(20):
+        refiner.refine(f48, f24, s)
+    times = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        refiner.refine(f48, f24, s)
+        times.append(time.perf_counter() - t0)
+    print(f"refiner alone, ONNX Runtime CPU 1 thread, batch 2: median {1e3 * np.median(times) / 2:.3f} ms per face")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("data", "train", "export", "evaluate", "all"))
+    parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="evaluation folder")
+    args = parser.parse_args()
+    if args.stage in ("data", "all"):
+        make_data(args.augmentations, args.seed)
+    if args.stage in ("train", "all"):
+        train(args.epochs, args.seed, args.batch, args.lr, args.stop_after)
+    if args.stage in ("export", "all"):
+        export()
+    if args.stage in ("evaluate", "all"):
+        evaluate(args.images)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
