@@ -89,7 +89,7 @@ def scipy_fit(fitter: FaceFitter, obs: np.ndarray, state: FitState) -> FitState:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--scipy-frames", type=int, default=60, help="scipy is slow: time it on the first N")
+    parser.add_argument("--scipy-frames", type=int, default=10, help="scipy is slow: time it on the first N")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     fitter = FaceFitter()

@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tracker.types import ARKIT_BLENDSHAPES as ARKIT_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared/data/face_model"
 ENGINES = REPO / "engines"
@@ -39,23 +42,6 @@ REQUIRED = ("ict_face.npz", "ict_landmarks.json", "mediapipe_canonical_face_mode
 
 # Apple's documented order of the 52 ARKit blendshapes (ARFaceAnchor.BlendShapeLocation topics:
 # left eye, right eye, mouth and jaw, eyebrows, cheeks, nose, tongue). Left/Right are the subject's.
-ARKIT_NAMES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft",
-    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-    "eyeSquintRight", "eyeWideRight",
-    "jawForward", "jawLeft", "jawRight", "jawOpen",
-    "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
-    "noseSneerLeft", "noseSneerRight",
-    "tongueOut",
-)  # fmt: skip
 # ARKit shapes that ICT splits into a left and a right half: ARKit's shape is their sum.
 SPLIT_IN_ICT = ("browInnerUp", "cheekPuff")
 

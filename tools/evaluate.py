@@ -51,8 +51,9 @@ def evaluate(folder: Path, config: TrackerConfig) -> dict:
         faces = tracker.process(image, still=True).faces
         index = match_face([f.landmarks for f in faces], item.points)
         face = None if index is None else faces[index]
-        row = {"image": item.image_path.name, "found": face is not None}
+        row = {"image": str(item.image_path), "found": face is not None, "truth": item.points.tolist()}
         if face is not None:
+            row["prediction"] = face.landmarks.tolist()
             d = np.linalg.norm(face.landmarks - item.points, axis=1) / inter_ocular(item.points)
             row.update(nme=float(d.mean()), nme_jaw=float(d[JAW].mean()), nme_inner=float(d[INNER].mean()))
         per_face.append(row)
@@ -71,6 +72,62 @@ def evaluate(folder: Path, config: TrackerConfig) -> dict:
     }
 
 
+CURVE_COLOURS = ((40, 40, 220), (150, 150, 150))  # BGR: default red, baseline grey
+
+
+def draw_ced(reports: dict, limit: float, path: Path) -> None:
+    """Cumulative error distribution (share of faces with NME ≤ x) of each pipeline, as a PNG."""
+    w, h, m = 640, 420, 50
+    img = np.full((h, w, 3), 255, np.uint8)
+    x_of = lambda e: int(m + (w - 2 * m) * e / limit)
+    y_of = lambda f: int(h - m - (h - 2 * m) * f)
+    cv2.rectangle(img, (m, m), (w - m, h - m), (0, 0, 0), 1)
+    for k in range(5):
+        e, f = limit * k / 4, k / 4
+        cv2.putText(img, f"{100 * e:.0f}%", (x_of(e) - 12, h - m + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(img, f"{f:.2f}", (8, y_of(f) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(img, "NME (inter-ocular)", (w // 2 - 60, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "cumulative error distribution", (m, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    for k, (name, report) in enumerate(reports.items()):
+        errors = np.sort([r.get("nme", np.inf) for r in report["per_face"]])
+        grid = np.linspace(0, limit, 200)
+        ced = (errors[None, :] <= grid[:, None]).mean(1)
+        pts = np.array([[x_of(e), y_of(f)] for e, f in zip(grid, ced)], np.int32)
+        cv2.polylines(img, [pts], False, CURVE_COLOURS[k % 2], 2, cv2.LINE_AA)
+        label = f"{name.split(':')[0]}: AUC@{limit:.2f} {report['auc_0.08']:.3f}"
+        cv2.putText(img, label, (m + 10, m + 22 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, CURVE_COLOURS[k % 2], 1)
+    cv2.imwrite(str(path), img)
+
+
+def draw_worst(report: dict, path: Path, count: int = 12) -> None:
+    """A sheet of the ``count`` worst faces: truth green, prediction red, NME written on each."""
+    rows = sorted(report["per_face"], key=lambda r: -r.get("nme", np.inf))[:count]
+    tiles = []
+    for r in rows:
+        image = cv2.imread(r["image"])
+        truth = np.array(r["truth"])
+        lo, hi = truth.min(0), truth.max(0)
+        pad = 0.3 * (hi - lo).max()
+        x0, y0 = np.maximum((lo - pad).astype(int), 0)
+        x1, y1 = np.minimum((hi + pad).astype(int), [image.shape[1], image.shape[0]])
+        tile = image[y0:y1, x0:x1].copy()
+        scale = 200.0 / max(tile.shape[:2])
+        tile = cv2.resize(tile, None, fx=scale, fy=scale)
+        for points, colour in ((truth, (0, 200, 0)), (np.array(r.get("prediction", [])), (0, 0, 255))):
+            for x, y in ((points - (x0, y0)) * scale).astype(int).tolist() if len(points) else []:
+                cv2.circle(tile, (x, y), 2, colour, -1, cv2.LINE_AA)
+        canvas = np.full((200, 200, 3), 255, np.uint8)
+        canvas[: tile.shape[0], : tile.shape[1]] = tile
+        label = f"{100 * r['nme']:.1f}%" if "nme" in r else "not found"
+        cv2.putText(canvas, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(canvas, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(canvas)
+    while len(tiles) % 6:
+        tiles.append(np.full((200, 200, 3), 255, np.uint8))
+    sheet = np.vstack([np.hstack(tiles[i : i + 6]) for i in range(0, len(tiles), 6)])
+    cv2.imwrite(str(path), sheet)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="folder of images with .pts files")
@@ -78,30 +135,53 @@ def main() -> int:
     parser.add_argument("--detector", default="short", choices=("short", "full"))
     parser.add_argument("--json", type=Path, help="also write the report (with per-face rows) here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--plots", type=Path, default=Path(__file__).resolve().parent.parent / "docs",
+                        help="folder for the CED plot")
+    parser.add_argument("--worst", type=Path, default=Path(__file__).resolve().parent.parent / "out",
+                        help="folder for the sheet of the 12 worst faces (dataset pixels: kept out of the repo)")
     args = parser.parse_args()
     if not args.images.is_dir():
         print(f"error: {args.images} not found", file=sys.stderr)
         return 2
     started = time.perf_counter()
     # Several faces per image are tracked so the annotated one is found even when it is not the largest.
-    report = evaluate(args.images, TrackerConfig(backend=args.backend, detector=args.detector, max_faces=8))
-    r = report
+    # The baseline (face mesh + linear 68-point map) runs on the same faces in the same run.
+    configs = {
+        "default: refiner + mirror fusion": TrackerConfig(backend=args.backend, detector=args.detector, max_faces=8),
+        "baseline: face mesh + linear map (`--refiner none --no-mirror`)": TrackerConfig(
+            backend=args.backend, detector=args.detector, max_faces=8, refiner=False, mirror_check=False),
+    }
+    reports = {name: evaluate(args.images, config) for name, config in configs.items()}
+    r = next(iter(reports.values()))
+    rows = [
+        (f"| {name} | {100 * q['detection_rate']:.1f}% | {100 * q['nme']:.2f}% | {100 * q['nme_jaw']:.2f}% | "
+         f"{100 * q['nme_inner51']:.2f}% | {100 * q['failure_rate_0.08']:.1f}% | "
+         f"{100 * q['failure_rate_0.10']:.1f}% | {q['auc_0.08']:.3f} |")
+        for name, q in reports.items()
+    ]
     body = "\n".join([
-        (f"`{args.images.name}` ({r['images']} images, held out: the 68-point map is fitted on helen_train), "
-        f"detector `{args.detector}` included, backend {args.backend}."),
+        (f"`{args.images.name}` ({r['images']} images, held out: the 68-point map and the refiner are trained on "
+         f"helen_train), detector `{args.detector}` included, backend {args.backend}."),
         "",
-        "| annotated face found | NME | jaw NME (0-16) | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |",
-        "|---|---|---|---|---|---|---|",
-        (f"| {100 * r['detection_rate']:.1f}% | {100 * r['nme']:.2f}% | {100 * r['nme_jaw']:.2f}% | "
-        f"{100 * r['nme_inner51']:.2f}% | {100 * r['failure_rate_0.08']:.1f}% | {100 * r['failure_rate_0.10']:.1f}% | "
-        f"{r['auc_0.08']:.3f} |"),
+        ("| pipeline | annotated face found | NME | jaw NME (0-16) | inner-51 NME | failures @0.08 | failures @0.10 "
+        "| AUC@0.08 |"),
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
         "",
         ("NME: mean point-to-point error over the 68 points divided by the outer-eye-corner distance (36-45). "
-        "A missed face is a failure in the failure rates and AUC."),
+         "A missed face is a failure in the failure rates and AUC."),
         "",
         (f"Command: `python tools/evaluate.py{'' if args.images == LANDMARKS68 / 'afw' else f' --images {args.images}'}"
-        f"{'' if args.detector == 'short' else f' --detector {args.detector}'}`"),
+         f"{'' if args.detector == 'short' else f' --detector {args.detector}'}`"),
     ])
+    report = reports
+    args.plots.mkdir(parents=True, exist_ok=True)
+    args.worst.mkdir(parents=True, exist_ok=True)
+    ced, worst = args.plots / f"ced_{args.images.name}.png", args.worst / f"worst_{args.images.name}.png"
+    draw_ced(reports, 0.08, ced)
+    draw_worst(r, worst)
+    body += (f"\n\n![CED](docs/{ced.name}) — the sheet of the 12 worst faces (prediction red, truth green) is "
+             f"written to `out/{worst.name}`, not committed: it holds dataset pixels.")
     print(f"{args.images.name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
     print(body)
     if args.json:

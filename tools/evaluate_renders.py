@@ -46,21 +46,14 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_ict import (
-    ARKIT_NAMES,
     FPS,
     ICT_PATH,
     KEY_SHAPES,
     IctModel,
     arkit_to_ict,
     load_ict,
-    nose_tip_cm,
-    random_background,
-    random_light,
-    render,
+    render_clip,
     render_image,
-    sample_camera,
-    sample_identity,
-    truth_record,
 )
 from report import update_section
 
@@ -141,33 +134,14 @@ def held_out_trajectory(rng: np.random.Generator, n: int, yaw_centre: float,
 
 def render_held_out_clip(model: IctModel, rng: np.random.Generator, size: int, frames: int, plan: tuple[float, float],
                          video_path: Path, truth_path: Path, bar: tqdm) -> None:
-    """Like render_ict.render_clip (same files, same truth records) with the held-out trajectory."""
-    identity = sample_identity(rng, model.id_basis.shape[0])
-    light = random_light(rng)
-    bg = random_background(rng, size)
-    focal, t0 = sample_camera(rng, size)
-    pose, shapes = held_out_trajectory(rng, frames, *plan)
-    drift = np.column_stack([1.5 * smooth_signal(rng, frames, 0.03, 0.2), 1.0 * smooth_signal(rng, frames, 0.03, 0.2),
-                             4.0 * smooth_signal(rng, frames, 0.03, 0.2)])
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (size, size))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot open {video_path} for writing (OpenCV mp4v)")
-    try:
-        with open(truth_path, "w", encoding="utf-8") as out:
-            for i in range(frames):
-                weights = {n: 0.0 for n in ARKIT_NAMES}
-                weights.update({k: float(v[i]) for k, v in shapes.items()})
-                t = t0 + drift[i]
-                rot, expr = euler_to_matrix(*pose[i]), arkit_to_ict(model, weights)
-                image, lm, occ = render(model, identity, expr, rot, t, focal, size, light, bg, rng)
-                writer.write(image)
-                nose = nose_tip_cm(model, identity, expr, rot, t)
-                rec = {"frame": i, "time_s": round(i / FPS, 4),
-                       **truth_record(*pose[i], t, weights, identity, focal, size, lm, occ, nose)}
-                out.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                bar.update(1)
-    finally:
-        writer.release()
+    """render_ict.render_clip (same files, same truth records) with the held-out trajectory."""
+
+    def drift(r: np.random.Generator, n: int) -> np.ndarray:
+        return np.column_stack([1.5 * smooth_signal(r, n, 0.03, 0.2), 1.0 * smooth_signal(r, n, 0.03, 0.2),
+                                4.0 * smooth_signal(r, n, 0.03, 0.2)])
+
+    render_clip(model, rng, size, frames, video_path, truth_path, bar,
+                trajectory=lambda r, n: held_out_trajectory(r, n, *plan), drift=drift)
 
 
 def render_set(model: IctModel, out: Path, clips: int, frames: int, images: int, size: int, seed: int) -> None:

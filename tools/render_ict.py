@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix, matrix_to_quaternion
+from tracker.types import ARKIT_BLENDSHAPES as ARKIT_NAMES
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -47,19 +49,6 @@ OCCLUSION_TOL_CM = 0.4
 IDENTITY_COMPONENTS = 30
 IDENTITY_SIGMA = 0.7
 
-# The 52 ARKit blendshapes in Apple's order.
-ARKIT_NAMES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight",
-    "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft",
-    "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft",
-    "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight", "mouthRollLower", "mouthRollUpper",
-    "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft",
-    "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "browDownLeft", "browDownRight",
-    "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft",
-    "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
-)
 # The six shapes that clips animate (and that images turn on with probability 0.5 each).
 KEY_SHAPES = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
 
@@ -685,16 +674,26 @@ def clip_trajectory(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[
     return pose, shapes
 
 
+def _drift(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Slow head translation (cm) over a clip."""
+    return np.column_stack([1.5 * _smooth(rng, n, 0.03, 0.2), 1.0 * _smooth(rng, n, 0.03, 0.2),
+                            3.0 * _smooth(rng, n, 0.03, 0.2)])
+
+
 def render_clip(model: IctModel, rng: np.random.Generator, size: int, frames: int, video_path: Path,
-                truth_path: Path, progress: tqdm | None = None) -> None:
-    """One clip: fixed identity, light, background and camera; smooth pose, translation and key shapes."""
+                truth_path: Path, progress: tqdm | None = None,
+                trajectory: Callable = clip_trajectory, drift: Callable = _drift) -> None:
+    """One clip: fixed identity, light, background and camera; smooth pose, translation and key shapes.
+
+    ``trajectory(rng, frames)`` gives the pose (frames×3 degrees) and key-shape weights,
+    ``drift(rng, frames)`` the translation offsets (frames×3 cm): evaluation plugs in its own.
+    """
     identity = sample_identity(rng, model.id_basis.shape[0])
     light = random_light(rng)
     bg = random_background(rng, size)
     focal, t0 = sample_camera(rng, size)
-    pose, shapes = clip_trajectory(rng, frames)
-    drift = np.column_stack([1.5 * _smooth(rng, frames, 0.03, 0.2), 1.0 * _smooth(rng, frames, 0.03, 0.2),
-                             3.0 * _smooth(rng, frames, 0.03, 0.2)])
+    pose, shapes = trajectory(rng, frames)
+    drift = drift(rng, frames)
     writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (size, size))
     if not writer.isOpened():
         raise RuntimeError(f"cannot open {video_path} for writing (OpenCV mp4v)")

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
+from tracker.types import ARKIT_BLENDSHAPES
+
 if TYPE_CHECKING:  # typing.Self is 3.11+, the project supports 3.10
     from typing_extensions import Self
 
@@ -36,23 +38,6 @@ LOG_INTERVAL_S = 5.0
 
 # The 52 ARKit blendshape names, in Apple's documentation order (eyes, jaw, mouth,
 # brows, cheeks, nose, tongue). VMC "perfect sync" receivers look them up by name.
-ARKIT_BLENDSHAPES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft",
-    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-    "eyeSquintRight", "eyeWideRight",
-    "jawForward", "jawLeft", "jawRight", "jawOpen",
-    "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
-    "noseSneerLeft", "noseSneerRight",
-    "tongueOut",
-)  # fmt: skip
 _ARKIT_SET = frozenset(ARKIT_BLENDSHAPES)
 
 
