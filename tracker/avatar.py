@@ -245,7 +245,22 @@ def _message(address: str, *args: tuple[Any, str]) -> Any:
     return builder.build()
 
 
-class VmcSender:
+class _Sender:
+    """What both senders share: one UDP link, closed by ``close`` or by leaving a ``with`` block."""
+
+    _link: _UdpLink
+
+    def close(self) -> None:
+        self._link.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VmcSender(_Sender):
     """Send one VMC (Virtual Motion Capture protocol) OSC bundle per frame over UDP.
 
     Bundle for a frame with the tracked face, in order:
@@ -315,14 +330,6 @@ class VmcSender:
         if self._link.send(self.build(result, face_id)):
             self.sent += 1
 
-    def close(self) -> None:
-        self._link.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _pick_face(result: _Frame, face_id: int | None) -> _Face | None:
@@ -348,7 +355,7 @@ def _dumps(record: dict) -> bytes:
     return json.dumps(record, separators=(",", ":"), default=_json_default).encode("utf-8")
 
 
-class UdpJsonSender:
+class UdpJsonSender(_Sender):
     """Send each frame's JSON Lines record (``result.to_record()``, compact) as one UDP datagram.
 
     A record longer than ``max_bytes`` is split into one datagram per face, each a
@@ -416,11 +423,3 @@ class UdpJsonSender:
             if self._link.send(datagram):
                 self.sent += 1
 
-    def close(self) -> None:
-        self._link.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
