@@ -250,6 +250,14 @@ class _Sender:
 
     _link: _UdpLink
 
+    @property
+    def errors(self) -> int:
+        return self._link.errors
+
+    @property
+    def address(self) -> tuple:
+        return self._link.address
+
     def close(self) -> None:
         self._link.close()
 
@@ -283,13 +291,6 @@ class VmcSender(_Sender):
         self.mirror = mirror
         self.sent = 0  # bundles handed to the kernel
 
-    @property
-    def errors(self) -> int:
-        return self._link.errors
-
-    @property
-    def address(self) -> tuple:
-        return self._link.address
 
     def build(self, result: _Frame, face_id: int | None = None) -> bytes:
         """The OSC bundle for one frame (what :meth:`send` sends)."""
@@ -379,13 +380,6 @@ class UdpJsonSender(_Sender):
         self.split = 0
         self.dropped = 0
 
-    @property
-    def errors(self) -> int:
-        return self._link.errors
-
-    @property
-    def address(self) -> tuple:
-        return self._link.address
 
     def datagrams(self, result: _Frame) -> list[bytes]:
         """The datagrams for one frame (what :meth:`send` sends); updates ``split``/``dropped``."""
