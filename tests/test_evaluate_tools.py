@@ -76,3 +76,27 @@ def test_plot_draws_with_gaps(pb, tmp_path):
     assert (img < 250).any(axis=2).mean() > 0.02  # something was drawn on the white
     ev = pb.evidence(track, 0.5)
     assert ev["found"] == n and set(ev["series"]) == set(pb.SERIES)
+
+
+def test_dlib_reference_on_two_afw_images():
+    """tools/dlib_reference.py's core on 2 afw images: dlib and our tracker both land near the truth."""
+    pytest.importorskip("dlib", reason="dlib is tool-time only: pip install dlib-bin face-recognition-models")
+    dr = _load("dlib_reference")
+    folder = dr.LANDMARKS68 / "afw"
+    if not folder.is_dir():
+        pytest.skip(f"shared data not found: {folder}")
+    try:
+        predictor = dr.predictor_path()
+    except ImportError:
+        predictor = None
+    if predictor is None or not predictor.is_file():
+        pytest.skip("dlib's 68-point model not found (pip install face-recognition-models)")
+    result = dr.run(dr.afw_samples(folder, limit=2), predictor=predictor)
+    for name in dr.PIPELINES:
+        q = result[name]
+        assert q["images"] == 2, name
+        assert q["detection_rate"] > 0, name
+        for key in ("nme", "nme_jaw", "nme_inner51", "ms_per_image"):
+            assert np.isfinite(q[key]), (name, key)
+        assert 0 < q["nme"] < 0.10, name
+        assert 0 <= q["auc_0.08"] <= 1, name
