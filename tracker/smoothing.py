@@ -27,7 +27,7 @@ filter, so the new input passes through instead of being dragged from stale
 state.
 
 Defaults were chosen with ``tools/jitter.py --grid`` on the shared talking-head
-clips (see that tool and BENCHMARKS.md, section "smoothing").
+clips (the numbers are beside them below; BENCHMARKS.md, section "smoothing").
 """
 
 from __future__ import annotations
@@ -48,14 +48,25 @@ class OneEuroParams(NamedTuple):
     d_cutoff: float = 1.0  # Hz: low-pass on the speed estimate itself
 
 
-# Landmarks: chosen with tools/jitter.py --grid. Rotation and expression: beta 5, not 1, because on
-# held-out ICT render clips with fast head turns (tools/evaluate_renders.py) beta 1 lagged enough to
-# raise yaw MAE from 2.0° (no smoothing) to 3.5° and jawOpen MAE from 0.088 to 0.111; beta 5 gives
-# 2.3° and 0.094. At rest the cutoff is min_cutoff either way, so still faces are smoothed the same.
-LANDMARK_PARAMS = OneEuroParams(min_cutoff=1.0, beta=10.0, d_cutoff=1.0)  # IOD units
-ROTATION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=5.0, d_cutoff=1.0)  # radians
+# Chosen with `tools/jitter.py --grid` on the 13 shared talking-head clips (3866 frames, raw tracks with
+# the pipeline's landmark confidence), per part: the most jitter removed (mean frame-to-frame
+# acceleration, pooled over all frames) with lag <= 1 frame, lag = the peak of the smoothed-vs-raw velocity
+# cross-correlation pooled over a segment's coordinates, frame-weighted over segments (tools/jitter.py).
+#   landmarks   5 Hz, 5, d 0.5:  jitter -49%, lag 0.96 frames; a still point keeps ~0.6 of its noise std.
+#               No setting reaches -60% within 1 frame: -60% costs ~1.5 frames (3 Hz, 5, d 0.25), and the
+#               previous 1 Hz, 10 gave -49% at 1.34 frames. min_cutoff is high because the lag bound is met
+#               on slowly drifting faces too, where a low min_cutoff lags the drift by several frames.
+#   rotation    3 Hz, 10, d 0.5: jitter -57%, lag 0.96 frames (was 1 Hz, 5: -72%, 1.72 frames)
+#   translation 5 Hz, 0.02, d 0.5: jitter -52%, lag 0.81 frames (was 1 Hz, 0.1: -58%, 1.37 frames)
+#   expression  1 Hz, 5, d 1:    jitter -64%, lag 0.97 frames (unchanged; beta 5, not 1, because on held-out
+#               ICT render clips with fast mouth motion, tools/evaluate_renders.py, beta 1 raised jawOpen MAE
+#               from 0.088 unsmoothed to 0.111, beta 5 to 0.094)
+# Less smoothing than before for pose: the earlier render check of rotation (yaw MAE 2.3° at 1 Hz, 5 vs 2.0°
+# unsmoothed) has not been re-run at 3 Hz, 10, which lags fast turns less.
+LANDMARK_PARAMS = OneEuroParams(min_cutoff=5.0, beta=5.0, d_cutoff=0.5)  # IOD units
+ROTATION_PARAMS = OneEuroParams(min_cutoff=3.0, beta=10.0, d_cutoff=0.5)  # radians
 EXPRESSION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=5.0, d_cutoff=1.0)  # weights in [0, 1]
-TRANSLATION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=0.1, d_cutoff=1.0)  # mm
+TRANSLATION_PARAMS = OneEuroParams(min_cutoff=5.0, beta=0.02, d_cutoff=0.5)  # mm
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
