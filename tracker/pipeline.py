@@ -89,7 +89,7 @@ class FaceTracker:
             self.reset()
         tracks = self.tracks
         # Every frame, even with no track: lost tracks are remembered for a number of frames.
-        tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check))
+        tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
@@ -127,7 +127,7 @@ class FaceTracker:
 
     def _detect_new_faces(self, image: np.ndarray) -> None:
         self._since_detection = 0
-        self.tracks.add(self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks)))
+        self.tracks.add(self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks)), image)
 
     def detect_meshes(self, image: np.ndarray, limit: int) -> list[MeshResult]:
         """Detect up to ``limit`` faces not yet tracked and mesh each of them."""

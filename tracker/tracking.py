@@ -1,27 +1,59 @@
 """Per-face tracks: identity, the ROI the next frame is cropped from, and overlap rules.
 
-No models here: the pipeline feeds each track its new mesh, and this module
-decides which tracks live, which detections are new faces, and which IDs they get.
+No models here: the pipeline feeds each track its new mesh (and the frame it came from),
+and this module decides which tracks live, which detections are new faces, and which IDs
+they get. A face lost briefly takes its ID back when found again near its last box; a face
+gone for longer, or back somewhere else, takes it back when its colour appearance matches
+(a hue-saturation histogram of the upright face crop, see :func:`appearance`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from tracker.detector import box_iou
 from tracker.fitting import FitState
 from tracker.mesh import MeshResult, roi_from_mesh
-from tracker.roi import Roi
+from tracker.roi import Roi, crop
 from tracker.smoothing import FaceSmoother
 
 # A detection overlapping a live track this much is that track's face, not a new one.
 NEW_FACE_MAX_IOU = 0.3
-# Two tracks overlapping this much have converged onto one face: the younger one goes.
+# Two tracks overlapping this much have converged onto one face: one of them goes.
 DUPLICATE_IOU = 0.5
 # A lost track is remembered this many frames; a face found again near it takes back its ID and fit.
 REMEMBER_FRAMES = 30
+# A lost track whose appearance is known is remembered this long (~10 s at 30 fps), at most
+# REMEMBER_MAX of them; a face anywhere whose appearance matches takes back its ID.
+REID_FRAMES = 300
+REMEMBER_MAX = 16
+# Appearance distance (Hellinger, 0..1) under which a new face is a remembered one. Measured on
+# ../shared/data/video: same person 0.23 at most (talking clips, 2-5 s apart, and three people in
+# one shot of multi_face), different people 0.31 at least. A zoom from a wide to a close shot
+# reaches 0.29 for the same person: such a face gets a new ID rather than someone else's.
+REID_MAX_DISTANCE = 0.27
+# Near its old box, a face clearly someone else's does not take a briefly lost track's ID.
+NOT_SAME_DISTANCE = 0.45
+APPEARANCE_RATE = 0.1  # weight of each new frame in a track's running appearance
+
+_CROP = 64  # the upright ROI crop the appearance is measured on; the face fills its middle
+_FACE = (slice(10, 54), slice(12, 52))
+_BINS = [32, 16]  # hue × saturation
+
+
+def appearance(image: np.ndarray, roi: Roi) -> np.ndarray:
+    """Hue-saturation histogram (sums to 1) of the face in ``roi``: scale- and roll-free."""
+    face = crop(image, roi, _CROP)[_FACE]
+    hist = cv2.calcHist([cv2.cvtColor(face, cv2.COLOR_BGR2HSV)], [0, 1], None, _BINS, [0, 180, 0, 256]).ravel()
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def appearance_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Hellinger distance between two appearance histograms: 0 same, 1 disjoint."""
+    return float(np.sqrt(max(0.0, 1.0 - float(np.sqrt(a * b).sum()))))
 
 
 @dataclass
@@ -32,6 +64,7 @@ class Track:
     fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
     smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state
+    appearance: np.ndarray | None = None  # running appearance histogram (None without images)
 
     @property
     def roi(self) -> Roi:
@@ -42,13 +75,21 @@ class Track:
         pts = self.mesh.points[:, :2]
         return np.concatenate([pts.min(0), pts.max(0)])
 
+    def _see(self, seen: np.ndarray | None) -> None:
+        if seen is not None:
+            a = self.appearance
+            self.appearance = seen if a is None else (1 - APPEARANCE_RATE) * a + APPEARANCE_RATE * seen
+
+    def _distance(self, seen: np.ndarray | None) -> float | None:
+        return None if seen is None or self.appearance is None else appearance_distance(self.appearance, seen)
+
 
 class TrackSet:
     def __init__(self, max_faces: int, min_presence: float) -> None:
         self.max_faces = max_faces
         self.min_presence = min_presence
         self.tracks: list[Track] = []
-        self.lost: list[Track] = []  # recently lost tracks, newest last
+        self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
         self._frame = 0
 
@@ -60,19 +101,29 @@ class TrackSet:
     def full(self) -> bool:
         return len(self.tracks) >= self.max_faces
 
-    def update(self, meshes: list[MeshResult]) -> None:
-        """Give each track (in order) its new mesh; tracks whose face is gone are remembered a while."""
+    def update(self, meshes: list[MeshResult], image: np.ndarray | None = None) -> None:
+        """Give each track (in order) its new mesh; tracks whose face is gone are remembered a while.
+
+        With ``image`` (the frame the meshes come from) tracks learn their appearance, which
+        decides converged pairs and lets a face gone for long take its ID back."""
         self._frame += 1
-        kept = []
+        kept, seen = [], []
         for track, mesh in zip(self.tracks, meshes):
             if mesh.presence >= self.min_presence:
                 track.mesh = mesh
                 track.frames += 1
                 kept.append(track)
+                seen.append(None if image is None else appearance(image, track.roi))
             else:
                 self._remember(track)
-        self.tracks = self._without_duplicates(kept)
-        self.lost = [t for t in self.lost if self._frame - t.lost_at <= REMEMBER_FRAMES]
+        kept_seen = self._without_duplicates(kept, seen)
+        self.tracks = [t for t, _ in kept_seen]
+        for track, s in kept_seen:
+            # A face overlapping another one (crossing) would learn the other's colours too.
+            if not any(box_iou(track.bbox, t.bbox[None])[0] > 0 for t in self.tracks if t is not track):
+                track._see(s)
+        self.lost = [t for t in self.lost if self._frame - t.lost_at <= REMEMBER_FRAMES
+                     or (t.appearance is not None and self._frame - t.lost_at <= REID_FRAMES)][-REMEMBER_MAX:]
 
     def _remember(self, track: Track) -> None:
         track.lost_at = self._frame
@@ -84,8 +135,8 @@ class TrackSet:
         boxes = np.stack([t.bbox for t in self.tracks])
         return bool(box_iou(np.asarray(bbox, np.float64), boxes).max() <= NEW_FACE_MAX_IOU)
 
-    def add(self, meshes: list[MeshResult]) -> None:
-        """Start tracks for new faces, up to max_faces."""
+    def add(self, meshes: list[MeshResult], image: np.ndarray | None = None) -> None:
+        """Start tracks for new faces, up to max_faces; a face seen before takes back its ID."""
         for mesh in meshes:
             if self.full:
                 break
@@ -94,29 +145,69 @@ class TrackSet:
             track = Track(id=self._next_id, mesh=mesh)
             if not self.is_new_face(track.bbox):
                 continue
-            returning = self._recently_lost_at(track.bbox)
+            seen = None if image is None else appearance(image, track.roi)
+            returning = self._recently_lost_at(track.bbox, seen)
             if returning is not None:
                 # The same face after a short miss: its ID, identity and warm start carry on.
-                self.lost.remove(returning)
-                returning.mesh = mesh
-                returning.frames += 1
-                self.tracks.append(returning)
+                self._revive(returning, mesh, seen)
                 continue
+            returning = self._lost_like(seen)
+            if returning is not None:
+                # The same face after a long absence or elsewhere: its ID carries on; the fit restarts
+                # (a warm start from a pose long gone could fail to converge) and so does smoothing.
+                returning.fit = None
+                returning.smoother.reset()
+                self._revive(returning, mesh, seen)
+                continue
+            track._see(seen)
             self._next_id += 1
             self.tracks.append(track)
 
-    def _recently_lost_at(self, bbox: np.ndarray) -> Track | None:
-        """The most recently lost track whose last box overlaps ``bbox`` well, if any."""
+    def _revive(self, track: Track, mesh: MeshResult, seen: np.ndarray | None) -> None:
+        self.lost.remove(track)  # out of the lost list before anyone else can match it
+        track.mesh = mesh
+        track.frames += 1
+        track._see(seen)
+        self.tracks.append(track)
+
+    def _recently_lost_at(self, bbox: np.ndarray, seen: np.ndarray | None) -> Track | None:
+        """The most recently lost track (in the last REMEMBER_FRAMES) whose last box overlaps
+        ``bbox`` well, unless its appearance is clearly someone else's."""
         for track in reversed(self.lost):
+            if self._frame - track.lost_at > REMEMBER_FRAMES:
+                continue
             if box_iou(np.asarray(bbox, np.float64), track.bbox[None])[0] > NEW_FACE_MAX_IOU:
-                return track
+                d = track._distance(seen)
+                if d is None or d <= NOT_SAME_DISTANCE:
+                    return track
         return None
 
-    @staticmethod
-    def _without_duplicates(tracks: list[Track]) -> list[Track]:
-        # Tracks are kept oldest first, so the earlier one of an overlapping pair wins.
-        kept: list[Track] = []
-        for track in tracks:
-            if all(box_iou(track.bbox, k.bbox[None])[0] <= DUPLICATE_IOU for k in kept):
-                kept.append(track)
+    def _lost_like(self, seen: np.ndarray | None) -> Track | None:
+        """The lost track whose appearance is nearest ``seen``, if within REID_MAX_DISTANCE."""
+        best, best_d = None, REID_MAX_DISTANCE
+        for track in self.lost:
+            d = track._distance(seen)
+            if d is not None and d <= best_d:
+                best, best_d = track, d
+        return best
+
+    def _without_duplicates(self, tracks: list[Track], seen: list) -> list[tuple[Track, np.ndarray | None]]:
+        """Drop all but one of tracks that converged onto one face; the dropped ones are remembered.
+
+        The face stays with the track whose appearance it matches best (faces crossing each
+        other); without appearances, with the older track (tracks are kept oldest first)."""
+        kept: list[tuple[Track, np.ndarray | None]] = []
+        for track, s in zip(tracks, seen):
+            clash = next((i for i, (k, _) in enumerate(kept) if box_iou(track.bbox, k.bbox[None])[0] > DUPLICATE_IOU),
+                         None)
+            if clash is None:
+                kept.append((track, s))
+                continue
+            other = kept[clash][0]
+            d_new, d_old = track._distance(s), other._distance(s)
+            if d_new is not None and d_old is not None and d_new < d_old:
+                kept[clash] = (track, s)
+                self._remember(other)
+            else:
+                self._remember(track)
         return kept
