@@ -76,8 +76,17 @@ def test_no_fit_no_mirror_leaves_those_fields_out(afw_dir, tmp_path):
     proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet", "--no-fit", "--no-mirror")
     assert proc.returncode == 0, proc.stderr
     (face,) = read_jsonl(out)[0]["faces"]
-    assert "pose" not in face and "blendshapes" not in face and "occluded" not in face
+    assert "pose" not in face and "blendshapes" not in face
     assert "landmark_confidence" not in face
+    # The refiner still rates visibility, and flags points below 0.5 as occluded.
+    visibility = np.array(face["landmark_visibility"])
+    assert visibility.shape == (68,) and visibility.min() >= 0 and visibility.max() <= 1
+    assert face["occluded"] == (visibility < 0.5).tolist()
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet", "--no-fit", "--no-mirror",
+                   "--refiner", "none")
+    assert proc.returncode == 0, proc.stderr
+    (face,) = read_jsonl(out)[0]["faces"]
+    assert "occluded" not in face and "landmark_visibility" not in face
 
 
 def test_csv_has_one_row_per_face_with_all_columns(talking_clip, tmp_path):

@@ -30,12 +30,15 @@ def test_output_shape_and_batch(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    out = refiner.refine(f48, f24, s0)
+    out, visibility = refiner.refine(f48, f24, s0)
     assert out.shape == (2, 68, 2)
+    assert visibility.shape == (2, 68)
     assert np.isfinite(out).all()
+    assert ((visibility >= 0) & (visibility <= 1)).all()
     # Each face of a batch is refined on its own.
-    one = refiner.refine(f48[1:], f24[1:], s0[1:])
+    one, one_visibility = refiner.refine(f48[1:], f24[1:], s0[1:])
     assert np.allclose(out[1], one[0], atol=1e-3)
+    assert np.allclose(visibility[1], one_visibility[0], atol=1e-4)
 
 
 def test_opencv_matches_onnxruntime(refiner):
@@ -51,7 +54,9 @@ def test_opencv_matches_onnxruntime(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    assert np.abs(cv.refine(f48, f24, s0) - refiner.refine(f48, f24, s0)).max() < 1e-2
+    (cv_out, cv_vis), (out, vis) = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
+    assert np.abs(cv_out - out).max() < 1e-2
+    assert np.abs(cv_vis - vis).max() < 1e-3
 
 
 def test_refined_closer_to_truth_on_afw(refiner):
@@ -80,7 +85,7 @@ def test_refined_closer_to_truth_on_afw(refiner):
         c = crop(image, roi, 192)[None, :, :, ::-1]
         out = mesh.run(np.ascontiguousarray(c.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
         s0 = tr.mapping.crop_landmarks(out["landmarks"].reshape(468, 3).astype(np.float64))
-        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0].astype(np.float64)
+        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0][0].astype(np.float64)
         iod = inter_ocular(item.points)
         before.append(np.linalg.norm(crop_points_to_image(s0, roi, 192) - item.points, axis=1).mean() / iod)
         after.append(np.linalg.norm(crop_points_to_image(refined, roi, 192) - item.points, axis=1).mean() / iod)

@@ -29,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
+from evaluate_occlusion import recall_at_precision
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
 
 from tracker.backends import create_session
@@ -46,8 +47,12 @@ STEPS = 2
 POINT_DIM = 24  # per-landmark compressed feature size
 HIDDEN = 256
 DROPOUT = 0.25
+VIS_HIDDEN = 64
+VIS_WEIGHT = 0.05  # visibility BCE next to the landmark NME (~0.04): it must not dominate the landmarks
 # Where each landmark's features are sampled: the point and four neighbours (crop pixels, crop axes).
 OFFSETS = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
+HELEN, RENDER = 0, 1  # where a training crop comes from
+RENDER_SIZE = 512
 
 
 # --------------------------------------------------------------------------------------- data
@@ -79,59 +84,151 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def make_data(augmentations: int, seed: int) -> None:
-    """Crops of every helen_train face: the tracker's own ROI plus ``augmentations`` perturbed ones."""
+def occlude(img: np.ndarray, truth: np.ndarray, donor: np.ndarray, scene: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic occluder over 5-45% of the face's landmark box; returns the image and the 68 visibilities.
+
+    Shapes: random convex polygon, ellipse, thick bar, or a hand (palm + fingers as rotated
+    rectangles); textures: a piece of another training face, a piece of another training image at a
+    random scale (``scene``, whole images, backgrounds included), a noisy solid colour, or shaded skin.
+    (tools/evaluate_occlusion.py draws its afw occluders with its own, different generator.)
+    """
+    x0, y0 = truth.min(0)
+    x1, y1 = truth.max(0)
+    area = rng.uniform(0.05, 0.45) * max(x1 - x0, 1.0) * max(y1 - y0, 1.0)
+    cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    kind = rng.integers(4)
+    if kind == 0:  # convex polygon of 5-9 vertices
+        r = np.sqrt(area / np.pi)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(5, 10)))
+        radii = r * rng.uniform(0.8, 1.25, len(angles))
+        pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts.astype(np.int32)), 1)
+    elif kind == 1:  # ellipse
+        aspect = rng.uniform(0.4, 2.5)
+        a = np.sqrt(area * aspect / np.pi)
+        cv2.ellipse(mask, (int(cx), int(cy)), (int(a), int(a / aspect)), rng.uniform(0, 180), 0, 360, 1, -1)
+    elif kind == 2:  # bar across the image
+        angle = rng.uniform(0, np.pi)
+        d = np.array([np.cos(angle), np.sin(angle)]) * CROP
+        thickness = max(3, int(area / CROP))
+        p0, p1 = (np.array([cx, cy]) - d).astype(int), (np.array([cx, cy]) + d).astype(int)
+        cv2.line(mask, tuple(p0.tolist()), tuple(p1.tolist()), 1, thickness)
+    else:  # hand: palm and four fingers
+        r = np.sqrt(area / 5.0)
+        angle = rng.uniform(0, 2 * np.pi)
+        cv2.circle(mask, (int(cx), int(cy)), int(r), 1, -1)
+        for k in range(4):
+            a = angle + (k - 1.5) * 0.35
+            tip = (cx + 2.6 * r * np.cos(a), cy + 2.6 * r * np.sin(a))
+            cv2.line(mask, (int(cx), int(cy)), (int(tip[0]), int(tip[1])), 1, max(2, int(0.45 * r)))
+    region = mask.astype(bool)
+    texture = rng.integers(4)
+    out = img.copy()
+    if texture == 0:  # a shifted piece of another face crop
+        shift = rng.integers(-CROP // 3, CROP // 3, 2)
+        out[region] = np.roll(donor, tuple(shift.tolist()), axis=(0, 1))[region]
+    elif texture == 3:  # a random window of another image, 20-100% of its short side, scaled to the crop
+        side = int(min(scene.shape[:2]) * rng.uniform(0.2, 1.0))
+        y0 = int(rng.integers(0, scene.shape[0] - side + 1))
+        x0 = int(rng.integers(0, scene.shape[1] - side + 1))
+        out[region] = cv2.resize(scene[y0:y0 + side, x0:x0 + side], (CROP, CROP))[region]
+    elif texture == 1:
+        colour = rng.uniform(0, 255, 3)
+        out[region] = np.clip(colour + rng.normal(0, 12, (int(region.sum()), 3)), 0, 255).astype(np.uint8)
+    else:
+        skin = np.array([rng.uniform(50, 150), rng.uniform(90, 190), rng.uniform(140, 240)])
+        ys, _ = np.nonzero(region)
+        shade = (ys - ys.mean()) / max(float(np.ptp(ys)), 1.0) * rng.uniform(-40, 40)
+        out[region] = np.clip(skin + shade[:, None], 0, 255).astype(np.uint8)
+    xy = np.clip(np.round(truth).astype(int), 0, CROP - 1)
+    inside = (truth >= 0).all(1) & (truth <= CROP - 1).all(1)
+    visible = ~(region[xy[:, 1], xy[:, 0]] & inside)
+    return out, visible
+
+
+def training_faces(renders: int):
+    """(image, 68 truth points, source) of every helen_train face, then of ``renders`` ICT renders.
+
+    Renders use seeds 0..renders-1 (below 1000: tools/evaluate_renders.py scores seeds 1000 and up)."""
+    for item in load_folder(LANDMARKS68 / "helen_train"):
+        yield cv2.imread(str(item.image_path)), item.points, HELEN
+    if renders:
+        from render_ict import ICT_PATH, load_ict, render_image
+
+        ict = load_ict(ICT_PATH)
+        for k in range(renders):
+            image, truth = render_image(ict, np.random.default_rng(k), RENDER_SIZE)
+            yield image, np.asarray(truth["landmarks"], np.float64), RENDER
+
+
+def make_data(augmentations: int, seed: int, occluded: float, renders: int, render_augmentations: int) -> None:
+    """Crops of every helen_train face (the tracker's own ROI plus ``augmentations`` perturbed ones)
+    and of ``renders`` ICT renders (ROI plus ``render_augmentations``)."""
     rng = np.random.default_rng(seed)
-    items = load_folder(LANDMARKS68 / "helen_train")
+    helen = len(load_folder(LANDMARKS68 / "helen_train"))
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
     session = mesh_session()
-    per_image = 1 + augmentations
-    n_max = len(items) * per_image
+    n_max = helen * (1 + augmentations) + renders * (1 + render_augmentations)
     CACHE.mkdir(parents=True, exist_ok=True)
     f48 = np.lib.format.open_memmap(CACHE / "f48.npy", "w+", np.float16, (n_max, 32, 48, 48))
     f24 = np.lib.format.open_memmap(CACHE / "f24.npy", "w+", np.float16, (n_max, 64, 24, 24))
     s0 = np.zeros((n_max, 68, 2), np.float32)
     gt = np.zeros((n_max, 68, 2), np.float32)
+    visible = np.ones((n_max, 68), bool)
     image_id = np.zeros(n_max, np.int32)
-    n, missed = 0, 0
+    source = np.zeros(n_max, np.int8)
+    n, missed = 0, {HELEN: 0, RENDER: 0}
+    # The previous image and its face crop texture the occluders.
+    donor = np.zeros((CROP, CROP, 3), np.uint8)
+    scene = np.zeros((CROP, CROP, 3), np.uint8)
     started = time.perf_counter()
-    for k, item in enumerate(items):
-        image = cv2.imread(str(item.image_path))
+    for k, (image, points, kind) in enumerate(training_faces(renders)):
         tr.reset()
         meshes = tr.detect_meshes(image, limit=8)
-        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
+        index = match_face([tr.mapping.landmarks(m) for m in meshes], points)
         if index is None:
-            missed += 1
+            missed[kind] += 1
             continue
         base = meshes[index].roi
-        rois = [base] + [perturb(base, rng) for _ in range(augmentations)]
-        crops, truths = [], []
+        rois = [base] + [perturb(base, rng) for _ in range(augmentations if kind == HELEN else render_augmentations)]
+        crops, truths, visibility = [], [], []
         for j, roi in enumerate(rois):
             c = crop(image, roi, CROP)
-            t = image_points_to_crop(item.points, roi, CROP)
+            t = image_points_to_crop(points, roi, CROP)
+            v = np.ones(68, bool)
             if j > 0:
                 c = photometric(c, rng)
                 if rng.random() < 0.5:
                     c = np.ascontiguousarray(c[:, ::-1])
                     t = t[IBUG68_MIRROR].copy()
                     t[:, 0] = (CROP - 1) - t[:, 0]
+                if rng.random() < occluded:
+                    c, v = occlude(c, t, donor, scene, rng)
             crops.append(c)
             truths.append(t)
+            visibility.append(v)
+        donor, scene = crops[0], image
         out = session.run(to_batch(np.stack(crops)))
         raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
         for j in range(len(crops)):
             s0[n] = tr.mapping.crop_landmarks(raw[j])
             gt[n] = truths[j]
+            visible[n] = visibility[j]
             f48[n] = out["features_48"][j]
             f24[n] = out["features_24"][j]
             image_id[n] = k
+            source[n] = kind
             n += 1
         if k % 100 == 0:
-            print(f"  {k}/{len(items)} images, {n} crops, {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"  {k}/{helen + renders} images, {n} crops, {time.perf_counter() - started:.0f} s", flush=True)
     f48.flush()
     f24.flush()
-    np.savez(CACHE / "meta.npz", s0=s0[:n], gt=gt[:n], image_id=image_id[:n], n=n)
-    print(f"data: {len(items)} images, {missed} faces not found, {n} crops in {time.perf_counter() - started:.0f} s")
+    np.savez(CACHE / "meta.npz", s0=s0[:n], gt=gt[:n], visible=visible[:n], image_id=image_id[:n],
+             source=source[:n], n=n)
+    print(f"data: {helen} helen_train images ({missed[HELEN]} faces not found), {renders} renders "
+          f"({missed[RENDER]} not found), {n} crops in {time.perf_counter() - started:.0f} s")
 
 
 def load_data():
@@ -139,7 +236,8 @@ def load_data():
     n = int(meta["n"])
     f48 = np.load(CACHE / "f48.npy", mmap_mode="r")[:n]
     f24 = np.load(CACHE / "f24.npy", mmap_mode="r")[:n]
-    return np.asarray(f48), np.asarray(f24), meta["s0"], meta["gt"], meta["image_id"]
+    return (np.asarray(f48), np.asarray(f24), meta["s0"], meta["gt"], meta["visible"], meta["image_id"],
+            meta["source"])
 
 
 # -------------------------------------------------------------------------------------- model
@@ -179,6 +277,14 @@ def build_model():
         return ((v[..., :c] * (1 - ax) + v[..., c:2 * c] * ax) * (1 - ay)
                 + (v[..., 2 * c:3 * c] * (1 - ax) + v[..., 3 * c:] * ax) * ay)
 
+    def shape_features(f48, f24, shape):
+        """Each landmark's features: both maps sampled at the point and its OFFSETS neighbours -> N, 68, 480."""
+        feats = []
+        for dx, dy in OFFSETS:
+            at = shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
+            feats += [sample(f48, at), sample(f24, at)]
+        return torch.cat(feats, -1)
+
     class Step(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -190,27 +296,39 @@ def build_model():
             nn.init.zeros_(self.mlp[-1].bias)
 
         def forward(self, f48, f24, shape):
-            feats = []
-            for dx, dy in OFFSETS:
-                at = shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
-                feats += [sample(f48, at), sample(f24, at)]
-            feats = torch.cat(feats, -1)  # N, 68, 96 * len(OFFSETS)
-            z = self.point(feats).reshape(-1, 68 * POINT_DIM)
+            z = self.point(shape_features(f48, f24, shape)).reshape(-1, 68 * POINT_DIM)
             s = (shape / CROP - 0.5).reshape(-1, 136)
             return shape + self.mlp(torch.cat([z, s], 1)).reshape(-1, 68, 2) * (CROP / 8.0)
+
+    class Visibility(nn.Module):
+        """Per-landmark visibility logit from the features at the final shape (not hidden by an occluder).
+
+        One small MLP shared by all landmarks plus a learned per-landmark bias; the shape is
+        detached, so the visibility loss does not move the landmarks."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Linear((32 + 64) * len(OFFSETS), VIS_HIDDEN), nn.ReLU(),
+                                     nn.Linear(VIS_HIDDEN, 1))
+            self.bias = nn.Parameter(torch.zeros(68))
+
+        def forward(self, f48, f24, shape):
+            return self.mlp(shape_features(f48, f24, shape.detach()))[..., 0] + self.bias
 
     class Refiner(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.steps = nn.ModuleList([Step() for _ in range(STEPS)])
+            self.visibility = Visibility()
 
         def forward(self, features_48, features_24, landmarks):
+            """The shape after each step, and the visibility logits at the last one."""
             shapes = []
             s = landmarks
             for step in self.steps:
                 s = step(features_48, features_24, s)
                 shapes.append(s)
-            return shapes
+            return shapes, self.visibility(features_48, features_24, s)
 
     class Export(nn.Module):
         def __init__(self, net) -> None:
@@ -218,30 +336,36 @@ def build_model():
             self.net = net
 
         def forward(self, features_48, features_24, landmarks):
-            return self.net(features_48, features_24, landmarks)[-1]
+            shapes, logits = self.net(features_48, features_24, landmarks)
+            return shapes[-1], torch.sigmoid(logits)
 
     return Refiner, Export, sample
 
 
-def nme_loss(pred, gt, iod):
-    return ((pred - gt).norm(dim=-1).mean(-1) / iod).mean()
+def nme_loss(pred, gt, iod, weight):
+    """Mean over faces of the weighted mean point-to-point error over the inter-ocular distance."""
+    return (((pred - gt).norm(dim=-1) * weight).sum(-1) / weight.sum(-1) / iod).mean()
 
 
 def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None = None) -> None:
     import torch
+    import torch.nn.functional as F
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    f48, f24, s0, gt, image_id = load_data()
-    images = np.unique(image_id)
+    f48, f24, s0, gt, visible, image_id, source = load_data()
+    # Held-out images (model selection) are helen_train ones only, so the criterion stays on real faces.
+    images = np.unique(image_id[source == HELEN])
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
     # Validation: every crop of the held-out images (model selection), and the tracker's own crops
     # alone (the first crop of each held-out image), reported.
     val = np.array([i for i in range(len(s0)) if image_id[i] in held])
     val_roi = np.array([i for i in val if i == 0 or image_id[i - 1] != image_id[i]])
     trn = np.array([i for i in range(len(s0)) if image_id[i] not in held])
-    print(f"train {len(trn)} crops, validation {len(val)} crops ({len(held)} held-out images)")
+    print(f"train {len(trn)} crops ({int((source[trn] == RENDER).sum())} from renders), validation {len(val)} crops "
+          f"({len(held)} held-out helen images); "
+          f"{100 * (~visible).mean():.1f}% of landmarks hidden by synthetic occluders")
     Refiner, _, _ = build_model()
     net = Refiner()
     print(f"parameters: {sum(p.numel() for p in net.parameters())}")
@@ -249,16 +373,24 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1).astype(np.float32)
+    # Render truth is ICT's 68 landmark vertices: its jaw points are fixed vertices, not the visible
+    # contour the annotators of real faces mark, so renders teach the inner 51 points only.
+    point_weight = np.ones((len(gt), 68), np.float32)
+    point_weight[source == RENDER, :17] = 0.0
 
     def evaluate(idx):
+        """Held-out NME of the final shape, and hidden-landmark recall at 80% precision."""
         net.eval()
         with torch.no_grad():
-            out = []
+            out, vis = [], []
             for i in range(0, len(idx), 256):
                 b = idx[i:i + 256]
-                out.append(net(t(f48[b]), t(f24[b]), t(s0[b]))[-1].numpy())
+                shapes, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
+                out.append(shapes[-1].numpy())
+                vis.append(logits.numpy())
         pred = np.concatenate(out)
-        return float((np.linalg.norm(pred - gt[idx], axis=-1).mean(-1) / iod[idx]).mean())
+        nme = float((np.linalg.norm(pred - gt[idx], axis=-1).mean(-1) / iod[idx]).mean())
+        return nme, recall_at_precision(~visible[idx].ravel(), np.concatenate(vis).ravel(), 0.8)
 
     base_val = float((np.linalg.norm(s0[val] - gt[val], axis=-1).mean(-1) / iod[val]).mean())
     base_roi = float((np.linalg.norm(s0[val_roi] - gt[val_roi], axis=-1).mean(-1) / iod[val_roi]).mean())
@@ -272,19 +404,21 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
         for i in range(0, len(order), batch):
             b = np.sort(order[i:i + batch])
             g = t(gt[b])
-            shapes = net(t(f48[b]), t(f24[b]), t(s0[b]))
-            loss = sum(nme_loss(s, g, t(iod[b])) for s in shapes) / len(shapes)
+            shapes, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
+            landmark_loss = sum(nme_loss(s, g, t(iod[b]), t(point_weight[b])) for s in shapes) / len(shapes)
+            loss = landmark_loss + VIS_WEIGHT * F.binary_cross_entropy_with_logits(logits, t(visible[b]))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b)
+            total += float(landmark_loss.detach()) * len(b)
         sched.step()
-        v = evaluate(val)
-        v_roi = evaluate(val_roi)
+        v, v_recall = evaluate(val)
+        v_roi, _ = evaluate(val_roi)
         if v < best:
             best, best_epoch = v, epoch
             torch.save(net.state_dict(), CHECKPOINT)
         print(f"epoch {epoch:3d}  train {100 * total / len(trn):.2f}%  val {100 * v:.2f}% (ROI crops {100 * v_roi:.2f}%)  "
+              f"hidden recall@80%P {100 * v_recall:.1f}%  "
               f"best {100 * best:.2f}% (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
     print(f"training: {time.perf_counter() - started:.0f} s, best validation NME {100 * best:.2f}% "
           f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%)")
@@ -303,7 +437,7 @@ def export() -> None:
     net.load_state_dict(torch.load(CHECKPOINT))
     net.eval()
     model = Export(net).eval()
-    f48, f24, s0, _, _ = load_data()
+    f48, f24, s0, _, _, _, _ = load_data()
     x = (torch.from_numpy(f48[:3].astype(np.float32)), torch.from_numpy(f24[:3].astype(np.float32)),
          torch.from_numpy(s0[:3]))
     # The hand-written sampler is grid_sample with align_corners=False and border padding.
@@ -313,20 +447,23 @@ def export() -> None:
     print(f"sampler vs grid_sample: max |diff| {float((sample(x[0], pts) - ref).abs().max()):.2e}")
     ONNX_PATH.parent.mkdir(exist_ok=True)
     torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
-                      input_names=["features_48", "features_24", "landmarks"], output_names=["refined"],
-                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", "refined")})
+                      input_names=["features_48", "features_24", "landmarks"], output_names=["refined", "visibility"],
+                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", "refined",
+                                                          "visibility")})
     with torch.no_grad():
-        want = model(*x).numpy()
+        want, want_vis = (v.numpy() for v in model(*x))
     sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"features_48": x[0].numpy(), "features_24": x[1].numpy(), "landmarks": x[2].numpy()})[0]
-    print(f"ONNX Runtime vs PyTorch: max |diff| {np.abs(got - want).max():.2e} px; "
-          f"{ONNX_PATH.stat().st_size / 1e6:.2f} MB")
+    got, got_vis = sess.run(None, {"features_48": x[0].numpy(), "features_24": x[1].numpy(),
+                                   "landmarks": x[2].numpy()})
+    print(f"ONNX Runtime vs PyTorch: max |diff| {np.abs(got - want).max():.2e} px, visibility "
+          f"{np.abs(got_vis - want_vis).max():.2e}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
     try:
         cvnet = cv2.dnn.readNetFromONNX(str(ONNX_PATH))
         for name, v in zip(("features_48", "features_24", "landmarks"), x):
             cvnet.setInput(np.ascontiguousarray(v.numpy()), name)
-        got_cv = cvnet.forward("refined")
-        print(f"OpenCV DNN vs PyTorch: max |diff| {np.abs(got_cv.reshape(want.shape) - want).max():.2e} px")
+        got_cv, got_cv_vis = cvnet.forward(["refined", "visibility"])
+        print(f"OpenCV DNN vs PyTorch: max |diff| {np.abs(got_cv.reshape(want.shape) - want).max():.2e} px, "
+              f"visibility {np.abs(got_cv_vis.reshape(want_vis.shape) - want_vis).max():.2e}")
     except cv2.error as exc:
         print(f"OpenCV DNN cannot run it: {str(exc).strip().splitlines()[-1]}")
 
@@ -372,10 +509,10 @@ def evaluate(folder: Path) -> None:
             continue
         roi = meshes[index].roi
         out = session.run(to_batch(crop(image, roi, CROP)[None]))
-        # Baseline: the same detection's ridge landmarks, exactly as tools/evaluate.py matches them.
-        base = tr.mapping.landmarks(meshes[index])
+        # Baseline: the same detection's plain ridge landmarks (no refiner).
+        base = crop_points_to_image(tr.mapping.crop_landmarks(meshes[index].crop_points), roi, CROP)
         s0 = tr.mapping.crop_landmarks(out["landmarks"].reshape(468, 3).astype(np.float64))
-        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0]
+        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0][0]
         pred = crop_points_to_image(refined.astype(np.float64), roi, CROP)
         iod = inter_ocular(item.points)
         base_err.append(np.linalg.norm(base - item.points, axis=1) / iod)
@@ -406,6 +543,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("data", "train", "export", "evaluate", "all"))
     parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
+    parser.add_argument("--renders", type=int, default=1000,
+                        help="ICT renders (seeds 0..N-1) added to the training data, for large poses and expressions")
+    parser.add_argument("--render-augmentations", type=int, default=3, help="perturbed crops per render")
+    parser.add_argument("--occluded", type=float, default=0.5, help="share of perturbed crops given an occluder")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
     parser.add_argument("--batch", type=int, default=64)
@@ -414,7 +555,7 @@ def main() -> int:
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="evaluation folder")
     args = parser.parse_args()
     if args.stage in ("data", "all"):
-        make_data(args.augmentations, args.seed)
+        make_data(args.augmentations, args.seed, args.occluded, args.renders, args.render_augmentations)
     if args.stage in ("train", "all"):
         train(args.epochs, args.seed, args.batch, args.lr, args.stop_after)
     if args.stage in ("export", "all"):

@@ -9,6 +9,7 @@ network's feature maps sampled at the points.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,18 @@ IBUG68_MIRROR = np.array(
 )
 
 
+@dataclass
+class CropLandmarks:
+    """One face's 68 landmarks in its crop's pixels, from the crop and (if run) from its mirror."""
+
+    direct: np.ndarray  # 68×2
+    mirror: np.ndarray | None = None  # 68×2 in the mirrored crop's pixels and iBUG order
+    initial: np.ndarray | None = None  # the linear map's 68×2 before the refiner moved them (None: no refiner)
+    mirror_initial: np.ndarray | None = None  # the same for the mirrored crop
+    visibility: np.ndarray | None = None  # 68 in [0, 1] (refiner only): not hidden by an occluder
+    mirror_visibility: np.ndarray | None = None  # the same from the mirrored crop, in its iBUG order
+
+
 def mesh_features(crop_points: np.ndarray) -> np.ndarray:
     """Regression input: the 468×3 crop-space mesh, normalised to the crop size."""
     return (np.asarray(crop_points, np.float64) / MESH_INPUT).reshape(-1)
@@ -55,20 +68,25 @@ class Mesh68Mapping:
         """68×2 landmarks in crop pixels from the linear map alone (the refiner's starting shape)."""
         return (mesh_features(crop_points) @ self.weights + self.bias).reshape(68, 2) * MESH_INPUT
 
-    def predict(self, mesh: MeshResult) -> tuple[np.ndarray, np.ndarray | None]:
-        """68×2 crop-pixel landmarks of the crop and, if the mesh ran on it, of its mirror (in the
-        mirrored crop's pixels); refined when a refiner is set and the mesh kept its feature maps."""
+    def predict(self, mesh: MeshResult) -> CropLandmarks:
+        """The crop's 68 landmarks and, if the mesh ran on it, its mirror's; refined (with visibility)
+        when a refiner is set and the mesh kept its feature maps."""
         shapes = [self.crop_landmarks(mesh.crop_points)]
         maps = [mesh.features]
         if mesh.mirror_crop_points is not None:
             shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
             maps.append(mesh.mirror_features)
-        if self.refiner is not None and all(m is not None for m in maps):
-            # Face and mirror in one batch of two.
-            shapes = list(self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]),
-                                              np.stack(shapes)).astype(np.float64))
-        return shapes[0], shapes[1] if len(shapes) > 1 else None
+        if self.refiner is None or any(m is None for m in maps):
+            return CropLandmarks(direct=shapes[0], mirror=shapes[1] if len(shapes) > 1 else None)
+        # Face and mirror in one batch of two.
+        refined, visibility = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]),
+                                                  np.stack(shapes))
+        refined, visibility = refined.astype(np.float64), visibility.astype(np.float64)
+        mirrored = len(shapes) > 1
+        return CropLandmarks(direct=refined[0], mirror=refined[1] if mirrored else None,
+                             initial=shapes[0], mirror_initial=shapes[1] if mirrored else None,
+                             visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None)
 
     def landmarks(self, mesh: MeshResult) -> np.ndarray:
         """68×2 landmarks in image pixels (the direct prediction)."""
-        return crop_points_to_image(self.predict(mesh)[0], mesh.roi, MESH_INPUT)
+        return crop_points_to_image(self.predict(mesh).direct, mesh.roi, MESH_INPUT)

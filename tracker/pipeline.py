@@ -9,18 +9,21 @@ import numpy as np
 from tracker.detector import FaceDetector
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
-from tracker.mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
+from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
+from tracker.roi import crop_points_to_image
 from tracker.smoothing import FaceSmoother
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
 
-# Confidence below which a landmark is reported occluded (tools/evaluate_occlusion.py on afw).
-# Taking low-confidence points from the fitted 3D model instead was measured and dropped: on afw
-# it raised NME (4.26% -> 4.37% at confidence < 0.1), as the mirror error is a weak cue here.
-OCCLUDED_BELOW = 0.2
+# The refiner's visibility below which a landmark is reported occluded (hidden by something in
+# front of the face). Low mirror confidence alone is not: on afw with synthetic occluders, flags from
+# confidence < 0.2 were right 16% of the time (tools/evaluate_occlusion.py). Taking low-confidence
+# points from the fitted 3D model instead was measured and dropped too: on afw it raised NME
+# (4.26% -> 4.37% at confidence < 0.1), as the mirror error is a weak cue here.
+HIDDEN_BELOW = 0.5
 
 
 @dataclass
@@ -96,9 +99,13 @@ class FaceTracker:
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
         for t in tracks.tracks:
-            rel = assess(t.mesh, self.mapping, self.calibration) if t.mesh.mirror_crop_points is not None else None
-            landmarks = rel.landmarks if rel else self.mapping.landmarks(t.mesh)
-            face = FaceResult(id=t.id, bbox=np.zeros(4), score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh)
+            prediction = self.mapping.predict(t.mesh)
+            rel = assess(prediction, t.mesh.roi, self.calibration) if prediction.mirror is not None else None
+            landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, t.mesh.roi, MESH_INPUT)
+            visibility = rel.visibility if rel else prediction.visibility
+            hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
+            face = FaceResult(id=t.id, bbox=np.zeros(4), score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh,
+                              landmark_visibility=visibility)
             if rel is not None:
                 face.landmark_confidence = rel.confidence
             if self.fitter is not None:
@@ -110,13 +117,11 @@ class FaceTracker:
                 if fit.ok:
                     t.fit = fit.state
                 face.fit_ok = fit.ok
-                face.occluded = fit.self_occluded.copy()
+                face.occluded = fit.self_occluded | hidden
                 face.pose = head_pose(fit.state)
                 face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
-                if rel is not None:
-                    face.occluded |= rel.confidence < OCCLUDED_BELOW
-            elif rel is not None:
-                face.occluded = rel.confidence < OCCLUDED_BELOW
+            elif visibility is not None:
+                face.occluded = hidden
             if self.config.smooth and not still:
                 _smooth(face, t.smoother, time_s)
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).

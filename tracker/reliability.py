@@ -1,13 +1,20 @@
 """Mirror-flip reliability (the TSCPR idea): how far to trust each landmark.
 
-The face mesh runs on each face crop and on its horizontal mirror in one batch.
-The mirror's 68 landmarks, mapped back (x → w − 1 − x in the crop, left/right
-indices swapped), would equal the direct ones if the network were sure; their
-per-landmark distance, the mirror error, is strongly correlated with the true
-error. A monotone map calibrated on afw (tools/calibrate_confidence.py) turns it
-into the expected error and a confidence in [0, 1]. Where the two agree the
-landmark is their average (which is also more accurate than either); where they
-disagree strongly the pipeline takes the point from the fitted 3D model instead.
+The face mesh runs on each face crop and on its horizontal mirror in one batch,
+and the refiner refines both. Mapped back (x → w − 1 − x in the crop, left/right
+indices swapped), the mirror's 68 landmarks would equal the direct ones if the
+networks were sure. The mirror error of a landmark is the spread of its four
+predictions (the linear map's and the refiner's, on the crop and on the mirror):
+mean distance from their mean, in inter-ocular units; without the refiner, the
+two mirror-pass predictions. A monotone map calibrated on afw
+(tools/calibrate_confidence.py) turns it into each landmark's expected error
+(one map over errors normalised per landmark, since jaw points err more than eye
+corners) and a confidence in [0, 1]. The landmark itself is the average of the
+refiner's direct and mirrored predictions (more accurate than either).
+
+The refiner also rates each landmark's visibility (not hidden by an occluder), from the
+crop and from its mirror; the two are averaged, and a landmark's confidence is its
+mirror-based confidence times that visibility, so a covered point is never trusted.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from tracker.backends import ENGINES_DIR, BackendError
-from tracker.landmarks68 import IBUG68_MIRROR, Mesh68Mapping
-from tracker.mesh import MESH_INPUT, MeshResult
-from tracker.roi import crop_points_to_image
+from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
+from tracker.mesh import MESH_INPUT
+from tracker.roi import Roi, crop_points_to_image
 
 CALIBRATION_FILE = "confidence_calibration.npz"
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.
@@ -32,7 +39,8 @@ class Reliability:
     landmarks: np.ndarray  # 68×2 image pixels: the average of the direct and mapped-back mirror predictions
     mirror_error: np.ndarray  # 68, inter-ocular units
     expected_error: np.ndarray  # 68, inter-ocular units (calibrated)
-    confidence: np.ndarray  # 68 in [0, 1]
+    confidence: np.ndarray  # 68 in [0, 1]: calibrated mirror confidence × visibility
+    visibility: np.ndarray | None  # 68 in [0, 1] from the refiner (None without one)
 
 
 def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
@@ -43,7 +51,11 @@ def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
 
 
 class ConfidenceCalibration:
-    """Monotone map mirror error → expected landmark error, as knots (np.interp between them)."""
+    """Monotone map mirror error → expected landmark error.
+
+    Both are scaled per landmark (``error_scale``, ``signal_scale``: afw means relative to
+    the mean over all landmarks); one knot table (np.interp between them) maps the scaled
+    mirror error to the scaled expected error."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or ENGINES_DIR / CALIBRATION_FILE
@@ -53,25 +65,42 @@ class ConfidenceCalibration:
         data = np.load(path)
         self.mirror_error = data["mirror_error"]
         self.expected_error = data["expected_error"]
+        self.signal_scale = data["signal_scale"]
+        self.error_scale = data["error_scale"]
 
     def expected(self, mirror_error: np.ndarray) -> np.ndarray:
-        return np.interp(mirror_error, self.mirror_error, self.expected_error)
+        return np.interp(mirror_error / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
 
 
-def assess(mesh: MeshResult, mapping: Mesh68Mapping, calibration: ConfidenceCalibration | None) -> Reliability:
-    """Fuse the direct and mirrored predictions of one face and rate each landmark.
+def mirror_spread(prediction: CropLandmarks) -> np.ndarray:
+    """Each landmark's mirror error in crop pixels: the mean distance of its (two or four)
+    predictions, mirror ones mapped back, from their mean."""
+    shapes = [prediction.direct, mirror_back(prediction.mirror)]
+    if prediction.initial is not None and prediction.mirror_initial is not None:
+        shapes += [prediction.initial, mirror_back(prediction.mirror_initial)]
+    stack = np.stack(shapes)
+    return np.linalg.norm(stack - stack.mean(0), axis=2).mean(0)
+
+
+def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibration | None) -> Reliability:
+    """Fuse the direct and mirrored predictions of one face (cropped at ``roi``) and rate each landmark.
 
     Without a calibration (as when calibrating), expected error and confidence are NaN.
     """
-    direct, mirror = mapping.predict(mesh)
-    mirrored = mirror_back(mirror)
-    fused = 0.5 * (direct + mirrored)
+    if prediction.mirror is None:
+        raise ValueError("assess needs the mirrored prediction (run the mesh with mirror=True)")
+    fused = 0.5 * (prediction.direct + mirror_back(prediction.mirror))
     eyes = float(np.linalg.norm(fused[36] - fused[45]))
-    error = np.linalg.norm(direct - mirrored, axis=1) / max(eyes, 1e-6)
+    error = mirror_spread(prediction) / max(eyes, 1e-6)
+    visibility = None
+    if prediction.visibility is not None and prediction.mirror_visibility is not None:
+        visibility = 0.5 * (prediction.visibility + prediction.mirror_visibility[IBUG68_MIRROR])
     if calibration is None:
         expected = confidence = np.full(68, np.nan)
     else:
         expected = calibration.expected(error)
         confidence = np.clip(1.0 - expected / FAILURE_ERROR, 0.0, 1.0)
-    return Reliability(landmarks=crop_points_to_image(fused, mesh.roi, MESH_INPUT), mirror_error=error,
-                       expected_error=expected, confidence=confidence)
+        if visibility is not None:
+            confidence = confidence * visibility
+    return Reliability(landmarks=crop_points_to_image(fused, roi, MESH_INPUT), mirror_error=error,
+                       expected_error=expected, confidence=confidence, visibility=visibility)

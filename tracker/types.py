@@ -57,7 +57,8 @@ class FaceResult:
     landmarks: np.ndarray  # 68×2 image pixels, iBUG order
     mesh: MeshResult  # the face mesh this frame: ROI, crop-space and image-space points
     landmark_confidence: np.ndarray | None = None  # 68 in [0, 1], from the mirror check
-    occluded: np.ndarray | None = None  # 68 bool: hidden by the head itself, or not trusted
+    landmark_visibility: np.ndarray | None = None  # 68 in [0, 1], from the refiner: not hidden by an occluder
+    occluded: np.ndarray | None = None  # 68 bool: hidden by the head itself or by something in front of it
     pose: Pose | None = None
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
@@ -72,6 +73,8 @@ class FaceResult:
         }
         if self.landmark_confidence is not None:
             record["landmark_confidence"] = [round(float(v), 3) for v in self.landmark_confidence]
+        if self.landmark_visibility is not None:
+            record["landmark_visibility"] = [round(float(v), 3) for v in self.landmark_visibility]
         if self.occluded is not None:
             record["occluded"] = [bool(v) for v in self.occluded]
         if self.pose is not None:

@@ -1,0 +1,106 @@
+"""Mirror-flip reliability: the map-back is exact, and a covered landmark is trusted less than its twin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
+from tracker.mesh import MESH_INPUT
+from tracker.reliability import assess, mirror_back
+from tracker.roi import Roi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+
+def mirror_of(points: np.ndarray) -> np.ndarray:
+    """What a perfect network would predict on the horizontally mirrored crop."""
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[:, 0] = (MESH_INPUT - 1) - out[:, 0]
+    return out[IBUG68_MIRROR]
+
+
+def test_mirror_back_is_an_exact_involution() -> None:
+    rng = np.random.default_rng(0)
+    shape = rng.uniform(20, 170, (68, 2))
+    assert np.allclose(mirror_back(mirror_of(shape)), shape, rtol=0, atol=1e-12)
+    assert np.allclose(mirror_of(mirror_back(shape)), shape, rtol=0, atol=1e-12)
+    # A point on the crop's vertical centre line maps onto itself (x -> w - 1 - x).
+    centre = np.full((68, 2), (MESH_INPUT - 1) / 2)
+    assert np.array_equal(mirror_back(centre), centre)
+
+
+def test_assess_agreeing_passes_give_zero_mirror_error_and_average_visibility() -> None:
+    rng = np.random.default_rng(1)
+    shape = rng.uniform(20, 170, (68, 2))
+    shape[36], shape[45] = (60.0, 80.0), (130.0, 80.0)
+    visibility = rng.uniform(0, 1, 68)
+    prediction = CropLandmarks(direct=shape, mirror=mirror_of(shape), visibility=visibility,
+                               mirror_visibility=visibility[IBUG68_MIRROR])
+    rel = assess(prediction, Roi(cx=96.0, cy=96.0, size=192.0, angle=0.0), None)
+    assert np.allclose(rel.mirror_error, 0.0)
+    assert np.allclose(rel.visibility, visibility)
+    # A disagreement at one point shows up at that point only, in inter-ocular units.
+    moved = mirror_of(shape)
+    moved[IBUG68_MIRROR[10]] += (7.0, 0.0)  # the mirror's entry that maps back onto landmark 10
+    rel = assess(CropLandmarks(direct=shape, mirror=moved), Roi(cx=96.0, cy=96.0, size=192.0, angle=0.0), None)
+    # Two predictions 7 px apart: each lies 3.5 px from their mean.
+    assert rel.mirror_error[10] == pytest.approx(3.5 / np.linalg.norm(
+        0.5 * (shape[36] + mirror_back(moved)[36]) - 0.5 * (shape[45] + mirror_back(moved)[45])))
+    assert np.allclose(np.delete(rel.mirror_error, 10), 0.0)
+
+
+def test_a_covered_landmark_gets_lower_confidence_than_its_visible_twin() -> None:
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("onnxruntime")
+    from landmark_data import LANDMARKS68, load_folder, match_face
+
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    folder = LANDMARKS68 / "afw"
+    if not folder.is_dir():
+        pytest.skip(f"shared data not found at {folder}")
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8))
+    covered_conf, twin_conf, covered_flag, twin_flag = [], [], [], []
+    for item in load_folder(folder)[:12]:
+        image = cv2.imread(str(item.image_path))
+        pts = item.points
+        iod = np.linalg.norm(pts[36] - pts[45])
+        if abs(pts[36, 1] - pts[45, 1]) > 0.3 * iod:  # a tilted face: its eye box would catch the brow
+            continue
+        # A skin-coloured patch over the subject's right eye (36-41); its twins are the left eye (42-47).
+        x0, y0 = pts[36:42].min(0) - 0.15 * iod
+        x1, y1 = pts[36:42].max(0) + 0.15 * iod
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), (120, 150, 200), -1)
+        faces = tracker.process(image, still=True).faces
+        index = match_face([f.landmarks for f in faces], pts, tolerance=1.0)
+        if index is None:
+            continue
+        face = faces[index]
+        covered_conf.append(face.landmark_confidence[36:42].mean())
+        twin_conf.append(face.landmark_confidence[IBUG68_MIRROR[36:42]].mean())
+        covered_flag.append(face.occluded[36:42].mean())
+        twin_flag.append(face.occluded[IBUG68_MIRROR[36:42]].mean())
+    if len(covered_conf) < 4:
+        pytest.skip("too few frontal afw faces found")
+    covered_conf, twin_conf = np.array(covered_conf), np.array(twin_conf)
+    assert covered_conf.mean() < 0.5 * twin_conf.mean()
+    assert (covered_conf < twin_conf).mean() >= 0.75
+    assert np.mean(covered_flag) > np.mean(twin_flag) + 0.5
+
+
+def test_four_way_mirror_spread_counts_the_linear_maps_guesses_too() -> None:
+    from tracker.reliability import mirror_spread
+
+    rng = np.random.default_rng(2)
+    shape = rng.uniform(20, 170, (68, 2))
+    shift = np.array([2.0, 0.0])
+    # The refiner agrees with itself; the linear map's two guesses sit 2 px to either side.
+    prediction = CropLandmarks(direct=shape, mirror=mirror_of(shape), initial=shape + shift,
+                               mirror_initial=mirror_of(shape - shift))
+    assert np.allclose(mirror_spread(prediction), 1.0)
+    # Without the refiner's initial guesses it is the two-pass spread, here 0.
+    assert np.allclose(mirror_spread(CropLandmarks(direct=shape, mirror=mirror_of(shape))), 0.0)
