@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from tracker import fitting
 from tracker.fitting import (
     IDENTITY_COMPONENTS,
     IDENTITY_FRAMES,
+    MESH_FIT_POINTS,
     FaceFitter,
     FitState,
     camera_for,
@@ -141,3 +143,40 @@ def test_depth_and_translation_are_recovered(fitter):
     assert head_pose(result.state).quaternion[0] > 0.9
     # The default camera assumes a focal length of the image width.
     np.testing.assert_allclose(camera_for((640, 480)), [640.0, 319.5, 239.5])
+
+
+def with_depth(fitter, pts, state, noise, rng):
+    """Observation rows plus the mesh rows' relative depth in pixels at the face's distance (+ noise)."""
+    m = fitter.model
+    turned = (m.mean + np.tensordot(state.identity, m.identity, 1)
+              + np.tensordot(state.expression, m.expression, 1)) @ (state.rotation @ MODEL_TO_CAMERA).T
+    rows = np.full((len(pts), 3), np.nan)
+    rows[:, :2] = pts
+    mesh_rows = slice(len(pts) - len(MESH_FIT_POINTS), len(pts))
+    z = turned[m.candidates[mesh_rows, 0], 2] * CAMERA[0] / state.translation[2]
+    rows[mesh_rows, 2] = z + 123.0 + rng.normal(0, noise, len(z))  # any offset: only relative depth counts
+    return rows
+
+
+def test_depth_rows_recover_pose_and_pull_pitch(fitter, monkeypatch):
+    rng = np.random.default_rng(5)
+    identity = np.zeros(IDENTITY_COMPONENTS)
+    errors = []
+    for _ in range(10):
+        yaw, pitch, roll = rng.uniform(-30, 30), rng.uniform(-20, 20), rng.uniform(-10, 10)
+        pts, truth = synthetic(fitter, rng, yaw, pitch, roll, identity, ["jawOpen"])
+        result = fitter.fit(with_depth(fitter, pts, truth, 1.0, rng), CAMERA)
+        assert result.ok
+        errors.append(np.abs(np.array(matrix_to_euler(result.state.rotation)) - (yaw, pitch, roll)))
+    assert np.mean(errors, 0).max() < 1.0
+    # Depth that says the head is nodded 15° further: the fit follows it part way, more with more weight.
+    pts, truth = synthetic(fitter, rng, 0.0, 0.0, 0.0, identity, [], noise=0.0)
+    nodded = FitState(rotation=euler_to_matrix(0.0, 15.0, 0.0), translation=truth.translation,
+                      expression=truth.expression, identity=identity)
+    rows = with_depth(fitter, pts, nodded, 0.0, rng)
+    pitches = []
+    for weight in (0.0, 0.1, 1.0):
+        monkeypatch.setattr(fitting, "DEPTH_WEIGHT", weight)
+        pitches.append(matrix_to_euler(fitter.fit(rows, CAMERA).state.rotation)[1])
+    assert abs(pitches[0]) < 0.5
+    assert 0.5 < pitches[1] < pitches[2] < 15.0

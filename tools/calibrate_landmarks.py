@@ -63,7 +63,7 @@ def main() -> int:
         faces = tracker.process(image, still=True).faces
         if not faces or abs(truth["yaw"]) > 60:
             continue
-        obs = FaceFitter.observations(faces[0].landmarks, faces[0].mesh.points)
+        obs = FaceFitter.observations(faces[0].landmarks, faces[0].mesh.points)[:, :2]
         rot = euler_to_matrix(truth["yaw"], truth["pitch"], truth["roll"])
         rb = rot @ MODEL_TO_CAMERA
         ident = np.array(truth["identity"])[: model.identity.shape[0]]

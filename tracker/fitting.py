@@ -19,6 +19,11 @@ iteration the jaw contour points slide to the candidate on the face's
 silhouette for the current pose (RDR's sliding contour), so a turned head does
 not drag the jaw onto the cheek. Residuals are divided by the observed
 outer-eye-corner distance, so the priors mean the same at every face size.
+
+Observations: the 17 jaw landmarks, the 8 eyelid landmarks of the 68 (they follow
+a blink further than the mesh's own lids), and face-mesh points; for the mesh's
+rigid points also its relative depth z (DEPTH_WEIGHT), which fixes the 2D points'
+under-reading of pitch (gain 0.76 → about 0.9 on renders).
 """
 
 from __future__ import annotations
@@ -44,18 +49,31 @@ IDENTITY_FRAMES = 30  # frames a track spends estimating identity before holding
 # than the 68 mapped landmarks; the mesh's own face-oval points are left out because at a
 # turn they do not follow the silhouette.
 MESH_FIT_POINTS = np.array([
-    33, 160, 158, 133, 153, 144,  # subject's right eye: corners, upper and lower lid
-    263, 387, 385, 362, 380, 373,  # left eye
+    33, 133,  # subject's right eye corners
+    263, 362,  # left eye corners
     61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,  # outer lips
     78, 81, 13, 311, 308, 402, 14, 178,  # inner lips
     70, 105, 107, 55, 65, 300, 334, 336, 285, 295,  # brows
     1, 4, 6, 168, 98, 327, 2, 19,  # nose
     10, 151, 50, 280, 123, 352, 205, 425,  # forehead and cheeks
 ])
-JAW_ROWS = 17  # observation rows 0-16 are the jaw landmarks; the mesh points follow
+# iBUG landmarks the fit observes besides the jaw: the eyelids (upper 37, 38 / 43, 44; lower 41, 40 /
+# 47, 46). The mesh's own lids close only about a quarter of the way on a closed eye; the refined
+# 68 points follow a blink much further (tools/evaluate_renders.py), so blinks are fitted to them.
+# Weight of the mesh's relative depth (z) rows next to its x, y rows. The 2D points alone under-read
+# pitch (gain about 0.75 on renders): a nod moves points mostly in depth, which the mesh network
+# estimates too. Only the rigid points' depth is used (eye corners, nose, forehead, cheeks), against
+# the mean face's, so depth informs the pose only: on lips and brows it moved expressions the wrong
+# way, and through identity it skewed jawOpen. Chosen on training renders (seeds < 1000,
+# tools/tune_depth_weight.py).
+DEPTH_WEIGHT = 0.1
+DEPTH_POINTS = np.array([33, 133, 263, 362, 1, 4, 6, 168, 98, 327, 2, 19, 10, 151, 50, 280, 123, 352, 205, 425])
+LID_LANDMARKS = np.array([37, 38, 41, 40, 43, 44, 47, 46])
+JAW_ROWS = 17  # observation rows 0-16 are the jaw landmarks; the lids, then the mesh points follow
+LANDMARK_ROWS = np.concatenate([np.arange(JAW_ROWS), LID_LANDMARKS])
 # Rows of the outer eye corners (mesh 33 and 263): the residual scale.
-EYE_ROWS = (JAW_ROWS + int(np.nonzero(MESH_FIT_POINTS == 33)[0][0]),
-            JAW_ROWS + int(np.nonzero(MESH_FIT_POINTS == 263)[0][0]))
+EYE_ROWS = (len(LANDMARK_ROWS) + int(np.nonzero(MESH_FIT_POINTS == 33)[0][0]),
+            len(LANDMARK_ROWS) + int(np.nonzero(MESH_FIT_POINTS == 263)[0][0]))
 
 
 @dataclass
@@ -86,6 +104,7 @@ class FaceModel:
         d = np.load(path)
         lm68, contour, mesh = d["lm68"].astype(np.int64), d["contour"].astype(np.int64), d["mesh468"].astype(np.int64)
         rows = [[int(lm68[k]), *(int(p) for p in contour[k] if p >= 0 and p != lm68[k])] for k in range(JAW_ROWS)]
+        rows += [[int(lm68[k])] for k in LID_LANDMARKS]
         rows += [[int(mesh[j])] for j in MESH_FIT_POINTS]
         used = np.unique(np.concatenate([lm68, *[np.array(r) for r in rows]]))
         remap = -np.ones(len(d["mean"]), dtype=np.int64)
@@ -236,7 +255,7 @@ def _contour(neutral, rb, candidates, slide):
 
 
 @njit(cache=True, fastmath=True)
-def _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id):
+def _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id):
     f, cx, cy = cam[0], cam[1], cam[2]
     c = 0.0
     for i in range(obs.shape[0]):
@@ -246,6 +265,24 @@ def _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id
         ru = sw[i] * (f * qx / qz + cx - obs[i, 0]) / norm
         rv = sw[i] * (f * qy / qz + cy - obs[i, 1]) / norm
         c += ru * ru + rv * rv
+    # Relative depth rows: the mean face's camera depths (rigid points), in pixels at the face's
+    # distance, against the mesh's own depths, both about their weighted means.
+    m_y, m_z, sum_w = 0.0, 0.0, 0.0
+    for i in range(obs.shape[0]):
+        if dw[i] > 0.0:
+            wi = dw[i] * dw[i]
+            m_y += wi * (rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2])
+            m_z += wi * obs[i, 2]
+            sum_w += wi
+    if sum_w > 0.0:
+        m_y /= sum_w
+        m_z /= sum_w
+        scale = f / tr[2]
+        for i in range(obs.shape[0]):
+            if dw[i] > 0.0:
+                y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
+                rz = dw[i] * (scale * (y2 - m_y) - (obs[i, 2] - m_z)) / norm
+                c += rz * rz
     for j in range(expr.shape[0]):
         c += expr_prior * expr[j] * expr[j]
     for k in range(n_id):
@@ -254,11 +291,13 @@ def _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id
 
 
 @njit(cache=True, fastmath=True)
-def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr, cam, expr, alpha, neutral,
+def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot, tr, cam, expr, alpha, neutral,
                   fit_identity, iterations, expr_prior, id_prior, norm):
     """Levenberg-Marquardt fit of the model to 2D points through a pinhole camera
     ``cam`` = (focal, cx, cy); returns (rot, translation_cm, expr, alpha, cost).
 
+    ``obs`` is N×3: image x, y and a relative depth in pixels (the face mesh's z), used by the
+    rows with depth weight ``wd`` > 0 (about the weighted mean depth, so only its shape counts).
     ``neutral`` is identity_shape(mean, id_basis, alpha), passed in so a held identity is not rebuilt.
     """
     n_pts = obs.shape[0]
@@ -268,6 +307,12 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr,
     f = cam[0]
     flip = np.array([1.0, -1.0, -1.0])
     sw = np.sqrt(w)
+    dw = np.sqrt(wd)
+    depth_rows = np.nonzero(dw > 0.0)[0]
+    n_depth = depth_rows.shape[0]
+    sum_wd = 0.0
+    for i in depth_rows:
+        sum_wd += wd[i]
     rot = rot.copy()
     tr = tr.copy()
     expr = expr.copy()
@@ -276,9 +321,12 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr,
     rb = rot * flip  # R · B: B flips the model's y and z columns
     chosen = _contour(neutral, rb, candidates, slide)
     x = _landmark_shape(neutral, exp_basis, expr, chosen)
-    cost = _cost(obs, sw, x, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id)
-    jac = np.zeros((2 * n_pts, n_par))
-    res = np.zeros(2 * n_pts)
+    # Depth rows compare the mean face's depths (rigid points: only the pose moves them).
+    xd = _landmark_shape(mean, exp_basis, np.zeros(n_exp), chosen)
+    cost = _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id)
+    jac = np.zeros((2 * n_pts + n_depth, n_par))
+    res = np.zeros(2 * n_pts + n_depth)
+    dy2 = np.zeros((n_depth, n_par))  # d(model camera depth)/d(parameters) of the depth rows
     for _ in range(iterations):
         # Weighted residuals and Jacobian rows; H = JᵀJ and g = Jᵀr go to BLAS.
         for i in range(n_pts):
@@ -312,6 +360,36 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr,
                     jac[row, 6 + j] = r0 * exp_basis[j, pi, 0] + r1 * exp_basis[j, pi, 1] + r2 * exp_basis[j, pi, 2]
                 for k in range(n_id):
                     jac[row, 6 + n_exp + k] = r0 * id_basis[k, pi, 0] + r1 * id_basis[k, pi, 1] + r2 * id_basis[k, pi, 2]
+        if n_depth > 0:
+            # Depth rows: residual dw·(s·(y2 − ȳ2) − (z − z̄))/norm with s = f/t_z; the weighted means
+            # make every row depend on all of them, so the mean derivative is taken off each row.
+            scale = f / tr[2]
+            m_y, m_z = 0.0, 0.0
+            mean_d = np.zeros(n_par)
+            for r in range(n_depth):
+                i = depth_rows[r]
+                y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
+                y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
+                y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
+                m_y += wd[i] * y2
+                m_z += wd[i] * obs[i, 2]
+                dy2[r, 0] = y1
+                dy2[r, 1] = -y0
+                for u in range(n_par):
+                    mean_d[u] += wd[i] * dy2[r, u]
+            m_y /= sum_wd
+            m_z /= sum_wd
+            for u in range(n_par):
+                mean_d[u] /= sum_wd
+            for r in range(n_depth):
+                i = depth_rows[r]
+                row = 2 * n_pts + r
+                y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
+                g_ = dw[i] / norm
+                res[row] = g_ * (scale * (y2 - m_y) - (obs[i, 2] - m_z))
+                for u in range(n_par):
+                    jac[row, u] = g_ * scale * (dy2[r, u] - mean_d[u])
+                jac[row, 5] = -g_ * scale / tr[2] * (y2 - m_y)  # s = f/t_z
         h = jac.T @ jac
         g = jac.T @ res
         for j in range(n_exp):
@@ -347,7 +425,7 @@ def fit_landmarks(obs, w, mean, id_basis, exp_basis, candidates, slide, rot, tr,
             new_rb = new_rot * flip
             new_chosen = _contour(new_neutral, new_rb, candidates, slide)
             new_x = _landmark_shape(new_neutral, exp_basis, new_expr, new_chosen)
-            new_cost = _cost(obs, sw, new_x, new_rb, new_tr, cam, norm, new_expr, expr_prior, new_alpha,
+            new_cost = _cost(obs, sw, dw, new_x, xd, new_rb, new_tr, cam, norm, new_expr, expr_prior, new_alpha,
                              id_prior, n_id)
             if new_cost <= cost:
                 converged = cost - new_cost < 1e-7 * cost  # no further gain worth an iteration
@@ -372,7 +450,7 @@ def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray,
     m = w > 0
     x = model_points[m]
     a_rows = np.hstack([x, np.ones((len(x), 1))])
-    sol, *_ = np.linalg.lstsq(a_rows * np.sqrt(w[m])[:, None], obs[m] * np.sqrt(w[m])[:, None], rcond=None)
+    sol, *_ = np.linalg.lstsq(a_rows * np.sqrt(w[m])[:, None], obs[m, :2] * np.sqrt(w[m])[:, None], rcond=None)
     affine = sol[:3].T  # 2×3: s · (R·B)[:2]
     n0, n1 = np.linalg.norm(affine[0]), np.linalg.norm(affine[1])
     s = 0.5 * (n0 + n1)
@@ -401,6 +479,7 @@ class FaceFitter:
         self.id_prior = id_prior
         self.occluded_weight = occluded_weight
         self._row_points = self.model.candidates[:, 0]
+        self._rigid_rows = np.concatenate([np.zeros(len(LANDMARK_ROWS), bool), np.isin(MESH_FIT_POINTS, DEPTH_POINTS)])
 
     def neutral_state(self) -> FitState:
         return FitState(rotation=np.eye(3), translation=np.array([0.0, 0.0, 60.0]),
@@ -408,8 +487,13 @@ class FaceFitter:
 
     @staticmethod
     def observations(landmarks: np.ndarray, mesh: np.ndarray) -> np.ndarray:
-        """The fit's observation rows from the 68 landmarks and the 468 mesh points (pixels)."""
-        return np.concatenate([np.asarray(landmarks)[:JAW_ROWS, :2], np.asarray(mesh)[MESH_FIT_POINTS, :2]])
+        """The fit's observation rows from the 68 landmarks and the 468 mesh points: x, y in image
+        pixels and, for the mesh rows when the mesh has it, the mesh's relative depth z (NaN otherwise)."""
+        mesh = np.asarray(mesh, dtype=np.float64)
+        rows = np.full((len(LANDMARK_ROWS) + len(MESH_FIT_POINTS), 3), np.nan)
+        rows[:len(LANDMARK_ROWS), :2] = np.asarray(landmarks)[LANDMARK_ROWS, :2]
+        rows[len(LANDMARK_ROWS):, :mesh.shape[1]] = mesh[MESH_FIT_POINTS, :3]
+        return rows
 
     def _facing_away(self, points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
         return (self.model.normals[points] @ (rotation @ MODEL_TO_CAMERA).T)[:, 2] > 0.0  # camera z is forward
@@ -425,12 +509,19 @@ class FaceFitter:
         """Fit to the observation rows (see :meth:`observations`), pixels, seen by ``camera``
         (:func:`camera_for`); ``state`` warm-starts from the track's previous frame."""
         mdl = self.model
-        obs = np.array(observations, dtype=np.float64)
+        obs = np.full((len(observations), 3), np.nan)
+        given = np.asarray(observations, dtype=np.float64)
+        obs[:, :given.shape[1]] = given[:, :3]
         w = np.ones(len(obs)) if weights is None else np.array(weights, dtype=np.float64)
         previous = state or self.neutral_state()
         norm = _usable_input(obs, w, *EYE_ROWS)
         if norm == 0.0:
             return self._unfit(previous)
+        has_depth = np.isfinite(obs[:, 2]) & (w > 0.0) & self._rigid_rows
+        obs[~has_depth, 2] = 0.0
+        wd = np.where(has_depth, DEPTH_WEIGHT * w, 0.0)
+        if has_depth.sum() < 3:
+            wd[:] = 0.0
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
             rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
@@ -440,11 +531,12 @@ class FaceFitter:
             facing_away = self._facing_away(self._row_points, rot)
             facing_away[:JAW_ROWS] = False
             w = w * np.where(facing_away, self.occluded_weight, 1.0)
+            wd = wd * np.where(facing_away, self.occluded_weight, 1.0)
         neutral = previous.neutral
         if neutral is None:
             neutral = identity_shape(mdl.mean, mdl.identity, previous.identity)
         rot, tr, expr, alpha, cost = fit_landmarks(
-            obs, w, mdl.mean, mdl.identity, mdl.expression, mdl.candidates, mdl.slide, rot, tr, camera,
+            obs, w, wd, mdl.mean, mdl.identity, mdl.expression, mdl.candidates, mdl.slide, rot, tr, camera,
             previous.expression, previous.identity, neutral, fit_identity, iterations, self.expr_prior,
             self.id_prior, norm)
         if not (np.isfinite(cost) and np.all(np.isfinite(rot)) and np.all(np.isfinite(tr)) and tr[2] > 0):
