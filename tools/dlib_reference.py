@@ -5,7 +5,8 @@ dlib's ``shape_predictor_68_face_landmarks.dat`` (the file shipped in the
 ``face-recognition-models`` package) was trained on 300-W, which includes afw and
 helen: its numbers on afw are on its own training data, a reference and not a fair
 peer. A second table compares both models on held-out ICT renders (seeds >= 1000,
-tools/evaluate_renders.py's stills, |yaw| <= 45°), faces neither model has seen.
+tools/evaluate_renders.py's stills, |yaw| <= 45°), faces neither model has seen (though
+our refiner trains on other renders of the same ICT model, which favours ours).
 
 dlib runs as it is meant to: its HOG frontal face detector (upsample 1) on the RGB
 image, then the shape predictor on each face it finds. Where it finds no face near
@@ -244,8 +245,9 @@ def report_body(afw: dict | None, renders: dict | None, afw_name: str, render_no
     lines = [("**A reference, not a fair peer.** dlib's 68-point model (`shape_predictor_68_face_landmarks.dat` "
               "from `face-recognition-models`, dlib's HOG frontal face detector, upsample 1) was trained on 300-W, "
               "which includes afw and helen: its afw numbers are on its own training data. Ours is trained on "
-              "helen_train only, so afw is held out for us and not for dlib. Held-out faces neither model has "
-              "seen are in the second table. The fallback rows add the faces HOG misses, predicted by dlib from our "
+              "helen_train and ICT renders, so afw is held out for us and not for dlib. Faces neither model has "
+              "seen are in the second table, but they favour ours: our refiner trains on other renders of the "
+              "same ICT model (seeds below 1000), dlib on photographs only. The fallback rows add the faces HOG misses, predicted by dlib from our "
               "detector's box: a measure of dlib's predictor on those faces, not of its detector.")]
     if afw is not None:
         lines += ["", (f"**`{afw_name}`** ({afw['ours']['images']} images, dlib's training data): both models on "
