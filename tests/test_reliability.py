@@ -104,3 +104,14 @@ def test_four_way_mirror_spread_counts_the_linear_maps_guesses_too() -> None:
     assert np.allclose(mirror_spread(prediction), 1.0)
     # Without the refiner's initial guesses it is the two-pass spread, here 0.
     assert np.allclose(mirror_spread(CropLandmarks(direct=shape, mirror=mirror_of(shape))), 0.0)
+
+
+def test_calibration_signal_adds_each_faces_mean_mirror_error() -> None:
+    from tracker.reliability import calibration_signal
+
+    errors = np.vstack([np.linspace(0.0, 0.1, 68), np.full(68, 0.02)])
+    signal = calibration_signal(errors)
+    assert np.allclose(signal[0], errors[0] + 0.05)
+    assert np.allclose(signal[1], 0.04)
+    # One face (68 values) is treated the same as a row of many.
+    assert np.allclose(calibration_signal(errors[0]), signal[0])

@@ -7,9 +7,10 @@ networks were sure. The mirror error of a landmark is the spread of its four
 predictions (the linear map's and the refiner's, on the crop and on the mirror):
 mean distance from their mean, in inter-ocular units; without the refiner, the
 two mirror-pass predictions. A monotone map calibrated on afw
-(tools/calibrate_confidence.py) turns it into each landmark's expected error
-(one map over errors normalised per landmark, since jaw points err more than eye
-corners) and a confidence in [0, 1]. The landmark itself is the average of the
+(tools/calibrate_confidence.py) turns it, plus the face's mean mirror error (a
+point on a confused face is less trustworthy), into each landmark's expected
+error (one map over errors normalised per landmark, since jaw points err more
+than eye corners) and a confidence in [0, 1]. The landmark itself is the average of the
 refiner's direct and mirrored predictions (more accurate than either).
 
 The refiner also rates each landmark's visibility (not hidden by an occluder), from the
@@ -82,6 +83,12 @@ def mirror_spread(prediction: CropLandmarks) -> np.ndarray:
     return np.linalg.norm(stack - stack.mean(0), axis=2).mean(0)
 
 
+def calibration_signal(mirror_error: np.ndarray) -> np.ndarray:
+    """What the calibration maps to expected error: each landmark's mirror error plus its face's mean
+    (faces × 68 or 68). On afw, held out, this ranks true errors better than the point's own alone."""
+    return mirror_error + mirror_error.mean(axis=-1, keepdims=True)
+
+
 def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibration | None) -> Reliability:
     """Fuse the direct and mirrored predictions of one face (cropped at ``roi``) and rate each landmark.
 
@@ -98,7 +105,7 @@ def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibrati
     if calibration is None:
         expected = confidence = np.full(68, np.nan)
     else:
-        expected = calibration.expected(error)
+        expected = calibration.expected(calibration_signal(error))
         confidence = np.clip(1.0 - expected / FAILURE_ERROR, 0.0, 1.0)
         if visibility is not None:
             confidence = confidence * visibility
