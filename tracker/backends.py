@@ -7,20 +7,15 @@ stages above never know which runtime served them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from tracker.engines import ENGINES_DIR, BackendError
+
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
-
-ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES", Path(__file__).resolve().parent.parent / "engines"))
-
-
-class BackendError(RuntimeError):
-    """A backend cannot be used here; the message is one line for the user."""
 
 
 class InferenceSession(Protocol):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.backends import ENGINES_DIR, BackendError
+from tracker.engines import ENGINES_DIR, BackendError
 
 CACHE_DIR = ENGINES_DIR / "trt_cache"
 
