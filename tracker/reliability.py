@@ -52,11 +52,11 @@ def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
 
 
 class ConfidenceCalibration:
-    """Monotone map mirror error → expected landmark error.
+    """Monotone map from the mirror check's signal (:func:`calibration_signal`) to expected landmark error.
 
     Both are scaled per landmark (``error_scale``, ``signal_scale``: afw means relative to
     the mean over all landmarks); one knot table (np.interp between them) maps the scaled
-    mirror error to the scaled expected error."""
+    signal to the scaled expected error."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or ENGINES_DIR / CALIBRATION_FILE
@@ -64,13 +64,16 @@ class ConfidenceCalibration:
             raise BackendError(f"confidence calibration {path} is missing; rebuild it with "
                                "`python tools/calibrate_confidence.py`")
         data = np.load(path)
+        if "signal_scale" not in data.files:
+            raise BackendError(f"confidence calibration {path} is from an older version; rebuild it with "
+                               "`python tools/calibrate_confidence.py`")
         self.mirror_error = data["mirror_error"]
         self.expected_error = data["expected_error"]
         self.signal_scale = data["signal_scale"]
         self.error_scale = data["error_scale"]
 
-    def expected(self, mirror_error: np.ndarray) -> np.ndarray:
-        return np.interp(mirror_error / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
+    def expected(self, signal: np.ndarray) -> np.ndarray:
+        return np.interp(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
 
 
 def mirror_spread(prediction: CropLandmarks) -> np.ndarray:
