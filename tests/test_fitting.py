@@ -180,3 +180,15 @@ def test_depth_rows_recover_pose_and_pull_pitch(fitter, monkeypatch):
         pitches.append(matrix_to_euler(fitter.fit(rows, CAMERA).state.rotation)[1])
     assert abs(pitches[0]) < 0.5
     assert 0.5 < pitches[1] < pitches[2] < 15.0
+
+
+def test_warm_up_runs_the_kernels_on_a_real_problem(fitter):
+    # The warm-up fits the mean face; it must converge there (a broken kernel would not).
+    fitter.warm_up()
+    camera = camera_for((640, 480))
+    m = fitter.model
+    points = m.mean[m.candidates[:, 0]] @ MODEL_TO_CAMERA.T + np.array([0.0, 0.0, 60.0])
+    rows = camera[0] * points[:, :2] / points[:, 2:3] + camera[1:]
+    result = fitter.fit(rows, camera)
+    assert result.ok
+    assert np.abs(matrix_to_euler(result.state.rotation)).max() < 1.0

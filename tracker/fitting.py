@@ -481,6 +481,17 @@ class FaceFitter:
         self._row_points = self.model.candidates[:, 0]
         self._rigid_rows = np.concatenate([np.zeros(len(LANDMARK_ROWS), bool), np.isin(MESH_FIT_POINTS, DEPTH_POINTS)])
 
+    def warm_up(self) -> None:
+        """Run the Numba kernels once on the mean face seen frontally (with depth rows), so that their
+        compilation or cache load happens here and not on a track's first frame."""
+        camera = camera_for((640, 480))
+        points = self.model.mean[self._row_points] @ MODEL_TO_CAMERA.T + np.array([0.0, 0.0, 60.0])
+        rows = np.full((len(points), 3), np.nan)
+        rows[:, :2] = camera[0] * points[:, :2] / points[:, 2:3] + camera[1:]
+        rows[self._rigid_rows, 2] = points[self._rigid_rows, 2] * camera[0] / 60.0
+        state = self.fit(rows, camera).state
+        self.fit(rows, camera, state=state)
+
     def neutral_state(self) -> FitState:
         return FitState(rotation=np.eye(3), translation=np.array([0.0, 0.0, 60.0]),
                         expression=np.zeros(len(self.model.names)), identity=np.zeros(IDENTITY_COMPONENTS))

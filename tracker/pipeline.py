@@ -59,6 +59,8 @@ class FaceTracker:
         self._mapping: Mesh68Mapping | None = None
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
+        if self.fitter is not None:
+            self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
         self.tracks = TrackSet(c.max_faces, c.presence_threshold)
         self._since_detection = 0
 
