@@ -326,7 +326,6 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     cost = _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id)
     jac = np.zeros((2 * n_pts + n_depth, n_par))
     res = np.zeros(2 * n_pts + n_depth)
-    dy2 = np.zeros((n_depth, n_par))  # d(model camera depth)/d(parameters) of the depth rows
     for _ in range(iterations):
         # Weighted residuals and Jacobian rows; H = JᵀJ and g = Jᵀr go to BLAS.
         for i in range(n_pts):
@@ -361,11 +360,11 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
                 for k in range(n_id):
                     jac[row, 6 + n_exp + k] = r0 * id_basis[k, pi, 0] + r1 * id_basis[k, pi, 1] + r2 * id_basis[k, pi, 2]
         if n_depth > 0:
-            # Depth rows: residual dw·(s·(y2 − ȳ2) − (z − z̄))/norm with s = f/t_z; the weighted means
-            # make every row depend on all of them, so the mean derivative is taken off each row.
+            # Depth rows: residual dw·(s·(y2 − ȳ2) − (z − z̄))/norm with s = f/t_z and y2 the mean face's
+            # camera depth at the row, which only the rotation moves (dy2/dω = (y1, −y0, 0)). The weighted
+            # means make every row depend on all of them, so their derivatives come off each row.
             scale = f / tr[2]
-            m_y, m_z = 0.0, 0.0
-            mean_d = np.zeros(n_par)
+            m_y = m_z = m_d0 = m_d1 = 0.0
             for r in range(n_depth):
                 i = depth_rows[r]
                 y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
@@ -373,22 +372,22 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
                 y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
                 m_y += wd[i] * y2
                 m_z += wd[i] * obs[i, 2]
-                dy2[r, 0] = y1
-                dy2[r, 1] = -y0
-                for u in range(n_par):
-                    mean_d[u] += wd[i] * dy2[r, u]
+                m_d0 += wd[i] * y1
+                m_d1 -= wd[i] * y0
             m_y /= sum_wd
             m_z /= sum_wd
-            for u in range(n_par):
-                mean_d[u] /= sum_wd
+            m_d0 /= sum_wd
+            m_d1 /= sum_wd
             for r in range(n_depth):
                 i = depth_rows[r]
                 row = 2 * n_pts + r
+                y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
+                y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
                 y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
                 g_ = dw[i] / norm
                 res[row] = g_ * (scale * (y2 - m_y) - (obs[i, 2] - m_z))
-                for u in range(n_par):
-                    jac[row, u] = g_ * scale * (dy2[r, u] - mean_d[u])
+                jac[row, 0] = g_ * scale * (y1 - m_d0)
+                jac[row, 1] = g_ * scale * (-y0 - m_d1)
                 jac[row, 5] = -g_ * scale / tr[2] * (y2 - m_y)  # s = f/t_z
         h = jac.T @ jac
         g = jac.T @ res
