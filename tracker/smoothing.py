@@ -85,7 +85,20 @@ def _step(t: float, t_prev: float | None) -> float | None:
     return None if dt > MAX_GAP_S else dt
 
 
-class OneEuro:
+class _OneEuroFilter:
+    """The parameters every One Euro filter here shares; subclasses hold the state (``reset``)."""
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class OneEuro(_OneEuroFilter):
     """One Euro filter over an array of any shape, with independent state per element.
 
     ``scale`` (per call, default 1) says how many units of ``x`` make one unit of the
@@ -94,12 +107,6 @@ class OneEuro:
     moves the output itself (dividing ``x`` by a noisy scale and multiplying back would
     turn scale noise into position noise far from the origin).
     """
-
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
-        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
-            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
-        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.reset()
 
     def reset(self) -> None:
         self._x_raw: np.ndarray | None = None  # previous raw input (the derivative is of the raw signal)
@@ -162,7 +169,7 @@ def _qexp(r: np.ndarray) -> np.ndarray:
     return np.array([math.cos(0.5 * angle), *(math.sin(0.5 * angle) / angle * r)])
 
 
-class QuaternionOneEuro:
+class QuaternionOneEuro(_OneEuroFilter):
     """One Euro on rotations: the filter steps along the geodesic, never through Euler angles.
 
     Why the rotation-vector delta rather than the four components: the update
@@ -175,12 +182,6 @@ class QuaternionOneEuro:
     filter blind to the q / −q sign of its input (hemisphere continuity); the
     output keeps its own sign history, starting from the first input's sign.
     """
-
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
-        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
-            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
-        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.reset()
 
     def reset(self) -> None:
         self._q_raw: np.ndarray | None = None
