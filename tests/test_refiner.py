@@ -63,16 +63,15 @@ def test_refined_closer_to_truth_on_afw(refiner):
     cv2 = pytest.importorskip("cv2")
     from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
 
-    from tracker.backends import create_session
     from tracker.pipeline import FaceTracker, TrackerConfig
-    from tracker.roi import crop, crop_points_to_image
+    from tracker.roi import crop_points_to_image
 
     folder = LANDMARKS68 / "afw"
     if not folder.is_dir():
         pytest.skip("afw not available")
     items = load_folder(folder)[:8]
+    # The tracker's mesh keeps its feature maps (refiner on); the refiner under test runs on them directly.
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
-    mesh = create_session("face_landmark.onnx", "onnxruntime", outputs=["landmarks", "features_48", "features_24"])
     before, after = [], []
     for item in items:
         image = cv2.imread(str(item.image_path))
@@ -81,14 +80,12 @@ def test_refined_closer_to_truth_on_afw(refiner):
         index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
         if index is None:
             continue
-        roi = meshes[index].roi
-        c = crop(image, roi, 192)[None, :, :, ::-1]
-        out = mesh.run(np.ascontiguousarray(c.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-        s0 = tr.mapping.crop_landmarks(out["landmarks"].reshape(468, 3).astype(np.float64))
-        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0][0].astype(np.float64)
+        mesh = meshes[index]
+        s0 = tr.mapping.crop_landmarks(mesh.crop_points)
+        refined = refiner.refine(mesh.features[0][None], mesh.features[1][None], s0[None])[0][0].astype(np.float64)
         iod = inter_ocular(item.points)
-        before.append(np.linalg.norm(crop_points_to_image(s0, roi, 192) - item.points, axis=1).mean() / iod)
-        after.append(np.linalg.norm(crop_points_to_image(refined, roi, 192) - item.points, axis=1).mean() / iod)
+        before.append(np.linalg.norm(crop_points_to_image(s0, mesh.roi, 192) - item.points, axis=1).mean() / iod)
+        after.append(np.linalg.norm(crop_points_to_image(refined, mesh.roi, 192) - item.points, axis=1).mean() / iod)
     if len(before) < 5:
         pytest.skip("too few afw faces found")
     assert np.mean(after) < np.mean(before)

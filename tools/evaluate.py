@@ -40,6 +40,29 @@ def auc(errors: np.ndarray, limit: float) -> float:
     return float(np.trapz(ced, grid) / limit)
 
 
+def summarise(per_face: list[dict]) -> dict:
+    """Mean NMEs over the found faces (rows with "found" and, when found, "nme", "nme_jaw" and
+    "nme_inner"); a missed face counts as a failure in the failure rates and the AUC."""
+    found = [r for r in per_face if r["found"]]
+    errors = np.array([r.get("nme", np.inf) for r in per_face])
+    mean = lambda key: float(np.mean([r[key] for r in found])) if found else float("nan")
+    return {
+        "images": len(per_face),
+        "detection_rate": len(found) / max(len(per_face), 1),
+        "nme": mean("nme"), "nme_jaw": mean("nme_jaw"), "nme_inner51": mean("nme_inner"),
+        "failure_rate_0.08": float((errors > 0.08).mean()),
+        "failure_rate_0.10": float((errors > 0.10).mean()),
+        "auc_0.08": auc(errors, 0.08),
+    }
+
+
+def table_cells(q: dict) -> str:
+    """A summary's found, NME, jaw NME, inner-51 NME, failure rates and AUC as Markdown table cells."""
+    return (f"{100 * q['detection_rate']:.1f}% | {100 * q['nme']:.2f}% | {100 * q['nme_jaw']:.2f}% | "
+            f"{100 * q['nme_inner51']:.2f}% | {100 * q['failure_rate_0.08']:.1f}% | "
+            f"{100 * q['failure_rate_0.10']:.1f}% | {q['auc_0.08']:.3f}")
+
+
 def evaluate(folder: Path, config: TrackerConfig) -> dict:
     items = load_folder(folder)
     if not items:
@@ -57,19 +80,7 @@ def evaluate(folder: Path, config: TrackerConfig) -> dict:
             d = np.linalg.norm(face.landmarks - item.points, axis=1) / inter_ocular(item.points)
             row.update(nme=float(d.mean()), nme_jaw=float(d[JAW].mean()), nme_inner=float(d[INNER].mean()))
         per_face.append(row)
-    found = [r for r in per_face if r["found"]]
-    all_errors = np.array([r.get("nme", np.inf) for r in per_face])
-    return {
-        "images": len(per_face),
-        "detection_rate": len(found) / len(per_face),
-        "nme": float(np.mean([r["nme"] for r in found])),
-        "nme_jaw": float(np.mean([r["nme_jaw"] for r in found])),
-        "nme_inner51": float(np.mean([r["nme_inner"] for r in found])),
-        "failure_rate_0.08": float((all_errors > 0.08).mean()),
-        "failure_rate_0.10": float((all_errors > 0.10).mean()),
-        "auc_0.08": auc(all_errors, 0.08),
-        "per_face": per_face,
-    }
+    return {**summarise(per_face), "per_face": per_face}
 
 
 CURVE_COLOURS = ((40, 40, 220), (150, 150, 150))  # BGR: default red, baseline grey
@@ -153,12 +164,7 @@ def main() -> int:
     }
     reports = {name: evaluate(args.images, config) for name, config in configs.items()}
     r = next(iter(reports.values()))
-    rows = [
-        (f"| {name} | {100 * q['detection_rate']:.1f}% | {100 * q['nme']:.2f}% | {100 * q['nme_jaw']:.2f}% | "
-         f"{100 * q['nme_inner51']:.2f}% | {100 * q['failure_rate_0.08']:.1f}% | "
-         f"{100 * q['failure_rate_0.10']:.1f}% | {q['auc_0.08']:.3f} |")
-        for name, q in reports.items()
-    ]
+    rows = [f"| {name} | {table_cells(q)} |" for name, q in reports.items()]
     body = "\n".join([
         (f"`{args.images.name}` ({r['images']} images, held out: the 68-point map and the refiner are trained on "
          f"helen_train), detector `{args.detector}` included, backend {args.backend}."),

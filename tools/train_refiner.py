@@ -29,11 +29,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
+from evaluate import INNER, JAW, summarise, table_cells
 from evaluate_occlusion import recall_at_precision
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
 
 from tracker.backends import create_session
 from tracker.landmarks68 import IBUG68_MIRROR
+from tracker.mesh import FEATURE_MAPS
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.roi import Roi, crop, crop_points_to_image, image_points_to_crop
 
@@ -41,7 +43,6 @@ CROP = 192
 CACHE = Path("/tmp/refiner_cache")
 CHECKPOINT = CACHE / "refiner.pt"
 ONNX_PATH = REPO / "engines" / "refiner.onnx"
-FEATURES = ("features_48", "features_24")
 SEED = 0
 STEPS = 2
 POINT_DIM = 24  # per-landmark compressed feature size
@@ -58,7 +59,7 @@ RENDER_SIZE = 512
 # --------------------------------------------------------------------------------------- data
 
 def mesh_session():
-    return create_session("face_landmark.onnx", "onnxruntime", outputs=["landmarks", *FEATURES])
+    return create_session("face_landmark.onnx", "onnxruntime", outputs=["landmarks", *FEATURE_MAPS])
 
 
 def to_batch(crops_bgr: np.ndarray) -> np.ndarray:
@@ -470,65 +471,36 @@ def export() -> None:
 
 # ----------------------------------------------------------------------------------- evaluate
 
-def auc(errors: np.ndarray, limit: float) -> float:
-    grid = np.linspace(0.0, limit, 1001)
-    ced = (errors[None, :] <= grid[:, None]).mean(1)
-    return float(np.trapz(ced, grid) / limit)
-
-
-def summary(errors: list[np.ndarray | None]) -> dict:
-    found = [e for e in errors if e is not None]
-    all_errors = np.array([np.inf if e is None else e.mean() for e in errors])
-    return {
-        "detection_rate": len(found) / len(errors),
-        "nme": float(np.mean([e.mean() for e in found])),
-        "nme_jaw": float(np.mean([e[:17].mean() for e in found])),
-        "nme_inner51": float(np.mean([e[17:].mean() for e in found])),
-        "failure_rate_0.08": float((all_errors > 0.08).mean()),
-        "failure_rate_0.10": float((all_errors > 0.10).mean()),
-        "auc_0.08": auc(all_errors, 0.08),
-    }
-
-
 def evaluate(folder: Path) -> None:
-    from tracker.refiner import Refiner
-
     items = load_folder(folder)
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
-    session = mesh_session()
-    refiner = Refiner("onnxruntime")
-    base_err, ref_err = [], []
+    rows = {"ridge map (baseline)": [], "ridge + refiner": []}
     for item in items:
         image = cv2.imread(str(item.image_path))
         tr.reset()
         meshes = tr.detect_meshes(image, limit=8)
-        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
-        if index is None:
-            base_err.append(None)
-            ref_err.append(None)
-            continue
-        roi = meshes[index].roi
-        out = session.run(to_batch(crop(image, roi, CROP)[None]))
-        # Baseline: the same detection's plain ridge landmarks (no refiner).
-        base = crop_points_to_image(tr.mapping.crop_landmarks(meshes[index].crop_points), roi, CROP)
-        s0 = tr.mapping.crop_landmarks(out["landmarks"].reshape(468, 3).astype(np.float64))
-        refined = refiner.refine(out["features_48"], out["features_24"], s0[None])[0][0]
-        pred = crop_points_to_image(refined.astype(np.float64), roi, CROP)
+        refined = [tr.mapping.landmarks(m) for m in meshes]
+        index = match_face(refined, item.points)
         iod = inter_ocular(item.points)
-        base_err.append(np.linalg.norm(base - item.points, axis=1) / iod)
-        ref_err.append(np.linalg.norm(pred - item.points, axis=1) / iod)
+        if index is None:
+            for r in rows.values():
+                r.append({"found": False})
+            continue
+        mesh = meshes[index]
+        # Baseline: the same detection's plain ridge landmarks (no refiner).
+        base = crop_points_to_image(tr.mapping.crop_landmarks(mesh.crop_points), mesh.roi, CROP)
+        for r, pred in zip(rows.values(), (base, refined[index])):
+            d = np.linalg.norm(pred - item.points, axis=1) / iod
+            r.append({"found": True, "nme": d.mean(), "nme_jaw": d[JAW].mean(), "nme_inner": d[INNER].mean()})
     print(f"{folder.name}: {len(items)} images, detector short included, backend onnxruntime, mirror pass off")
     print("| | found | NME | jaw NME | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, errs in (("ridge map (baseline)", base_err), ("ridge + refiner", ref_err)):
-        r = summary(errs)
-        print(f"| {name} | {100 * r['detection_rate']:.1f}% | {100 * r['nme']:.2f}% | {100 * r['nme_jaw']:.2f}% | "
-              f"{100 * r['nme_inner51']:.2f}% | {100 * r['failure_rate_0.08']:.1f}% | "
-              f"{100 * r['failure_rate_0.10']:.1f}% | {r['auc_0.08']:.3f} |")
-    # Refiner cost alone, ONNX Runtime CPU, one thread, batch of two (face + mirror).
-    f48 = np.repeat(out["features_48"], 2, 0)
-    f24 = np.repeat(out["features_24"], 2, 0)
-    s = np.repeat(s0[None].astype(np.float32), 2, 0)
+    for name, r in rows.items():
+        print(f"| {name} | {table_cells(summarise(r))} |")
+    # Refiner cost alone, ONNX Runtime CPU, one thread, batch of two (face + mirror), on the last face's maps.
+    f48, f24 = (np.repeat(f[None], 2, 0) for f in mesh.features)
+    s = np.repeat(tr.mapping.crop_landmarks(mesh.crop_points)[None].astype(np.float32), 2, 0)
+    refiner = tr.mapping.refiner
     for _ in range(20):
         refiner.refine(f48, f24, s)
     times = []

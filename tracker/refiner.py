@@ -16,7 +16,6 @@ import numpy as np
 from tracker.backends import create_session
 
 REFINER_FILE = "refiner.onnx"
-FEATURES = ("features_48", "features_24")  # the mesh network outputs it samples
 
 
 class Refiner:
