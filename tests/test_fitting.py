@@ -192,3 +192,32 @@ def test_warm_up_runs_the_kernels_on_a_real_problem(fitter):
     result = fitter.fit(rows, camera)
     assert result.ok
     assert np.abs(matrix_to_euler(result.state.rotation)).max() < 1.0
+
+
+def test_expression_hint_pulls_only_what_the_points_leave_open(fitter):
+    """A hint at the truth helps; a strong hint is followed; a wrong hint hardly moves a shape the
+    points show (jawOpen), and a zero hint weight is the plain fit."""
+    rng = np.random.default_rng(7)
+    identity = np.zeros(IDENTITY_COMPONENTS)
+    pts, truth = synthetic(fitter, rng, 10.0, -5.0, 3.0, identity, ["jawOpen", "eyeBlinkLeft", "browInnerUp"])
+    plain = fitter.fit(pts, CAMERA, iterations=12).state.expression
+    keep = fitter.hint_weight
+    try:
+        fitter.hint_weight = 0.0
+        assert np.array_equal(fitter.fit(pts, CAMERA, iterations=12, expression_hint=truth.expression).state.expression,
+                              plain)
+        fitter.hint_weight = fitting.HINT_WEIGHT
+        hinted = fitter.fit(pts, CAMERA, iterations=12, expression_hint=truth.expression).state.expression
+        assert np.abs(hinted - truth.expression).mean() < np.abs(plain - truth.expression).mean()
+        wrong = truth.expression.copy()
+        jaw = fitter.model.names.index("jawOpen")
+        wrong[jaw] = 0.0
+        misled = fitter.fit(pts, CAMERA, iterations=12, expression_hint=wrong).state.expression
+        # The points hold the jaw: it gives way to less than a quarter of the hint's error.
+        assert abs(misled[jaw] - plain[jaw]) < 0.25 * truth.expression[jaw]
+        fitter.hint_weight = 100.0  # the prior dominates every residual
+        target = rng.uniform(0, 1, len(fitter.model.names))
+        forced = fitter.fit(pts, CAMERA, iterations=12, expression_hint=target).state.expression
+        assert np.abs(forced - target).max() < 0.05
+    finally:
+        fitter.hint_weight = keep

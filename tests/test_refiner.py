@@ -1,4 +1,4 @@
-"""The trained 2D refiner (engines/refiner.onnx): loads, keeps shapes, improves real afw crops."""
+"""The trained refiner (engines/refiner.onnx): loads, keeps shapes, improves real afw crops, reads expressions."""
 
 from __future__ import annotations
 
@@ -30,15 +30,18 @@ def test_output_shape_and_batch(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    out, visibility = refiner.refine(f48, f24, s0)
+    out, visibility, expression = refiner.refine(f48, f24, s0)
     assert out.shape == (2, 68, 2)
     assert visibility.shape == (2, 68)
+    assert expression.shape == (2, 52)
     assert np.isfinite(out).all()
     assert ((visibility >= 0) & (visibility <= 1)).all()
+    assert ((expression >= 0) & (expression <= 1)).all()
     # Each face of a batch is refined on its own.
-    one, one_visibility = refiner.refine(f48[1:], f24[1:], s0[1:])
+    one, one_visibility, one_expression = refiner.refine(f48[1:], f24[1:], s0[1:])
     assert np.allclose(out[1], one[0], atol=1e-3)
     assert np.allclose(visibility[1], one_visibility[0], atol=1e-4)
+    assert np.allclose(expression[1], one_expression[0], atol=1e-4)
 
 
 def test_opencv_matches_onnxruntime(refiner):
@@ -54,9 +57,10 @@ def test_opencv_matches_onnxruntime(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    (cv_out, cv_vis), (out, vis) = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
+    (cv_out, cv_vis, cv_expr), (out, vis, expr) = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
     assert np.abs(cv_out - out).max() < 1e-2
     assert np.abs(cv_vis - vis).max() < 1e-3
+    assert np.abs(cv_expr - expr).max() < 1e-3
 
 
 def test_refined_closer_to_truth_on_afw(refiner):

@@ -12,6 +12,7 @@ from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
 from tracker.mesh import MESH_INPUT
 from tracker.reliability import assess, mirror_back
 from tracker.roi import Roi
+from tracker.types import ARKIT_BLENDSHAPES, ARKIT_MIRROR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
@@ -31,6 +32,25 @@ def test_mirror_back_is_an_exact_involution() -> None:
     # A point on the crop's vertical centre line maps onto itself (x -> w - 1 - x).
     centre = np.full((68, 2), (MESH_INPUT - 1) / 2)
     assert np.array_equal(mirror_back(centre), centre)
+
+
+def test_expression_mirror_swaps_sides_and_is_an_involution() -> None:
+    names = np.array(ARKIT_BLENDSHAPES)
+    assert np.array_equal(ARKIT_MIRROR[ARKIT_MIRROR], np.arange(len(names)))
+    assert names[ARKIT_MIRROR][names.tolist().index("eyeBlinkLeft")] == "eyeBlinkRight"
+    assert names[ARKIT_MIRROR][names.tolist().index("mouthLeft")] == "mouthRight"
+    assert names[ARKIT_MIRROR][names.tolist().index("jawOpen")] == "jawOpen"
+    # A face winking its left eye: its mirror image winks the right one; mapped back, they agree.
+    shape = np.random.default_rng(2).uniform(20, 170, (68, 2))
+    shape[36], shape[45] = (60.0, 80.0), (130.0, 80.0)
+    wink = np.zeros(len(names))
+    wink[names.tolist().index("eyeBlinkLeft")] = 0.9
+    mirrored = np.zeros(len(names))
+    mirrored[names.tolist().index("eyeBlinkRight")] = 0.7
+    rel = assess(CropLandmarks(direct=shape, mirror=mirror_of(shape), expression=wink, mirror_expression=mirrored),
+                 Roi(cx=96.0, cy=96.0, size=192.0, angle=0.0), None)
+    assert rel.expression[names.tolist().index("eyeBlinkLeft")] == pytest.approx(0.8)
+    assert rel.expression[names.tolist().index("eyeBlinkRight")] == 0.0
 
 
 def test_assess_agreeing_passes_give_zero_mirror_error_and_average_visibility() -> None:

@@ -32,16 +32,23 @@ sys.path.insert(0, str(REPO))
 from evaluate import INNER, JAW, summarise, table_cells
 from evaluate_occlusion import recall_at_precision
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from render_ict import KEY_SHAPES
 
 from tracker.backends import create_session
 from tracker.landmarks68 import IBUG68_MIRROR
 from tracker.mesh import FEATURE_MAPS
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.roi import Roi, crop, crop_points_to_image, image_points_to_crop
+from tracker.types import ARKIT_BLENDSHAPES, ARKIT_MIRROR
 
 CROP = 192
 CACHE = Path("/tmp/refiner_cache")
 CHECKPOINT = CACHE / "refiner.pt"
+# More renders for the expression head alone (the only crops with known weights), in their own cache
+# so that the landmark training data stays as it was. Their seeds start here, far from the landmark
+# training renders (0-999) and from tools/evaluate_renders.py's held-out SeedSequence(1000) children.
+EXPRESSION_CACHE = CACHE / "expression"
+EXPRESSION_FIRST_SEED = 10_000
 ONNX_PATH = REPO / "engines" / "refiner.onnx"
 SEED = 0
 STEPS = 2
@@ -50,6 +57,9 @@ HIDDEN = 256
 DROPOUT = 0.25
 VIS_HIDDEN = 64
 VIS_WEIGHT = 0.05  # visibility BCE next to the landmark NME (~0.04): it must not dominate the landmarks
+EXPR_POINT_DIM = 16  # expression head: per-landmark compressed feature size
+EXPR_HIDDEN = 256
+EXPR_SEED = 1
 # Where each landmark's features are sampled: the point and four neighbours (crop pixels, crop axes).
 OFFSETS = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
 HELEN, RENDER = 0, 1  # where a training crop comes from
@@ -149,43 +159,48 @@ def occlude(img: np.ndarray, truth: np.ndarray, donor: np.ndarray, scene: np.nda
     return out, visible
 
 
-def training_faces(renders: int):
-    """(image, 68 truth points, source) of every helen_train face, then of ``renders`` ICT renders.
+def training_faces(renders: int, helen: bool = True, first_seed: int = 0):
+    """(image, 68 truth points, source, 52 ARKit weights or None) of every helen_train face, then of
+    ``renders`` ICT renders (whose expression weights are known).
 
-    Renders use seeds 0..renders-1 (below 1000: tools/evaluate_renders.py scores seeds 1000 and up)."""
-    for item in load_folder(LANDMARKS68 / "helen_train"):
-        yield cv2.imread(str(item.image_path)), item.points, HELEN
+    Renders use seeds first_seed..first_seed+renders-1 (the landmark data: 0..999, below the held-out
+    seeds of tools/evaluate_renders.py)."""
+    for item in load_folder(LANDMARKS68 / "helen_train") if helen else ():
+        yield cv2.imread(str(item.image_path)), item.points, HELEN, None
     if renders:
         from render_ict import ICT_PATH, load_ict, render_image
 
         ict = load_ict(ICT_PATH)
-        for k in range(renders):
+        for k in range(first_seed, first_seed + renders):
             image, truth = render_image(ict, np.random.default_rng(k), RENDER_SIZE)
-            yield image, np.asarray(truth["landmarks"], np.float64), RENDER
+            weights = np.array([truth["blendshapes"][n] for n in ARKIT_BLENDSHAPES], np.float32)
+            yield image, np.asarray(truth["landmarks"], np.float64), RENDER, weights
 
 
-def make_data(augmentations: int, seed: int, occluded: float, renders: int, render_augmentations: int) -> None:
+def make_data(augmentations: int, seed: int, occluded: float, renders: int, render_augmentations: int,
+              cache: Path = CACHE, with_helen: bool = True, first_seed: int = 0) -> None:
     """Crops of every helen_train face (the tracker's own ROI plus ``augmentations`` perturbed ones)
-    and of ``renders`` ICT renders (ROI plus ``render_augmentations``)."""
+    and of ``renders`` ICT renders (ROI plus ``render_augmentations``), into ``cache``."""
     rng = np.random.default_rng(seed)
-    helen = len(load_folder(LANDMARKS68 / "helen_train"))
+    helen = len(load_folder(LANDMARKS68 / "helen_train")) if with_helen else 0
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
     session = mesh_session()
     n_max = helen * (1 + augmentations) + renders * (1 + render_augmentations)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    f48 = np.lib.format.open_memmap(CACHE / "f48.npy", "w+", np.float16, (n_max, 32, 48, 48))
-    f24 = np.lib.format.open_memmap(CACHE / "f24.npy", "w+", np.float16, (n_max, 64, 24, 24))
+    cache.mkdir(parents=True, exist_ok=True)
+    f48 = np.lib.format.open_memmap(cache / "f48.npy", "w+", np.float16, (n_max, 32, 48, 48))
+    f24 = np.lib.format.open_memmap(cache / "f24.npy", "w+", np.float16, (n_max, 64, 24, 24))
     s0 = np.zeros((n_max, 68, 2), np.float32)
     gt = np.zeros((n_max, 68, 2), np.float32)
     visible = np.ones((n_max, 68), bool)
     image_id = np.zeros(n_max, np.int32)
     source = np.zeros(n_max, np.int8)
+    expression = np.full((n_max, len(ARKIT_BLENDSHAPES)), np.nan, np.float32)  # renders only
     n, missed = 0, {HELEN: 0, RENDER: 0}
     # The previous image and its face crop texture the occluders.
     donor = np.zeros((CROP, CROP, 3), np.uint8)
     scene = np.zeros((CROP, CROP, 3), np.uint8)
     started = time.perf_counter()
-    for k, (image, points, kind) in enumerate(training_faces(renders)):
+    for k, (image, points, kind, weights) in enumerate(training_faces(renders, with_helen, first_seed)):
         tr.reset()
         meshes = tr.detect_meshes(image, limit=8)
         index = match_face([tr.mapping.landmarks(m) for m in meshes], points)
@@ -194,22 +209,25 @@ def make_data(augmentations: int, seed: int, occluded: float, renders: int, rend
             continue
         base = meshes[index].roi
         rois = [base] + [perturb(base, rng) for _ in range(augmentations if kind == HELEN else render_augmentations)]
-        crops, truths, visibility = [], [], []
+        crops, truths, visibility, weights_of = [], [], [], []
         for j, roi in enumerate(rois):
             c = crop(image, roi, CROP)
             t = image_points_to_crop(points, roi, CROP)
             v = np.ones(68, bool)
+            w = weights
             if j > 0:
                 c = photometric(c, rng)
                 if rng.random() < 0.5:
                     c = np.ascontiguousarray(c[:, ::-1])
                     t = t[IBUG68_MIRROR].copy()
                     t[:, 0] = (CROP - 1) - t[:, 0]
+                    w = None if weights is None else weights[ARKIT_MIRROR]
                 if rng.random() < occluded:
                     c, v = occlude(c, t, donor, scene, rng)
             crops.append(c)
             truths.append(t)
             visibility.append(v)
+            weights_of.append(w)
         donor, scene = crops[0], image
         out = session.run(to_batch(np.stack(crops)))
         raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
@@ -221,13 +239,15 @@ def make_data(augmentations: int, seed: int, occluded: float, renders: int, rend
             f24[n] = out["features_24"][j]
             image_id[n] = k
             source[n] = kind
+            if weights_of[j] is not None:
+                expression[n] = weights_of[j]
             n += 1
         if k % 100 == 0:
             print(f"  {k}/{helen + renders} images, {n} crops, {time.perf_counter() - started:.0f} s", flush=True)
     f48.flush()
     f24.flush()
-    np.savez(CACHE / "meta.npz", s0=s0[:n], gt=gt[:n], visible=visible[:n], image_id=image_id[:n],
-             source=source[:n], n=n)
+    np.savez(cache / "meta.npz", s0=s0[:n], gt=gt[:n], visible=visible[:n], image_id=image_id[:n],
+             source=source[:n], expression=expression[:n], n=n)
     print(f"data: {helen} helen_train images ({missed[HELEN]} faces not found), {renders} renders "
           f"({missed[RENDER]} not found), {n} crops in {time.perf_counter() - started:.0f} s")
 
@@ -316,11 +336,35 @@ def build_model():
         def forward(self, f48, f24, shape):
             return self.mlp(shape_features(f48, f24, shape.detach()))[..., 0] + self.bias
 
+    class Expression(nn.Module):
+        """The 3D branch's expression: 52 ARKit weight logits from the features at the final shape.
+
+        Each landmark's features are compressed by one shared layer and read together with the
+        normalised shape (eyelid and lip geometry), so the head sees both the appearance (a closed
+        lid, raised brows) and the 2D shape. The shape is detached: this head never moves the points."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.point = nn.Sequential(nn.Linear((32 + 64) * len(OFFSETS), EXPR_POINT_DIM), nn.ReLU())
+            self.mlp = nn.Sequential(nn.Linear(68 * EXPR_POINT_DIM + 136, EXPR_HIDDEN), nn.ReLU(),
+                                     nn.Dropout(DROPOUT), nn.Linear(EXPR_HIDDEN, len(ARKIT_BLENDSHAPES)))
+
+        def forward(self, features, shape):
+            """``features``: shape_features at ``shape`` (N, 68, 480), computed once and shared."""
+            z = self.point(features).reshape(-1, 68 * EXPR_POINT_DIM)
+            return self.mlp(torch.cat([z, (shape.detach() / CROP - 0.5).reshape(-1, 136)], 1))
+
     class Refiner(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.steps = nn.ModuleList([Step() for _ in range(STEPS)])
             self.visibility = Visibility()
+            # Trained after the rest, with the rest frozen (the train-expression stage). Initialised
+            # from its own seed so that the landmark training's random stream is what it was before
+            # this head existed (the `train` stage still reproduces the shipped landmark weights).
+            with torch.random.fork_rng():
+                torch.manual_seed(EXPR_SEED)
+                self.expression = Expression()
 
         def forward(self, features_48, features_24, landmarks):
             """The shape after each step, and the visibility logits at the last one."""
@@ -338,9 +382,11 @@ def build_model():
 
         def forward(self, features_48, features_24, landmarks):
             shapes, logits = self.net(features_48, features_24, landmarks)
-            return shapes[-1], torch.sigmoid(logits)
+            at = shapes[-1]
+            weights = self.net.expression(shape_features(features_48, features_24, at), at)
+            return at, torch.sigmoid(logits), torch.sigmoid(weights)
 
-    return Refiner, Export, sample
+    return Refiner, Export, sample, shape_features
 
 
 def nme_loss(pred, gt, iod, weight):
@@ -367,7 +413,7 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     print(f"train {len(trn)} crops ({int((source[trn] == RENDER).sum())} from renders), validation {len(val)} crops "
           f"({len(held)} held-out helen images); "
           f"{100 * (~visible).mean():.1f}% of landmarks hidden by synthetic occluders")
-    Refiner, _, _ = build_model()
+    Refiner, _, _, _ = build_model()
     net = Refiner()
     print(f"parameters: {sum(p.numel() for p in net.parameters())}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -425,6 +471,96 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
           f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%)")
 
 
+def _render_crops(cache: Path) -> tuple[np.ndarray, ...]:
+    """A cache's crops with known expression weights: (f48, f24 memmaps, S0, weights, render seed) of those rows."""
+    meta = np.load(cache / "meta.npz")
+    if "expression" not in meta.files:
+        raise SystemExit(f"{cache} predates expression labels: rerun its data stage")
+    rows = np.flatnonzero(np.isfinite(meta["expression"]).all(1))
+    f48, f24 = (np.load(cache / name, mmap_mode="r") for name in ("f48.npy", "f24.npy"))
+    renders = meta["source"] == RENDER
+    # Image ids count the helen images first; render k of the stage has seed first_seed + k.
+    first_seed = EXPRESSION_FIRST_SEED if cache == EXPRESSION_CACHE else 0
+    seeds = meta["image_id"][rows] - int(meta["image_id"][renders].min()) + first_seed
+    return f48, f24, rows, meta["s0"][rows], meta["expression"][rows], seeds
+
+
+def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
+    """The expression head alone, on render crops (the only ones with known weights): the landmark
+    data's renders (seeds 0-999) and the expression-data stage's (seeds 10,000 and up). The trained
+    landmark steps and visibility head are frozen and unchanged.
+
+    Renders of seeds 900-999 (all their crops) are held out for checkpoint selection by the mean
+    squared weight error over the 51 shapes ICT has (tongueOut is always 0), which is also the loss:
+    an absolute-error loss drove the sparse weights to 0, their median."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    Refiner, _, _, shape_features = build_model()
+    net = Refiner()
+    missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
+    if unexpected or any(not k.startswith("expression.") for k in missing):
+        raise SystemExit(f"{CHECKPOINT} does not match the refiner: missing {missing}, unexpected {unexpected}")
+    net.eval()
+    # The frozen part's output does not change during this stage: sample the features at the final
+    # shape once (float16, ~65 kB per crop).
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+    feats, shapes, labels, seeds = [], [], [], []
+    for cache in (CACHE, EXPRESSION_CACHE):
+        if not (cache / "meta.npz").is_file():
+            print(f"no {cache}: run `python tools/train_refiner.py expression-data` for more renders")
+            continue
+        f48, f24, rows, s0, weights, render_seeds = _render_crops(cache)
+        with torch.no_grad():
+            for i in range(0, len(rows), 256):
+                b = rows[i:i + 256]
+                s, _ = net(t(f48[b]), t(f24[b]), t(s0[i:i + 256]))
+                shapes.append(s[-1].numpy())
+                feats.append(shape_features(t(f48[b]), t(f24[b]), s[-1]).numpy().astype(np.float16))
+        labels.append(weights)
+        seeds.append(render_seeds)
+    feats, shapes, labels, seeds = (np.concatenate(a) for a in (feats, shapes, labels, seeds))
+    head = net.expression
+    used = np.ones(len(ARKIT_BLENDSHAPES), np.float32)
+    used[ARKIT_BLENDSHAPES.index("tongueOut")] = 0.0
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    held = (seeds >= 900) & (seeds < 1000)
+    trn, val = np.flatnonzero(~held), np.flatnonzero(held)
+    key = [ARKIT_BLENDSHAPES.index(n) for n in KEY_SHAPES]
+    print(f"expression head: {sum(p.numel() for p in head.parameters())} parameters; {len(trn)} training crops "
+          f"({len(np.unique(seeds[trn]))} renders), {len(val)} held-out crops (render seeds 900-999)")
+
+    def errors(idx):
+        head.eval()
+        with torch.no_grad():
+            pred = torch.sigmoid(head(t(feats[idx]), t(shapes[idx]))).numpy()
+        d = pred - labels[idx]
+        return float(((d ** 2) * used).sum(1).mean() / used.sum()), np.abs(d).mean(0)
+
+    best, best_epoch, started = np.inf, -1, time.perf_counter()
+    for epoch in range(epochs):
+        head.train()
+        order = rng.permutation(trn)
+        for i in range(0, len(order), batch):
+            b = order[i:i + batch]
+            pred = torch.sigmoid(head(t(feats[b]), t(shapes[b])))
+            loss = ((pred - t(labels[b])) ** 2 * t(used)).sum(1).mean() / float(used.sum())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        mse, mae = errors(val)
+        if mse < best:
+            best, best_epoch = mse, epoch
+            torch.save(net.state_dict(), CHECKPOINT)
+        print(f"epoch {epoch:3d}  held-out MSE {mse:.4f}  MAE " + "  ".join(f"{n} {mae[k]:.3f}" for n, k in zip(KEY_SHAPES, key))
+              + f"  best {best:.4f} (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"expression head: best held-out MSE {best:.4f} at epoch {best_epoch}, saved into {CHECKPOINT}")
+
+
 # ------------------------------------------------------------------------------------- export
 
 def export() -> None:
@@ -433,7 +569,7 @@ def export() -> None:
     import torch.nn.functional as F
 
     torch.set_num_threads(2)
-    Refiner, Export, sample = build_model()
+    Refiner, Export, sample, _ = build_model()
     net = Refiner()
     net.load_state_dict(torch.load(CHECKPOINT))
     net.eval()
@@ -447,24 +583,31 @@ def export() -> None:
     ref = F.grid_sample(x[0], g.unsqueeze(2), align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)
     print(f"sampler vs grid_sample: max |diff| {float((sample(x[0], pts) - ref).abs().max()):.2e}")
     ONNX_PATH.parent.mkdir(exist_ok=True)
+    previous = None
+    if ONNX_PATH.is_file():  # the landmark and visibility outputs of the model being replaced, for comparison
+        previous = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(
+            ["refined", "visibility"], {"features_48": x[0].numpy(), "features_24": x[1].numpy(),
+                                        "landmarks": x[2].numpy()})
+    outputs = ["refined", "visibility", "expression"]
     torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
-                      input_names=["features_48", "features_24", "landmarks"], output_names=["refined", "visibility"],
-                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", "refined",
-                                                          "visibility")})
+                      input_names=["features_48", "features_24", "landmarks"], output_names=outputs,
+                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", *outputs)})
     with torch.no_grad():
-        want, want_vis = (v.numpy() for v in model(*x))
-    sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
-    got, got_vis = sess.run(None, {"features_48": x[0].numpy(), "features_24": x[1].numpy(),
-                                   "landmarks": x[2].numpy()})
-    print(f"ONNX Runtime vs PyTorch: max |diff| {np.abs(got - want).max():.2e} px, visibility "
-          f"{np.abs(got_vis - want_vis).max():.2e}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
+        want = [v.numpy() for v in model(*x)]
+    feed = {"features_48": x[0].numpy(), "features_24": x[1].numpy(), "landmarks": x[2].numpy()}
+    got = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(outputs, feed)
+    diffs = ", ".join(f"{name} {np.abs(g - w).max():.2e}" for name, g, w in zip(outputs, got, want))
+    print(f"ONNX Runtime vs PyTorch, max |diff|: {diffs}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
+    if previous is not None:
+        print("vs the replaced engines/refiner.onnx, max |diff|: "
+              + ", ".join(f"{name} {np.abs(g - p).max():.2e}" for name, g, p in zip(outputs, got, previous)))
     try:
         cvnet = cv2.dnn.readNetFromONNX(str(ONNX_PATH))
-        for name, v in zip(("features_48", "features_24", "landmarks"), x):
-            cvnet.setInput(np.ascontiguousarray(v.numpy()), name)
-        got_cv, got_cv_vis = cvnet.forward(["refined", "visibility"])
-        print(f"OpenCV DNN vs PyTorch: max |diff| {np.abs(got_cv.reshape(want.shape) - want).max():.2e} px, "
-              f"visibility {np.abs(got_cv_vis.reshape(want_vis.shape) - want_vis).max():.2e}")
+        for name, v in feed.items():
+            cvnet.setInput(np.ascontiguousarray(v), name)
+        got_cv = cvnet.forward(outputs)
+        print("OpenCV DNN vs PyTorch, max |diff|: " + ", ".join(
+            f"{name} {np.abs(g.reshape(w.shape) - w).max():.2e}" for name, g, w in zip(outputs, got_cv, want)))
     except cv2.error as exc:
         print(f"OpenCV DNN cannot run it: {str(exc).strip().splitlines()[-1]}")
 
@@ -513,11 +656,14 @@ def evaluate(folder: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("data", "train", "export", "evaluate", "all"))
+    parser.add_argument("stage", choices=("data", "train", "expression-data", "train-expression", "export", "evaluate",
+                                          "all"))
     parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
     parser.add_argument("--renders", type=int, default=1000,
                         help="ICT renders (seeds 0..N-1) added to the training data, for large poses and expressions")
     parser.add_argument("--render-augmentations", type=int, default=3, help="perturbed crops per render")
+    parser.add_argument("--expression-renders", type=int, default=6000,
+                        help=f"extra renders for the expression head (seeds {EXPRESSION_FIRST_SEED} and up)")
     parser.add_argument("--occluded", type=float, default=0.5, help="share of perturbed crops given an occluder")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
@@ -530,6 +676,11 @@ def main() -> int:
         make_data(args.augmentations, args.seed, args.occluded, args.renders, args.render_augmentations)
     if args.stage in ("train", "all"):
         train(args.epochs, args.seed, args.batch, args.lr, args.stop_after)
+    if args.stage in ("expression-data", "all"):
+        make_data(0, args.seed + 1, args.occluded, args.expression_renders, args.render_augmentations,
+                  EXPRESSION_CACHE, with_helen=False, first_seed=EXPRESSION_FIRST_SEED)
+    if args.stage in ("train-expression", "all"):
+        train_expression(args.epochs, args.seed, args.batch, args.lr)
     if args.stage in ("export", "all"):
         export()
     if args.stage in ("evaluate", "all"):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
-from tracker.types import ARKIT_BLENDSHAPES
+from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name
 
 if TYPE_CHECKING:  # typing.Self is 3.11+, the project supports 3.10
     from typing_extensions import Self
@@ -230,14 +230,6 @@ def camera_to_unity_quaternion(q_wxyz: Iterable[float], mirror: bool = False) ->
     return x, y, z, w
 
 
-def _mirror_name(name: str) -> str:
-    if name.endswith("Left"):
-        return name[:-4] + "Right"
-    if name.endswith("Right"):
-        return name[:-5] + "Left"
-    return name
-
-
 def _message(address: str, *args: tuple[Any, str]) -> Any:
     builder = osc_message_builder.OscMessageBuilder(address=address)
     for value, kind in args:
@@ -323,7 +315,7 @@ class VmcSender(_Sender):
             value = float(shapes[name])
             if not math.isfinite(value):
                 continue  # a NaN would freeze or explode the avatar's face
-            out.append((_mirror_name(name) if self.mirror else name, min(max(value, 0.0), 1.0)))
+            out.append((mirror_blendshape_name(name) if self.mirror else name, min(max(value, 0.0), 1.0)))
         return out
 
     def send(self, result: _Frame, face_id: int | None = None) -> None:

@@ -13,7 +13,8 @@ length removes most of that, and gives depth directly.
 Solver: Levenberg-Marquardt in Numba over a rotation increment (axis-angle,
 applied on the left), 3D translation, 52 expression weights bounded to [0, 1]
 (active set: weights at a bound pushed outwards are held) with a small ridge
-prior, and — for a track's first frames only — identity coefficients with a
+prior and a pull towards the refiner's image-based reading of each weight
+(HINT_WEIGHT; the points alone follow blinks, smiles and brows weakly), and — for a track's first frames only — identity coefficients with a
 ridge prior. Identity is averaged over those frames and then held. Each
 iteration the jaw contour points slide to the candidate on the face's
 silhouette for the current pose (RDR's sliding contour), so a turned head does
@@ -65,8 +66,15 @@ MESH_FIT_POINTS = np.array([
 # estimates too. Only the rigid points' depth is used (eye corners, nose, forehead, cheeks), against
 # the mean face's, so depth informs the pose only: on lips and brows it moved expressions the wrong
 # way, and through identity it skewed jawOpen. Chosen on training renders (seeds < 1000,
-# tools/tune_depth_weight.py).
+# tools/tune_fit_weights.py depth).
 DEPTH_WEIGHT = 0.1
+# Weight of the prior pulling each expression towards the refiner's image-based reading of it (the
+# refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
+# inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
+# expression head's training (tools/tune_fit_weights.py hint): key-blendshape MAE 0.215 without the
+# hint, 0.117 at 0.1, 0.104 at 1, 0.101 at 10 and above (the head alone); 1 is the smallest weight
+# within 0.005 of the best, so the points keep some say on real faces, which the head never saw.
+HINT_WEIGHT = 1.0
 DEPTH_POINTS = np.array([33, 133, 263, 362, 1, 4, 6, 168, 98, 327, 2, 19, 10, 151, 50, 280, 123, 352, 205, 425])
 LID_LANDMARKS = np.array([37, 38, 41, 40, 43, 44, 47, 46])
 JAW_ROWS = 17  # observation rows 0-16 are the jaw landmarks; the lids, then the mesh points follow
@@ -255,7 +263,7 @@ def _contour(neutral, rb, candidates, slide):
 
 
 @njit(cache=True, fastmath=True)
-def _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id):
+def _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, expr_target, alpha, id_prior, n_id):
     f, cx, cy = cam[0], cam[1], cam[2]
     c = 0.0
     for i in range(obs.shape[0]):
@@ -284,7 +292,8 @@ def _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_pri
                 rz = dw[i] * (scale * (y2 - m_y) - (obs[i, 2] - m_z)) / norm
                 c += rz * rz
     for j in range(expr.shape[0]):
-        c += expr_prior * expr[j] * expr[j]
+        d = expr[j] - expr_target[j]
+        c += expr_prior[j] * d * d
     for k in range(n_id):
         c += id_prior * alpha[k] * alpha[k]
     return c
@@ -292,13 +301,14 @@ def _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_pri
 
 @njit(cache=True, fastmath=True)
 def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot, tr, cam, expr, alpha, neutral,
-                  fit_identity, iterations, expr_prior, id_prior, norm):
+                  fit_identity, iterations, expr_prior, expr_target, id_prior, norm):
     """Levenberg-Marquardt fit of the model to 2D points through a pinhole camera
     ``cam`` = (focal, cx, cy); returns (rot, translation_cm, expr, alpha, cost).
 
     ``obs`` is N×3: image x, y and a relative depth in pixels (the face mesh's z), used by the
     rows with depth weight ``wd`` > 0 (about the weighted mean depth, so only its shape counts).
     ``neutral`` is identity_shape(mean, id_basis, alpha), passed in so a held identity is not rebuilt.
+    Expression j has the prior expr_prior[j] · (expr[j] − expr_target[j])².
     """
     n_pts = obs.shape[0]
     n_exp = exp_basis.shape[0]
@@ -323,7 +333,7 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     x = _landmark_shape(neutral, exp_basis, expr, chosen)
     # Depth rows compare the mean face's depths (rigid points: only the pose moves them).
     xd = _landmark_shape(mean, exp_basis, np.zeros(n_exp), chosen)
-    cost = _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, alpha, id_prior, n_id)
+    cost = _cost(obs, sw, dw, x, xd, rb, tr, cam, norm, expr, expr_prior, expr_target, alpha, id_prior, n_id)
     jac = np.zeros((2 * n_pts + n_depth, n_par))
     res = np.zeros(2 * n_pts + n_depth)
     for _ in range(iterations):
@@ -392,8 +402,8 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
         h = jac.T @ jac
         g = jac.T @ res
         for j in range(n_exp):
-            h[6 + j, 6 + j] += expr_prior
-            g[6 + j] += expr_prior * expr[j]
+            h[6 + j, 6 + j] += expr_prior[j]
+            g[6 + j] += expr_prior[j] * (expr[j] - expr_target[j])
         for k in range(n_id):
             h[6 + n_exp + k, 6 + n_exp + k] += id_prior
             g[6 + n_exp + k] += id_prior * alpha[k]
@@ -424,8 +434,8 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
             new_rb = new_rot * flip
             new_chosen = _contour(new_neutral, new_rb, candidates, slide)
             new_x = _landmark_shape(new_neutral, exp_basis, new_expr, new_chosen)
-            new_cost = _cost(obs, sw, dw, new_x, xd, new_rb, new_tr, cam, norm, new_expr, expr_prior, new_alpha,
-                             id_prior, n_id)
+            new_cost = _cost(obs, sw, dw, new_x, xd, new_rb, new_tr, cam, norm, new_expr, expr_prior, expr_target,
+                             new_alpha, id_prior, n_id)
             if new_cost <= cost:
                 converged = cost - new_cost < 1e-7 * cost  # no further gain worth an iteration
                 rot, tr, expr, alpha = new_rot, new_tr, new_expr, new_alpha
@@ -472,9 +482,10 @@ def camera_for(image_size: tuple[int, int], focal_px: float | None = None) -> np
 
 class FaceFitter:
     def __init__(self, model: FaceModel | None = None, expr_prior: float = 1e-3, id_prior: float = 3e-4,
-                 occluded_weight: float = 0.1) -> None:
+                 occluded_weight: float = 0.1, hint_weight: float = HINT_WEIGHT) -> None:
         self.model = model or FaceModel.load()
         self.expr_prior = expr_prior
+        self.hint_weight = hint_weight
         self.id_prior = id_prior
         self.occluded_weight = occluded_weight
         self._row_points = self.model.candidates[:, 0]
@@ -515,9 +526,14 @@ class FaceFitter:
         return occluded
 
     def fit(self, observations: np.ndarray, camera: np.ndarray, weights: np.ndarray | None = None,
-            state: FitState | None = None, iterations: int = 2) -> FitResult:
+            state: FitState | None = None, iterations: int = 2,
+            expression_hint: np.ndarray | None = None) -> FitResult:
         """Fit to the observation rows (see :meth:`observations`), pixels, seen by ``camera``
-        (:func:`camera_for`); ``state`` warm-starts from the track's previous frame."""
+        (:func:`camera_for`); ``state`` warm-starts from the track's previous frame.
+
+        ``expression_hint`` (52 weights in [0, 1], the refiner's reading of the face's image) pulls
+        each expression towards it with ``hint_weight``: shapes the points barely show (a blink, raised
+        brows) follow the hint, shapes they show well (an open jaw) follow the points."""
         mdl = self.model
         obs = np.full((len(observations), 3), np.nan)
         given = np.asarray(observations, dtype=np.float64)
@@ -547,8 +563,8 @@ class FaceFitter:
             neutral = identity_shape(mdl.mean, mdl.identity, previous.identity)
         rot, tr, expr, alpha, cost = fit_landmarks(
             obs, w, wd, mdl.mean, mdl.identity, mdl.expression, mdl.candidates, mdl.slide, rot, tr, camera,
-            previous.expression, previous.identity, neutral, fit_identity, iterations, self.expr_prior,
-            self.id_prior, norm)
+            previous.expression, previous.identity, neutral, fit_identity, iterations, *self._expression_prior(
+                expression_hint), self.id_prior, norm)
         if not (np.isfinite(cost) and np.all(np.isfinite(rot)) and np.all(np.isfinite(tr)) and tr[2] > 0):
             return self._unfit(previous)
         identity_sum, identity_frames = previous.identity_sum, previous.identity_frames
@@ -563,6 +579,17 @@ class FaceFitter:
                        identity_sum=identity_sum, identity_frames=identity_frames, neutral=held)
         return FitResult(state=new, rms=float(np.sqrt(cost / max(w.sum(), 1e-9))), ok=True,
                          self_occluded=self.self_occluded(rot))
+
+    def _expression_prior(self, hint: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-shape prior weight and target: the ridge towards 0 plus, with a hint, the pull towards it
+        (a·x² + b·(x − h)² = (a + b)·(x − b·h / (a + b))² + const)."""
+        n = len(self.model.names)
+        ridge = np.full(n, self.expr_prior)
+        if hint is None or self.hint_weight <= 0.0:
+            return ridge, np.zeros(n)
+        hint = np.clip(np.nan_to_num(np.asarray(hint, dtype=np.float64), nan=0.0), 0.0, 1.0)
+        total = ridge + self.hint_weight
+        return total, self.hint_weight * hint / total
 
     def _unfit(self, previous: FitState) -> FitResult:
         return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool))

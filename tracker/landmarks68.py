@@ -46,6 +46,8 @@ class CropLandmarks:
     mirror_initial: np.ndarray | None = None  # the same for the mirrored crop
     visibility: np.ndarray | None = None  # 68 in [0, 1] (refiner only): not hidden by an occluder
     mirror_visibility: np.ndarray | None = None  # the same from the mirrored crop, in its iBUG order
+    expression: np.ndarray | None = None  # 52 ARKit weights in [0, 1] (refiner only), as the crop shows them
+    mirror_expression: np.ndarray | None = None  # the same from the mirrored crop (its Left is the face's Right)
 
 
 def mesh_features(crop_points: np.ndarray) -> np.ndarray:
@@ -69,8 +71,8 @@ class Mesh68Mapping:
         return (mesh_features(crop_points) @ self.weights + self.bias).reshape(68, 2) * MESH_INPUT
 
     def predict(self, mesh: MeshResult) -> CropLandmarks:
-        """The crop's 68 landmarks and, if the mesh ran on it, its mirror's; refined (with visibility)
-        when a refiner is set and the mesh kept its feature maps."""
+        """The crop's 68 landmarks and, if the mesh ran on it, its mirror's; refined (with visibility and
+        expression weights) when a refiner is set and the mesh kept its feature maps."""
         shapes = [self.crop_landmarks(mesh.crop_points)]
         maps = [mesh.features]
         if mesh.mirror_crop_points is not None:
@@ -79,13 +81,13 @@ class Mesh68Mapping:
         if self.refiner is None or any(m is None for m in maps):
             return CropLandmarks(direct=shapes[0], mirror=shapes[1] if len(shapes) > 1 else None)
         # Face and mirror in one batch of two.
-        refined, visibility = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]),
-                                                  np.stack(shapes))
-        refined, visibility = refined.astype(np.float64), visibility.astype(np.float64)
+        refined, visibility, expression = (a.astype(np.float64) for a in self.refiner.refine(
+            np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes)))
         mirrored = len(shapes) > 1
         return CropLandmarks(direct=refined[0], mirror=refined[1] if mirrored else None,
                              initial=shapes[0], mirror_initial=shapes[1] if mirrored else None,
-                             visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None)
+                             visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None,
+                             expression=expression[0], mirror_expression=expression[1] if mirrored else None)
 
     def landmarks(self, mesh: MeshResult) -> np.ndarray:
         """68×2 landmarks in image pixels (the direct prediction)."""

@@ -105,6 +105,7 @@ class FaceTracker:
             rel = assess(prediction, t.mesh.roi, self.calibration) if prediction.mirror is not None else None
             landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, t.mesh.roi, MESH_INPUT)
             visibility = rel.visibility if rel else prediction.visibility
+            expression = rel.expression if rel else prediction.expression
             hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
             face = FaceResult(id=t.id, bbox=np.zeros(4), score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh,
                               landmark_visibility=visibility)
@@ -115,7 +116,7 @@ class FaceTracker:
                 weights = np.ones(len(observations))
                 if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
                     weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
-                fit = self.fitter.fit(observations, camera, weights, state=t.fit)
+                fit = self.fitter.fit(observations, camera, weights, state=t.fit, expression_hint=expression)
                 if fit.ok:
                     t.fit = fit.state
                 face.fit_ok = fit.ok

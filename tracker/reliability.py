@@ -16,6 +16,8 @@ refiner's direct and mirrored predictions (more accurate than either).
 The refiner also rates each landmark's visibility (not hidden by an occluder), from the
 crop and from its mirror; the two are averaged, and a landmark's confidence is its
 mirror-based confidence times that visibility, so a covered point is never trusted.
+Its expression weights from the crop and from the mirror (Left and Right swapped back)
+are averaged too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tracker.backends import ENGINES_DIR, BackendError
 from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
 from tracker.mesh import MESH_INPUT
 from tracker.roi import Roi, crop_points_to_image
+from tracker.types import ARKIT_MIRROR
 
 CALIBRATION_FILE = "confidence_calibration.npz"
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.
@@ -42,6 +45,7 @@ class Reliability:
     expected_error: np.ndarray  # 68, inter-ocular units (calibrated)
     confidence: np.ndarray  # 68 in [0, 1]: calibrated mirror confidence × visibility
     visibility: np.ndarray | None  # 68 in [0, 1] from the refiner (None without one)
+    expression: np.ndarray | None = None  # 52 ARKit weights in [0, 1] from the refiner (None without one)
 
 
 def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
@@ -105,6 +109,9 @@ def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibrati
     visibility = None
     if prediction.visibility is not None and prediction.mirror_visibility is not None:
         visibility = 0.5 * (prediction.visibility + prediction.mirror_visibility[IBUG68_MIRROR])
+    expression = None
+    if prediction.expression is not None and prediction.mirror_expression is not None:
+        expression = 0.5 * (prediction.expression + prediction.mirror_expression[ARKIT_MIRROR])
     if calibration is None:
         expected = confidence = np.full(68, np.nan)
     else:
@@ -113,4 +120,4 @@ def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibrati
         if visibility is not None:
             confidence = confidence * visibility
     return Reliability(landmarks=crop_points_to_image(fused, roi, MESH_INPUT), mirror_error=error,
-                       expected_error=expected, confidence=confidence, visibility=visibility)
+                       expected_error=expected, confidence=confidence, visibility=visibility, expression=expression)

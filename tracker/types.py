@@ -28,6 +28,19 @@ ARKIT_BLENDSHAPES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def mirror_blendshape_name(name: str) -> str:
+    """The shape's name on the face's other side (a horizontal mirror swaps Left and Right)."""
+    if name.endswith("Left"):
+        return name[:-4] + "Right"
+    if name.endswith("Right"):
+        return name[:-5] + "Left"
+    return name
+
+
+# ARKIT_MIRROR[i]: the index of shape i's mirror twin (weights[ARKIT_MIRROR] mirrors a weight vector).
+ARKIT_MIRROR: np.ndarray = np.array([ARKIT_BLENDSHAPES.index(mirror_blendshape_name(n)) for n in ARKIT_BLENDSHAPES])
+
+
 @dataclass
 class Pose:
     """Head pose in the convention of tracker/pose.py (degrees; camera axes x right, y down, z forward)."""

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Choose the 3D fit's weights (tracker/fitting.py) on renders no evaluation uses.
+
+Renders ICT stills, runs the real tracker on each (still mode, true focal length)
+once per candidate value, and prints pose MAE, bias and gain per axis and the MAE of
+the six key blendshapes for |yaw| <= 45°.
+
+- ``depth`` (DEPTH_WEIGHT, the mesh's relative depth rows): seeds 500..500+N-1, training
+  renders (evaluation uses 1000 and up; tools/calibrate_landmarks.py uses 0..399). The
+  weight to set is the one with the lowest worst-axis pose MAE that leaves the blendshape
+  MAE where it is without depth.
+- ``hint`` (HINT_WEIGHT, the pull of each expression towards the refiner's image-based
+  reading): seeds 900..999, the renders the refiner's expression head never trained on
+  (they only selected its checkpoint, tools/train_refiner.py train-expression), so the
+  head is not judged on its own training faces. The weight to set is the smallest whose
+  mean key-blendshape MAE is within 0.005 of the lowest: the head has seen renders only,
+  and a weight that leaves the points some say is the safer one on real faces.
+
+    python tools/tune_fit_weights.py depth
+    python tools/tune_fit_weights.py hint
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
+
+from tracker import fitting
+from tracker.pipeline import FaceTracker, TrackerConfig
+
+AXES = ("yaw", "pitch", "roll")
+# name: (first seed, number of renders, candidate values)
+PARAMETERS = {
+    "depth": (500, 150, (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)),
+    "hint": (900, 100, (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parameter", choices=tuple(PARAMETERS))
+    parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
+    args = parser.parse_args()
+    first, count, grid = PARAMETERS[args.parameter]
+    ict = load_ict(ICT_PATH)
+    renders = [render_image(ict, np.random.default_rng(first + k), 512)
+               for k in tqdm(range(count), desc="rendering", unit="img")]
+    renders = [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= 45.0]
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
+    print(f"{len(renders)} renders with |yaw| <= 45°, seeds {first}..{first + count - 1}")
+    print(f"| {args.parameter} weight | found | MAE yaw / pitch / roll | bias | gain | worst-axis MAE | "
+          + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
+    print("|---|---|---|---|---|---|" + "---|" * (len(KEY_SHAPES) + 1))
+    for value in args.values or grid:
+        if args.parameter == "depth":
+            fitting.DEPTH_WEIGHT = value  # read at each fit
+        else:
+            tracker.fitter.hint_weight = value
+        est, true, shape_err = [], [], []
+        for image, truth in renders:
+            tracker.config.focal_px = truth["focal"]
+            faces = tracker.process(image, still=True).faces
+            if faces and faces[0].pose is not None:
+                pose = faces[0].pose
+                est.append([pose.yaw, pose.pitch, pose.roll])
+                true.append([truth[a] for a in AXES])
+                shape_err.append([faces[0].blendshapes[k] - truth["blendshapes"][k] for k in KEY_SHAPES])
+        est, true, shape_mae = np.array(est), np.array(true), np.abs(shape_err).mean(0)
+        err = est - true
+        mae = np.abs(err).mean(0)
+        gain = [np.polyfit(true[:, k], est[:, k], 1)[0] for k in range(3)]
+        print(f"| {value:g} | {len(est)}/{len(renders)} | {' / '.join(f'{v:.2f}' for v in mae)} | "
+              f"{' / '.join(f'{v:+.2f}' for v in err.mean(0))} | {' / '.join(f'{v:.2f}' for v in gain)} | "
+              f"{mae.max():.2f} | " + " | ".join(f"{v:.3f}" for v in shape_mae) + f" | {shape_mae.mean():.3f} |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
