@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
+from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks, remove_offset
 from tracker.mesh import MESH_INPUT
 from tracker.reliability import assess, mirror_back
 from tracker.roi import Roi
@@ -32,6 +32,22 @@ def test_mirror_back_is_an_exact_involution() -> None:
     # A point on the crop's vertical centre line maps onto itself (x -> w - 1 - x).
     centre = np.full((68, 2), (MESH_INPUT - 1) / 2)
     assert np.array_equal(mirror_back(centre), centre)
+
+
+def test_offsets_measured_after_mapping_back_are_removed_from_both_passes() -> None:
+    """A direct and a mirror prediction that, mapped back, sit at known offsets from the truth: removing
+    each offset in its own crop's frame puts both on the truth, so their average is the truth too."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(20, 170, (68, 2))
+    truth[36], truth[45] = (60.0, 80.0), (130.0, 80.0)
+    direct_offset, mirror_offset = np.array([-0.3, 0.1]), np.array([-0.9, -0.2])
+    direct = truth + direct_offset
+    mirror = mirror_of(truth + mirror_offset)  # in the mirrored crop, whose mapped-back points are offset
+    assert np.allclose(mirror_back(mirror), truth + mirror_offset)
+    assert np.allclose(remove_offset(direct, direct_offset, mirrored=False), truth)
+    assert np.allclose(mirror_back(remove_offset(mirror, mirror_offset, mirrored=True)), truth)
+    # Without the sign change on the mirror the offset would double in x instead.
+    assert not np.allclose(mirror_back(remove_offset(mirror, mirror_offset, mirrored=False)), truth)
 
 
 def test_expression_mirror_swaps_sides_and_is_an_involution() -> None:

@@ -130,7 +130,11 @@ def main() -> int:
          "through the face mesh and the refiner in one batch. Mirror error = the spread of a landmark's four "
          "predictions (linear map and refiner, direct and mirrored-back): mean distance from their mean, in "
          "inter-ocular units. For comparison, the plain two-pass error: the distance between the refiner's "
-         "direct and mirrored-back points."),
+         "direct and mirrored-back points. Every prediction has its constant offset from the annotations "
+         "removed, as measured on helen_train (`engines/crop_offsets.npz`, `python tools/calibrate_crop_offsets.py`:"
+         " the 300-W annotations are not mirror-symmetric to the pixel, so the mirror pass mapped back sat "
+         "0.6 crop px left of the direct one, and averaging the two gained nothing; with the offsets removed, "
+         "the average is the better estimate)."),
         "",
         "| measure | four-way mirror error (used) | two-pass refiner mirror error |",
         "|---|---|---|",

@@ -630,8 +630,8 @@ def evaluate(folder: Path) -> None:
                 r.append({"found": False})
             continue
         mesh = meshes[index]
-        # Baseline: the same detection's plain ridge landmarks (no refiner).
-        base = crop_points_to_image(tr.mapping.crop_landmarks(mesh.crop_points), mesh.roi, CROP)
+        # Baseline: the same detection's plain ridge landmarks (no refiner); both with their offsets removed.
+        base = crop_points_to_image(tr.mapping.predict(mesh).initial, mesh.roi, CROP)
         for r, pred in zip(rows.values(), (base, refined[index])):
             d = np.linalg.norm(pred - item.points, axis=1) / iod
             r.append({"found": True, "nme": d.mean(), "nme_jaw": d[JAW].mean(), "nme_inner": d[INNER].mean()})

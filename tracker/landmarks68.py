@@ -5,6 +5,16 @@ removed by the ROI), so one ridge regression covers all faces;
 ``tools/fit_mesh68.py`` fits it on helen_train. Its points are the refiner's
 starting shape: the refiner (tracker/refiner.py) moves them using the mesh
 network's feature maps sampled at the points.
+
+Each of the four predictions (map and refiner, on the crop and on its mirror)
+then loses its constant offset from the annotations, measured on helen_train
+(``tools/calibrate_crop_offsets.py``). Why: the 300-W annotations are not
+mirror-symmetric to the pixel (a point sits a fraction of a pixel right of where
+the mirrored annotation of the mirrored face puts it), so a model trained with
+mirror images learns the average and each pass keeps a share of the offset; the
+mirror pass, mapped back, keeps it with the other sign of its own bias. On
+helen_train the refined points sit 0.3 crop px left of the annotation on the
+crop and 0.9 px left on the mirror.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from tracker.refiner import Refiner
 from tracker.roi import crop_points_to_image
 
 MAPPING_FILE = "mesh68_ridge.npz"
+OFFSETS_FILE = "crop_offsets.npz"
 
 # iBUG 68 index pairs that swap under a horizontal mirror (subject's left <-> right).
 IBUG68_MIRROR = np.array(
@@ -55,8 +66,22 @@ def mesh_features(crop_points: np.ndarray) -> np.ndarray:
     return (np.asarray(crop_points, np.float64) / MESH_INPUT).reshape(-1)
 
 
+# Rows of the offsets file: each prediction's mean offset from the annotation (crop px, x and y), all
+# measured in the unmirrored crop's frame (mirror predictions after mapping back).
+OFFSET_ROWS = ("initial", "refined", "mirror_initial", "mirror_refined")
+
+
+def remove_offset(points: np.ndarray, offset: np.ndarray, mirrored: bool) -> np.ndarray:
+    """Points in their crop's pixels minus an offset measured in the unmirrored crop's frame (for a
+    prediction on the mirrored crop, whose x runs the other way, the offset's x changes sign)."""
+    offset = np.asarray(offset, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) - (offset * (-1.0, 1.0) if mirrored else offset)
+
+
 class Mesh68Mapping:
-    def __init__(self, path: Path | None = None, refiner: Refiner | None = None) -> None:
+    def __init__(self, path: Path | None = None, refiner: Refiner | None = None,
+                 offsets: np.ndarray | None = None) -> None:
+        """``offsets``: 4×2 (rows OFFSET_ROWS, crop px) to subtract; None reads engines/crop_offsets.npz."""
         self.refiner = refiner
         path = path or ENGINES_DIR / MAPPING_FILE
         if not path.is_file():
@@ -65,6 +90,16 @@ class Mesh68Mapping:
         # float64 once here, so the per-frame product does not convert 190k weights each call.
         self.weights = data["weights"].astype(np.float64)  # 1404×136
         self.bias = data["bias"].astype(np.float64)  # 136
+        if offsets is None:
+            offsets_path = ENGINES_DIR / OFFSETS_FILE
+            if not offsets_path.is_file():
+                raise BackendError(f"crop offsets {offsets_path} are missing; measure them with "
+                                   "`python tools/calibrate_crop_offsets.py`")
+            offsets = np.load(offsets_path)["offsets"]
+        self.offsets = np.asarray(offsets, dtype=np.float64).reshape(len(OFFSET_ROWS), 2)
+
+    def _unbiased(self, points: np.ndarray, row: str) -> np.ndarray:
+        return remove_offset(points, self.offsets[OFFSET_ROWS.index(row)], mirrored=row.startswith("mirror"))
 
     def crop_landmarks(self, crop_points: np.ndarray) -> np.ndarray:
         """68×2 landmarks in crop pixels from the linear map alone (the refiner's starting shape)."""
@@ -78,14 +113,17 @@ class Mesh68Mapping:
         if mesh.mirror_crop_points is not None:
             shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
             maps.append(mesh.mirror_features)
+        mirrored = len(shapes) > 1
+        initial = self._unbiased(shapes[0], "initial")
+        mirror_initial = self._unbiased(shapes[1], "mirror_initial") if mirrored else None
         if self.refiner is None or any(m is None for m in maps):
-            return CropLandmarks(direct=shapes[0], mirror=shapes[1] if len(shapes) > 1 else None)
-        # Face and mirror in one batch of two.
+            return CropLandmarks(direct=initial, mirror=mirror_initial)
+        # Face and mirror in one batch of two, from the map's own points (what the refiner was trained on).
         refined, visibility, expression = (a.astype(np.float64) for a in self.refiner.refine(
             np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes)))
-        mirrored = len(shapes) > 1
-        return CropLandmarks(direct=refined[0], mirror=refined[1] if mirrored else None,
-                             initial=shapes[0], mirror_initial=shapes[1] if mirrored else None,
+        return CropLandmarks(direct=self._unbiased(refined[0], "refined"),
+                             mirror=self._unbiased(refined[1], "mirror_refined") if mirrored else None,
+                             initial=initial, mirror_initial=mirror_initial,
                              visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None,
                              expression=expression[0], mirror_expression=expression[1] if mirrored else None)
 
