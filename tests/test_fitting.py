@@ -194,30 +194,31 @@ def test_warm_up_runs_the_kernels_on_a_real_problem(fitter):
     assert np.abs(matrix_to_euler(result.state.rotation)).max() < 1.0
 
 
-def test_expression_hint_pulls_only_what_the_points_leave_open(fitter):
-    """A hint at the truth helps; a strong hint is followed; a wrong hint hardly moves a shape the
-    points show (jawOpen), and a zero hint weight is the plain fit."""
+def test_expression_hint_is_a_prior_between_the_points_and_the_reading(fitter):
+    """A zero hint weight is the plain fit; a hint at the truth helps; a wrong hint about a shape the points
+    show (jawOpen) moves it towards the hint the more the heavier its weight, always between the two; a
+    dominant weight follows any hint."""
     rng = np.random.default_rng(7)
     identity = np.zeros(IDENTITY_COMPONENTS)
     pts, truth = synthetic(fitter, rng, 10.0, -5.0, 3.0, identity, ["jawOpen", "eyeBlinkLeft", "browInnerUp"])
     plain = fitter.fit(pts, CAMERA, iterations=12).state.expression
     keep = fitter.hint_weight
+
+    def hinted(weight, hint):
+        fitter.hint_weight = weight
+        return fitter.fit(pts, CAMERA, iterations=12, expression_hint=hint).state.expression
+
     try:
-        fitter.hint_weight = 0.0
-        assert np.array_equal(fitter.fit(pts, CAMERA, iterations=12, expression_hint=truth.expression).state.expression,
-                              plain)
-        fitter.hint_weight = fitting.HINT_WEIGHT
-        hinted = fitter.fit(pts, CAMERA, iterations=12, expression_hint=truth.expression).state.expression
-        assert np.abs(hinted - truth.expression).mean() < np.abs(plain - truth.expression).mean()
-        wrong = truth.expression.copy()
+        assert np.array_equal(hinted(0.0, truth.expression), plain)
+        assert (np.abs(hinted(fitting.HINT_WEIGHT, truth.expression) - truth.expression).mean()
+                < np.abs(plain - truth.expression).mean())
         jaw = fitter.model.names.index("jawOpen")
+        wrong = truth.expression.copy()
         wrong[jaw] = 0.0
-        misled = fitter.fit(pts, CAMERA, iterations=12, expression_hint=wrong).state.expression
-        # The points hold the jaw: it gives way to less than a quarter of the hint's error.
-        assert abs(misled[jaw] - plain[jaw]) < 0.25 * truth.expression[jaw]
-        fitter.hint_weight = 100.0  # the prior dominates every residual
+        pulled = [hinted(w, wrong)[jaw] for w in (0.01, fitting.HINT_WEIGHT, 100.0)]
+        assert plain[jaw] > pulled[0] > pulled[1] > pulled[2] >= 0.0
+        assert plain[jaw] - pulled[0] < 0.25 * plain[jaw]  # a light hint leaves the jaw to the points
         target = rng.uniform(0, 1, len(fitter.model.names))
-        forced = fitter.fit(pts, CAMERA, iterations=12, expression_hint=target).state.expression
-        assert np.abs(forced - target).max() < 0.05
+        assert np.abs(hinted(100.0, target) - target).max() < 0.05
     finally:
         fitter.hint_weight = keep

@@ -37,6 +37,9 @@ def test_output_shape_and_batch(refiner):
     assert np.isfinite(out).all()
     assert ((visibility >= 0) & (visibility <= 1)).all()
     assert ((expression >= 0) & (expression <= 1)).all()
+    from tracker.types import ARKIT_BLENDSHAPES
+
+    assert (expression[:, ARKIT_BLENDSHAPES.index("tongueOut")] == 0).all()  # the face model has no tongue
     # Each face of a batch is refined on its own.
     one, one_visibility, one_expression = refiner.refine(f48[1:], f24[1:], s0[1:])
     assert np.allclose(out[1], one[0], atol=1e-3)

@@ -379,12 +379,16 @@ def build_model():
         def __init__(self, net) -> None:
             super().__init__()
             self.net = net
+            # tongueOut: ICT has no tongue, the head never learnt it (its loss skips it): always 0.
+            taught = torch.ones(1, len(ARKIT_BLENDSHAPES))
+            taught[0, ARKIT_BLENDSHAPES.index("tongueOut")] = 0.0
+            self.register_buffer("taught", taught)
 
         def forward(self, features_48, features_24, landmarks):
             shapes, logits = self.net(features_48, features_24, landmarks)
             at = shapes[-1]
-            weights = self.net.expression(shape_features(features_48, features_24, at), at)
-            return at, torch.sigmoid(logits), torch.sigmoid(weights)
+            weights = torch.sigmoid(self.net.expression(shape_features(features_48, features_24, at), at))
+            return at, torch.sigmoid(logits), weights * self.taught
 
     return Refiner, Export, sample, shape_features
 

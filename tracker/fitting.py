@@ -532,8 +532,9 @@ class FaceFitter:
         (:func:`camera_for`); ``state`` warm-starts from the track's previous frame.
 
         ``expression_hint`` (52 weights in [0, 1], the refiner's reading of the face's image) pulls
-        each expression towards it with ``hint_weight``: shapes the points barely show (a blink, raised
-        brows) follow the hint, shapes they show well (an open jaw) follow the points."""
+        each expression towards it with ``hint_weight``: the result lies between what the points alone
+        give and the hint, nearer the hint the heavier the weight (at HINT_WEIGHT the hint leads, even for
+        the jaw, which the points show well)."""
         mdl = self.model
         obs = np.full((len(observations), 3), np.nan)
         given = np.asarray(observations, dtype=np.float64)
