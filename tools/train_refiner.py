@@ -3,11 +3,16 @@
 
 Stages (each one can be run alone; the data cache lives under /tmp, never in the repo):
 
-    python tools/train_refiner.py data      # helen_train crops + mesh features -> /tmp cache
-    python tools/train_refiner.py train     # PyTorch, fixed seed, 10% of helen_train held out
-    python tools/train_refiner.py export    # engines/refiner.onnx (opset 13, dynamic batch) + checks
-    python tools/train_refiner.py evaluate  # afw, detector included: ridge baseline vs refined
-    python tools/train_refiner.py all       # the four in order
+    python tools/train_refiner.py data              # helen_train crops + renders + mesh features -> /tmp cache
+    python tools/train_refiner.py train             # landmark steps + visibility head, 10% of helen held out
+    python tools/train_refiner.py visibility-data   # more helen crops with more occluder kinds
+    python tools/train_refiner.py train-visibility  # visibility head alone (20 epochs), rest frozen
+    python tools/train_refiner.py expression-data   # more ICT renders, for the expression head
+    python tools/train_refiner.py train-expression  # expression head alone, rest frozen
+    python tools/train_refiner.py export            # engines/refiner.onnx (opset 13, dynamic batch) + checks
+    python tools/train_refiner.py evaluate          # afw, detector included: ridge baseline vs refined
+    python tools/train_refiner.py all               # all of the above in order
+    python tools/train_refiner.py train-backbone --epochs 12     # comparison: a CNN of our own; ships nothing
 
 The refiner takes the face mesh network's intermediate feature maps (features_48,
 features_24, computed once per face) and the ridge-mapped 68 landmarks S0 of the
@@ -49,6 +54,8 @@ CHECKPOINT = CACHE / "refiner.pt"
 # training renders (0-999) and from tools/evaluate_renders.py's held-out SeedSequence(1000) children.
 EXPRESSION_CACHE = CACHE / "expression"
 EXPRESSION_FIRST_SEED = 10_000
+# helen_train crops with more kinds of occluder (occlude(extended=True)), for the visibility head alone.
+VISIBILITY_CACHE = CACHE / "visibility"
 ONNX_PATH = REPO / "engines" / "refiner.onnx"
 SEED = 0
 STEPS = 2
@@ -97,21 +104,27 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def occlude(img: np.ndarray, truth: np.ndarray, donor: np.ndarray, scene: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            rng: np.random.Generator, extended: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic occluder over 5-45% of the face's landmark box; returns the image and the 68 visibilities.
 
     Shapes: random convex polygon, ellipse, thick bar, or a hand (palm + fingers as rotated
     rectangles); textures: a piece of another training face, a piece of another training image at a
     random scale (``scene``, whole images, backgrounds included), a noisy solid colour, or shaded skin.
-    (tools/evaluate_occlusion.py draws its afw occluders with its own, different generator.)
+    ``extended`` (the visibility-data stage) adds an axis-aligned rectangle, and as textures the same
+    part of another face (unshifted: a patch that looks like the face it hides) and a colour wash over
+    another image. (tools/evaluate_occlusion.py draws its afw occluders with its own generator.)
     """
     x0, y0 = truth.min(0)
     x1, y1 = truth.max(0)
     area = rng.uniform(0.05, 0.45) * max(x1 - x0, 1.0) * max(y1 - y0, 1.0)
     cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
     mask = np.zeros(img.shape[:2], np.uint8)
-    kind = rng.integers(4)
-    if kind == 0:  # convex polygon of 5-9 vertices
+    kind = rng.integers(5 if extended else 4)
+    if kind == 4:  # axis-aligned rectangle
+        aspect = rng.uniform(0.5, 2.0)
+        w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)
+        cv2.rectangle(mask, (int(cx - w / 2), int(cy - h / 2)), (int(cx + w / 2), int(cy + h / 2)), 1, -1)
+    elif kind == 0:  # convex polygon of 5-9 vertices
         r = np.sqrt(area / np.pi)
         angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(5, 10)))
         radii = r * rng.uniform(0.8, 1.25, len(angles))
@@ -136,9 +149,14 @@ def occlude(img: np.ndarray, truth: np.ndarray, donor: np.ndarray, scene: np.nda
             tip = (cx + 2.6 * r * np.cos(a), cy + 2.6 * r * np.sin(a))
             cv2.line(mask, (int(cx), int(cy)), (int(tip[0]), int(tip[1])), 1, max(2, int(0.45 * r)))
     region = mask.astype(bool)
-    texture = rng.integers(4)
+    texture = rng.integers(6 if extended else 4)
     out = img.copy()
-    if texture == 0:  # a shifted piece of another face crop
+    if texture == 4:  # the same part of another face
+        out[region] = donor[region]
+    elif texture == 5:  # another whole image under a colour wash
+        wash = rng.uniform(0, 255, 3)
+        out[region] = (0.5 * cv2.resize(scene, (CROP, CROP))[region] + 0.5 * wash).astype(np.uint8)
+    elif texture == 0:  # a shifted piece of another face crop
         shift = rng.integers(-CROP // 3, CROP // 3, 2)
         out[region] = np.roll(donor, tuple(shift.tolist()), axis=(0, 1))[region]
     elif texture == 3:  # a random window of another image, 20-100% of its short side, scaled to the crop
@@ -179,7 +197,8 @@ def training_faces(renders: int, helen: bool = True, first_seed: int = 0):
 
 
 def make_data(augmentations: int, seed: int, occluded: float, renders: int, render_augmentations: int,
-              cache: Path = CACHE, with_helen: bool = True, first_seed: int = 0) -> None:
+              cache: Path = CACHE, with_helen: bool = True, first_seed: int = 0,
+              extended_occluders: bool = False) -> None:
     """Crops of every helen_train face (the tracker's own ROI plus ``augmentations`` perturbed ones)
     and of ``renders`` ICT renders (ROI plus ``render_augmentations``), into ``cache``."""
     rng = np.random.default_rng(seed)
@@ -226,7 +245,7 @@ def make_data(augmentations: int, seed: int, occluded: float, renders: int, rend
                     t[:, 0] = (CROP - 1) - t[:, 0]
                     w = None if weights is None else weights[ARKIT_MIRROR]
                 if rng.random() < occluded:
-                    c, v = occlude(c, t, donor, scene, rng)
+                    c, v = occlude(c, t, donor, scene, rng, extended_occluders)
             crops.append(c)
             truths.append(t)
             visibility.append(v)
@@ -570,6 +589,77 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
     print(f"expression head: best held-out MSE {best:.4f} at epoch {best_epoch}, saved into {CHECKPOINT}")
 
 
+def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
+    """The visibility head alone, fine-tuned from the trained one with everything else frozen (so the
+    landmarks and expression weights do not change), on the landmark data's crops plus the
+    visibility-data stage's (more occluder kinds). Checkpoint selection: hidden-landmark recall at 80%
+    precision on the crops of the helen images `train` held out."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    Refiner, _, _, shape_features = build_model()
+    net = Refiner()
+    net.load_state_dict(torch.load(CHECKPOINT))
+    net.eval()
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+    feats, hidden, held = [], [], []
+    for cache in (CACHE, VISIBILITY_CACHE):
+        if not (cache / "meta.npz").is_file():
+            raise SystemExit(f"no {cache}: run the data and visibility-data stages")
+        meta = np.load(cache / "meta.npz")
+        n = int(meta["n"])
+        f48, f24 = (np.load(cache / name, mmap_mode="r") for name in ("f48.npy", "f24.npy"))
+        helen_images = np.unique(meta["image_id"][meta["source"] == HELEN])
+        # The same held-out helen images as `train` (the image ids of both caches count helen_train in order).
+        out = set(np.random.default_rng(seed).choice(helen_images, size=max(1, len(helen_images) // 10),
+                                                      replace=False).tolist())
+        with torch.no_grad():
+            for i in range(0, n, 256):
+                b = np.arange(i, min(i + 256, n))
+                shapes, _ = net(t(f48[b]), t(f24[b]), t(meta["s0"][b]))
+                feats.append(shape_features(t(f48[b]), t(f24[b]), shapes[-1]).numpy().astype(np.float16))
+        hidden.append(~meta["visible"][:n])
+        held.append(np.isin(meta["image_id"][:n], list(out)) & (meta["source"][:n] == HELEN))
+    feats, hidden, held = (np.concatenate(a) for a in (feats, hidden, held))
+    head = net.visibility
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    trn, val = np.flatnonzero(~held), np.flatnonzero(held)
+
+    def recall(idx):
+        head.eval()
+        with torch.no_grad():
+            logits = np.concatenate([(head.mlp(t(feats[idx[i:i + 1024]]))[..., 0] + head.bias).numpy()
+                                     for i in range(0, len(idx), 1024)])
+        return recall_at_precision(hidden[idx].ravel(), logits.ravel(), 0.8)  # low visibility = hidden
+
+    best, best_epoch, started = recall(val), -1, time.perf_counter()
+    print(f"visibility head: {len(trn)} training crops, {len(val)} held-out helen crops; "
+          f"{100 * hidden[trn].mean():.1f}% of training landmarks hidden; held-out recall@80%P before: {100 * best:.1f}%")
+    for epoch in range(epochs):
+        head.train()
+        order = rng.permutation(trn)
+        for i in range(0, len(order), batch):
+            b = order[i:i + batch]
+            logits = head.mlp(t(feats[b]))[..., 0] + head.bias
+            loss = F.binary_cross_entropy_with_logits(logits, t(~hidden[b]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        r = recall(val)
+        if r > best:
+            best, best_epoch = r, epoch
+            torch.save(net.state_dict(), CHECKPOINT)
+        print(f"epoch {epoch:3d}  held-out hidden recall@80%P {100 * r:.1f}%  best {100 * best:.1f}% "
+              f"(epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"visibility head: best held-out recall {100 * best:.1f}% at epoch {best_epoch}"
+          + ("" if best_epoch >= 0 else " (the trained head; checkpoint unchanged)"))
+
+
 def build_own_backbone():
     import torch
     from torch import nn
@@ -791,8 +881,8 @@ def evaluate(folder: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("data", "train", "expression-data", "train-expression", "export", "evaluate",
-                                          "all", "train-backbone"))
+    parser.add_argument("stage", choices=("data", "train", "expression-data", "train-expression", "visibility-data",
+                                          "train-visibility", "export", "evaluate", "all", "train-backbone"))
     parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
     parser.add_argument("--renders", type=int, default=1000,
                         help="ICT renders (seeds 0..N-1) added to the training data, for large poses and expressions")
@@ -801,6 +891,7 @@ def main() -> int:
                         help=f"extra renders for the expression head (seeds {EXPRESSION_FIRST_SEED} and up)")
     parser.add_argument("--occluded", type=float, default=0.5, help="share of perturbed crops given an occluder")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--visibility-epochs", type=int, default=20, help="epochs of the train-visibility stage")
     parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -814,6 +905,10 @@ def main() -> int:
     if args.stage in ("expression-data", "all"):
         make_data(0, args.seed + 1, args.occluded, args.expression_renders, args.render_augmentations,
                   EXPRESSION_CACHE, with_helen=False, first_seed=EXPRESSION_FIRST_SEED)
+    if args.stage in ("visibility-data", "all"):
+        make_data(6, args.seed + 2, 0.8, 0, 0, VISIBILITY_CACHE, extended_occluders=True)
+    if args.stage in ("train-visibility", "all"):
+        train_visibility(args.visibility_epochs, args.seed, args.batch, args.lr)
     if args.stage in ("train-expression", "all"):
         train_expression(args.epochs, args.seed, args.batch, args.lr)
     if args.stage in ("export", "all"):
