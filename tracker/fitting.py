@@ -14,11 +14,12 @@ Solver: Levenberg-Marquardt in Numba over a rotation increment (axis-angle,
 applied on the left), 3D translation, 52 expression weights bounded to [0, 1]
 (active set: weights at a bound pushed outwards are held) with a small ridge
 prior and a pull towards the refiner's image-based reading of each weight
-(HINT_WEIGHT; the points alone follow blinks, smiles and brows weakly), and — for a track's first frames only — identity coefficients with a
-ridge prior. Identity is averaged over those frames and then held. Each
-iteration the jaw contour points slide to the candidate on the face's
-silhouette for the current pose (RDR's sliding contour), so a turned head does
-not drag the jaw onto the cheek. Residuals are divided by the observed
+(HINT_WEIGHT; the points alone follow blinks, smiles and brows weakly), and —
+for a track's first frames only — identity coefficients with a ridge prior.
+Identity is averaged over those frames and then held. Each iteration the jaw
+contour points slide to the candidate on the face's silhouette for the current
+pose (RDR's sliding contour), so a turned head does not drag the jaw onto the
+cheek. Residuals are divided by the observed
 outer-eye-corner distance, so the priors mean the same at every face size.
 
 Observations: the 17 jaw landmarks, the 8 eyelid landmarks of the 68 (they follow

@@ -8,13 +8,11 @@ network's feature maps sampled at the points.
 
 Each of the four predictions (map and refiner, on the crop and on its mirror)
 then loses its constant offset from the annotations, measured on helen_train
-(``tools/calibrate_crop_offsets.py``). Why: the 300-W annotations are not
-mirror-symmetric to the pixel (a point sits a fraction of a pixel right of where
-the mirrored annotation of the mirrored face puts it), so a model trained with
-mirror images learns the average and each pass keeps a share of the offset; the
-mirror pass, mapped back, keeps it with the other sign of its own bias. On
-helen_train the refined points sit 0.3 crop px left of the annotation on the
-crop and 0.9 px left on the mirror.
+(``tools/calibrate_crop_offsets.py``): there the refined points sit 0.3 crop px
+left of the annotation on the crop and 0.9 px left on the mirror. The likely
+cause: the 300-W annotations are not mirror-symmetric to the pixel, and models
+trained with mirror images learn the average, each pass keeping a share of the
+offset (the mirror pass with the other sign of the refiner's own bias).
 """
 
 from __future__ import annotations
