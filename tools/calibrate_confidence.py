@@ -21,13 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from landmark_data import LANDMARKS68, annotated_faces, inter_ocular, load_folder
 from report import update_section
 
 from tracker.backends import ENGINES_DIR
@@ -94,14 +93,11 @@ def main() -> int:
         return 2
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=True))
     mirror_err, pair_err, true_err, single_nme, fused_nme = [], [], [], [], []
-    for item in tqdm(items, desc=f"mirror check on {args.images.name}", unit="img"):
-        tracker.reset()
-        meshes = tracker.detect_meshes(cv2.imread(str(item.image_path)), limit=8)
-        index = match_face([tracker.mapping.landmarks(m) for m in meshes], item.points)
-        if index is None:
+    faces = annotated_faces(tracker, tracker.mapping, tqdm(items, desc=f"mirror check on {args.images.name}",
+                                                            unit="img"))
+    for item, _, mesh, prediction in faces:
+        if mesh is None:
             continue
-        mesh = meshes[index]
-        prediction = tracker.mapping.predict(mesh)
         rel = assess(prediction, mesh.roi, None)
         iod = inter_ocular(item.points)
         single = crop_points_to_image(prediction.direct, mesh.roi, MESH_INPUT)

@@ -21,14 +21,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from landmark_data import LANDMARKS68, load_folder, match_face
+from landmark_data import LANDMARKS68, annotated_faces, load_folder
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS, OFFSETS_FILE, Mesh68Mapping
@@ -55,14 +54,11 @@ def main() -> int:
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=True))
     mapping = Mesh68Mapping(refiner=Refiner("onnxruntime"), offsets=np.zeros((len(OFFSET_ROWS), 2)))
     offsets = []
-    for item in tqdm(items, desc=f"mirror pass on {args.images.name}", unit="img"):
-        tracker.reset()
-        meshes = tracker.detect_meshes(cv2.imread(str(item.image_path)), limit=8)
-        index = match_face([mapping.landmarks(m) for m in meshes], item.points)
-        if index is None:
+    for item, _, mesh, prediction in annotated_faces(tracker, mapping, tqdm(items, desc=f"mirror pass on "
+                                                                          f"{args.images.name}", unit="img")):
+        if mesh is None:
             continue
-        prediction = mapping.predict(meshes[index])
-        truth = image_points_to_crop(item.points, meshes[index].roi, MESH_INPUT)
+        truth = image_points_to_crop(item.points, mesh.roi, MESH_INPUT)
         rows = (prediction.initial, prediction.direct, mirror_back(prediction.mirror_initial),
                 mirror_back(prediction.mirror))
         offsets.append([(points - truth).mean(0) for points in rows])

@@ -41,9 +41,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import INNER, JAW, summarise, table_cells
+from evaluate import nme_scores, summarise, table_cells
 from evaluate_renders import DEFAULT_SEED, YAW_LIMIT, read_jsonl, render_set
-from landmark_data import LANDMARKS68, LabelledImage, inter_ocular, load_folder, match_face
+from landmark_data import LANDMARKS68, LabelledImage, load_folder, match_face
 from render_ict import ICT_PATH, load_ict
 from report import update_section
 
@@ -68,15 +68,6 @@ def predictor_path() -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise
         return Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-
-
-def score(prediction: np.ndarray, truth: np.ndarray, visible: np.ndarray | None = None) -> dict:
-    """NME over the 68 points, the jaw and the inner 51 (hidden points left out where ``visible`` is given)."""
-    d = np.linalg.norm(prediction - truth, axis=1) / inter_ocular(truth)
-    if visible is not None:
-        d = np.where(visible, d, np.nan)
-    return {"nme": float(np.nanmean(d)), "nme_jaw": float(np.nanmean(d[JAW])),
-            "nme_inner": float(np.nanmean(d[INNER]))}
 
 
 def summarise_timed(per_face: list[dict]) -> dict:
@@ -139,7 +130,7 @@ def run(samples: list[Sample], desc: str = "", backend: str = "onnxruntime", pre
         i = match_face([f.landmarks for f in faces], s.points)
         row = {**base, "found": i is not None, "ms": ours_ms}
         if i is not None:
-            row.update(prediction=faces[i].landmarks.tolist(), **score(faces[i].landmarks, s.points, s.visible))
+            row.update(prediction=faces[i].landmarks.tolist(), **nme_scores(faces[i].landmarks, s.points, s.visible))
         rows["ours"].append(row)
         # dlib: HOG detector (upsample 1), then the predictor on every face it found.
         t0 = time.perf_counter()
@@ -153,7 +144,7 @@ def run(samples: list[Sample], desc: str = "", backend: str = "onnxruntime", pre
         i = match_face(shapes, s.points)
         row = {**base, "found": i is not None, "ms": 1000 * (t2 - t0)}
         if i is not None:
-            row.update(prediction=shapes[i].tolist(), **score(shapes[i], s.points, s.visible))
+            row.update(prediction=shapes[i].tolist(), **nme_scores(shapes[i], s.points, s.visible))
         rows["dlib"].append(row)
         rows["dlib_fallback"].append(dict(row, source="hog"))
         # Our detector's boxes: paired with dlib's for the box mapping, kept for the fallback.
@@ -180,7 +171,7 @@ def run(samples: list[Sample], desc: str = "", backend: str = "onnxruntime", pre
         row = rows["dlib_fallback"][k]
         row["source"] = "our box" if i is not None else "none"
         if i is not None:
-            row.update(found=True, prediction=shapes[i].tolist(), **score(shapes[i], s.points, s.visible))
+            row.update(found=True, prediction=shapes[i].tolist(), **nme_scores(shapes[i], s.points, s.visible))
     out = {name: summarise_timed(r) for name, r in rows.items()}
     out["dlib_predictor_ms_per_face"] = float(np.mean(predictor_ms)) if predictor_ms else float("nan")
     out["dlib_faces_per_image"] = dlib_faces / max(len(samples), 1)

@@ -33,6 +33,16 @@ JAW = slice(0, 17)
 INNER = slice(17, 68)
 
 
+def nme_scores(prediction: np.ndarray, truth: np.ndarray, visible: np.ndarray | None = None) -> dict:
+    """One face's NME over the 68 points, the jaw and the inner 51, as the per-face row keys
+    :func:`summarise` reads (hidden points left out where ``visible`` is given)."""
+    d = np.linalg.norm(prediction - truth, axis=1) / inter_ocular(truth)
+    if visible is not None:
+        d = np.where(visible, d, np.nan)
+    return {"nme": float(np.nanmean(d)), "nme_jaw": float(np.nanmean(d[JAW])),
+            "nme_inner": float(np.nanmean(d[INNER]))}
+
+
 def auc(errors: np.ndarray, limit: float) -> float:
     """Area under the cumulative error distribution up to ``limit``, normalised to [0, 1]."""
     grid = np.linspace(0.0, limit, 1001)
@@ -77,8 +87,7 @@ def evaluate(folder: Path, config: TrackerConfig) -> dict:
         row = {"image": str(item.image_path), "found": face is not None, "truth": item.points.tolist()}
         if face is not None:
             row["prediction"] = face.landmarks.tolist()
-            d = np.linalg.norm(face.landmarks - item.points, axis=1) / inter_ocular(item.points)
-            row.update(nme=float(d.mean()), nme_jaw=float(d[JAW].mean()), nme_inner=float(d[INNER].mean()))
+            row.update(nme_scores(face.landmarks, item.points))
         per_face.append(row)
     return {**summarise(per_face), "per_face": per_face}
 

@@ -58,3 +58,26 @@ def match_face(candidates: list[np.ndarray], truth: np.ndarray, tolerance: float
     d = [float(np.linalg.norm(np.asarray(c)[:, :2].mean(0) - truth.mean(0))) for c in candidates]
     best = int(np.argmin(d))
     return best if d[best] <= tolerance * inter_ocular(truth) else None
+
+
+def annotated_faces(tracker, mapping, items):
+    """For each item: (item, image, the mesh and the 68-point prediction of its annotated face), the
+    last two None when no face matches.
+
+    The tracker's own detection and second mesh pass find the faces (``tracker.detect_meshes``, from a
+    reset tracker); ``mapping`` (a tracker.landmarks68.Mesh68Mapping) predicts each face once, and
+    the annotated one is picked by :func:`match_face` on the direct prediction.
+    """
+    import cv2
+
+    from tracker.mesh import MESH_INPUT
+    from tracker.roi import crop_points_to_image
+
+    for item in items:
+        image = cv2.imread(str(item.image_path))
+        tracker.reset()
+        meshes = tracker.detect_meshes(image, limit=8)
+        predictions = [mapping.predict(m) for m in meshes]
+        index = match_face([crop_points_to_image(p.direct, m.roi, MESH_INPUT) for p, m in zip(predictions, meshes)],
+                           item.points)
+        yield (item, image, None, None) if index is None else (item, image, meshes[index], predictions[index])

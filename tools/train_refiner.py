@@ -34,9 +34,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
-from evaluate import INNER, JAW, summarise, table_cells
+from evaluate import nme_scores, summarise, table_cells
 from evaluate_occlusion import recall_at_precision
-from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from landmark_data import LANDMARKS68, annotated_faces, load_folder, match_face
 from render_ict import KEY_SHAPES
 
 from tracker.backends import create_session
@@ -348,8 +348,8 @@ def build_model():
     class Visibility(nn.Module):
         """Per-landmark visibility logit from the features at the final shape (not hidden by an occluder).
 
-        One small MLP shared by all landmarks plus a learned per-landmark bias; the shape is
-        detached, so the visibility loss does not move the landmarks."""
+        One small MLP shared by all landmarks plus a learned per-landmark bias, on shape_features at
+        the final shape, detached (so the visibility loss does not move the landmarks)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -357,8 +357,8 @@ def build_model():
                                      nn.Linear(VIS_HIDDEN, 1))
             self.bias = nn.Parameter(torch.zeros(68))
 
-        def forward(self, f48, f24, shape):
-            return self.mlp(shape_features(f48, f24, shape.detach()))[..., 0] + self.bias
+        def forward(self, features):  # N, 68, 480
+            return self.mlp(features)[..., 0] + self.bias
 
     class Expression(nn.Module):
         """The 3D branch's expression: 52 ARKit weight logits from the features at the final shape.
@@ -390,14 +390,20 @@ def build_model():
                 torch.manual_seed(EXPR_SEED)
                 self.expression = Expression()
 
-        def forward(self, features_48, features_24, landmarks):
-            """The shape after each step, and the visibility logits at the last one."""
+        def refine(self, features_48, features_24, landmarks):
+            """The shape after each step, and the shape-indexed features at the last one, sampled once
+            for both heads (detached: the heads' losses do not move the landmarks)."""
             shapes = []
             s = landmarks
             for step in self.steps:
                 s = step(features_48, features_24, s)
                 shapes.append(s)
-            return shapes, self.visibility(features_48, features_24, s)
+            return shapes, shape_features(features_48, features_24, s.detach())
+
+        def forward(self, features_48, features_24, landmarks):
+            """The shape after each step, and the visibility logits at the last one."""
+            shapes, features = self.refine(features_48, features_24, landmarks)
+            return shapes, self.visibility(features)
 
     class Export(nn.Module):
         def __init__(self, net) -> None:
@@ -409,12 +415,36 @@ def build_model():
             self.register_buffer("taught", taught)
 
         def forward(self, features_48, features_24, landmarks):
-            shapes, logits = self.net(features_48, features_24, landmarks)
+            shapes, features = self.net.refine(features_48, features_24, landmarks)
             at = shapes[-1]
-            weights = torch.sigmoid(self.net.expression(shape_features(features_48, features_24, at), at))
-            return at, torch.sigmoid(logits), weights * self.taught
+            weights = torch.sigmoid(self.net.expression(features, at))
+            return at, torch.sigmoid(self.net.visibility(features)), weights * self.taught
 
-    return Refiner, Export, sample, shape_features
+    return Refiner, Export, sample
+
+
+def _held_out_images(image_id: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> set:
+    """The 10% of helen_train images held out for checkpoint selection: the first draw of the stage's
+    generator (held-out crops are helen ones only, so the criterion stays on real faces)."""
+    images = np.unique(image_id[source == HELEN])
+    return set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
+
+
+def _final_shape_features(net, f48, f24, rows: np.ndarray, s0: np.ndarray):
+    """The frozen refiner's final shapes at ``rows`` of a cache (``s0`` aligned with ``rows``) and the
+    shape-indexed features there (float16, ~65 kB per crop): what the heads read. The frozen part does
+    not change while a head trains, so this runs once per stage."""
+    import torch
+
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+    shapes, feats = [], []
+    with torch.no_grad():
+        for i in range(0, len(rows), 256):
+            b = rows[i:i + 256]
+            s, features = net.refine(t(f48[b]), t(f24[b]), t(s0[i:i + 256]))
+            shapes.append(s[-1].numpy())
+            feats.append(features.numpy().astype(np.float16))
+    return np.concatenate(shapes), np.concatenate(feats)
 
 
 def nme_loss(pred, gt, iod, weight):
@@ -431,8 +461,7 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     rng = np.random.default_rng(seed)
     f48, f24, s0, gt, visible, image_id, source = load_data()
     # Held-out images (model selection) are helen_train ones only, so the criterion stays on real faces.
-    images = np.unique(image_id[source == HELEN])
-    held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
+    held = _held_out_images(image_id, source, rng)
     # Validation: every crop of the held-out images (model selection), and the tracker's own crops
     # alone (the first crop of each held-out image), reported.
     val = np.array([i for i in range(len(s0)) if image_id[i] in held])
@@ -441,7 +470,7 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     print(f"train {len(trn)} crops ({int((source[trn] == RENDER).sum())} from renders), validation {len(val)} crops "
           f"({len(held)} held-out helen images); "
           f"{100 * (~visible).mean():.1f}% of landmarks hidden by synthetic occluders")
-    Refiner, _, _, _ = build_model()
+    Refiner, _, _ = build_model()
     net = Refiner()
     print(f"parameters: {sum(p.numel() for p in net.parameters())}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -526,14 +555,12 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Refiner, _, _, shape_features = build_model()
+    Refiner, _, _ = build_model()
     net = Refiner()
     missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
     if unexpected or any(not k.startswith("expression.") for k in missing):
         raise SystemExit(f"{CHECKPOINT} does not match the refiner: missing {missing}, unexpected {unexpected}")
     net.eval()
-    # The frozen part's output does not change during this stage: sample the features at the final
-    # shape once (float16, ~65 kB per crop).
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     feats, shapes, labels, seeds = [], [], [], []
     for cache in (CACHE, EXPRESSION_CACHE):
@@ -541,12 +568,9 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
             print(f"no {cache}: run `python tools/train_refiner.py expression-data` for more renders")
             continue
         f48, f24, rows, s0, weights, render_seeds = _render_crops(cache)
-        with torch.no_grad():
-            for i in range(0, len(rows), 256):
-                b = rows[i:i + 256]
-                s, _ = net(t(f48[b]), t(f24[b]), t(s0[i:i + 256]))
-                shapes.append(s[-1].numpy())
-                feats.append(shape_features(t(f48[b]), t(f24[b]), s[-1]).numpy().astype(np.float16))
+        at, features = _final_shape_features(net, f48, f24, rows, s0)
+        shapes.append(at)
+        feats.append(features)
         labels.append(weights)
         seeds.append(render_seeds)
     feats, shapes, labels, seeds = (np.concatenate(a) for a in (feats, shapes, labels, seeds))
@@ -600,7 +624,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Refiner, _, _, shape_features = build_model()
+    Refiner, _, _ = build_model()
     net = Refiner()
     net.load_state_dict(torch.load(CHECKPOINT))
     net.eval()
@@ -612,15 +636,9 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
         meta = np.load(cache / "meta.npz")
         n = int(meta["n"])
         f48, f24 = (np.load(cache / name, mmap_mode="r") for name in ("f48.npy", "f24.npy"))
-        helen_images = np.unique(meta["image_id"][meta["source"] == HELEN])
         # The same held-out helen images as `train` (the image ids of both caches count helen_train in order).
-        out = set(np.random.default_rng(seed).choice(helen_images, size=max(1, len(helen_images) // 10),
-                                                      replace=False).tolist())
-        with torch.no_grad():
-            for i in range(0, n, 256):
-                b = np.arange(i, min(i + 256, n))
-                shapes, _ = net(t(f48[b]), t(f24[b]), t(meta["s0"][b]))
-                feats.append(shape_features(t(f48[b]), t(f24[b]), shapes[-1]).numpy().astype(np.float16))
+        out = _held_out_images(meta["image_id"][:n], meta["source"][:n], np.random.default_rng(seed))
+        feats.append(_final_shape_features(net, f48, f24, np.arange(n), meta["s0"][:n])[1])
         hidden.append(~meta["visible"][:n])
         held.append(np.isin(meta["image_id"][:n], list(out)) & (meta["source"][:n] == HELEN))
     feats, hidden, held = (np.concatenate(a) for a in (feats, hidden, held))
@@ -632,8 +650,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     def recall(idx):
         head.eval()
         with torch.no_grad():
-            logits = np.concatenate([(head.mlp(t(feats[idx[i:i + 1024]]))[..., 0] + head.bias).numpy()
-                                     for i in range(0, len(idx), 1024)])
+            logits = np.concatenate([head(t(feats[idx[i:i + 1024]])).numpy() for i in range(0, len(idx), 1024)])
         return recall_at_precision(hidden[idx].ravel(), logits.ravel(), 0.8)  # low visibility = hidden
 
     best, best_epoch, started = recall(val), -1, time.perf_counter()
@@ -644,7 +661,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
         order = rng.permutation(trn)
         for i in range(0, len(order), batch):
             b = order[i:i + batch]
-            logits = head.mlp(t(feats[b]))[..., 0] + head.bias
+            logits = head(t(feats[b]))
             loss = F.binary_cross_entropy_with_logits(logits, t(~hidden[b]))
             opt.zero_grad()
             loss.backward()
@@ -701,11 +718,10 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
         raise SystemExit("the data cache has no crops: rerun `python tools/train_refiner.py data`")
     crops = np.load(CACHE / "crops96.npy", mmap_mode="r")[:n]
     s0, gt, visible, image_id, source = (meta[k] for k in ("s0", "gt", "visible", "image_id", "source"))
-    images = np.unique(image_id[source == HELEN])
-    held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())  # as in `train`
+    held = _held_out_images(image_id, source, rng)  # as in `train`
     val = np.array([i for i in range(n) if image_id[i] in held])
     trn = np.array([i for i in range(n) if image_id[i] not in held])
-    Refiner, _, _, _ = build_model()
+    Refiner, _, _ = build_model()
     backbone, net = OwnBackbone(), Refiner()
     params = list(backbone.parameters()) + [p for name, p in net.named_parameters() if not name.startswith("expression")]
     print(f"own backbone: {sum(p.numel() for p in backbone.parameters())} parameters (+ refiner "
@@ -758,25 +774,18 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
     # afw, one pass from the tracker's own crop: own backbone vs the face mesh's maps (the shipped refiner).
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
     rows = {"S0 (ridge map)": [], "refiner on the face mesh's maps (shipped)": [], "refiner on our own CNN": []}
-    for item in load_folder(LANDMARKS68 / "afw"):
-        img = cv2.imread(str(item.image_path))
-        tr.reset()
-        meshes = tr.detect_meshes(img, limit=8)
-        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
-        if index is None:
+    for item, img, mesh, _ in annotated_faces(tr, tr.mapping, load_folder(LANDMARKS68 / "afw")):
+        if mesh is None:
             for r in rows.values():
                 r.append({"found": False})
             continue
-        mesh = meshes[index]
         start = tr.mapping.crop_landmarks(mesh.crop_points)
         shipped = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None], start[None])[0][0]
         small = cv2.resize(crop(img, mesh.roi, CROP), (OWN_INPUT, OWN_INPUT), interpolation=cv2.INTER_AREA)
         own = predict(small[None], start[None])[0]
-        iod_afw = inter_ocular(item.points)
         for name, pts in zip(rows, (start, shipped, own)):
-            d = np.linalg.norm(crop_points_to_image(pts.astype(np.float64), mesh.roi, CROP) - item.points,
-                               axis=1) / iod_afw
-            rows[name].append({"found": True, "nme": d.mean(), "nme_jaw": d[JAW].mean(), "nme_inner": d[INNER].mean()})
+            rows[name].append({"found": True, **nme_scores(crop_points_to_image(pts.astype(np.float64), mesh.roi,
+                                                                                CROP), item.points)})
     print(f"own backbone: best held-out helen NME {100 * best:.2f}% after {epochs} epochs, "
           f"{time.perf_counter() - started:.0f} s")
     print("afw, one pass (no mirror, no offsets), detector short included:")
@@ -794,7 +803,7 @@ def export() -> None:
     import torch.nn.functional as F
 
     torch.set_num_threads(2)
-    Refiner, Export, sample, _ = build_model()
+    Refiner, Export, sample = build_model()
     net = Refiner()
     net.load_state_dict(torch.load(CHECKPOINT))
     net.eval()
@@ -843,31 +852,26 @@ def evaluate(folder: Path) -> None:
     items = load_folder(folder)
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
     rows = {"ridge map (baseline)": [], "ridge + refiner": []}
-    for item in items:
-        image = cv2.imread(str(item.image_path))
-        tr.reset()
-        meshes = tr.detect_meshes(image, limit=8)
-        refined = [tr.mapping.landmarks(m) for m in meshes]
-        index = match_face(refined, item.points)
-        iod = inter_ocular(item.points)
-        if index is None:
+    last = None  # the last face found: its maps time the refiner below
+    for item, _, mesh, prediction in annotated_faces(tr, tr.mapping, items):
+        if mesh is None:
             for r in rows.values():
                 r.append({"found": False})
             continue
-        mesh = meshes[index]
+        last = mesh
         # Baseline: the same detection's plain ridge landmarks (no refiner); both with their offsets removed.
-        base = crop_points_to_image(tr.mapping.predict(mesh).initial, mesh.roi, CROP)
-        for r, pred in zip(rows.values(), (base, refined[index])):
-            d = np.linalg.norm(pred - item.points, axis=1) / iod
-            r.append({"found": True, "nme": d.mean(), "nme_jaw": d[JAW].mean(), "nme_inner": d[INNER].mean()})
+        for r, pred in zip(rows.values(), (prediction.initial, prediction.direct)):
+            r.append({"found": True, **nme_scores(crop_points_to_image(pred, mesh.roi, CROP), item.points)})
     print(f"{folder.name}: {len(items)} images, detector short included, backend onnxruntime, mirror pass off")
     print("| | found | NME | jaw NME | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {table_cells(summarise(r))} |")
     # Refiner cost alone, ONNX Runtime CPU, one thread, batch of two (face + mirror), on the last face's maps.
-    f48, f24 = (np.repeat(f[None], 2, 0) for f in mesh.features)
-    s = np.repeat(tr.mapping.crop_landmarks(mesh.crop_points)[None].astype(np.float32), 2, 0)
+    if last is None:
+        raise SystemExit(f"no annotated face found in {folder}")
+    f48, f24 = (np.repeat(f[None], 2, 0) for f in last.features)
+    s = np.repeat(tr.mapping.crop_landmarks(last.crop_points)[None].astype(np.float32), 2, 0)
     refiner = tr.mapping.refiner
     for _ in range(20):
         refiner.refine(f48, f24, s)
