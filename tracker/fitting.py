@@ -73,7 +73,7 @@ DEPTH_WEIGHT = 0.1
 # refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
 # inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
 # expression head's training (tools/tune_fit_weights.py hint): key-blendshape MAE 0.215 without the
-# hint, 0.117 at 0.1, 0.104 at 1, 0.101 at 10 and above (the head alone); 1 is the smallest weight
+# hint, 0.102 at 0.1, 0.087 at 1, 0.085 at 10 and above (the head alone); 1 is the smallest weight
 # within 0.005 of the best, so the points keep some say on real faces, which the head never saw.
 HINT_WEIGHT = 1.0
 DEPTH_POINTS = np.array([33, 133, 263, 362, 1, 4, 6, 168, 98, 327, 2, 19, 10, 151, 50, 280, 123, 352, 205, 425])
