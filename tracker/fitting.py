@@ -25,7 +25,7 @@ outer-eye-corner distance, so the priors mean the same at every face size.
 Observations: the 17 jaw landmarks, the 8 eyelid landmarks of the 68 (they follow
 a blink further than the mesh's own lids), and face-mesh points; for the mesh's
 rigid points also its relative depth z (DEPTH_WEIGHT), which fixes the 2D points'
-under-reading of pitch (gain 0.76 → about 0.9 on renders).
+under-reading of pitch (gain 0.75 → about 0.93 on renders).
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ MESH_FIT_POINTS = np.array([
 # estimates too. Only the rigid points' depth is used (eye corners, nose, forehead, cheeks), against
 # the mean face's, so depth informs the pose only: on lips and brows it moved expressions the wrong
 # way, and through identity it skewed jawOpen. Chosen on training renders (seeds < 1000,
-# tools/tune_fit_weights.py depth).
-DEPTH_WEIGHT = 0.1
+# tools/tune_fit_weights.py depth): the lowest worst-axis pose MAE (pitch 3.99° at 0, 3.10° at 0.1,
+# 2.60° at 0.25, 2.58° at 0.3, 2.61° at 0.35; yaw and roll rise slowly with it), blendshapes unchanged.
+# It was 0.1 until the expression reading led the fit; that pull costs pitch, which depth restores.
+DEPTH_WEIGHT = 0.3
 # Weight of the prior pulling each expression towards the refiner's image-based reading of it (the
 # refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
 # inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
