@@ -16,7 +16,12 @@ the six key blendshapes for |yaw| <= 45°.
   mean key-blendshape MAE is within 0.005 of the lowest: the head has seen renders only,
   and a weight that leaves the points some say is the safer one on real faces.
 
+With ``--clips`` (depth only), the tracker runs in tracking mode on 18 rendered clips instead of the stills:
+tools/evaluate_renders.py's held-out clip generator with the tuning seeds 700, 701 and 702 (6 clips
+each; that tool's evaluation uses seed 1000), for the weights that also matter frame to frame.
+
     python tools/tune_fit_weights.py depth
+    python tools/tune_fit_weights.py depth --clips
     python tools/tune_fit_weights.py hint
 """
 
@@ -24,18 +29,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import evaluate_renders
 from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
 
 from tracker import fitting
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 AXES = ("yaw", "pitch", "roll")
+CLIP_SEEDS = (700, 701, 702)  # evaluate_renders.py's clip generator; its evaluation uses seed 1000
 # name: (first seed, number of renders, candidate values)
 PARAMETERS = {
     "depth": (500, 150, (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)),
@@ -43,43 +51,75 @@ PARAMETERS = {
 }
 
 
+def still_rows(first: int, count: int) -> list[tuple[np.ndarray, dict]]:
+    """Rendered stills with |yaw| <= 45° (image, truth), seeds first..first+count-1."""
+    ict = load_ict(ICT_PATH)
+    renders = [render_image(ict, np.random.default_rng(first + k), 512)
+               for k in tqdm(range(count), desc="rendering", unit="img")]
+    return [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= 45.0]
+
+
+def score_stills(tracker: FaceTracker, renders: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracked and true pose (n, 3) and key-blendshape errors (n, 6) of the stills where a pose was found."""
+    est, true, shape_err = [], [], []
+    for image, truth in renders:
+        tracker.config.focal_px = truth["focal"]
+        faces = tracker.process(image, still=True).faces
+        if faces and faces[0].pose is not None:
+            pose = faces[0].pose
+            est.append([pose.yaw, pose.pitch, pose.roll])
+            true.append([truth[a] for a in AXES])
+            shape_err.append([faces[0].blendshapes[k] - truth["blendshapes"][k] for k in KEY_SHAPES])
+    return np.array(est), np.array(true), np.array(shape_err)
+
+
+def score_clips(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same over the frames of tracked clips with |true yaw| <= 45° where a pose was found."""
+    rows = [evaluate_renders.track_clips(folder, load_ict(ICT_PATH), "onnxruntime")[0].arrays() for folder in folders]
+    true, est = (np.concatenate([r[k] for r in rows]) for k in ("true_pose", "est_pose"))
+    shape_err = np.concatenate([r["est_shapes"] - r["true_shapes"] for r in rows])
+    keep = (np.abs(true[:, 0]) <= 45.0) & np.isfinite(est).all(1)
+    return est[keep], true[keep], shape_err[keep]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parameter", choices=tuple(PARAMETERS))
     parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
+    parser.add_argument("--clips", action="store_true", help="score tracked clips (seeds 700-702), not stills")
     args = parser.parse_args()
+    if args.clips and args.parameter != "depth":
+        parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
     first, count, grid = PARAMETERS[args.parameter]
-    ict = load_ict(ICT_PATH)
-    renders = [render_image(ict, np.random.default_rng(first + k), 512)
-               for k in tqdm(range(count), desc="rendering", unit="img")]
-    renders = [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= 45.0]
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
-    print(f"{len(renders)} renders with |yaw| <= 45°, seeds {first}..{first + count - 1}")
-    print(f"| {args.parameter} weight | found | MAE yaw / pitch / roll | bias | gain | worst-axis MAE | "
-          + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(KEY_SHAPES) + 1))
-    for value in args.values or grid:
-        if args.parameter == "depth":
-            fitting.DEPTH_WEIGHT = value  # read at each fit
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.clips:
+            folders = []
+            for seed in CLIP_SEEDS:
+                evaluate_renders.render_set(load_ict(ICT_PATH), Path(tmp) / str(seed), 6, 120, 0, 512, seed)
+                folders.append(Path(tmp) / str(seed) / "clips")
+            print(f"18 clips × 120 frames, seeds {', '.join(map(str, CLIP_SEEDS))}, frames with |yaw| <= 45°")
         else:
-            tracker.fitter.hint_weight = value
-        est, true, shape_err = [], [], []
-        for image, truth in renders:
-            tracker.config.focal_px = truth["focal"]
-            faces = tracker.process(image, still=True).faces
-            if faces and faces[0].pose is not None:
-                pose = faces[0].pose
-                est.append([pose.yaw, pose.pitch, pose.roll])
-                true.append([truth[a] for a in AXES])
-                shape_err.append([faces[0].blendshapes[k] - truth["blendshapes"][k] for k in KEY_SHAPES])
-        est, true, shape_mae = np.array(est), np.array(true), np.abs(shape_err).mean(0)
-        err = est - true
-        mae = np.abs(err).mean(0)
-        gain = [np.polyfit(true[:, k], est[:, k], 1)[0] for k in range(3)]
-        print(f"| {value:g} | {len(est)}/{len(renders)} | {' / '.join(f'{v:.2f}' for v in mae)} | "
-              f"{' / '.join(f'{v:+.2f}' for v in err.mean(0))} | {' / '.join(f'{v:.2f}' for v in gain)} | "
-              f"{mae.max():.2f} | " + " | ".join(f"{v:.3f}" for v in shape_mae) + f" | {shape_mae.mean():.3f} |",
-              flush=True)
+            renders = still_rows(first, count)
+            print(f"{len(renders)} renders with |yaw| <= 45°, seeds {first}..{first + count - 1}")
+        print(f"| {args.parameter} weight | found | MAE yaw / pitch / roll | bias | gain | worst-axis MAE | "
+              + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
+        print("|---|---|---|---|---|---|" + "---|" * (len(KEY_SHAPES) + 1))
+        for value in args.values or grid:
+            if args.parameter == "depth":
+                fitting.DEPTH_WEIGHT = value  # read at each fit
+            else:
+                tracker.fitter.hint_weight = value
+            est, true, shape_err = score_clips(folders) if args.clips else score_stills(tracker, renders)
+            shape_mae = np.abs(shape_err).mean(0)
+            err = est - true
+            mae = np.abs(err).mean(0)
+            gain = [np.polyfit(true[:, k], est[:, k], 1)[0] for k in range(3)]
+            found = f"{len(est)} frames" if args.clips else f"{len(est)}/{len(renders)}"
+            print(f"| {value:g} | {found} | {' / '.join(f'{v:.2f}' for v in mae)} | "
+                  f"{' / '.join(f'{v:+.2f}' for v in err.mean(0))} | {' / '.join(f'{v:.2f}' for v in gain)} | "
+                  f"{mae.max():.2f} | " + " | ".join(f"{v:.3f}" for v in shape_mae) + f" | {shape_mae.mean():.3f} |",
+                  flush=True)
     return 0
 
 

@@ -66,11 +66,13 @@ MESH_FIT_POINTS = np.array([
 # pitch (gain about 0.75 on renders): a nod moves points mostly in depth, which the mesh network
 # estimates too. Only the rigid points' depth is used (eye corners, nose, forehead, cheeks), against
 # the mean face's, so depth informs the pose only: on lips and brows it moved expressions the wrong
-# way, and through identity it skewed jawOpen. Chosen on training renders (seeds < 1000,
-# tools/tune_fit_weights.py depth): the lowest worst-axis pose MAE (pitch 3.99° at 0, 3.10° at 0.1,
-# 2.60° at 0.25, 2.58° at 0.3, 2.61° at 0.35; yaw and roll rise slowly with it), blendshapes unchanged.
-# It was 0.1 until the expression reading led the fit; that pull costs pitch, which depth restores.
-DEPTH_WEIGHT = 0.3
+# way, and through identity it skewed jawOpen. Chosen on training renders (seeds < 1000): on stills
+# (tools/tune_fit_weights.py depth, seeds 500-649) the worst-axis pose MAE is 3.10° at 0.1, 2.69° at
+# 0.2, 2.58° at 0.3; on 18 tracked clips (tools/tune_fit_weights.py depth --clips) it is
+# 2.51° at 0.1, 2.50° at 0.2, 2.59° at 0.3, and yaw rises with the weight (2.15°, 2.38°, 2.56°). 0.2 is
+# the best on the clips, where the tracker runs, and better than 0.1 on stills. It was 0.1 until the
+# expression reading led the fit (that pull costs some pitch on stills).
+DEPTH_WEIGHT = 0.2
 # Weight of the prior pulling each expression towards the refiner's image-based reading of it (the
 # refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
 # inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
