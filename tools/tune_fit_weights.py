@@ -51,9 +51,8 @@ PARAMETERS = {
 }
 
 
-def still_rows(first: int, count: int) -> list[tuple[np.ndarray, dict]]:
+def still_rows(ict, first: int, count: int) -> list[tuple[np.ndarray, dict]]:
     """Rendered stills with |yaw| <= 45° (image, truth), seeds first..first+count-1."""
-    ict = load_ict(ICT_PATH)
     renders = [render_image(ict, np.random.default_rng(first + k), 512)
                for k in tqdm(range(count), desc="rendering", unit="img")]
     return [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= 45.0]
@@ -73,9 +72,9 @@ def score_stills(tracker: FaceTracker, renders: list) -> tuple[np.ndarray, np.nd
     return np.array(est), np.array(true), np.array(shape_err)
 
 
-def score_clips(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_clips(ict, folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same over the frames of tracked clips with |true yaw| <= 45° where a pose was found."""
-    rows = [evaluate_renders.track_clips(folder, load_ict(ICT_PATH), "onnxruntime")[0].arrays() for folder in folders]
+    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime")[0].arrays() for folder in folders]
     true, est = (np.concatenate([r[k] for r in rows]) for k in ("true_pose", "est_pose"))
     shape_err = np.concatenate([r["est_shapes"] - r["true_shapes"] for r in rows])
     keep = (np.abs(true[:, 0]) <= 45.0) & np.isfinite(est).all(1)
@@ -91,16 +90,17 @@ def main() -> int:
     if args.clips and args.parameter != "depth":
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
     first, count, grid = PARAMETERS[args.parameter]
-    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
+    ict = load_ict(ICT_PATH)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.clips:
+        if args.clips:  # evaluate_renders.track_clips makes a tracker per clip
             folders = []
             for seed in CLIP_SEEDS:
-                evaluate_renders.render_set(load_ict(ICT_PATH), Path(tmp) / str(seed), 6, 120, 0, 512, seed)
+                evaluate_renders.render_set(ict, Path(tmp) / str(seed), 6, 120, 0, 512, seed)
                 folders.append(Path(tmp) / str(seed) / "clips")
             print(f"18 clips × 120 frames, seeds {', '.join(map(str, CLIP_SEEDS))}, frames with |yaw| <= 45°")
         else:
-            renders = still_rows(first, count)
+            tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
+            renders = still_rows(ict, first, count)
             print(f"{len(renders)} renders with |yaw| <= 45°, seeds {first}..{first + count - 1}")
         print(f"| {args.parameter} weight | found | MAE yaw / pitch / roll | bias | gain | worst-axis MAE | "
               + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
@@ -110,7 +110,7 @@ def main() -> int:
                 fitting.DEPTH_WEIGHT = value  # read at each fit
             else:
                 tracker.fitter.hint_weight = value
-            est, true, shape_err = score_clips(folders) if args.clips else score_stills(tracker, renders)
+            est, true, shape_err = score_clips(ict, folders) if args.clips else score_stills(tracker, renders)
             shape_mae = np.abs(shape_err).mean(0)
             err = est - true
             mae = np.abs(err).mean(0)
