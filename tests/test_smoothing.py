@@ -1,6 +1,7 @@
 """One Euro smoothing: no delay on steady motion, noise removed, rotations filtered on the sphere."""
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 
@@ -178,3 +179,33 @@ def test_default_smoother_cuts_jitter_of_noisy_head_motion_with_little_lag(jitte
     assert np.abs(smooth - clean)[30:].mean() < np.abs(raw - clean)[30:].mean()
     lag, _, _ = jitter_tool.lags(track, clean, smooth)
     assert 0.0 <= lag[0] <= 1.5
+
+
+def test_linear_filter_design_trades_jitter_for_lag(jitter_tool):
+    # The bound BENCHMARKS.md quotes: FIR filters least-squares designed on a track. On a moving face
+    # with tracker noise, each keeps a still face still (taps sum to 1); within one target delay, a
+    # heavier velocity match buys less lag with less jitter removed; and with lag under a frame the
+    # best of them removes most of the (noise-dominated) jitter.
+    rng = np.random.default_rng(7)
+    frames, iod = 400, 60.0
+    face = rng.uniform(-1.0, 1.0, (68, 2)) * iod
+    face[36], face[45] = (-iod / 2, 0.0), (iod / 2, 0.0)
+    clean = face[None] + head_motion(rng, frames, 2)[:, None, :] * iod + 320.0
+    raw = clean + rng.normal(0.0, 0.015 * iod, clean.shape)
+    nan = np.full((frames, 468, 2), np.nan)
+    clip = jitter_tool.Clip("synthetic", FPS, np.arange(frames) / FPS, np.zeros(frames, dtype=int), raw, nan,
+                            np.full((frames, 4), np.nan), np.full((frames, 3), np.nan),
+                            np.full((frames, 52), np.nan), nan, np.full((frames, 68), np.nan))
+    designs = jitter_tool.design_linear_filter([clip])
+    assert len(designs) == len(jitter_tool.LINEAR_DELAYS) * len(jitter_tool.LINEAR_WEIGHTS)
+    for h in designs:
+        assert abs(h.sum() - 1.0) < 1e-9
+    scores = [jitter_tool.score([clip], [(jitter_tool.linear_filter(clip, h), None, None, None)]) for h in designs]
+    per_delay = len(jitter_tool.LINEAR_WEIGHTS)
+    for d in range(len(jitter_tool.LINEAR_DELAYS)):
+        run = scores[d * per_delay:(d + 1) * per_delay]  # weights ascending
+        assert all(a.lag >= b.lag - 0.05 for a, b in itertools.pairwise(run))
+        assert all(a.reduction >= b.reduction - 1.0 for a, b in itertools.pairwise(run))
+    best, count = jitter_tool.linear_bound([clip])
+    assert count == len(designs) and best is not None
+    assert best.lag <= 1.0 and best.reduction > 80.0

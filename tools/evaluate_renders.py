@@ -244,14 +244,16 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def track_clips(folder: Path, model: IctModel, backend: str) -> tuple[Rows, int]:
+def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True) -> tuple[Rows, int]:
+    """Track every clip of ``folder`` (``smooth``: the pipeline's output smoothing, as users get it)."""
     rows = Rows()
     videos = sorted(folder.glob("clip_*.mp4"))
     truths = [read_jsonl(v.with_suffix(".jsonl")) for v in videos]
     with tqdm(total=sum(len(t) for t in truths), unit="frame", desc="tracking clips") as bar:
         for c, (video, truth) in enumerate(zip(videos, truths, strict=True)):
             # One tracker per clip: a fresh track (identity estimation included) and the clip's focal.
-            tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, focal_px=truth[0]["focal"]))
+            tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, focal_px=truth[0]["focal"],
+                                                smooth=smooth))
             cap = cv2.VideoCapture(str(video))
             for rec in truth:
                 ok, image = cap.read()
@@ -315,6 +317,36 @@ def shape_stats(a: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:
     return out
 
 
+# The mouth corner of each smile shape (iBUG 68): mouthSmileLeft raises the subject's left corner, 54.
+SMILE_CORNERS = {"mouthSmileLeft": 54, "mouthSmileRight": 48}
+SIDE_BANDS = ((0, 15), (15, 30), (30, 45))
+
+
+def smile_side_stats(a: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Smile MAE by |yaw| band for the side turned towards the camera and the side turned away
+    (yaw > 0 turns the face to its own left, so its left corner away), and how often the turned-away
+    corner is hidden in the render (self-occluded by the cheek)."""
+    yaw = a["true_pose"][:, 0]
+    found = np.isfinite(a["est_shapes"][:, 0])
+    out = {}
+    for lo, hi in SIDE_BANDS:
+        near, far, hidden = [], [], []
+        for name, corner in SMILE_CORNERS.items():
+            k = KEY_SHAPES.index(name)
+            away = yaw > 0 if name == "mouthSmileLeft" else yaw < 0
+            band = found & (np.abs(yaw) >= lo) & (np.abs(yaw) < hi)
+            err = np.abs(a["est_shapes"][:, k] - a["true_shapes"][:, k])
+            far.append(err[band & away])
+            near.append(err[band & ~away])
+            hidden.append(np.isnan(a["lm_offsets"][band & away, corner, 0]))
+        near, far, hidden = (np.concatenate(x) for x in (near, far, hidden))
+        out[f"{lo}-{hi}"] = {"near_mae": float(near.mean()) if len(near) else float("nan"),
+                             "far_mae": float(far.mean()) if len(far) else float("nan"),
+                             "far_hidden": float(hidden.mean()) if len(hidden) else float("nan"),
+                             "frames": int(len(near) + len(far))}
+    return out
+
+
 def depth_stats(a: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:
     found = mask & np.isfinite(a["est_z"])
     out = {}
@@ -354,6 +386,7 @@ def summarise(rows: Rows) -> dict:
         "pose_by_yaw": {f"{lo}-{hi}": pose_stats(a, (ayaw >= lo) & (ayaw < hi)) for lo, hi in YAW_BANDS
                         if ((ayaw >= lo) & (ayaw < hi)).any()},
         "shapes_frontal": shape_stats(a, frontal),
+        "smile_sides": smile_side_stats(a),
         "depth": depth_stats(a, every),
         "landmarks": landmark_stats(a, ayaw <= LANDMARK_DIAG_YAW),
         # Per clip (frames of |yaw| <= 45°): a bias that differs by clip points at the held identity.
@@ -406,6 +439,13 @@ def report_body(results: dict, command: str) -> str:
               if c else "– | – | – | –")
         sc = f"{s['mae']:.3f} | {s['r']:.2f}" if s else "– | –"
         lines.append(f"| {name} | {cc} | {sc} |")
+    sides = main["smile_sides"]
+    lines += ["", ("Smiles by side" + (" (clips)" if clips else " (stills)") + ": MAE of the side turned towards "
+                   "the camera and of the side turned away, and how often the turned-away mouth corner is hidden "
+                   "by the cheek in the render:"), "",
+              "| \\|yaw\\| | frames | near side MAE | far side MAE | far corner hidden |", "|---|---|---|---|---|"]
+    lines += [f"| {band}° | {v['frames']} | {v['near_mae']:.3f} | {v['far_mae']:.3f} | {100 * v['far_hidden']:.0f}% |"
+              for band, v in sides.items()]
     d = main["depth"]
     lines += ["", ("**Depth**: the tracker's `translation_mm` z (given the true focal length) "
                    "divided by the true camera-space depth of three reference points (mean ± std over frames; "

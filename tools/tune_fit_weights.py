@@ -20,9 +20,15 @@ With ``--clips`` (depth only), the tracker runs in tracking mode on 18 rendered 
 tools/evaluate_renders.py's held-out clip generator with the tuning seeds 700, 701 and 702 (6 clips
 each; that tool's evaluation uses seed 1000), for the weights that also matter frame to frame.
 
+- ``expression-smoothing`` (tracker/smoothing.py's EXPRESSION_PARAMS, the One Euro filter on the
+  52 weights): those 18 clips, tracked once unsmoothed, then each candidate filter run over each
+  clip's weights as the pipeline runs it; prints the key-blendshape MAE per candidate. Choosing
+  also needs each candidate's jitter and lag on the real clips: ``python tools/jitter.py --grid``.
+
     python tools/tune_fit_weights.py depth
     python tools/tune_fit_weights.py depth --clips
     python tools/tune_fit_weights.py hint
+    python tools/tune_fit_weights.py expression-smoothing
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
 
 from tracker import fitting
 from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.smoothing import EXPRESSION_PARAMS, OneEuro, OneEuroParams
 
 AXES = ("yaw", "pitch", "roll")
 CLIP_SEEDS = (700, 701, 702)  # evaluate_renders.py's clip generator; its evaluation uses seed 1000
@@ -48,7 +55,12 @@ CLIP_SEEDS = (700, 701, 702)  # evaluate_renders.py's clip generator; its evalua
 PARAMETERS = {
     "depth": (500, 150, (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)),
     "hint": (900, 100, (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)),
+    "expression-smoothing": (0, 0, ()),  # clips only; candidates: EXPRESSION_FILTERS
 }
+# (min_cutoff Hz, beta per weight/s, d_cutoff Hz) candidates for the expression filter.
+EXPRESSION_FILTERS = tuple(OneEuroParams(*p) for p in (
+    (1.0, 5.0, 1.0), (1.0, 5.0, 2.0), (1.0, 5.0, 3.0), (0.5, 5.0, 2.0), (0.5, 5.0, 3.0), (0.75, 5.0, 2.0),
+    (2.0, 5.0, 1.0), (1.0, 10.0, 2.0)))
 
 
 def still_rows(ict, first: int, count: int) -> list[tuple[np.ndarray, dict]]:
@@ -81,23 +93,56 @@ def score_clips(ict, folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.nd
     return est[keep], true[keep], shape_err[keep]
 
 
+def render_clip_folders(ict, tmp: Path) -> list[Path]:
+    folders = []
+    for seed in CLIP_SEEDS:
+        evaluate_renders.render_set(ict, tmp / str(seed), 6, 120, 0, 512, seed)
+        folders.append(tmp / str(seed) / "clips")
+    print(f"18 clips × 120 frames, seeds {', '.join(map(str, CLIP_SEEDS))}, frames with |yaw| <= 45°")
+    return folders
+
+
+def tune_expression_smoothing(ict, folders: list[Path]) -> None:
+    """Key-blendshape MAE of each EXPRESSION_FILTERS candidate (and none) on the tuning clips."""
+    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+    print("| expression filter: min_cutoff, beta, d_cutoff | " + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
+    print("|---|" + "---|" * (len(KEY_SHAPES) + 1))
+    for params in (None, *EXPRESSION_FILTERS):
+        errors = []
+        for r in rows:
+            keep = np.abs(r["true_pose"][:, 0]) <= 45.0
+            est = r["est_shapes"].copy()
+            for clip in np.unique(r["group"]):
+                frames = np.flatnonzero(r["group"] == clip)
+                smoother = OneEuro(*params) if params is not None else None
+                for k, i in enumerate(frames):  # the pipeline's call: media time, weights clipped to [0, 1]
+                    if smoother is not None:
+                        est[i] = np.clip(smoother(est[i], k / evaluate_renders.FPS), 0.0, 1.0)
+            errors.append((est - r["true_shapes"])[keep & np.isfinite(est).all(1)])
+        mae = np.abs(np.concatenate(errors)).mean(0)
+        label = "none" if params is None else f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz"
+        label += " (default)" if params == EXPRESSION_PARAMS else ""
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in mae) + f" | {mae.mean():.4f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parameter", choices=tuple(PARAMETERS))
     parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
     parser.add_argument("--clips", action="store_true", help="score tracked clips (seeds 700-702), not stills")
     args = parser.parse_args()
-    if args.clips and args.parameter != "depth":
+    if args.clips and args.parameter == "hint":
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
+    if args.parameter == "expression-smoothing" and args.values:
+        parser.error("expression-smoothing scores its built-in candidates (EXPRESSION_FILTERS); --values does not apply")
     first, count, grid = PARAMETERS[args.parameter]
     ict = load_ict(ICT_PATH)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.parameter == "expression-smoothing":  # on clips whether or not --clips is given
+            tune_expression_smoothing(ict, render_clip_folders(ict, Path(tmp)))
+            return 0
         if args.clips:  # evaluate_renders.track_clips makes a tracker per clip
-            folders = []
-            for seed in CLIP_SEEDS:
-                evaluate_renders.render_set(ict, Path(tmp) / str(seed), 6, 120, 0, 512, seed)
-                folders.append(Path(tmp) / str(seed) / "clips")
-            print(f"18 clips × 120 frames, seeds {', '.join(map(str, CLIP_SEEDS))}, frames with |yaw| <= 45°")
+            folders = render_clip_folders(ict, Path(tmp))
         else:
             tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
             renders = still_rows(ict, first, count)
