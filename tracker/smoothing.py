@@ -52,17 +52,17 @@ class OneEuroParams(NamedTuple):
 # the pipeline's landmark confidence), per part: the most jitter removed (mean frame-to-frame
 # acceleration, pooled over all frames) with lag <= 1 frame, lag = the peak of the smoothed-vs-raw velocity
 # cross-correlation pooled over a segment's coordinates, frame-weighted over segments (tools/jitter.py).
-#   landmarks   5 Hz, 5, d 0.5:  jitter -49%, lag 0.96 frames; a still point keeps ~0.6 of its noise std.
+#   landmarks   5 Hz, 5, d 0.5:  jitter -51%, lag 0.96 frames; a still point keeps ~0.6 of its noise std.
 #               No setting reaches -60% within 1 frame: -60% costs ~1.5 frames (3 Hz, 5, d 0.25), and the
 #               previous 1 Hz, 10 gave -49% at 1.34 frames. min_cutoff is high because the lag bound is met
 #               on slowly drifting faces too, where a low min_cutoff lags the drift by several frames.
 #   rotation    3 Hz, 10, d 0.5: jitter -57%, lag 0.96 frames (was 1 Hz, 5: -72%, 1.72 frames)
 #   translation 5 Hz, 0.02, d 0.5: jitter -52%, lag 0.81 frames (was 1 Hz, 0.1: -58%, 1.37 frames)
-#   expression  1 Hz, 5, d 2:    jitter -61%, lag 0.46 frames. Chosen as the lowest key-blendshape MAE on the
+#   expression  1 Hz, 5, d 2:    jitter -60%, lag 0.42 frames. Chosen as the lowest key-blendshape MAE on the
 #               tuning render clips (`python tools/tune_fit_weights.py expression-smoothing`, seeds 700-702:
-#               0.074, against 0.073 unsmoothed) among the settings that keep the issue's -60% within 1 frame
-#               on the real clips; d 1 (0.077, -67%) let a blink's speed open the cutoff too late, rounding
-#               blinks off (eyeBlinkLeft MAE 0.055 against 0.050). 0.5 Hz, 5, d 3 tied (0.074, -60%).
+#               0.0645, against 0.0635 unsmoothed) among the settings that keep the issue's -60% within 1 frame
+#               on the real clips; d 1 (0.0668, -66%) let a blink's speed open the cutoff too late, rounding
+#               blinks off (eyeBlinkLeft MAE 0.037 against 0.032). 0.5 Hz, 5, d 3 tied (0.0644) at -59.8%.
 # Less smoothing than before for pose: the earlier render check of rotation (yaw MAE 2.3° at 1 Hz, 5 vs 2.0°
 # unsmoothed) has not been re-run at 3 Hz, 10, which lags fast turns less.
 LANDMARK_PARAMS = OneEuroParams(min_cutoff=5.0, beta=5.0, d_cutoff=0.5)  # IOD units
