@@ -14,6 +14,8 @@ scored against the truth:
   |true yaw| <= 45° (the bar: MAE <= 3°) and over all frames; MAE by |yaw| band;
 - blendshape MAE, Pearson r, bias and gain (least-squares slope of tracked on true)
   of the six key shapes over |true yaw| <= 45° (the bar: MAE <= 0.1 each);
+- the smiles' MAE by |yaw| band on the side turned towards the camera and the side
+  turned away, and how often the turned-away mouth corner is hidden in the render;
 - depth: the tracker's translation_mm z against the true depth of the nose tip,
   of the 68 landmark vertices' centroid and of the model origin;
 - landmark diagnostics (printed and in --json): tracked 68 points against the
