@@ -35,6 +35,10 @@ Secondary: the median over all coordinates (and segments) of each
 coordinate's own peak, which counts a barely-moving coordinate like a moving
 one.
 
+A bound for the landmark target: causal linear (FIR) filters least-squares designed
+on the clips' own raw tracks (design_linear_filter), the best one with lag <= 1
+frame reported beside ours: what any linear filter of that history could remove.
+
 Results go to BENCHMARKS.md (section "smoothing") unless --no-write. --grid
 also scores a small grid of parameters per part (how the defaults were
 chosen). About a minute for the 13 default clips on 2 cores, no frame cap
