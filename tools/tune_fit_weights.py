@@ -110,15 +110,14 @@ def tune_expression_smoothing(ict, folders: list[Path]) -> None:
     for params in (None, *EXPRESSION_FILTERS):
         errors = []
         for r in rows:
-            keep = np.abs(r["true_pose"][:, 0]) <= 45.0
             est = r["est_shapes"].copy()
-            for clip in np.unique(r["group"]):
-                frames = np.flatnonzero(r["group"] == clip)
-                smoother = OneEuro(*params) if params is not None else None
-                for k, i in enumerate(frames):  # the pipeline's call: media time, weights clipped to [0, 1]
-                    if smoother is not None:
+            if params is not None:
+                for clip in np.unique(r["group"]):
+                    smoother = OneEuro(*params)  # one per clip, as one per track in the pipeline
+                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time; clipped to [0, 1]
                         est[i] = np.clip(smoother(est[i], k / evaluate_renders.FPS), 0.0, 1.0)
-            errors.append((est - r["true_shapes"])[keep & np.isfinite(est).all(1)])
+            keep = (np.abs(r["true_pose"][:, 0]) <= 45.0) & np.isfinite(est).all(1)
+            errors.append((est - r["true_shapes"])[keep])
         mae = np.abs(np.concatenate(errors)).mean(0)
         label = "none" if params is None else f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz"
         label += " (default)" if params == EXPRESSION_PARAMS else ""
