@@ -332,11 +332,11 @@ def smile_side_stats(a: dict[str, np.ndarray]) -> dict[str, dict]:
     found = np.isfinite(a["est_shapes"][:, 0])
     out = {}
     for lo, hi in SIDE_BANDS:
+        band = found & (np.abs(yaw) >= lo) & (np.abs(yaw) < hi)
         near, far, hidden = [], [], []
         for name, corner in SMILE_CORNERS.items():
             k = KEY_SHAPES.index(name)
             away = yaw > 0 if name == "mouthSmileLeft" else yaw < 0
-            band = found & (np.abs(yaw) >= lo) & (np.abs(yaw) < hi)
             err = np.abs(a["est_shapes"][:, k] - a["true_shapes"][:, k])
             far.append(err[band & away])
             near.append(err[band & ~away])

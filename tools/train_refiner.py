@@ -639,11 +639,12 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
 
     key_mask = np.zeros(len(ARKIT_BLENDSHAPES), np.float32)
     key_mask[key] = 1.0
+    weight_t, key_mask_t = t(weight), t(key_mask)
 
     def loss_of(pred, truth):
         d = pred - truth
-        return ((d ** 2 * t(weight)).sum(1).mean() / float(used.sum())
-                + KEY_L1 * (d.abs() * t(key_mask)).sum(1).mean() / len(key))
+        return ((d ** 2 * weight_t).sum(1).mean() / float(used.sum())
+                + KEY_L1 * (d.abs() * key_mask_t).sum(1).mean() / len(key))
 
     def errors(idx):
         head.eval()

@@ -55,7 +55,6 @@ CLIP_SEEDS = (700, 701, 702)  # evaluate_renders.py's clip generator; its evalua
 PARAMETERS = {
     "depth": (500, 150, (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)),
     "hint": (900, 100, (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)),
-    "expression-smoothing": (0, 0, ()),  # clips only; candidates: EXPRESSION_FILTERS
 }
 # (min_cutoff Hz, beta per weight/s, d_cutoff Hz) candidates for the expression filter.
 EXPRESSION_FILTERS = tuple(OneEuroParams(*p) for p in (
@@ -67,7 +66,7 @@ def still_rows(ict, first: int, count: int) -> list[tuple[np.ndarray, dict]]:
     """Rendered stills with |yaw| <= 45° (image, truth), seeds first..first+count-1."""
     renders = [render_image(ict, np.random.default_rng(first + k), 512)
                for k in tqdm(range(count), desc="rendering", unit="img")]
-    return [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= 45.0]
+    return [(image, truth) for image, truth in renders if abs(truth["yaw"]) <= evaluate_renders.YAW_LIMIT]
 
 
 def score_stills(tracker: FaceTracker, renders: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,7 +88,7 @@ def score_clips(ict, folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.nd
     rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime")[0].arrays() for folder in folders]
     true, est = (np.concatenate([r[k] for r in rows]) for k in ("true_pose", "est_pose"))
     shape_err = np.concatenate([r["est_shapes"] - r["true_shapes"] for r in rows])
-    keep = (np.abs(true[:, 0]) <= 45.0) & np.isfinite(est).all(1)
+    keep = (np.abs(true[:, 0]) <= evaluate_renders.YAW_LIMIT) & np.isfinite(est).all(1)
     return est[keep], true[keep], shape_err[keep]
 
 
@@ -116,7 +115,7 @@ def tune_expression_smoothing(ict, folders: list[Path]) -> None:
                     smoother = OneEuro(*params)  # one per clip, as one per track in the pipeline
                     for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time; clipped to [0, 1]
                         est[i] = np.clip(smoother(est[i], k / evaluate_renders.FPS), 0.0, 1.0)
-            keep = (np.abs(r["true_pose"][:, 0]) <= 45.0) & np.isfinite(est).all(1)
+            keep = (np.abs(r["true_pose"][:, 0]) <= evaluate_renders.YAW_LIMIT) & np.isfinite(est).all(1)
             errors.append((est - r["true_shapes"])[keep])
         mae = np.abs(np.concatenate(errors)).mean(0)
         label = "none" if params is None else f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz"
@@ -126,7 +125,7 @@ def tune_expression_smoothing(ict, folders: list[Path]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parameter", choices=tuple(PARAMETERS))
+    parser.add_argument("parameter", choices=(*PARAMETERS, "expression-smoothing"))
     parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
     parser.add_argument("--clips", action="store_true", help="score tracked clips (seeds 700-702), not stills")
     args = parser.parse_args()
@@ -134,12 +133,12 @@ def main() -> int:
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
     if args.parameter == "expression-smoothing" and args.values:
         parser.error("expression-smoothing scores its built-in candidates (EXPRESSION_FILTERS); --values does not apply")
-    first, count, grid = PARAMETERS[args.parameter]
     ict = load_ict(ICT_PATH)
     with tempfile.TemporaryDirectory() as tmp:
         if args.parameter == "expression-smoothing":  # on clips whether or not --clips is given
             tune_expression_smoothing(ict, render_clip_folders(ict, Path(tmp)))
             return 0
+        first, count, grid = PARAMETERS[args.parameter]
         if args.clips:  # evaluate_renders.track_clips makes a tracker per clip
             folders = render_clip_folders(ict, Path(tmp))
         else:
