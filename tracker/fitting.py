@@ -76,9 +76,10 @@ DEPTH_WEIGHT = 0.2
 # Weight of the prior pulling each expression towards the refiner's image-based reading of it (the
 # refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
 # inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
-# expression head's training (tools/tune_fit_weights.py hint): key-blendshape MAE 0.215 without the
-# hint, 0.102 at 0.1, 0.087 at 1, 0.085 at 10 and above (the head alone); 1 is the smallest weight
-# within 0.005 of the best, so the points keep some say on real faces, which the head never saw.
+# expression head's training (tools/tune_fit_weights.py hint): with the current head, key-blendshape MAE
+# 0.220 without the hint, 0.090 at 0.1, 0.074 at 1, the best of its grid (the head before the L1 term: 0.087
+# at 1, 0.085 at 10 and above); 1 is the smallest weight within 0.005 of the best, so the points keep some
+# say on real faces, which the head never saw.
 HINT_WEIGHT = 1.0
 DEPTH_POINTS = np.array([33, 133, 263, 362, 1, 4, 6, 168, 98, 327, 2, 19, 10, 151, 50, 280, 123, 352, 205, 425])
 LID_LANDMARKS = np.array([37, 38, 41, 40, 43, 44, 47, 46])
