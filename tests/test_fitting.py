@@ -222,3 +222,34 @@ def test_expression_hint_is_a_prior_between_the_points_and_the_reading(fitter):
         assert np.abs(hinted(100.0, target) - target).max() < 0.05
     finally:
         fitter.hint_weight = keep
+
+
+def test_affine_pose_recovers_a_weak_perspective_camera():
+    # image px = s·(R·B)[:2]·X + t for model points X: the rotation comes back exactly, the depth from f / s.
+    for yaw, pitch, roll in ((30.0, -10.0, 5.0), (-55.0, 20.0, -15.0), (0.0, 0.0, 0.0)):
+        rot = euler_to_matrix(yaw, pitch, roll)
+        scale, t = 12.0, np.array([300.0, 260.0])
+        affine = np.concatenate([scale * (rot @ MODEL_TO_CAMERA)[:2], t[:, None]], 1)
+        got_rot, got_t = fitting.affine_pose(affine, CAMERA)
+        assert np.allclose(matrix_to_euler(got_rot), (yaw, pitch, roll), atol=1e-6)
+        assert np.isclose(got_t[2], CAMERA[0] / scale)
+        assert np.allclose(got_t[:2] * CAMERA[0] / got_t[2] + CAMERA[1:], t)
+
+
+def test_fit_starts_from_a_given_camera(fitter, monkeypatch):
+    # A first frame at 50° yaw started from the right camera lands on the truth without the points' own
+    # affine fit; a camera that is not finite falls back to that fit.
+    rng = np.random.default_rng(7)
+    pts, truth = synthetic(fitter, rng, 50.0, 10.0, -5.0, np.zeros(IDENTITY_COMPONENTS), ["jawOpen"])
+    scale = CAMERA[0] / truth.translation[2]
+    start = np.concatenate([scale * (truth.rotation @ MODEL_TO_CAMERA)[:2],
+                            (CAMERA[1:] + scale * truth.translation[:2])[:, None]], 1)
+    calls = []
+    original = fitting.initial_pose
+    monkeypatch.setattr(fitting, "initial_pose", lambda *a: calls.append(1) or original(*a))
+    for camera, used_points in ((start, False), (np.full((2, 4), np.nan), True)):
+        calls.clear()
+        result = fitter.fit(pts, CAMERA, initial_camera=camera)
+        assert result.ok
+        assert bool(calls) == used_points
+        assert np.abs(np.array(matrix_to_euler(result.state.rotation)) - (50.0, 10.0, -5.0)).max() < 1.5

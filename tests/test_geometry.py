@@ -73,3 +73,15 @@ def test_ibug_mirror_map_is_an_involution_that_swaps_sides():
     np.testing.assert_array_equal(IBUG68_MIRROR[IBUG68_MIRROR], np.arange(68))
     assert IBUG68_MIRROR[36] == 45 and IBUG68_MIRROR[0] == 16 and IBUG68_MIRROR[48] == 54
     assert IBUG68_MIRROR[30] == 30 and IBUG68_MIRROR[8] == 8 and IBUG68_MIRROR[62] == 62
+
+
+def test_crop_camera_maps_like_the_points_it_projects():
+    from tracker.roi import crop_camera_to_image
+
+    rng = np.random.default_rng(3)
+    roi = Roi(cx=320.0, cy=200.0, size=150.0, angle=0.4)
+    camera = np.concatenate([rng.normal(0, 8, (2, 3)), rng.uniform(60, 130, (2, 1))], 1)
+    x = rng.normal(0, 5, (20, 3))
+    in_crop = x @ camera[:, :3].T + camera[:, 3]
+    in_image = x @ crop_camera_to_image(camera, roi, 192)[:, :3].T + crop_camera_to_image(camera, roi, 192)[:, 3]
+    assert np.allclose(crop_points_to_image(in_crop, roi, 192), in_image)

@@ -30,8 +30,12 @@ def test_output_shape_and_batch(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    out, visibility, expression = refiner.refine(f48, f24, s0)
+    result = refiner.refine(f48, f24, s0)
+    out, visibility, expression = result.landmarks, result.visibility, result.expression
     assert out.shape == (2, 68, 2)
+    assert result.camera.shape == (2, 2, 4) and np.isfinite(result.camera).all()
+    assert result.model_expression.shape == (2, 52)
+    assert ((result.model_expression >= 0) & (result.model_expression <= 1)).all()
     assert visibility.shape == (2, 68)
     assert expression.shape == (2, 52)
     assert np.isfinite(out).all()
@@ -41,10 +45,11 @@ def test_output_shape_and_batch(refiner):
 
     assert (expression[:, ARKIT_BLENDSHAPES.index("tongueOut")] == 0).all()  # the face model has no tongue
     # Each face of a batch is refined on its own.
-    one, one_visibility, one_expression = refiner.refine(f48[1:], f24[1:], s0[1:])
-    assert np.allclose(out[1], one[0], atol=1e-3)
-    assert np.allclose(visibility[1], one_visibility[0], atol=1e-4)
-    assert np.allclose(expression[1], one_expression[0], atol=1e-4)
+    one = refiner.refine(f48[1:], f24[1:], s0[1:])
+    assert np.allclose(out[1], one.landmarks[0], atol=1e-3)
+    assert np.allclose(visibility[1], one.visibility[0], atol=1e-4)
+    assert np.allclose(expression[1], one.expression[0], atol=1e-4)
+    assert np.allclose(result.camera[1], one.camera[0], atol=1e-3)
 
 
 def test_opencv_matches_onnxruntime(refiner):
@@ -60,10 +65,12 @@ def test_opencv_matches_onnxruntime(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    (cv_out, cv_vis, cv_expr), (out, vis, expr) = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
-    assert np.abs(cv_out - out).max() < 1e-2
-    assert np.abs(cv_vis - vis).max() < 1e-3
-    assert np.abs(cv_expr - expr).max() < 1e-3
+    got, want = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
+    assert np.abs(got.landmarks - want.landmarks).max() < 1e-2
+    assert np.abs(got.visibility - want.visibility).max() < 1e-3
+    assert np.abs(got.expression - want.expression).max() < 1e-3
+    assert np.abs(got.camera - want.camera).max() < 1e-2
+    assert np.abs(got.model_expression - want.model_expression).max() < 1e-3
 
 
 def test_refined_closer_to_truth_on_afw(refiner):
@@ -89,10 +96,49 @@ def test_refined_closer_to_truth_on_afw(refiner):
             continue
         mesh = meshes[index]
         s0 = tr.mapping.crop_landmarks(mesh.crop_points)
-        refined = refiner.refine(mesh.features[0][None], mesh.features[1][None], s0[None])[0][0].astype(np.float64)
+        refined = refiner.refine(mesh.features[0][None], mesh.features[1][None], s0[None]).landmarks[0]
+        refined = refined.astype(np.float64)
         iod = inter_ocular(item.points)
         before.append(np.linalg.norm(crop_points_to_image(s0, mesh.roi, 192) - item.points, axis=1).mean() / iod)
         after.append(np.linalg.norm(crop_points_to_image(refined, mesh.roi, 192) - item.points, axis=1).mean() / iod)
     if len(before) < 5:
         pytest.skip("too few afw faces found")
     assert np.mean(after) < np.mean(before)
+
+
+def test_3d_branch_projects_its_own_camera_and_expression_onto_the_face(refiner):
+    # S_p is the face model's 68 points through the branch's camera: the camera and expression outputs
+    # reproduce it up to the identity (not an output; it moves these points by a few pixels), and S_p
+    # lies on the annotated face (its jaw is the model's fixed vertices, so the inner 51 points are scored).
+    cv2 = pytest.importorskip("cv2")
+    from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+
+    from tracker.backends import ENGINES_DIR
+    from tracker.pipeline import FaceTracker, TrackerConfig
+    from tracker.roi import crop_points_to_image
+
+    folder = LANDMARKS68 / "afw"
+    if not folder.is_dir():
+        pytest.skip("afw not available")
+    model = np.load(ENGINES_DIR / "face_model.npz")
+    mean, expression_basis = model["mean"][model["lm68"]], model["exp_basis"][:, model["lm68"]]
+    tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
+    gaps, errors = [], []
+    for item in load_folder(folder)[:8]:
+        tr.reset()
+        meshes = tr.detect_meshes(cv2.imread(str(item.image_path)), limit=8)
+        index = match_face([tr.mapping.landmarks(m) for m in meshes], item.points)
+        if index is None:
+            continue
+        mesh = meshes[index]
+        out = refiner.refine(mesh.features[0][None], mesh.features[1][None],
+                             tr.mapping.crop_landmarks(mesh.crop_points)[None])
+        points = mean + np.tensordot(out.model_expression[0], expression_basis, 1)
+        by_camera = points @ out.camera[0, :, :3].T + out.camera[0, :, 3]
+        gaps.append(np.linalg.norm(by_camera - out.projected[0], axis=1).mean())
+        image = crop_points_to_image(out.projected[0].astype(np.float64), mesh.roi, 192)
+        errors.append(np.linalg.norm(image[17:] - item.points[17:], axis=1).mean() / inter_ocular(item.points))
+    if len(gaps) < 5:
+        pytest.skip("too few afw faces found")
+    assert np.mean(gaps) < 2.5, gaps  # crop px, of a 192-px crop (1.0 measured)
+    assert np.mean(errors) < 0.06, errors  # inter-ocular units (0.039 measured)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Train the RDR-style 2D refiner on helen_train, export it to ONNX, evaluate it on afw.
+"""Train the RDR-style refiner on helen_train, export it to ONNX, evaluate it on afw.
 
 Stages (each one can be run alone; the data cache lives under /tmp, never in the repo):
 
     python tools/train_refiner.py data              # helen_train crops + renders + mesh features -> /tmp cache
-    python tools/train_refiner.py train             # landmark steps + visibility head, 10% of helen held out
+    python tools/train_refiner.py train             # the 2D network: landmark steps + visibility head
+    python tools/train_refiner.py model-params      # the truth's 3D parameters θ: ICT fitted to each crop's 68
+    python tools/train_refiner.py train-3d          # both branches together, from the 2D network (30 epochs)
     python tools/train_refiner.py visibility-data   # more helen crops with more occluder kinds
     python tools/train_refiner.py train-visibility  # visibility head alone (20 epochs), rest frozen
     python tools/train_refiner.py expression-data   # more ICT renders, for the expression head
@@ -16,9 +18,12 @@ Stages (each one can be run alone; the data cache lives under /tmp, never in the
 
 The refiner takes the face mesh network's intermediate feature maps (features_48,
 features_24, computed once per face) and the ridge-mapped 68 landmarks S0 of the
-same 192-px crop, and runs K = 2 recurrent steps: sample the maps bilinearly at the
-current landmarks (shape-indexed features), compress each point's features with a
-shared linear layer, concatenate with the normalised shape, MLP -> dS, S <- S + dS.
+same 192-px crop. Its 3D branch starts from θ0, the affine fit of S0 to the ICT mean
+face (neutral identity and expression), and its 2D branch from ΔS0 = S0 − S_p(θ0),
+so that S = S_p + ΔS starts at S0. Each of the K = 2 recurrent steps samples the
+maps bilinearly at the current landmarks (shape-indexed features), compresses each
+point's features with a shared linear layer, concatenates the normalised shape, and
+an MLP predicts both updates: θ <- θ + Δθ, ΔS <- ΔS + δS, S = S_p(θ) + ΔS.
 """
 
 from __future__ import annotations
@@ -94,6 +99,22 @@ KEY_L1 = 0.3
 OWN_INPUT = 96  # the own-backbone comparison's input: the 192-px crop at half size
 # Where each landmark's features are sampled: the point and four neighbours (crop pixels, crop axes).
 OFFSETS = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
+# The 3D branch's model: ICT's 68 landmark vertices (engines/face_model.npz), its first MODEL_IDENTITY
+# identity components (the later ones move these points by under 0.5 mm) and its 52 ARKit expressions,
+# seen by an affine camera (weak perspective, crop px = A·X + t; the crop is already turned upright).
+# Parameters θ: A / PX_PER_CM (6, row-major), t / CROP (2), identity (MODEL_IDENTITY), expression (52).
+MODEL_IDENTITY = 10
+PX_PER_CM = 8.0  # a face fills ~120 of the crop's 192 px: A's entries are then of order 1
+THETA = 6 + 2 + MODEL_IDENTITY + 52
+# The 3D branch's losses next to the landmark NME: S_p's NME against the truth θ's projection, and the
+# squared error of its expressions. Held-out helen NME after train-3d: 4.71% at 1 (15 epochs), 4.68% at
+# 0.3 (20 epochs), 4.65% at 0.3 (30 epochs, shipped); 4.72% for the 2D network it starts from.
+MODEL_WEIGHT = 0.3
+MODEL_EXPRESSION_WEIGHT = 0.3
+# Priors of the truth's θ fit (squared crop px per squared unit): identity ~ N(0, 1), expressions sparse.
+PARAMS_ID_PRIOR = 2.0
+PARAMS_EXPR_PRIOR = 10.0
+INNER = slice(17, 68)  # the 51 inner points: the truth's θ is fitted to these (annotated jaws are contours)
 HELEN, RENDER = 0, 1  # where a training crop comes from
 RENDER_SIZE = 512
 
@@ -309,6 +330,73 @@ def load_data():
             meta["source"])
 
 
+# ----------------------------------------------------------------------------------- 3D branch
+
+def branch_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 3D branch's model points: mean 68×3, identity MODEL_IDENTITY×68×3, expression 52×68×3 (cm)."""
+    d = np.load(REPO / "engines" / "face_model.npz")
+    lm = d["lm68"]
+    return (d["mean"][lm].astype(np.float64), d["id_basis"][:MODEL_IDENTITY, lm].astype(np.float64),
+            d["exp_basis"][:, lm].astype(np.float64))
+
+
+def fit_model_params(points: np.ndarray, known_expression: np.ndarray, iterations: int = 12) -> np.ndarray:
+    """θ (N×THETA) of the 3D branch's model fitted to 68 crop-pixel points per face (their inner 51):
+    alternately the affine camera (linear least squares) and the shape coefficients (ridge least
+    squares with the PARAMS_*_PRIOR priors, expressions clipped to [0, 1]). Rows of
+    ``known_expression`` without NaN (renders) keep those expressions and fit only the identity."""
+    mean, ident, expr = branch_model()
+    n, k = len(points), MODEL_IDENTITY
+    obs = np.asarray(points, np.float64)[:, INNER]
+    known = np.isfinite(known_expression).all(1)
+    e = np.where(known[:, None], np.nan_to_num(known_expression), 0.0)
+    alpha = np.zeros((n, k))
+    basis = np.concatenate([ident, expr])[:, INNER]  # (k + 52)×51×3
+    prior = np.concatenate([np.full(k, PARAMS_ID_PRIOR), np.full(len(expr), PARAMS_EXPR_PRIOR)])
+    for _ in range(iterations):
+        x = mean[INNER] + np.einsum("nk,kpc->npc", np.concatenate([alpha, e], 1), basis)
+        xh = np.concatenate([x, np.ones((n, x.shape[1], 1))], 2)
+        sol = np.linalg.solve(np.einsum("npi,npj->nij", xh, xh), np.einsum("npi,npc->nic", xh, obs))
+        a, t = sol[:, :3].transpose(0, 2, 1), sol[:, 3]  # N×2×3, N×2
+        jac = np.einsum("kpc,nrc->nprk", basis, a).reshape(n, -1, len(basis))  # N×102×(k+52)
+        rhs = (obs - t[:, None] - np.einsum("pc,nrc->npr", mean[INNER], a)).reshape(n, -1)
+        # Free rows solve identity and expression together; rows with known expressions the identity alone.
+        normal = np.einsum("nri,nrj->nij", jac, jac) + np.diag(prior)
+        coef = np.linalg.solve(normal, np.einsum("nri,nr->ni", jac, rhs))
+        fixed_rhs = rhs - np.einsum("nri,ni->nr", jac[:, :, k:], e)
+        fixed = np.linalg.solve(normal[:, :k, :k], np.einsum("nri,nr->ni", jac[:, :, :k], fixed_rhs))
+        alpha = np.where(known[:, None], fixed, coef[:, :k])
+        e = np.where(known[:, None], e, np.clip(coef[:, k:], 0.0, 1.0))
+    return np.concatenate([(a / PX_PER_CM).reshape(n, 6), t / CROP, alpha, e], 1).astype(np.float32)
+
+
+def project_params(theta: np.ndarray) -> np.ndarray:
+    """The 3D branch's projection S_p (N×68×2 crop px) of θ (N×THETA), in NumPy (the graph's twin)."""
+    mean, ident, expr = branch_model()
+    a = theta[:, :6].reshape(-1, 2, 3) * PX_PER_CM
+    coef = np.concatenate([theta[:, 8:8 + MODEL_IDENTITY], np.clip(theta[:, 8 + MODEL_IDENTITY:], 0, 1)], 1)
+    x = mean + np.einsum("nk,kpc->npc", coef, np.concatenate([ident, expr]))
+    return np.einsum("npc,nrc->npr", x, a) + theta[:, None, 6:8] * CROP
+
+
+def model_params() -> None:
+    """The truth's θ for every crop of the landmark data (CACHE/params.npz): what the 3D branch learns."""
+    meta = np.load(CACHE / "meta.npz")
+    started = time.perf_counter()
+    theta = np.concatenate([fit_model_params(meta["gt"][i:i + 2048], meta["expression"][i:i + 2048])
+                            for i in range(0, int(meta["n"]), 2048)])
+    gt, source = meta["gt"][:len(theta)], meta["source"][:len(theta)]
+    iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1)
+    err = np.linalg.norm(project_params(theta) - gt, axis=-1)
+    for name, code in (("helen", HELEN), ("renders", RENDER)):
+        m = source == code
+        print(f"{name}: {int(m.sum())} crops; the fitted model's NME on the inner 51 points "
+              f"{100 * np.mean(err[m][:, INNER].mean(1) / iod[m]):.2f}%, on the jaw "
+              f"{100 * np.mean(err[m][:, :17].mean(1) / iod[m]):.2f}%")
+    np.savez(CACHE / "params.npz", theta=theta)
+    print(f"θ of {len(theta)} crops -> {CACHE / 'params.npz'} in {time.perf_counter() - started:.0f} s")
+
+
 # -------------------------------------------------------------------------------------- model
 
 def build_model():
@@ -355,6 +443,9 @@ def build_model():
         return torch.cat(feats, -1)
 
     class Step(nn.Module):
+        """One recurrent step: from the features at the current shape, the 2D branch's update of the
+        compensation ΔS and the 3D branch's update of θ (both heads zero-initialised: identity steps)."""
+
         def __init__(self) -> None:
             super().__init__()
             self.point = nn.Sequential(nn.Linear((32 + 64) * len(OFFSETS), POINT_DIM), nn.ReLU())
@@ -363,11 +454,18 @@ def build_model():
                                      nn.Linear(HIDDEN, 136))
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
+            # The 3D head came after the 2D steps were trained: its own random stream leaves theirs as it was.
+            with torch.random.fork_rng():
+                self.params = nn.Linear(HIDDEN, THETA)
+            nn.init.zeros_(self.params.weight)
+            nn.init.zeros_(self.params.bias)
 
         def forward(self, f48, f24, shape):
+            """(ΔS update in crop px [N,68,2], θ update [N,THETA])."""
             z = self.point(shape_features(f48, f24, shape)).reshape(-1, 68 * POINT_DIM)
             s = (shape / CROP - 0.5).reshape(-1, 136)
-            return shape + self.mlp(torch.cat([z, s], 1)).reshape(-1, 68, 2) * (CROP / 8.0)
+            hidden = self.mlp[:-1](torch.cat([z, s], 1))
+            return self.mlp[-1](hidden).reshape(-1, 68, 2) * (CROP / 8.0), self.params(hidden)
 
     class Visibility(nn.Module):
         """Per-landmark visibility logit from the features at the final shape (not hidden by an occluder).
@@ -414,11 +512,56 @@ def build_model():
             z = self.point(torch.cat([features, extra], 1)).reshape(-1, self.mlp[0].in_features - 136)
             return self.mlp(torch.cat([z, (shape.detach() / CROP - 0.5).reshape(-1, 136)], 1))
 
+    mean, ident, expr = branch_model()
+    inner = np.zeros((68, 1))
+    inner[INNER] = 1.0
+    # The initial camera: the least-squares affine fit of the inner 51 points of S0 to the mean face,
+    # a constant pseudo-inverse (4 × 68, zero on the jaw) applied to S0.
+    homogeneous = np.concatenate([mean, np.ones((68, 1))], 1) * inner
+    initial_fit = np.linalg.pinv(homogeneous)  # 4×68
+
+    class Projection(nn.Module):
+        """θ [N,THETA] -> S_p [N,68,2] crop px: the affine camera applied to the model's 68 points.
+        Only rank-2 products of equal shapes and products with constants (OpenCV DNN mis-broadcasts
+        per-face products of different shapes). The model's constants are rebuilt from
+        engines/face_model.npz, never saved with the weights."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            f = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
+            # Model points as one vector: the 68 x, then the 68 y, then the 68 z (cm).
+            self.register_buffer("mean", f(mean.T.reshape(-1)), persistent=False)
+            self.register_buffer("basis", f(np.concatenate([ident, expr]).transpose(2, 1, 0).reshape(3 * 68, -1)),
+                                 persistent=False)
+            self.register_buffer("initial_fit", f(initial_fit), persistent=False)
+            self.register_buffer("neutral", torch.zeros(THETA - 8, 8), persistent=False)  # -> zero coefficients
+            self.register_buffer("to_points", torch.ones(68, 1), persistent=False)  # one value -> all 68 points
+
+        def initial(self, shape):
+            """θ of S0: the affine fit of its inner points to the mean face, neutral shape coefficients."""
+            sol = torch.nn.functional.linear(shape.transpose(1, 2), self.initial_fit)  # N, 2, 4
+            camera = torch.cat([sol[..., :3].reshape(-1, 6) / PX_PER_CM, sol[..., 3:4].reshape(-1, 2) / CROP], 1)
+            # A product with a zero matrix, not torch.zeros: no run-time shape ops (OpenCV DNN cannot follow them).
+            return torch.cat([camera, torch.nn.functional.linear(camera, self.neutral)], 1)
+
+        def forward(self, theta):
+            coef = torch.cat([theta[:, 8:8 + MODEL_IDENTITY], theta[:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0)], 1)
+            points = torch.nn.functional.linear(coef, self.basis, self.mean)  # N, 204
+            px, py, pz = points[:, :68], points[:, 68:136], points[:, 136:]
+            at = lambda i, scale: torch.nn.functional.linear(theta[:, i:i + 1], self.to_points * scale)  # N, 68
+            x = px * at(0, PX_PER_CM) + py * at(1, PX_PER_CM) + pz * at(2, PX_PER_CM) + at(6, CROP)
+            y = px * at(3, PX_PER_CM) + py * at(4, PX_PER_CM) + pz * at(5, PX_PER_CM) + at(7, CROP)
+            return torch.cat([x.reshape(-1, 68, 1), y.reshape(-1, 68, 1)], 2)
+
     class Refiner(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.steps = nn.ModuleList([Step() for _ in range(STEPS)])
             self.visibility = Visibility()
+            self.projection = Projection()
+            # False: the 2D-only network of the `train` stage (S <- S + ΔS, the 3D heads unused);
+            # True (train-3d and after): S = S_p(θ) + ΔS, both branches updated at every step.
+            self.dual = True
             # Trained after the rest, with the rest frozen (the train-expression stage). Initialised
             # from its own seed so that the landmark training's random stream is what it was before
             # this head existed (the `train` stage still reproduces the shipped landmark weights).
@@ -427,23 +570,34 @@ def build_model():
                 self.expression = Expression()
 
         def refine(self, features_48, features_24, landmarks):
-            """The shape after each step, and the shape-indexed features at the last one, sampled once
-            for both heads (detached: the heads' losses do not move the landmarks)."""
-            shapes = []
+            """The shape after each step, θ after each step (empty unless dual), and the shape-indexed
+            features at the last shape, sampled once for both heads (detached: the heads' losses do not
+            move the landmarks)."""
+            shapes, thetas = [], []
             s = landmarks
+            if self.dual:
+                theta = self.projection.initial(landmarks)
+                compensation = landmarks - self.projection(theta)  # ΔS0: S starts exactly at S0
             for step in self.steps:
-                s = step(features_48, features_24, s)
+                delta_s, delta_theta = step(features_48, features_24, s)
+                if self.dual:
+                    theta = theta + delta_theta
+                    compensation = compensation + delta_s
+                    s = self.projection(theta) + compensation
+                    thetas.append(theta)
+                else:
+                    s = s + delta_s
                 shapes.append(s)
-            return shapes, shape_features(features_48, features_24, s.detach())
+            return shapes, thetas, shape_features(features_48, features_24, s.detach())
 
         def expression_features(self, features_48, features_24, shape):
             """shape_features at the expression head's extra points of ``shape`` (detached)."""
             return shape_features(features_48, features_24, self.expression.points(shape.detach()))
 
         def forward(self, features_48, features_24, landmarks):
-            """The shape after each step, and the visibility logits at the last one."""
-            shapes, features = self.refine(features_48, features_24, landmarks)
-            return shapes, self.visibility(features)
+            """The shape and θ after each step, and the visibility logits at the last shape."""
+            shapes, thetas, features = self.refine(features_48, features_24, landmarks)
+            return shapes, thetas, self.visibility(features)
 
     class Export(nn.Module):
         def __init__(self, net) -> None:
@@ -455,11 +609,16 @@ def build_model():
             self.register_buffer("taught", taught)
 
         def forward(self, features_48, features_24, landmarks):
-            shapes, features = self.net.refine(features_48, features_24, landmarks)
-            at = shapes[-1]
+            shapes, thetas, features = self.net.refine(features_48, features_24, landmarks)
+            at, theta = shapes[-1], thetas[-1]
             extra = self.net.expression_features(features_48, features_24, at)
             weights = torch.sigmoid(self.net.expression(features, extra, at))
-            return at, torch.sigmoid(self.net.visibility(features)), weights * self.taught
+            # The 3D branch: its projection S_p [N,68,2], its affine camera [N,2,4] (crop px = A·X + t for
+            # model points X in cm) and the 52 expression weights of the model that S_p projects.
+            camera = torch.cat([theta[:, :6].reshape(-1, 2, 3) * PX_PER_CM, theta[:, 6:8].reshape(-1, 2, 1) * CROP], 2)
+            model_expression = theta[:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0) * self.taught
+            return (at, torch.sigmoid(self.net.visibility(features)), weights * self.taught,
+                    self.net.projection(theta), camera, model_expression)
 
     return Refiner, Export, sample
 
@@ -484,7 +643,7 @@ def _final_shape_features(net, f48, f24, rows: np.ndarray, s0: np.ndarray, expre
         for i in range(0, len(rows), 256):
             b = rows[i:i + 256]
             maps = t(f48[b]), t(f24[b])
-            s, features = net.refine(*maps, t(s0[i:i + 256]))
+            s, _, features = net.refine(*maps, t(s0[i:i + 256]))
             shapes.append(s[-1].numpy())
             feats.append(features.numpy().astype(np.float16))
             if expression_points:
@@ -498,7 +657,11 @@ def nme_loss(pred, gt, iod, weight):
     return (((pred - gt).norm(dim=-1) * weight).sum(-1) / weight.sum(-1) / iod).mean()
 
 
-def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None = None) -> None:
+def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None = None, dual: bool = False) -> None:
+    """The landmark steps and the visibility head. ``dual`` False (the `train` stage): the 2D network
+    from scratch, S <- S + ΔS. ``dual`` True (`train-3d`): from that checkpoint, both branches
+    together, S = S_p(θ) + ΔS, with θ taught by the truth's θ (the `model-params` stage) through its
+    projection and its expressions."""
     import torch
     import torch.nn.functional as F
 
@@ -518,6 +681,16 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
           f"{100 * (~visible).mean():.1f}% of landmarks hidden by synthetic occluders")
     Refiner, _, _ = build_model()
     net = Refiner()
+    net.dual = dual
+    if dual:
+        if not (CACHE / "params.npz").is_file():
+            raise SystemExit("no truth θ: run `python tools/train_refiner.py model-params` first")
+        missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
+        if unexpected or any(not k.startswith("expression.") and ".params." not in k for k in missing):
+            raise SystemExit(f"{CHECKPOINT} is not a trained refiner: missing {missing}, unexpected {unexpected}")
+        theta_gt = np.load(CACHE / "params.npz")["theta"]
+        target_sp = project_params(theta_gt).astype(np.float32)
+        expression_gt = np.clip(theta_gt[:, 8 + MODEL_IDENTITY:], 0.0, 1.0)
     print(f"parameters: {sum(p.numel() for p in net.parameters())}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -527,51 +700,100 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     # contour the annotators of real faces mark, so renders teach the inner 51 points only.
     point_weight = np.ones((len(gt), 68), np.float32)
     point_weight[source == RENDER, :17] = 0.0
+    all_points = torch.ones(1, 68)
 
     def evaluate(idx):
-        """Held-out NME of the final shape, and hidden-landmark recall at 80% precision."""
+        """Held-out NME of the final shape, hidden-landmark recall at 80% precision, and (dual) the
+        NME of the final S_p against the annotation's inner 51 points."""
         net.eval()
         with torch.no_grad():
-            out, vis = [], []
+            out, vis, sp = [], [], []
             for i in range(0, len(idx), 256):
                 b = idx[i:i + 256]
-                shapes, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
+                shapes, thetas, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
                 out.append(shapes[-1].numpy())
                 vis.append(logits.numpy())
+                if dual:
+                    sp.append(net.projection(thetas[-1]).numpy())
         pred = np.concatenate(out)
         nme = float((np.linalg.norm(pred - gt[idx], axis=-1).mean(-1) / iod[idx]).mean())
-        return nme, recall_at_precision(~visible[idx].ravel(), np.concatenate(vis).ravel(), 0.8)
+        model_nme = (float((np.linalg.norm(np.concatenate(sp) - gt[idx], axis=-1)[:, INNER].mean(-1)
+                            / iod[idx]).mean()) if dual else np.nan)
+        return nme, recall_at_precision(~visible[idx].ravel(), np.concatenate(vis).ravel(), 0.8), model_nme
 
     base_val = float((np.linalg.norm(s0[val] - gt[val], axis=-1).mean(-1) / iod[val]).mean())
     base_roi = float((np.linalg.norm(s0[val_roi] - gt[val_roi], axis=-1).mean(-1) / iod[val_roi]).mean())
     print(f"validation NME of S0 (ridge): {100 * base_val:.2f}% all crops, {100 * base_roi:.2f}% tracker ROI crops")
+    if dual:
+        v, _, v_model = evaluate(val)
+        print(f"before: validation NME {100 * v:.2f}%, S_p inner 51 {100 * v_model:.2f}%; the truth θ's projection on the validation crops' inner 51: "
+              f"{100 * float((np.linalg.norm(target_sp[val] - gt[val], axis=-1)[:, INNER].mean(-1) / iod[val]).mean()):.2f}%")
     best, best_epoch = np.inf, -1
     started = time.perf_counter()
     for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
         net.train()
         order = rng.permutation(trn)
-        total = 0.0
+        total = total_model = 0.0
         for i in range(0, len(order), batch):
             b = np.sort(order[i:i + batch])
             g = t(gt[b])
-            shapes, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
+            shapes, thetas, logits = net(t(f48[b]), t(f24[b]), t(s0[b]))
             landmark_loss = sum(nme_loss(s, g, t(iod[b]), t(point_weight[b])) for s in shapes) / len(shapes)
             loss = landmark_loss + VIS_WEIGHT * F.binary_cross_entropy_with_logits(logits, t(visible[b]))
+            if dual:
+                target = t(target_sp[b])
+                model_loss = sum(nme_loss(net.projection(th), target, t(iod[b]), all_points)
+                                 for th in thetas) / len(thetas)
+                expression = thetas[-1][:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0)
+                loss = (loss + MODEL_WEIGHT * model_loss
+                        + MODEL_EXPRESSION_WEIGHT * ((expression - t(expression_gt[b])) ** 2).mean())
+                total_model += float(model_loss.detach()) * len(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(landmark_loss.detach()) * len(b)
         sched.step()
-        v, v_recall = evaluate(val)
-        v_roi, _ = evaluate(val_roi)
+        v, v_recall, v_model = evaluate(val)
+        v_roi, _, _ = evaluate(val_roi)
         if v < best:
             best, best_epoch = v, epoch
             torch.save(net.state_dict(), CHECKPOINT)
         print(f"epoch {epoch:3d}  train {100 * total / len(trn):.2f}%  val {100 * v:.2f}% (ROI crops {100 * v_roi:.2f}%)  "
               f"hidden recall@80%P {100 * v_recall:.1f}%  "
-              f"best {100 * best:.2f}% (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
+              + (f"S_p: train {100 * total_model / len(trn):.2f}% of truth θ, val {100 * v_model:.2f}% inner 51  "
+                 if dual else "")
+              + f"best {100 * best:.2f}% (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
     print(f"training: {time.perf_counter() - started:.0f} s, best validation NME {100 * best:.2f}% "
           f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%)")
+    if dual:
+        branch_expression_report()
+
+
+def branch_expression_report(crops: int = 4000) -> None:
+    """The saved 3D branch's expression weights on render crops it never saw (the expression-data
+    stage's first ``crops``), as MAE of the key shapes: what its `model_expression` output is worth."""
+    import torch
+
+    if not (EXPRESSION_CACHE / "meta.npz").is_file():
+        print("no expression-data cache: the 3D branch's expressions are not scored")
+        return
+    Refiner, _, _ = build_model()
+    net = Refiner()
+    net.load_state_dict(torch.load(CHECKPOINT))
+    net.eval()
+    f48, f24, rows, s0, weights, _ = _render_crops(EXPRESSION_CACHE)
+    rows, s0, weights = rows[:crops], s0[:crops], weights[:crops]
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(rows), 256):
+            b = rows[i:i + 256]
+            thetas = net.refine(t(f48[b]), t(f24[b]), t(s0[i:i + 256]))[1]
+            out.append(thetas[-1][:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0).numpy())
+    mae = np.abs(np.concatenate(out) - weights).mean(0)
+    key = [ARKIT_BLENDSHAPES.index(n) for n in KEY_SHAPES]
+    print(f"3D branch expressions on {len(rows)} unseen render crops, MAE: "
+          + "  ".join(f"{n} {mae[k]:.3f}" for n, k in zip(KEY_SHAPES, key)) + f"  key mean {mae[key].mean():.3f}")
 
 
 def _render_crops(cache: Path) -> tuple[np.ndarray, ...]:
@@ -785,6 +1007,7 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
     trn = np.array([i for i in range(n) if image_id[i] not in held])
     Refiner, _, _ = build_model()
     backbone, net = OwnBackbone(), Refiner()
+    net.dual = False  # the comparison was made on the 2D network
     params = list(backbone.parameters()) + [p for name, p in net.named_parameters() if not name.startswith("expression")]
     print(f"own backbone: {sum(p.numel() for p in backbone.parameters())} parameters (+ refiner "
           f"{sum(p.numel() for p in params) - sum(p.numel() for p in backbone.parameters())}); "
@@ -816,7 +1039,7 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
         for i in range(0, len(order), batch):
             b = np.sort(order[i:i + batch])
             f48, f24 = backbone(image(crops[b]))
-            shapes, logits = net(f48, f24, t(s0[b]))
+            shapes, _, logits = net(f48, f24, t(s0[b]))
             loss = sum(nme_loss(s, t(gt[b]), t(iod[b]), t(point_weight[b])) for s in shapes) / len(shapes)
             loss = loss + VIS_WEIGHT * F.binary_cross_entropy_with_logits(logits, t(visible[b]))
             opt.zero_grad()
@@ -842,7 +1065,7 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
                 r.append({"found": False})
             continue
         start = tr.mapping.crop_landmarks(mesh.crop_points)
-        shipped = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None], start[None])[0][0]
+        shipped = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None], start[None]).landmarks[0]
         small = cv2.resize(crop(img, mesh.roi, CROP), (OWN_INPUT, OWN_INPUT), interpolation=cv2.INTER_AREA)
         own = predict(small[None], start[None])[0]
         for name, pts in zip(rows, (start, shipped, own)):
@@ -884,7 +1107,7 @@ def export() -> None:
         previous = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(
             ["refined", "visibility"], {"features_48": x[0].numpy(), "features_24": x[1].numpy(),
                                         "landmarks": x[2].numpy()})
-    outputs = ["refined", "visibility", "expression"]
+    outputs = ["refined", "visibility", "expression", "projected", "camera", "model_expression"]
     torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
                       input_names=["features_48", "features_24", "landmarks"], output_names=outputs,
                       dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", *outputs)})
@@ -913,7 +1136,7 @@ def export() -> None:
 def evaluate(folder: Path) -> None:
     items = load_folder(folder)
     tr = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8, fit_3d=False, mirror_check=False))
-    rows = {"ridge map (baseline)": [], "ridge + refiner": []}
+    rows = {"ridge map (baseline)": [], "ridge + refiner": [], "the refiner's 3D branch alone (S_p)": []}
     last = None  # the last face found: its maps time the refiner below
     for item, _, mesh, prediction in annotated_faces(tr, tr.mapping, items):
         if mesh is None:
@@ -921,8 +1144,10 @@ def evaluate(folder: Path) -> None:
                 r.append({"found": False})
             continue
         last = mesh
+        projected = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None],
+                                              tr.mapping.crop_landmarks(mesh.crop_points)[None]).projected[0]
         # Baseline: the same detection's plain ridge landmarks (no refiner); both with their offsets removed.
-        for r, pred in zip(rows.values(), (prediction.initial, prediction.direct)):
+        for r, pred in zip(rows.values(), (prediction.initial, prediction.direct, projected.astype(np.float64))):
             r.append({"found": True, **nme_scores(crop_points_to_image(pred, mesh.roi, CROP), item.points)})
     print(f"{folder.name}: {len(items)} images, detector short included, backend onnxruntime, mirror pass off")
     print("| | found | NME | jaw NME | inner-51 NME | failures @0.08 | failures @0.10 | AUC@0.08 |")
@@ -947,8 +1172,9 @@ def evaluate(folder: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("data", "train", "expression-data", "train-expression", "visibility-data",
-                                          "train-visibility", "export", "evaluate", "all", "train-backbone"))
+    parser.add_argument("stage", choices=("data", "train", "model-params", "train-3d", "expression-data",
+                                          "train-expression", "visibility-data", "train-visibility", "export",
+                                          "evaluate", "all", "train-backbone"))
     parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
     parser.add_argument("--renders", type=int, default=1000,
                         help="ICT renders (seeds 0..N-1) added to the training data, for large poses and expressions")
@@ -957,6 +1183,8 @@ def main() -> int:
                         help=f"extra renders for the expression head (seeds {EXPRESSION_FIRST_SEED} and up)")
     parser.add_argument("--occluded", type=float, default=0.5, help="share of perturbed crops given an occluder")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--dual-epochs", type=int, default=30, help="epochs of the train-3d stage")
+    parser.add_argument("--dual-lr", type=float, default=3e-4, help="learning rate of the train-3d stage")
     parser.add_argument("--visibility-epochs", type=int, default=20, help="epochs of the train-visibility stage")
     parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
     parser.add_argument("--batch", type=int, default=64)
@@ -968,6 +1196,10 @@ def main() -> int:
         make_data(args.augmentations, args.seed, args.occluded, args.renders, args.render_augmentations)
     if args.stage in ("train", "all"):
         train(args.epochs, args.seed, args.batch, args.lr, args.stop_after)
+    if args.stage in ("model-params", "all"):
+        model_params()
+    if args.stage in ("train-3d", "all"):
+        train(args.dual_epochs, args.seed, args.batch, args.dual_lr, dual=True)
     if args.stage in ("expression-data", "all"):
         make_data(0, args.seed + 1, args.occluded, args.expression_renders, args.render_augmentations,
                   EXPRESSION_CACHE, with_helen=False, first_seed=EXPRESSION_FIRST_SEED)

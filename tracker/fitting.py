@@ -77,7 +77,7 @@ DEPTH_WEIGHT = 0.2
 # refiner's expression output, engines/REFINER.md), in the units of the residuals (squared
 # inter-ocular distances) like the ridge prior of 1e-3 beside it. Chosen on renders held out from the
 # expression head's training (tools/tune_fit_weights.py hint): with the current head, key-blendshape MAE
-# 0.220 without the hint, 0.090 at 0.1, 0.074 at 1, the best of its grid (the head before the L1 term: 0.087
+# 0.202 without the hint, 0.087 at 0.1, 0.072 at 1, the best of its grid (the head before the L1 term: 0.087
 # at 1, 0.085 at 10 and above); 1 is the smallest weight within 0.005 of the best, so the points keep some
 # say on real faces, which the head never saw.
 HINT_WEIGHT = 1.0
@@ -466,10 +466,16 @@ def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray,
     x = model_points[m]
     a_rows = np.hstack([x, np.ones((len(x), 1))])
     sol, *_ = np.linalg.lstsq(a_rows * np.sqrt(w[m])[:, None], obs[m, :2] * np.sqrt(w[m])[:, None], rcond=None)
-    affine = sol[:3].T  # 2×3: s · (R·B)[:2]
-    n0, n1 = np.linalg.norm(affine[0]), np.linalg.norm(affine[1])
+    return affine_pose(sol.T, camera)
+
+
+def affine_pose(affine: np.ndarray, camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and 3D translation of an affine camera (2×4, image px = A·X + t for model points X in
+    model axes, cm): the nearest rotation to A's rows, and the depth at which its scale and the focal
+    length agree."""
+    n0, n1 = np.linalg.norm(affine[0, :3]), np.linalg.norm(affine[1, :3])
     s = 0.5 * (n0 + n1)
-    r0, r1 = affine[0] / n0, affine[1] / n1
+    r0, r1 = affine[0, :3] / n0, affine[1, :3] / n1
     rb = np.stack([r0, r1, np.cross(r0, r1)])
     u, _, vt = np.linalg.svd(rb)
     rb = u @ vt
@@ -477,7 +483,7 @@ def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray,
         rb[2] *= -1
     f, cx, cy = camera
     depth = f / s
-    return rb @ MODEL_TO_CAMERA, np.array([(sol[3][0] - cx) * depth / f, (sol[3][1] - cy) * depth / f, depth])
+    return rb @ MODEL_TO_CAMERA, np.array([(affine[0, 3] - cx) * depth / f, (affine[1, 3] - cy) * depth / f, depth])
 
 
 def camera_for(image_size: tuple[int, int], focal_px: float | None = None) -> np.ndarray:
@@ -533,7 +539,7 @@ class FaceFitter:
 
     def fit(self, observations: np.ndarray, camera: np.ndarray, weights: np.ndarray | None = None,
             state: FitState | None = None, iterations: int = 2,
-            expression_hint: np.ndarray | None = None) -> FitResult:
+            expression_hint: np.ndarray | None = None, initial_camera: np.ndarray | None = None) -> FitResult:
         """Fit to the observation rows (see :meth:`observations`), pixels, seen by ``camera``
         (:func:`camera_for`); ``state`` warm-starts from the track's previous frame.
 
@@ -557,7 +563,10 @@ class FaceFitter:
             wd[:] = 0.0
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
-            rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
+            if initial_camera is not None and np.all(np.isfinite(initial_camera)):
+                rot, tr = affine_pose(np.asarray(initial_camera, dtype=np.float64), camera)
+            else:
+                rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
             iterations = max(iterations, 12)
         else:
             rot, tr = state.rotation, state.translation

@@ -8,7 +8,7 @@ network's feature maps sampled at the points.
 
 Each of the four predictions (map and refiner, on the crop and on its mirror)
 then loses its constant offset from the annotations, measured on helen_train
-(``tools/calibrate_crop_offsets.py``): there the refined points sit 0.3 crop px
+(``tools/calibrate_crop_offsets.py``): there the refined points sit 0.2 crop px
 left of the annotation on the crop and 0.9 px left on the mirror. The likely
 cause: the 300-W annotations are not mirror-symmetric to the pixel, and models
 trained with mirror images learn the average, each pass keeping a share of the
@@ -57,6 +57,7 @@ class CropLandmarks:
     mirror_visibility: np.ndarray | None = None  # the same from the mirrored crop, in its iBUG order
     expression: np.ndarray | None = None  # 52 ARKit weights in [0, 1] (refiner only), as the crop shows them
     mirror_expression: np.ndarray | None = None  # the same from the mirrored crop (its Left is the face's Right)
+    camera: np.ndarray | None = None  # 2×4 (refiner only): the 3D branch's affine camera of the face model, crop px
 
 
 def mesh_features(crop_points: np.ndarray) -> np.ndarray:
@@ -117,13 +118,14 @@ class Mesh68Mapping:
         if self.refiner is None or any(m is None for m in maps):
             return CropLandmarks(direct=initial, mirror=mirror_initial)
         # Face and mirror in one batch of two, from the map's own points (what the refiner was trained on).
-        refined, visibility, expression = (a.astype(np.float64) for a in self.refiner.refine(
-            np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes)))
+        out = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes))
+        refined, visibility, expression = (a.astype(np.float64) for a in (out.landmarks, out.visibility, out.expression))
         return CropLandmarks(direct=self._unbiased(refined[0], "refined"),
                              mirror=self._unbiased(refined[1], "mirror_refined") if mirrored else None,
                              initial=initial, mirror_initial=mirror_initial,
                              visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None,
-                             expression=expression[0], mirror_expression=expression[1] if mirrored else None)
+                             expression=expression[0], mirror_expression=expression[1] if mirrored else None,
+                             camera=out.camera[0].astype(np.float64))
 
     def landmarks(self, mesh: MeshResult) -> np.ndarray:
         """68×2 landmarks in image pixels (the direct prediction)."""

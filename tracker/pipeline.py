@@ -13,7 +13,7 @@ from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection, r
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
-from tracker.roi import crop_points_to_image
+from tracker.roi import crop_camera_to_image, crop_points_to_image
 from tracker.smoothing import FaceSmoother
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
@@ -119,7 +119,11 @@ class FaceTracker:
                 weights = np.ones(len(observations))
                 if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
                     weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
-                fit = self.fitter.fit(observations, camera, weights, state=t.fit, expression_hint=expression)
+                # A new track's fit starts from the refiner's 3D branch (its camera) when there is one.
+                start = None if prediction.camera is None else crop_camera_to_image(prediction.camera, t.mesh.roi,
+                                                                                   MESH_INPUT)
+                fit = self.fitter.fit(observations, camera, weights, state=t.fit, expression_hint=expression,
+                                      initial_camera=start)
                 if fit.ok:
                     t.fit = fit.state
                 face.fit_ok = fit.ok

@@ -8,9 +8,16 @@ hidden by something in front of the face; trained with synthetic occluders); and
 the face's 52 ARKit expression weights as its image shows them (trained on ICT
 renders with known weights). Two recurrent steps sample the maps at the current
 landmarks; the feature maps are computed once per face by the mesh network.
+
+Each step updates two branches: a 3D one (θ: an affine camera, identity and
+expression of the ICT face model's 68 points, projected to S_p) and a 2D
+compensation ΔS; the landmarks are S = S_p + ΔS. The 3D branch's projection,
+camera and expression come out too.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,17 +26,33 @@ from tracker.backends import create_session
 REFINER_FILE = "refiner.onnx"
 
 
+OUTPUTS = ("refined", "visibility", "expression", "projected", "camera", "model_expression")
+
+
+@dataclass
+class Refinement:
+    """The refiner's outputs for a batch of N crops."""
+
+    landmarks: np.ndarray  # N×68×2 crop pixels: S = S_p + ΔS
+    visibility: np.ndarray  # N×68 in [0, 1]: not hidden by an occluder
+    expression: np.ndarray  # N×52 ARKit weights in [0, 1], read from the crop's appearance and shape
+    projected: np.ndarray  # N×68×2 crop pixels: the 3D branch's S_p (the landmarks are S_p + ΔS)
+    camera: np.ndarray  # N×2×4 the 3D branch's affine camera: crop px = A·X + t, X the face model's points (cm)
+    model_expression: np.ndarray  # N×52 the 3D branch's ARKit weights (the model S_p projects)
+
+
 class Refiner:
     def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
-        self.session = create_session(REFINER_FILE, backend, outputs=["refined", "visibility", "expression"],
-                                      threads=threads)
+        self.session = create_session(REFINER_FILE, backend, outputs=list(OUTPUTS), threads=threads)
 
-    def refine(self, features_48: np.ndarray, features_24: np.ndarray,
-               crop_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Refined [N,68,2] crop-pixel landmarks, their [N,68] visibility in [0, 1] and the [N,52]
-        ARKit expression weights in [0, 1], from the mesh feature maps and the initial [N,68,2] landmarks."""
+    def refine(self, features_48: np.ndarray, features_24: np.ndarray, crop_landmarks: np.ndarray) -> Refinement:
+        """The refined crops from the mesh feature maps and the initial [N,68,2] crop-pixel landmarks."""
         landmarks = np.asarray(crop_landmarks, dtype=np.float32).reshape(-1, 68, 2)
         out = self.session.run({"features_48": features_48, "features_24": features_24, "landmarks": landmarks})
         n = len(landmarks)
-        return (np.asarray(out["refined"]).reshape(n, 68, 2), np.asarray(out["visibility"]).reshape(n, 68),
-                np.asarray(out["expression"]).reshape(n, -1))
+        return Refinement(landmarks=np.asarray(out["refined"]).reshape(n, 68, 2),
+                          visibility=np.asarray(out["visibility"]).reshape(n, 68),
+                          expression=np.asarray(out["expression"]).reshape(n, -1),
+                          projected=np.asarray(out["projected"]).reshape(n, 68, 2),
+                          camera=np.asarray(out["camera"]).reshape(n, 2, 4),
+                          model_expression=np.asarray(out["model_expression"]).reshape(n, -1))

@@ -78,6 +78,12 @@ def crop_points_to_image(points: np.ndarray, roi: Roi, crop_size: int) -> np.nda
     return out
 
 
+def crop_camera_to_image(camera: np.ndarray, roi: Roi, crop_size: int) -> np.ndarray:
+    """An affine camera (2×4: crop px = A·X + t) composed with the crop-to-image map: image px = A'·X + t'."""
+    m = roi.crop_to_image(crop_size)
+    return np.concatenate([m[:, :2] @ camera[:, :3], (m[:, :2] @ camera[:, 3] + m[:, 2])[:, None]], 1)
+
+
 def image_points_to_crop(points: np.ndarray, roi: Roi, crop_size: int) -> np.ndarray:
     """Inverse of :func:`crop_points_to_image` for N×2 points."""
     m = roi.crop_to_image(crop_size)
