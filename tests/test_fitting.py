@@ -238,7 +238,7 @@ def test_affine_pose_recovers_a_weak_perspective_camera():
 
 def test_fit_starts_from_a_given_camera(fitter, monkeypatch):
     # A first frame at 50° yaw started from the right camera lands on the truth without the points' own
-    # affine fit; a camera that is not finite falls back to that fit.
+    # affine fit; a camera that is not finite or degenerate falls back to that fit.
     rng = np.random.default_rng(7)
     pts, truth = synthetic(fitter, rng, 50.0, 10.0, -5.0, np.zeros(IDENTITY_COMPONENTS), ["jawOpen"])
     scale = CAMERA[0] / truth.translation[2]
@@ -247,7 +247,7 @@ def test_fit_starts_from_a_given_camera(fitter, monkeypatch):
     calls = []
     original = fitting.initial_pose
     monkeypatch.setattr(fitting, "initial_pose", lambda *a: calls.append(1) or original(*a))
-    for camera, used_points in ((start, False), (np.full((2, 4), np.nan), True)):
+    for camera, used_points in ((start, False), (np.full((2, 4), np.nan), True), (np.zeros((2, 4)), True)):
         calls.clear()
         result = fitter.fit(pts, CAMERA, initial_camera=camera)
         assert result.ok

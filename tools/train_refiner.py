@@ -5,7 +5,7 @@ Stages (each one can be run alone; the data cache lives under /tmp, never in the
 
     python tools/train_refiner.py data              # helen_train crops + renders + mesh features -> /tmp cache
     python tools/train_refiner.py train             # the 2D network: landmark steps + visibility head
-    python tools/train_refiner.py model-params      # the truth's 3D parameters θ: ICT fitted to each crop's 68
+    python tools/train_refiner.py model-params      # the truth's θ: ICT fitted to each crop's inner 51 points
     python tools/train_refiner.py train-3d          # both branches together, from the 2D network (30 epochs)
     python tools/train_refiner.py visibility-data   # more helen crops with more occluder kinds
     python tools/train_refiner.py train-visibility  # visibility head alone (20 epochs), rest frozen
@@ -29,6 +29,7 @@ an MLP predicts both updates: θ <- θ + Δθ, ΔS <- ΔS + δS, S = S_p(θ) + �
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,10 @@ from tracker.types import ARKIT_BLENDSHAPES, ARKIT_MIRROR
 
 CROP = 192
 CACHE = Path("/tmp/refiner_cache")
-CHECKPOINT = CACHE / "refiner.pt"
+CHECKPOINT = CACHE / "refiner.pt"  # the refiner the later stages refine and `export` writes out
+# The 2D network of the `train` stage, kept apart: `train-3d` always starts from it, so a rerun of
+# train-3d does not train an already trained dual network further.
+CHECKPOINT_2D = CACHE / "refiner_2d.pt"
 # More renders for the expression head alone (the only crops with known weights), in their own cache
 # so that the landmark training data stays as it was. Their seeds start here, far from the landmark
 # training renders (0-999) and from tools/evaluate_renders.py's held-out SeedSequence(1000) children.
@@ -365,6 +369,8 @@ def fit_model_params(points: np.ndarray, known_expression: np.ndarray, iteration
         coef = np.linalg.solve(normal, np.einsum("nri,nr->ni", jac, rhs))
         fixed_rhs = rhs - np.einsum("nri,ni->nr", jac[:, :, k:], e)
         fixed = np.linalg.solve(normal[:, :k, :k], np.einsum("nri,nr->ni", jac[:, :, :k], fixed_rhs))
+        # Clipping after the joint solve leaves this round's identity matched to the unclipped
+        # expressions; the next round's camera and solve see the clipped ones.
         alpha = np.where(known[:, None], fixed, coef[:, :k])
         e = np.where(known[:, None], e, np.clip(coef[:, k:], 0.0, 1.0))
     return np.concatenate([(a / PX_PER_CM).reshape(n, 6), t / CROP, alpha, e], 1).astype(np.float32)
@@ -548,9 +554,11 @@ def build_model():
             coef = torch.cat([theta[:, 8:8 + MODEL_IDENTITY], theta[:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0)], 1)
             points = torch.nn.functional.linear(coef, self.basis, self.mean)  # N, 204
             px, py, pz = points[:, :68], points[:, 68:136], points[:, 136:]
-            at = lambda i, scale: torch.nn.functional.linear(theta[:, i:i + 1], self.to_points * scale)  # N, 68
-            x = px * at(0, PX_PER_CM) + py * at(1, PX_PER_CM) + pz * at(2, PX_PER_CM) + at(6, CROP)
-            y = px * at(3, PX_PER_CM) + py * at(4, PX_PER_CM) + pz * at(5, PX_PER_CM) + at(7, CROP)
+            spread = lambda i, scale: torch.nn.functional.linear(theta[:, i:i + 1], self.to_points * scale)  # N, 68
+            x = (px * spread(0, PX_PER_CM) + py * spread(1, PX_PER_CM) + pz * spread(2, PX_PER_CM)
+                 + spread(6, CROP))
+            y = (px * spread(3, PX_PER_CM) + py * spread(4, PX_PER_CM) + pz * spread(5, PX_PER_CM)
+                 + spread(7, CROP))
             return torch.cat([x.reshape(-1, 68, 1), y.reshape(-1, 68, 1)], 2)
 
     class Refiner(nn.Module):
@@ -682,12 +690,14 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     Refiner, _, _ = build_model()
     net = Refiner()
     net.dual = dual
+    saved_to = CHECKPOINT if dual else CHECKPOINT_2D
     if dual:
-        if not (CACHE / "params.npz").is_file():
-            raise SystemExit("no truth θ: run `python tools/train_refiner.py model-params` first")
-        missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
+        for needed, stage in ((CACHE / "params.npz", "model-params"), (CHECKPOINT_2D, "train")):
+            if not needed.is_file():
+                raise SystemExit(f"no {needed}: run `python tools/train_refiner.py {stage}` first")
+        missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT_2D), strict=False)
         if unexpected or any(not k.startswith("expression.") and ".params." not in k for k in missing):
-            raise SystemExit(f"{CHECKPOINT} is not a trained refiner: missing {missing}, unexpected {unexpected}")
+            raise SystemExit(f"{CHECKPOINT_2D} is not a trained refiner: missing {missing}, unexpected {unexpected}")
         theta_gt = np.load(CACHE / "params.npz")["theta"]
         target_sp = project_params(theta_gt).astype(np.float32)
         expression_gt = np.clip(theta_gt[:, 8 + MODEL_IDENTITY:], 0.0, 1.0)
@@ -757,16 +767,17 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
         v_roi, _, _ = evaluate(val_roi)
         if v < best:
             best, best_epoch = v, epoch
-            torch.save(net.state_dict(), CHECKPOINT)
+            torch.save(net.state_dict(), saved_to)
         print(f"epoch {epoch:3d}  train {100 * total / len(trn):.2f}%  val {100 * v:.2f}% (ROI crops {100 * v_roi:.2f}%)  "
               f"hidden recall@80%P {100 * v_recall:.1f}%  "
               + (f"S_p: train {100 * total_model / len(trn):.2f}% of truth θ, val {100 * v_model:.2f}% inner 51  "
                  if dual else "")
               + f"best {100 * best:.2f}% (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
     print(f"training: {time.perf_counter() - started:.0f} s, best validation NME {100 * best:.2f}% "
-          f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%)")
-    if dual:
-        branch_expression_report()
+          f"at epoch {best_epoch} (S0 {100 * base_val:.2f}%), saved into {saved_to}")
+    if not dual:
+        # The later stages refine CHECKPOINT: without train-3d they take the 2D network as it is.
+        shutil.copyfile(CHECKPOINT_2D, CHECKPOINT)
 
 
 def branch_expression_report(crops: int = 4000) -> None:
@@ -1200,13 +1211,15 @@ def main() -> int:
         model_params()
     if args.stage in ("train-3d", "all"):
         train(args.dual_epochs, args.seed, args.batch, args.dual_lr, dual=True)
-    if args.stage in ("expression-data", "all"):
-        make_data(0, args.seed + 1, args.occluded, args.expression_renders, args.render_augmentations,
-                  EXPRESSION_CACHE, with_helen=False, first_seed=EXPRESSION_FIRST_SEED)
     if args.stage in ("visibility-data", "all"):
         make_data(6, args.seed + 2, 0.8, 0, 0, VISIBILITY_CACHE, extended_occluders=True)
     if args.stage in ("train-visibility", "all"):
         train_visibility(args.visibility_epochs, args.seed, args.batch, args.lr)
+    if args.stage in ("expression-data", "all"):
+        make_data(0, args.seed + 1, args.occluded, args.expression_renders, args.render_augmentations,
+                  EXPRESSION_CACHE, with_helen=False, first_seed=EXPRESSION_FIRST_SEED)
+    if args.stage in ("train-3d", "all"):  # needs the expression-data renders, which train-3d never sees
+        branch_expression_report()
     if args.stage in ("train-expression", "all"):
         train_expression(args.epochs, args.seed, args.batch, args.lr)
     if args.stage in ("export", "all"):

@@ -472,8 +472,10 @@ def initial_pose(obs: np.ndarray, w: np.ndarray, model_points: np.ndarray,
 def affine_pose(affine: np.ndarray, camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation and 3D translation of an affine camera (2×4, image px = A·X + t for model points X in
     model axes, cm): the nearest rotation to A's rows, and the depth at which its scale and the focal
-    length agree."""
+    length agree. NaN for a degenerate camera (a row of A near zero)."""
     n0, n1 = np.linalg.norm(affine[0, :3]), np.linalg.norm(affine[1, :3])
+    if not min(n0, n1) > 1e-9:
+        return np.full((3, 3), np.nan), np.full(3, np.nan)
     s = 0.5 * (n0 + n1)
     r0, r1 = affine[0, :3] / n0, affine[1, :3] / n1
     rb = np.stack([r0, r1, np.cross(r0, r1)])
@@ -546,7 +548,11 @@ class FaceFitter:
         ``expression_hint`` (52 weights in [0, 1], the refiner's reading of the face's image) pulls
         each expression towards it with ``hint_weight``: the result lies between what the points alone
         give and the hint, nearer the hint the heavier the weight (at HINT_WEIGHT the hint leads, even for
-        the jaw, which the points show well)."""
+        the jaw, which the points show well).
+
+        Without ``state``, the fit starts from ``initial_camera`` when given and usable: a 2×4 affine
+        camera, image px = A·X + t for the model's points X (model axes, cm), such as the refiner's 3D
+        branch gives; otherwise from an affine fit to the observations."""
         mdl = self.model
         obs = np.full((len(observations), 3), np.nan)
         given = np.asarray(observations, dtype=np.float64)
@@ -563,10 +569,10 @@ class FaceFitter:
             wd[:] = 0.0
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
-            if initial_camera is not None and np.all(np.isfinite(initial_camera)):
-                rot, tr = affine_pose(np.asarray(initial_camera, dtype=np.float64), camera)
-            else:
-                rot, tr = initial_pose(obs, w, mdl.mean[self._row_points], camera)
+            start = None if initial_camera is None else affine_pose(np.asarray(initial_camera, np.float64), camera)
+            if start is None or not (np.all(np.isfinite(start[0])) and np.all(np.isfinite(start[1]))):
+                start = initial_pose(obs, w, mdl.mean[self._row_points], camera)
+            rot, tr = start
             iterations = max(iterations, 12)
         else:
             rot, tr = state.rotation, state.translation

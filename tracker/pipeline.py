@@ -120,8 +120,9 @@ class FaceTracker:
                 if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
                     weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
                 # A new track's fit starts from the refiner's 3D branch (its camera) when there is one.
-                start = None if prediction.camera is None else crop_camera_to_image(prediction.camera, t.mesh.roi,
-                                                                                   MESH_INPUT)
+                start = None
+                if t.fit is None and prediction.camera is not None:
+                    start = crop_camera_to_image(prediction.camera, t.mesh.roi, MESH_INPUT)
                 fit = self.fitter.fit(observations, camera, weights, state=t.fit, expression_hint=expression,
                                       initial_camera=start)
                 if fit.ok:
