@@ -29,6 +29,7 @@ an MLP predicts both updates: θ <- θ + Δθ, ΔS <- ΔS + δS, S = S_p(θ) + �
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
 import time
@@ -110,6 +111,8 @@ OFFSETS = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
 MODEL_IDENTITY = 10
 PX_PER_CM = 8.0  # a face fills ~120 of the crop's 192 px: A's entries are then of order 1
 THETA = 6 + 2 + MODEL_IDENTITY + 52
+THETA_CAMERA, THETA_TRANSLATION = slice(0, 6), slice(6, 8)
+THETA_IDENTITY, THETA_EXPRESSION = slice(8, 8 + MODEL_IDENTITY), slice(8 + MODEL_IDENTITY, THETA)
 # The 3D branch's losses next to the landmark NME: S_p's NME against the truth θ's projection, and the
 # squared error of its expressions. Held-out helen NME after train-3d: 4.71% at 1 (15 epochs), 4.68% at
 # 0.3 (20 epochs), 4.65% at 0.3 (30 epochs, shipped); 4.72% for the 2D network it starts from.
@@ -336,8 +339,10 @@ def load_data():
 
 # ----------------------------------------------------------------------------------- 3D branch
 
+@functools.cache
 def branch_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The 3D branch's model points: mean 68×3, identity MODEL_IDENTITY×68×3, expression 52×68×3 (cm)."""
+    """The 3D branch's model points: mean 68×3, identity MODEL_IDENTITY×68×3, expression 52×68×3 (cm);
+    read once (the truth-θ fit asks for it per chunk of crops). Read-only: callers must not modify it."""
     d = np.load(REPO / "engines" / "face_model.npz")
     lm = d["lm68"]
     return (d["mean"][lm].astype(np.float64), d["id_basis"][:MODEL_IDENTITY, lm].astype(np.float64),
@@ -379,10 +384,10 @@ def fit_model_params(points: np.ndarray, known_expression: np.ndarray, iteration
 def project_params(theta: np.ndarray) -> np.ndarray:
     """The 3D branch's projection S_p (N×68×2 crop px) of θ (N×THETA), in NumPy (the graph's twin)."""
     mean, ident, expr = branch_model()
-    a = theta[:, :6].reshape(-1, 2, 3) * PX_PER_CM
-    coef = np.concatenate([theta[:, 8:8 + MODEL_IDENTITY], np.clip(theta[:, 8 + MODEL_IDENTITY:], 0, 1)], 1)
+    a = theta[:, THETA_CAMERA].reshape(-1, 2, 3) * PX_PER_CM
+    coef = np.concatenate([theta[:, THETA_IDENTITY], np.clip(theta[:, THETA_EXPRESSION], 0, 1)], 1)
     x = mean + np.einsum("nk,kpc->npc", coef, np.concatenate([ident, expr]))
-    return np.einsum("npc,nrc->npr", x, a) + theta[:, None, 6:8] * CROP
+    return np.einsum("npc,nrc->npr", x, a) + theta[:, None, THETA_TRANSLATION] * CROP
 
 
 def model_params() -> None:
@@ -551,7 +556,7 @@ def build_model():
             return torch.cat([camera, torch.nn.functional.linear(camera, self.neutral)], 1)
 
         def forward(self, theta):
-            coef = torch.cat([theta[:, 8:8 + MODEL_IDENTITY], theta[:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0)], 1)
+            coef = torch.cat([theta[:, THETA_IDENTITY], theta[:, THETA_EXPRESSION].clamp(0.0, 1.0)], 1)
             points = torch.nn.functional.linear(coef, self.basis, self.mean)  # N, 204
             px, py, pz = points[:, :68], points[:, 68:136], points[:, 136:]
             spread = lambda i, scale: torch.nn.functional.linear(theta[:, i:i + 1], self.to_points * scale)  # N, 68
@@ -623,8 +628,8 @@ def build_model():
             weights = torch.sigmoid(self.net.expression(features, extra, at))
             # The 3D branch: its projection S_p [N,68,2], its affine camera [N,2,4] (crop px = A·X + t for
             # model points X in cm) and the 52 expression weights of the model that S_p projects.
-            camera = torch.cat([theta[:, :6].reshape(-1, 2, 3) * PX_PER_CM, theta[:, 6:8].reshape(-1, 2, 1) * CROP], 2)
-            model_expression = theta[:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0) * self.taught
+            camera = torch.cat([theta[:, THETA_CAMERA].reshape(-1, 2, 3) * PX_PER_CM, theta[:, THETA_TRANSLATION].reshape(-1, 2, 1) * CROP], 2)
+            model_expression = theta[:, THETA_EXPRESSION].clamp(0.0, 1.0) * self.taught
             return (at, torch.sigmoid(self.net.visibility(features)), weights * self.taught,
                     self.net.projection(theta), camera, model_expression)
 
@@ -700,7 +705,7 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
             raise SystemExit(f"{CHECKPOINT_2D} is not a trained refiner: missing {missing}, unexpected {unexpected}")
         theta_gt = np.load(CACHE / "params.npz")["theta"]
         target_sp = project_params(theta_gt).astype(np.float32)
-        expression_gt = np.clip(theta_gt[:, 8 + MODEL_IDENTITY:], 0.0, 1.0)
+        expression_gt = np.clip(theta_gt[:, THETA_EXPRESSION], 0.0, 1.0)
     print(f"parameters: {sum(p.numel() for p in net.parameters())}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -754,7 +759,7 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
                 target = t(target_sp[b])
                 model_loss = sum(nme_loss(net.projection(th), target, t(iod[b]), all_points)
                                  for th in thetas) / len(thetas)
-                expression = thetas[-1][:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0)
+                expression = thetas[-1][:, THETA_EXPRESSION].clamp(0.0, 1.0)
                 loss = (loss + MODEL_WEIGHT * model_loss
                         + MODEL_EXPRESSION_WEIGHT * ((expression - t(expression_gt[b])) ** 2).mean())
                 total_model += float(model_loss.detach()) * len(b)
@@ -800,7 +805,7 @@ def branch_expression_report(crops: int = 4000) -> None:
         for i in range(0, len(rows), 256):
             b = rows[i:i + 256]
             thetas = net.refine(t(f48[b]), t(f24[b]), t(s0[i:i + 256]))[1]
-            out.append(thetas[-1][:, 8 + MODEL_IDENTITY:].clamp(0.0, 1.0).numpy())
+            out.append(thetas[-1][:, THETA_EXPRESSION].clamp(0.0, 1.0).numpy())
     mae = np.abs(np.concatenate(out) - weights).mean(0)
     key = [ARKIT_BLENDSHAPES.index(n) for n in KEY_SHAPES]
     print(f"3D branch expressions on {len(rows)} unseen render crops, MAE: "

@@ -22,10 +22,10 @@ from tracker.types import FaceResult, FrameResult, Pose
 # front of the face). Low mirror confidence alone is not: on afw with synthetic occluders, flags from
 # confidence < 0.2 were right 16% of the time (tools/evaluate_occlusion.py). Taking low-confidence
 # points from the fitted 3D model instead was measured and dropped too (a one-off check, re-run on the
-# offset-free points): jaw points below confidence 0.02-0.3 replaced by the fit's sliding contour raised
-# NME on helen_train (500 faces: 3.11% -> 3.13-3.23%) and on afw (4.10% -> 4.13-4.27%, failures 2.1% ->
-# 2.7-3.9%), and so did a confidence-weighted blend: the fit's jaw (afw jaw NME 8.2%, the refiner's 7.1%)
-# is worse than the refiner's even where the mirror check doubts it.
+# offset-free points, with the 2D-only refiner): jaw points below confidence 0.02-0.3 replaced by the
+# fit's sliding contour raised NME on helen_train (500 faces: 3.11% -> 3.13-3.23%) and on afw (4.10% ->
+# 4.13-4.27%, failures 2.1% -> 2.7-3.9%), and so did a confidence-weighted blend: the fit's jaw (afw jaw
+# NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
 
 
