@@ -30,7 +30,8 @@ def test_output_shape_and_batch(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    result = refiner.refine(f48, f24, s0)
+    image = rng.uniform(0, 1, (2, 3, 192, 192)).astype(np.float32)
+    result = refiner.refine(f48, f24, s0, image)
     out, visibility, expression = result.landmarks, result.visibility, result.expression
     assert out.shape == (2, 68, 2)
     assert result.camera.shape == (2, 2, 4) and np.isfinite(result.camera).all()
@@ -45,7 +46,7 @@ def test_output_shape_and_batch(refiner):
 
     assert (expression[:, ARKIT_BLENDSHAPES.index("tongueOut")] == 0).all()  # the face model has no tongue
     # Each face of a batch is refined on its own.
-    one = refiner.refine(f48[1:], f24[1:], s0[1:])
+    one = refiner.refine(f48[1:], f24[1:], s0[1:], image[1:])
     assert np.allclose(out[1], one.landmarks[0], atol=1e-3)
     assert np.allclose(visibility[1], one.visibility[0], atol=1e-4)
     assert np.allclose(expression[1], one.expression[0], atol=1e-4)
@@ -65,7 +66,8 @@ def test_opencv_matches_onnxruntime(refiner):
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)
     s0 = rng.uniform(40, 150, (2, 68, 2)).astype(np.float32)
-    got, want = cv.refine(f48, f24, s0), refiner.refine(f48, f24, s0)
+    image = rng.uniform(0, 1, (2, 3, 192, 192)).astype(np.float32)
+    got, want = cv.refine(f48, f24, s0, image), refiner.refine(f48, f24, s0, image)
     assert np.abs(got.landmarks - want.landmarks).max() < 1e-2
     assert np.abs(got.visibility - want.visibility).max() < 1e-3
     assert np.abs(got.expression - want.expression).max() < 1e-3
@@ -96,7 +98,8 @@ def test_refined_closer_to_truth_on_afw(refiner):
             continue
         mesh = meshes[index]
         s0 = tr.mapping.crop_landmarks(mesh.crop_points)
-        refined = refiner.refine(mesh.features[0][None], mesh.features[1][None], s0[None]).landmarks[0]
+        refined = refiner.refine(mesh.features[0][None], mesh.features[1][None], s0[None],
+                                 mesh.pixels[None]).landmarks[0]
         refined = refined.astype(np.float64)
         iod = inter_ocular(item.points)
         before.append(np.linalg.norm(crop_points_to_image(s0, mesh.roi, 192) - item.points, axis=1).mean() / iod)
@@ -132,7 +135,7 @@ def test_3d_branch_projects_its_own_camera_and_expression_onto_the_face(refiner)
             continue
         mesh = meshes[index]
         out = refiner.refine(mesh.features[0][None], mesh.features[1][None],
-                             tr.mapping.crop_landmarks(mesh.crop_points)[None])
+                             tr.mapping.crop_landmarks(mesh.crop_points)[None], mesh.pixels[None])
         points = mean + np.tensordot(out.model_expression[0], expression_basis, 1)
         by_camera = points @ out.camera[0, :, :3].T + out.camera[0, :, 3]
         gaps.append(np.linalg.norm(by_camera - out.projected[0], axis=1).mean())

@@ -74,6 +74,8 @@ HIDDEN = 256
 DROPOUT = 0.25
 VIS_HIDDEN = 64
 VIS_WEIGHT = 0.05  # visibility BCE next to the landmark NME (~0.04): it must not dominate the landmarks
+VIS_PIXEL_WIDTH = 16  # the visibility head's pixel CNN: 16 channels at 48×48, 32 at 24×24 (26 k parameters)
+VIS_PIXEL_SEED = 3
 EXPR_POINT_DIM = 16  # expression head: per-landmark compressed feature size
 EXPR_HIDDEN = 256
 EXPR_SEED = 1
@@ -478,20 +480,46 @@ def build_model():
             hidden = self.mlp[:-1](torch.cat([z, s], 1))
             return self.mlp[-1](hidden).reshape(-1, 68, 2) * (CROP / 8.0), self.params(hidden)
 
+    def conv(cin: int, cout: int, stride: int, dilation: int = 1):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU())
+
     class Visibility(nn.Module):
-        """Per-landmark visibility logit from the features at the final shape (not hidden by an occluder).
+        """Per-landmark visibility logit (not hidden by an occluder) at the final shape, from two sources.
 
         One small MLP shared by all landmarks plus a learned per-landmark bias, on shape_features at
-        the final shape, detached (so the visibility loss does not move the landmarks)."""
+        the final shape, detached (so the visibility loss does not move the landmarks); and, from the
+        train-visibility stage on, a small CNN of the crop's own pixels (the 192-px crop averaged to
+        96 px -> a 24×24 map), sampled at the same points and added into the MLP's hidden layer. The
+        mesh's maps describe a face; an occluder's edges and foreign texture are in the pixels. The
+        pixel branch is initialised from its own seed (so the landmark stages' random stream is what
+        it was before it existed) with a zero input layer (so it starts as the features-only head)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.mlp = nn.Sequential(nn.Linear((32 + 64) * len(OFFSETS), VIS_HIDDEN), nn.ReLU(),
                                      nn.Linear(VIS_HIDDEN, 1))
             self.bias = nn.Parameter(torch.zeros(68))
+            with torch.random.fork_rng():
+                torch.manual_seed(VIS_PIXEL_SEED)
+                w = VIS_PIXEL_WIDTH
+                self.pixels = nn.Sequential(nn.AvgPool2d(2), conv(3, w, 2), conv(w, w, 1), conv(w, 2 * w, 2),
+                                            conv(2 * w, 2 * w, 1, 2), conv(2 * w, 2 * w, 1, 4))
+                self.pixel_in = nn.Linear(2 * w * len(OFFSETS), VIS_HIDDEN, bias=False)
+                nn.init.zeros_(self.pixel_in.weight)
 
-        def forward(self, features):  # N, 68, 480
-            return self.mlp(features)[..., 0] + self.bias
+        def pixel_features(self, image, shape):
+            """The pixel CNN's map of ``image`` [N,3,192,192] (RGB in [0, 1], the mesh's input) sampled at
+            ``shape`` and its OFFSETS neighbours -> N, 68, 2·VIS_PIXEL_WIDTH·5."""
+            m = self.pixels(image)
+            return torch.cat([sample(m, shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0)
+                                     else shape) for dx, dy in OFFSETS], -1)
+
+        def forward(self, features, pixel_features=None):  # N, 68, 480 (and N, 68, 160)
+            hidden = self.mlp[0](features)
+            if pixel_features is not None:
+                hidden = hidden + self.pixel_in(pixel_features)
+            return self.mlp[2](self.mlp[1](hidden))[..., 0] + self.bias
 
     class Expression(nn.Module):
         """The 3D branch's expression: 52 ARKit weight logits from the features at the final shape.
@@ -621,16 +649,17 @@ def build_model():
             taught[0, ARKIT_BLENDSHAPES.index("tongueOut")] = 0.0
             self.register_buffer("taught", taught)
 
-        def forward(self, features_48, features_24, landmarks):
+        def forward(self, features_48, features_24, landmarks, image):
             shapes, thetas, features = self.net.refine(features_48, features_24, landmarks)
             at, theta = shapes[-1], thetas[-1]
+            visibility = self.net.visibility(features, self.net.visibility.pixel_features(image, at))
             extra = self.net.expression_features(features_48, features_24, at)
             weights = torch.sigmoid(self.net.expression(features, extra, at))
             # The 3D branch: its projection S_p [N,68,2], its affine camera [N,2,4] (crop px = A·X + t for
             # model points X in cm) and the 52 expression weights of the model that S_p projects.
             camera = torch.cat([theta[:, THETA_CAMERA].reshape(-1, 2, 3) * PX_PER_CM, theta[:, THETA_TRANSLATION].reshape(-1, 2, 1) * CROP], 2)
             model_expression = theta[:, THETA_EXPRESSION].clamp(0.0, 1.0) * self.taught
-            return (at, torch.sigmoid(self.net.visibility(features)), weights * self.taught,
+            return (at, torch.sigmoid(visibility), weights * self.taught,
                     self.net.projection(theta), camera, model_expression)
 
     return Refiner, Export, sample
@@ -701,7 +730,8 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
             if not needed.is_file():
                 raise SystemExit(f"no {needed}: run `python tools/train_refiner.py {stage}` first")
         missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT_2D), strict=False)
-        if unexpected or any(not k.startswith("expression.") and ".params." not in k for k in missing):
+        if unexpected or any(not k.startswith(("expression.", "visibility.pixel")) and ".params." not in k
+                             for k in missing):
             raise SystemExit(f"{CHECKPOINT_2D} is not a trained refiner: missing {missing}, unexpected {unexpected}")
         theta_gt = np.load(CACHE / "params.npz")["theta"]
         target_sp = project_params(theta_gt).astype(np.float32)
@@ -915,21 +945,26 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
 
 def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     """The visibility head alone, fine-tuned from the trained one with everything else frozen (so the
-    landmarks and expression weights do not change), on the landmark data's crops plus the
-    visibility-data stage's (more occluder kinds). Checkpoint selection: hidden-landmark recall at 80%
-    precision on the crops of the helen images `train` held out."""
+    landmarks and expression weights do not change), now with its pixel CNN, on the landmark data's crops
+    plus the visibility-data stage's (more occluder kinds). Checkpoint selection: hidden-landmark recall
+    at 80% precision on the crops of the helen images `train` held out."""
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Refiner, _, _ = build_model()
+    Refiner, _, sample = build_model()
     net = Refiner()
-    net.load_state_dict(torch.load(CHECKPOINT))
+    # A checkpoint from before the pixel branch existed lacks it: it starts as built (zero input layer).
+    missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
+    if unexpected or any(not k.startswith("visibility.pixel") for k in missing):
+        raise SystemExit(f"{CHECKPOINT} does not match the refiner: missing {missing}, unexpected {unexpected}")
     net.eval()
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
-    feats, hidden, held = [], [], []
+    # The crops the mesh saw, at half size (INTER_AREA: the 2×2 mean the graph's AvgPool takes), BGR uint8.
+    image = lambda pixels: t(pixels).permute(0, 3, 1, 2)[:, [2, 1, 0]] / 255.0
+    shapes, feats, crops, hidden, held = [], [], [], [], []
     for cache in (CACHE, VISIBILITY_CACHE):
         if not (cache / "meta.npz").is_file():
             raise SystemExit(f"no {cache}: run the data and visibility-data stages")
@@ -938,11 +973,23 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
         f48, f24 = (np.load(cache / name, mmap_mode="r") for name in ("f48.npy", "f24.npy"))
         # The same held-out helen images as `train` (the image ids of both caches count helen_train in order).
         out = _held_out_images(meta["image_id"][:n], meta["source"][:n], np.random.default_rng(seed))
-        feats.append(_final_shape_features(net, f48, f24, np.arange(n), meta["s0"][:n])[1])
+        s, f = _final_shape_features(net, f48, f24, np.arange(n), meta["s0"][:n])
+        shapes.append(s)
+        feats.append(f)
+        crops.append(np.load(cache / "crops96.npy", mmap_mode="r")[:n])
         hidden.append(~meta["visible"][:n])
         held.append(np.isin(meta["image_id"][:n], list(out)) & (meta["source"][:n] == HELEN))
-    feats, hidden, held = (np.concatenate(a) for a in (feats, hidden, held))
+    shapes, feats, crops, hidden, held = (np.concatenate(a) for a in (shapes, feats, crops, hidden, held))
     head = net.visibility
+    # The graph pools the 192-px input to 96 px; the cache holds the 96-px crops: skip the pooling here.
+    pixels = head.pixels[1:]
+
+    def logits_of(b):
+        m = pixels(image(crops[b]))
+        at = t(shapes[b])
+        p = torch.cat([sample(m, at + torch.tensor(o, dtype=torch.float32)) for o in OFFSETS], -1)
+        return head(t(feats[b]), p)
+
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     trn, val = np.flatnonzero(~held), np.flatnonzero(held)
@@ -950,7 +997,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     def recall(idx):
         head.eval()
         with torch.no_grad():
-            logits = np.concatenate([head(t(feats[idx[i:i + 1024]])).numpy() for i in range(0, len(idx), 1024)])
+            logits = np.concatenate([logits_of(idx[i:i + 512]).numpy() for i in range(0, len(idx), 512)])
         return recall_at_precision(hidden[idx].ravel(), logits.ravel(), 0.8)  # low visibility = hidden
 
     best, best_epoch, started = recall(val), -1, time.perf_counter()
@@ -960,9 +1007,8 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
         head.train()
         order = rng.permutation(trn)
         for i in range(0, len(order), batch):
-            b = order[i:i + batch]
-            logits = head(t(feats[b]))
-            loss = F.binary_cross_entropy_with_logits(logits, t(~hidden[b]))
+            b = np.sort(order[i:i + batch])
+            loss = F.binary_cross_entropy_with_logits(logits_of(b), t(~hidden[b]))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -1081,7 +1127,8 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
                 r.append({"found": False})
             continue
         start = tr.mapping.crop_landmarks(mesh.crop_points)
-        shipped = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None], start[None]).landmarks[0]
+        shipped = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None], start[None],
+                                            mesh.pixels[None]).landmarks[0]
         small = cv2.resize(crop(img, mesh.roi, CROP), (OWN_INPUT, OWN_INPUT), interpolation=cv2.INTER_AREA)
         own = predict(small[None], start[None])[0]
         for name, pts in zip(rows, (start, shipped, own)):
@@ -1110,8 +1157,12 @@ def export() -> None:
     net.eval()
     model = Export(net).eval()
     f48, f24, s0, _, _, _, _ = load_data()
+    # The mesh's input for these crops: the cache keeps them at 96 px; doubled, the graph's 2×2 mean
+    # gives them back exactly.
+    crops = np.load(CACHE / "crops96.npy", mmap_mode="r")[:3]
+    image = np.repeat(np.repeat(crops[..., ::-1], 2, axis=1), 2, axis=2).transpose(0, 3, 1, 2) / 255.0
     x = (torch.from_numpy(f48[:3].astype(np.float32)), torch.from_numpy(f24[:3].astype(np.float32)),
-         torch.from_numpy(s0[:3]))
+         torch.from_numpy(s0[:3]), torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
     # The hand-written sampler is grid_sample with align_corners=False and border padding.
     pts = torch.rand(3, 68, 2) * 230 - 19
     g = torch.stack([(pts[..., 0] + 0.5) / (CROP / 2) - 1, (pts[..., 1] + 0.5) / (CROP / 2) - 1], -1)
@@ -1119,23 +1170,25 @@ def export() -> None:
     print(f"sampler vs grid_sample: max |diff| {float((sample(x[0], pts) - ref).abs().max()):.2e}")
     ONNX_PATH.parent.mkdir(exist_ok=True)
     previous = None
-    if ONNX_PATH.is_file():  # the landmark and visibility outputs of the model being replaced, for comparison
-        previous = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(
-            ["refined", "visibility"], {"features_48": x[0].numpy(), "features_24": x[1].numpy(),
-                                        "landmarks": x[2].numpy()})
+    inputs = ["features_48", "features_24", "landmarks", "image"]
+    feed = {name: v.numpy() for name, v in zip(inputs, x)}
     outputs = ["refined", "visibility", "expression", "projected", "camera", "model_expression"]
+    if ONNX_PATH.is_file():  # the outputs of the model being replaced, for comparison (older ones lack `image`)
+        old = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
+        names = [o.name for o in old.get_outputs()]
+        previous = dict(zip(names, old.run(names, {i.name: feed[i.name] for i in old.get_inputs()})))
     torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
-                      input_names=["features_48", "features_24", "landmarks"], output_names=outputs,
-                      dynamic_axes={k: {0: "N"} for k in ("features_48", "features_24", "landmarks", *outputs)})
+                      input_names=inputs, output_names=outputs,
+                      dynamic_axes={k: {0: "N"} for k in (*inputs, *outputs)})
     with torch.no_grad():
         want = [v.numpy() for v in model(*x)]
-    feed = {"features_48": x[0].numpy(), "features_24": x[1].numpy(), "landmarks": x[2].numpy()}
     got = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(outputs, feed)
     diffs = ", ".join(f"{name} {np.abs(g - w).max():.2e}" for name, g, w in zip(outputs, got, want))
     print(f"ONNX Runtime vs PyTorch, max |diff|: {diffs}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
     if previous is not None:
         print("vs the replaced engines/refiner.onnx, max |diff|: "
-              + ", ".join(f"{name} {np.abs(g - p).max():.2e}" for name, g, p in zip(outputs, got, previous)))
+              + ", ".join(f"{name} {np.abs(g - previous[name]).max():.2e}" for name, g in zip(outputs, got)
+                          if name in previous))
     try:
         cvnet = cv2.dnn.readNetFromONNX(str(ONNX_PATH))
         for name, v in feed.items():
@@ -1161,7 +1214,8 @@ def evaluate(folder: Path) -> None:
             continue
         last = mesh
         projected = tr.mapping.refiner.refine(mesh.features[0][None], mesh.features[1][None],
-                                              tr.mapping.crop_landmarks(mesh.crop_points)[None]).projected[0]
+                                              tr.mapping.crop_landmarks(mesh.crop_points)[None],
+                                              mesh.pixels[None]).projected[0]
         # Baseline: the same detection's plain ridge landmarks (no refiner); both with their offsets removed.
         for r, pred in zip(rows.values(), (prediction.initial, prediction.direct, projected.astype(np.float64))):
             r.append({"found": True, **nme_scores(crop_points_to_image(pred, mesh.roi, CROP), item.points)})
@@ -1175,13 +1229,14 @@ def evaluate(folder: Path) -> None:
         raise SystemExit(f"no annotated face found in {folder}")
     f48, f24 = (np.repeat(f[None], 2, 0) for f in last.features)
     s = np.repeat(tr.mapping.crop_landmarks(last.crop_points)[None].astype(np.float32), 2, 0)
+    pixels = np.stack([last.pixels, last.pixels[:, :, ::-1]])
     refiner = tr.mapping.refiner
     for _ in range(20):
-        refiner.refine(f48, f24, s)
+        refiner.refine(f48, f24, s, pixels)
     times = []
     for _ in range(200):
         t0 = time.perf_counter()
-        refiner.refine(f48, f24, s)
+        refiner.refine(f48, f24, s, pixels)
         times.append(time.perf_counter() - t0)
     print(f"refiner alone, ONNX Runtime CPU 1 thread, batch 2: median {1e3 * np.median(times) / 2:.3f} ms per face")
 

@@ -108,17 +108,19 @@ class Mesh68Mapping:
         """The crop's 68 landmarks and, if the mesh ran on it, its mirror's; refined (with visibility and
         expression weights) when a refiner is set and the mesh kept its feature maps."""
         shapes = [self.crop_landmarks(mesh.crop_points)]
-        maps = [mesh.features]
+        maps, pixels = [mesh.features], [mesh.pixels]
         if mesh.mirror_crop_points is not None:
             shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
             maps.append(mesh.mirror_features)
+            pixels.append(mesh.mirror_pixels)
         mirrored = len(shapes) > 1
         initial = self._unbiased(shapes[0], "initial")
         mirror_initial = self._unbiased(shapes[1], "mirror_initial") if mirrored else None
-        if self.refiner is None or any(m is None for m in maps):
+        if self.refiner is None or any(m is None for m in (*maps, *pixels)):
             return CropLandmarks(direct=initial, mirror=mirror_initial)
         # Face and mirror in one batch of two, from the map's own points (what the refiner was trained on).
-        out = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes))
+        out = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes),
+                                  np.stack(pixels))
         refined, visibility, expression = (a.astype(np.float64) for a in (out.landmarks, out.visibility, out.expression))
         return CropLandmarks(direct=self._unbiased(refined[0], "refined"),
                              mirror=self._unbiased(refined[1], "mirror_refined") if mirrored else None,

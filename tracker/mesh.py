@@ -30,9 +30,12 @@ class MeshResult:
     presence: float  # probability that the crop holds a face
     # The same network on the horizontally mirrored crop, in that mirrored crop's pixels (None if not run).
     mirror_crop_points: np.ndarray | None = None
-    # Intermediate feature maps (features_48, features_24) of the crop and of its mirror, when asked for.
+    # Intermediate feature maps (features_48, features_24) of the crop and of its mirror, when asked for,
+    # and the network's input itself (3×192×192 RGB in [0, 1]): the refiner reads both.
     features: tuple[np.ndarray, np.ndarray] | None = None
     mirror_features: tuple[np.ndarray, np.ndarray] | None = None
+    pixels: np.ndarray | None = None
+    mirror_pixels: np.ndarray | None = None
 
 
 def roi_from_detection(det: Detection) -> Roi:
@@ -78,6 +81,7 @@ class FaceMesh:
             MeshResult(roi=roi, crop_points=raw[i], points=crop_points_to_image(raw[i], roi, MESH_INPUT),
                        presence=float(presence[i]), mirror_crop_points=raw[n + i] if mirror else None,
                        features=(maps[0][i], maps[1][i]) if maps else None,
-                       mirror_features=(maps[0][n + i], maps[1][n + i]) if maps and mirror else None)
+                       mirror_features=(maps[0][n + i], maps[1][n + i]) if maps and mirror else None,
+                       pixels=batch[i] if maps else None, mirror_pixels=batch[n + i] if maps and mirror else None)
             for i, roi in enumerate(rois)
         ]

@@ -4,7 +4,8 @@ It takes the face mesh network's intermediate feature maps of a 192-px face crop
 (``features_48`` [N,32,48,48], ``features_24`` [N,64,24,24]) and the 68 landmarks
 of that crop from the ridge map (crop pixels, [N,68,2]) and returns the refined 68
 landmarks in crop pixels; per landmark, the probability that it is visible (not
-hidden by something in front of the face; trained with synthetic occluders); and
+hidden by something in front of the face; trained with synthetic occluders; it
+also reads the crop's pixels, the mesh network's input ``image``); and
 the face's 52 ARKit expression weights as its image shows them (trained on ICT
 renders with known weights). Two recurrent steps sample the maps at the current
 landmarks; the feature maps are computed once per face by the mesh network.
@@ -45,10 +46,13 @@ class Refiner:
     def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
         self.session = create_session(REFINER_FILE, backend, outputs=list(OUTPUTS), threads=threads)
 
-    def refine(self, features_48: np.ndarray, features_24: np.ndarray, crop_landmarks: np.ndarray) -> Refinement:
-        """The refined crops from the mesh feature maps and the initial [N,68,2] crop-pixel landmarks."""
+    def refine(self, features_48: np.ndarray, features_24: np.ndarray, crop_landmarks: np.ndarray,
+               image: np.ndarray) -> Refinement:
+        """The refined crops from the mesh feature maps, the initial [N,68,2] crop-pixel landmarks and the
+        mesh's input crops ([N,3,192,192] RGB in [0, 1], which the visibility head reads)."""
         landmarks = np.asarray(crop_landmarks, dtype=np.float32).reshape(-1, 68, 2)
-        out = self.session.run({"features_48": features_48, "features_24": features_24, "landmarks": landmarks})
+        out = self.session.run({"features_48": features_48, "features_24": features_24, "landmarks": landmarks,
+                                "image": np.asarray(image, dtype=np.float32)})
         n = len(landmarks)
         return Refinement(landmarks=np.asarray(out["refined"]).reshape(n, 68, 2),
                           visibility=np.asarray(out["visibility"]).reshape(n, 68),
