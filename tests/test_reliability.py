@@ -113,7 +113,7 @@ def right_eye_covered(paint, faces: int = 12) -> list:
         iod = np.linalg.norm(pts[36] - pts[45])
         if abs(pts[36, 1] - pts[45, 1]) > 0.3 * iod:  # a tilted face: its eye box would catch the brow
             continue
-        x0, y0 = (pts[RIGHT_EYE].min(0) - 0.15 * iod).astype(int)
+        x0, y0 = np.maximum(pts[RIGHT_EYE].min(0) - 0.15 * iod, 0).astype(int)  # slices must not wrap
         x1, y1 = (pts[RIGHT_EYE].max(0) + 0.15 * iod).astype(int)
         paint(image, k, items, (x0, y0, x1, y1))
         tracked = tracker.process(image, still=True).faces

@@ -17,8 +17,9 @@ Stages (each one can be run alone; the data cache lives under /tmp, never in the
     python tools/train_refiner.py train-backbone --epochs 12     # comparison: a CNN of our own; ships nothing
 
 The refiner takes the face mesh network's intermediate feature maps (features_48,
-features_24, computed once per face) and the ridge-mapped 68 landmarks S0 of the
-same 192-px crop. Its 3D branch starts from θ0, the affine fit of S0 to the ICT mean
+features_24, computed once per face), the ridge-mapped 68 landmarks S0 of the
+same 192-px crop and that crop itself (the mesh's input, which the visibility head's
+small pixel CNN reads). Its 3D branch starts from θ0, the affine fit of S0 to the ICT mean
 face (neutral identity and expression), and its 2D branch from ΔS0 = S0 − S_p(θ0),
 so that S = S_p + ΔS starts at S0. Each of the K = 2 recurrent steps samples the
 maps bilinearly at the current landmarks (shape-indexed features), compresses each
@@ -665,6 +666,22 @@ def build_model():
     return Refiner, Export, sample
 
 
+def load_checkpoint(net, path: Path, may_lack: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+    """Load a saved refiner into ``net``. Keys starting with ``may_lack`` may be missing from the file
+    (those parts keep their built values: a checkpoint from an earlier stage, or from before the
+    visibility head's pixel CNN existed); keys starting with ``skip`` are not loaded. Any other
+    mismatch, or no file, stops the stage with a message instead of a traceback."""
+    import torch
+
+    if not path.is_file():
+        raise SystemExit(f"no {path}: run the earlier stages of tools/train_refiner.py first")
+    state = {k: v for k, v in torch.load(path).items() if not k.startswith(skip)} if skip else torch.load(path)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    unexplained = [k for k in missing if not k.startswith(may_lack + skip)]
+    if unexpected or unexplained:
+        raise SystemExit(f"{path} does not match the refiner: missing {unexplained}, unexpected {unexpected}")
+
+
 def _held_out_images(image_id: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> set:
     """The 10% of helen_train images held out for checkpoint selection: the first draw of the stage's
     generator (held-out crops are helen ones only, so the criterion stays on real faces)."""
@@ -729,14 +746,15 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
         for needed, stage in ((CACHE / "params.npz", "model-params"), (CHECKPOINT_2D, "train")):
             if not needed.is_file():
                 raise SystemExit(f"no {needed}: run `python tools/train_refiner.py {stage}` first")
-        missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT_2D), strict=False)
-        if unexpected or any(not k.startswith(("expression.", "visibility.pixel")) and ".params." not in k
-                             for k in missing):
-            raise SystemExit(f"{CHECKPOINT_2D} is not a trained refiner: missing {missing}, unexpected {unexpected}")
+        # The 2D network has no 3D heads (steps.*.params) yet; its expression head and pixel CNN are unused.
+        load_checkpoint(net, CHECKPOINT_2D, may_lack=("expression.", "visibility.pixel",
+                                                      *(f"steps.{i}.params." for i in range(STEPS))))
         theta_gt = np.load(CACHE / "params.npz")["theta"]
         target_sp = project_params(theta_gt).astype(np.float32)
         expression_gt = np.clip(theta_gt[:, THETA_EXPRESSION], 0.0, 1.0)
-    print(f"parameters: {sum(p.numel() for p in net.parameters())}")
+    # The expression head and the visibility head's pixel CNN are trained by later stages (no gradient here).
+    unused = ("expression.", "visibility.pixel")
+    print(f"parameters trained here: {sum(p.numel() for n, p in net.named_parameters() if not n.startswith(unused))}")
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
@@ -825,7 +843,7 @@ def branch_expression_report(crops: int = 4000) -> None:
         return
     Refiner, _, _ = build_model()
     net = Refiner()
-    net.load_state_dict(torch.load(CHECKPOINT))
+    load_checkpoint(net, CHECKPOINT, may_lack=("visibility.pixel",))
     net.eval()
     f48, f24, rows, s0, weights, _ = _render_crops(EXPRESSION_CACHE)
     rows, s0, weights = rows[:crops], s0[:crops], weights[:crops]
@@ -873,10 +891,7 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
     Refiner, _, _ = build_model()
     net = Refiner()
     # The head is trained afresh: a previous head's weights (perhaps of another size) are not loaded.
-    trained = {k: v for k, v in torch.load(CHECKPOINT).items() if not k.startswith("expression.")}
-    missing, unexpected = net.load_state_dict(trained, strict=False)
-    if unexpected or any(not k.startswith("expression.") for k in missing):
-        raise SystemExit(f"{CHECKPOINT} does not match the refiner: missing {missing}, unexpected {unexpected}")
+    load_checkpoint(net, CHECKPOINT, may_lack=("visibility.pixel",), skip=("expression.",))
     net.eval()
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     feats, extra, shapes, labels, seeds = [], [], [], [], []
@@ -957,9 +972,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     Refiner, _, sample = build_model()
     net = Refiner()
     # A checkpoint from before the pixel branch existed lacks it: it starts as built (zero input layer).
-    missing, unexpected = net.load_state_dict(torch.load(CHECKPOINT), strict=False)
-    if unexpected or any(not k.startswith("visibility.pixel") for k in missing):
-        raise SystemExit(f"{CHECKPOINT} does not match the refiner: missing {missing}, unexpected {unexpected}")
+    load_checkpoint(net, CHECKPOINT, may_lack=("visibility.pixel",))
     net.eval()
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     # The crops the mesh saw, at half size (INTER_AREA: the 2×2 mean the graph's AvgPool takes), BGR uint8.
@@ -1070,7 +1083,8 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
     Refiner, _, _ = build_model()
     backbone, net = OwnBackbone(), Refiner()
     net.dual = False  # the comparison was made on the 2D network
-    params = list(backbone.parameters()) + [p for name, p in net.named_parameters() if not name.startswith("expression")]
+    params = list(backbone.parameters()) + [p for name, p in net.named_parameters()
+                                            if not name.startswith(("expression", "visibility.pixel"))]
     print(f"own backbone: {sum(p.numel() for p in backbone.parameters())} parameters (+ refiner "
           f"{sum(p.numel() for p in params) - sum(p.numel() for p in backbone.parameters())}); "
           f"{len(trn)} training crops, {len(val)} held-out helen crops")
@@ -1153,7 +1167,7 @@ def export() -> None:
     torch.set_num_threads(2)
     Refiner, Export, sample = build_model()
     net = Refiner()
-    net.load_state_dict(torch.load(CHECKPOINT))
+    load_checkpoint(net, CHECKPOINT)  # the graph needs every part, the visibility head's pixel CNN included
     net.eval()
     model = Export(net).eval()
     f48, f24, s0, _, _, _, _ = load_data()
