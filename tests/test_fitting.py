@@ -224,6 +224,33 @@ def test_expression_hint_is_a_prior_between_the_points_and_the_reading(fitter):
         fitter.hint_weight = keep
 
 
+def test_damped_solve_matches_a_general_solver_and_refuses_an_indefinite_matrix():
+    """The fit's Cholesky step solves (H + mu·diag(H + 1e-9)) x = g as LAPACK's general solver does,
+    for Gauss-Newton matrices of the fit's size, and reports failure (never NaN) when the damped
+    matrix is not positive definite."""
+    rng = np.random.default_rng(3)
+    for mu in (1e-7, 1e-3, 10.0):
+        jac = rng.normal(size=(170, 58)) * rng.uniform(0.01, 100.0, 58)  # badly scaled columns, as in the fit
+        h = jac.T @ jac
+        h[7, :] = h[:, 7] = 0.0  # an expression held at its bound by the active set
+        h[7, 7] = 1.0
+        g = rng.normal(size=58)
+        step, solved = fitting._solve_damped(h, mu, g)
+        expected = np.linalg.solve(h + np.diag(mu * (np.diag(h) + 1e-9)), g)
+        assert solved
+        np.testing.assert_allclose(step, expected, rtol=1e-8, atol=1e-12 * np.abs(expected).max())
+    indefinite = np.diag([1.0, -4.0, 2.0])
+    step, solved = fitting._solve_damped(indefinite, 1e-3, np.ones(3))
+    assert not solved and np.all(np.isfinite(step))
+
+
+def test_expression_hint_reads_nan_as_zero_and_is_clipped(fitter):
+    total, target = fitter._expression_prior(np.array([np.nan, -0.5, 0.25, 2.0, np.inf] + [0.5] * 47))
+    b = fitter.hint_weight
+    np.testing.assert_allclose(total, fitter.expr_prior + b)
+    np.testing.assert_allclose(target[:5], b * np.array([0.0, 0.0, 0.25, 1.0, 1.0]) / (fitter.expr_prior + b))
+
+
 def test_affine_pose_recovers_a_weak_perspective_camera():
     # image px = s·(R·B)[:2]·X + t for model points X: the rotation comes back exactly, the depth from f / s.
     for yaw, pitch, roll in ((30.0, -10.0, 5.0), (-55.0, 20.0, -15.0), (0.0, 0.0, 0.0)):
