@@ -448,13 +448,21 @@ def build_model():
         return ((v[..., :c] * (1 - ax) + v[..., c:2 * c] * ax) * (1 - ay)
                 + (v[..., 2 * c:3 * c] * (1 - ax) + v[..., 3 * c:] * ax) * ay)
 
+    def sample_around(maps, shape):
+        """Each of ``maps`` sampled at the points ``shape`` [N,P,2] and at their OFFSETS neighbours ->
+        N, P, len(OFFSETS)·ΣC: offset by offset, the maps in order within each. One sampling per map
+        for all the offsets together: the graph's run time is mostly its node count (thousands of
+        small ops), not their arithmetic, and a sampling is some 25 nodes."""
+        p, k = shape.shape[1], len(OFFSETS)
+        around = torch.cat([shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
+                            for dx, dy in OFFSETS], 1)  # N, k·P, 2: offset by offset
+        sampled = [sample(m, around).reshape(-1, k, p, m.shape[1]) for m in maps]  # N, k, P, C
+        joined = torch.cat(sampled, -1) if len(sampled) > 1 else sampled[0]
+        return joined.transpose(1, 2).reshape(-1, p, k * joined.shape[-1])
+
     def shape_features(f48, f24, shape):
         """Each landmark's features: both maps sampled at the point and its OFFSETS neighbours -> N, 68, 480."""
-        feats = []
-        for dx, dy in OFFSETS:
-            at = shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
-            feats += [sample(f48, at), sample(f24, at)]
-        return torch.cat(feats, -1)
+        return sample_around((f48, f24), shape)
 
     class Step(nn.Module):
         """One recurrent step: from the features at the current shape, the 2D branch's update of the
@@ -512,9 +520,12 @@ def build_model():
         def pixel_features(self, image, shape):
             """The pixel CNN's map of ``image`` [N,3,192,192] (RGB in [0, 1], the mesh's input) sampled at
             ``shape`` and its OFFSETS neighbours -> N, 68, 2·VIS_PIXEL_WIDTH·5."""
-            m = self.pixels(image)
-            return torch.cat([sample(m, shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0)
-                                     else shape) for dx, dy in OFFSETS], -1)
+            return self.sampled(self.pixels(image), shape)
+
+        @staticmethod
+        def sampled(pixel_map, shape):
+            """A pixel CNN map sampled at ``shape`` and its OFFSETS neighbours, as pixel_features does."""
+            return sample_around((pixel_map,), shape)
 
         def forward(self, features, pixel_features=None):  # N, 68, 480 (and N, 68, 160)
             hidden = self.mlp[0](features)
@@ -969,7 +980,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Refiner, _, sample = build_model()
+    Refiner, _, _ = build_model()
     net = Refiner()
     # A checkpoint from before the pixel branch existed lacks it: it starts as built (zero input layer).
     load_checkpoint(net, CHECKPOINT, may_lack=("visibility.pixel",))
@@ -998,10 +1009,7 @@ def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
     pixels = head.pixels[1:]
 
     def logits_of(b):
-        m = pixels(image(crops[b]))
-        at = t(shapes[b])
-        p = torch.cat([sample(m, at + torch.tensor(o, dtype=torch.float32)) for o in OFFSETS], -1)
-        return head(t(feats[b]), p)
+        return head(t(feats[b]), head.sampled(pixels(image(crops[b])), t(shapes[b])))
 
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
