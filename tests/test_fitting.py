@@ -227,7 +227,7 @@ def test_expression_hint_is_a_prior_between_the_points_and_the_reading(fitter):
 def test_damped_solve_matches_a_general_solver_and_refuses_an_indefinite_matrix():
     """The fit's Cholesky step solves (H + mu·diag(H + 1e-9)) x = g as LAPACK's general solver does,
     for Gauss-Newton matrices of the fit's size, and reports failure (never NaN) when the damped
-    matrix is not positive definite."""
+    matrix is not positive definite or the step would not be finite."""
     rng = np.random.default_rng(3)
     for mu in (1e-7, 1e-3, 10.0):
         jac = rng.normal(size=(170, 58)) * rng.uniform(0.01, 100.0, 58)  # badly scaled columns, as in the fit
@@ -240,8 +240,10 @@ def test_damped_solve_matches_a_general_solver_and_refuses_an_indefinite_matrix(
         assert solved
         np.testing.assert_allclose(step, expected, rtol=1e-8, atol=1e-12 * np.abs(expected).max())
     indefinite = np.diag([1.0, -4.0, 2.0])
-    step, solved = fitting._solve_damped(indefinite, 1e-3, np.ones(3))
-    assert not solved and np.all(np.isfinite(step))
+    for h, g in ((indefinite, np.ones(3)), (np.eye(3), np.array([1.0, np.nan, 0.0])),
+                 (np.where(np.eye(3) > 0, np.nan, 0.0), np.ones(3))):
+        step, solved = fitting._solve_damped(h, 1e-3, g)
+        assert not solved and np.all(np.isfinite(step))
 
 
 def test_expression_hint_reads_nan_as_zero_and_is_clipped(fitter):
@@ -249,6 +251,17 @@ def test_expression_hint_reads_nan_as_zero_and_is_clipped(fitter):
     b = fitter.hint_weight
     np.testing.assert_allclose(total, fitter.expr_prior + b)
     np.testing.assert_allclose(target[:5], b * np.array([0.0, 0.0, 0.25, 1.0, 1.0]) / (fitter.expr_prior + b))
+    for wrong in (np.zeros(10), np.zeros(60), 0.5):  # the kernel has no bounds checks: refuse, never read past
+        with pytest.raises(ValueError, match="52 weights"):
+            fitter._expression_prior(wrong)
+
+
+def test_kernels_refuse_a_shape_major_basis(fitter):
+    m = fitter.model
+    with pytest.raises(ValueError, match="point by point"):
+        fitting.identity_shape(m.mean, m.identity, np.zeros(IDENTITY_COMPONENTS))
+    np.testing.assert_allclose(fitting.identity_shape(m.mean, m.identity_by_point, np.ones(IDENTITY_COMPONENTS)),
+                               m.mean + m.identity.sum(0))
 
 
 def test_affine_pose_recovers_a_weak_perspective_camera():

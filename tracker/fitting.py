@@ -109,7 +109,7 @@ class FaceModel:
     mesh468_tris: np.ndarray | None = None
     # The bases point by point (F×K×3, F×52×3) for the fit's kernels, which read one point's
     # coefficients at a time: a point's block is then a few contiguous cache lines
-    # (tools/bench_fit.py: 0.146 -> 0.125 ms per fit against the shape-major layout).
+    # (tools/bench_fit.py: 0.146 -> 0.121 ms per fit against the shape-major layout).
     identity_by_point: np.ndarray = field(init=False, repr=False)
     expression_by_point: np.ndarray = field(init=False, repr=False)
 
@@ -220,6 +220,8 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
 def identity_shape(mean, id_basis, alpha):
     """Neutral shape of a person: mean plus identity, at every fitting point (``id_basis`` point by
     point, F×K×3)."""
+    if id_basis.shape[0] != mean.shape[0]:
+        raise ValueError("identity_shape takes the identity basis point by point (FaceModel.identity_by_point)")
     x = mean.copy()
     for p in range(mean.shape[0]):
         for k in range(id_basis.shape[1]):
@@ -328,6 +330,8 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     ``neutral`` is identity_shape(mean, id_basis, alpha), passed in so a held identity is not rebuilt.
     Expression j has the prior expr_prior[j] · (expr[j] − expr_target[j])².
     """
+    if id_basis.shape[0] != mean.shape[0] or exp_basis.shape[0] != mean.shape[0] or expr_prior.shape[0] != exp_basis.shape[1]:
+        raise ValueError("fit_landmarks takes the bases point by point (FaceModel.*_by_point) and one prior per expression")
     n_pts = obs.shape[0]
     n_exp = exp_basis.shape[1]
     n_id = id_basis.shape[1] if fit_identity else 0
@@ -435,9 +439,9 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
         improved = False
         converged = False
         for _attempt in range(4):
-            step, solved = _solve_damped(h, mu, -g)
+            step, solved = _solve_damped(h, mu, -g)  # it checks the step is finite: fastmath here cannot
             new_tr = tr + step[3:6]
-            if not solved or not np.all(np.isfinite(step)) or new_tr[2] <= 1.0:  # the face stays in front of the camera
+            if not solved or new_tr[2] <= 1.0:  # the face stays in front of the camera
                 mu *= 10.0
                 continue
             new_rot = _rodrigues(step[0:3]) @ rot
@@ -467,11 +471,16 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     return rot, tr, expr, alpha, cost
 
 
-@njit(cache=True, fastmath=True)
+# Fast-math without its no-NaN / no-inf assumptions, so that the checks below stay sound (as fast here).
+_FINITE_SAFE_FASTMATH = {"contract", "arcp", "reassoc", "nsz"}
+
+
+@njit(cache=True, fastmath=_FINITE_SAFE_FASTMATH)
 def _solve_damped(h, mu, g):
     """Solve (H + mu·diag(H + 1e-9)) x = g by Cholesky, (x, True); (_, False) if that matrix is not
-    positive definite. H = JᵀJ plus priors is symmetric, so this takes about half of LAPACK's
-    general solver's time at this size (58 unknowns), and the solve runs up to 4 times an iteration."""
+    positive definite or the step is not finite. H = JᵀJ plus priors is symmetric, so this takes about
+    half of LAPACK's general solver's time at this size (58 unknowns), and the solve runs up to 4 times
+    an iteration."""
     n = h.shape[0]
     low = np.zeros((n, n))
     for j in range(n):
@@ -499,6 +508,8 @@ def _solve_damped(h, mu, g):
         for k in range(i + 1, n):
             s -= low[k, i] * x[k]
         x[i] = s / low[i, i]
+    if not np.all(np.isfinite(x)):
+        return np.zeros(n), False
     return x, True
 
 
@@ -646,7 +657,10 @@ class FaceFitter:
         n = len(self.model.names)
         if hint is None or self.hint_weight <= 0.0:
             return np.full(n, self.expr_prior), np.zeros(n)
-        return _hint_prior(np.asarray(hint, dtype=np.float64), self.expr_prior, self.hint_weight)
+        hint = np.asarray(hint, dtype=np.float64)
+        if hint.shape != (n,):
+            raise ValueError(f"expression_hint must hold {n} weights, got shape {hint.shape}")
+        return _hint_prior(hint, self.expr_prior, self.hint_weight)
 
     def _unfit(self, previous: FitState) -> FitResult:
         return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool))
