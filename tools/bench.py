@@ -73,11 +73,12 @@ def read_frames(path: Path) -> list[np.ndarray]:
     return frames
 
 
-def make_ours(full: bool):
-    """Ours with the same work as MediaPipe's FaceMesh (mesh, 68 landmarks, smoothing), or the full default."""
+def make_ours(full: bool, mirror: bool = True):
+    """Ours with the same work as MediaPipe's FaceMesh (mesh, 68 landmarks, smoothing), or the full default
+    (without its mirror check when ``mirror`` is False: what `--no-mirror` saves)."""
     from tracker.pipeline import FaceTracker, TrackerConfig
 
-    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1, fit_3d=full, mirror_check=full,
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1, fit_3d=full, mirror_check=full and mirror,
                                         refiner=full))
 
     def step(image):
@@ -129,14 +130,15 @@ def main() -> int:
     frames = read_frames(args.clip)
     h, w = frames[0].shape[:2]
     print(f"{args.clip.name}: {len(frames)} frames {w}x{h}, {args.repeats} repeats")
-    makers = {"ours": lambda: make_ours(False), "mediapipe": make_mediapipe, "ours_full": lambda: make_ours(True)}
+    makers = {"ours": lambda: make_ours(False), "mediapipe": make_mediapipe, "ours_full": lambda: make_ours(True),
+              "ours_no_mirror": lambda: make_ours(True, mirror=False)}
     runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in makers}
     for r in range(args.repeats):
-        order = ("ours", "mediapipe", "ours_full") if r % 2 == 0 else ("ours_full", "mediapipe", "ours")
+        order = tuple(makers) if r % 2 == 0 else tuple(reversed(makers))
         for name in order:
             runs[name].append(time_run(makers[name], frames))
             mean, median, found = runs[name][-1]
-            print(f"  repeat {r + 1} {name:9s}: mean {mean:.2f} ms/frame, median {median:.2f}, face in {found}")
+            print(f"  repeat {r + 1} {name:14s}: mean {mean:.2f} ms/frame, median {median:.2f}, face in {found}")
     # Start-up and memory of the default pipeline (the child runs `ours` with the default config).
     stats = {"ours_full": child_stats("ours", args.clip), "mediapipe": child_stats("mediapipe", args.clip)}
 
@@ -151,7 +153,8 @@ def main() -> int:
     ]
     labels = (("ours", "ours, landmarks only (`--refiner none --no-fit --no-mirror`: the same work as FaceMesh)"),
               ("mediapipe", "MediaPipe FaceMesh 0.10.21"),
-              ("ours_full", "ours, default (+ refiner, + mirror check, + 3D fit)"))
+              ("ours_full", "ours, default (+ refiner, + mirror check, + 3D fit)"),
+              ("ours_no_mirror", "ours, default without the mirror check (`--no-mirror`)"))
     for name, label in labels:
         startup = f"{stats[name]['startup_s']:.2f}" if name in stats else "—"
         memory = f"{stats[name]['peak_rss_mb']:.0f}" if name in stats else "—"
