@@ -246,6 +246,54 @@ def test_damped_solve_matches_a_general_solver_and_refuses_an_indefinite_matrix(
         assert not solved and np.all(np.isfinite(step))
 
 
+def test_orthonormalise_gives_the_polar_factor_of_the_svd():
+    """The fit's LAPACK-free re-orthonormalisation returns U·Vᵀ of the SVD, as the fit did before:
+    to rounding for rotations with accumulated error, and through its SVD fallback for a matrix too
+    far from orthonormal for the iteration."""
+    rng = np.random.default_rng(5)
+    for scale in (1e-15, 1e-9, 1e-4, 0.05):
+        rot = euler_to_matrix(*rng.uniform(-80, 80, 3)) + rng.normal(0, scale, (3, 3))
+        u, _, vt = np.linalg.svd(rot)
+        out = fitting._orthonormalise(rot)
+        np.testing.assert_allclose(out, u @ vt, atol=1e-12)
+        np.testing.assert_allclose(out.T @ out, np.eye(3), atol=1e-13)
+    far = rng.normal(size=(3, 3))
+    u, _, vt = np.linalg.svd(far)
+    np.testing.assert_allclose(fitting._orthonormalise(far), u @ vt, atol=1e-12)
+    broken = np.eye(3)
+    broken[1, 2] = np.nan
+    assert not np.all(np.isfinite(fitting._orthonormalise(broken)))  # left for _usable_fit to refuse
+
+
+def test_row_preparation_in_one_call_matches_its_steps(fitter):
+    """_prepare_rows is _usable_input, then _depth_weights, then (warm start) the rows facing away
+    at the previous pose down-weighted: the same weights as those steps one by one."""
+    rng = np.random.default_rng(6)
+    rot = euler_to_matrix(35.0, -10.0, 5.0)
+    n = len(fitter._row_normals)
+    obs = np.column_stack([rng.uniform(100, 500, (n, 2)), rng.normal(0, 20, n)])
+    obs[3, 0] = np.nan  # an unusable row
+    obs[-4:, 2] = np.nan  # rows without depth
+    w = rng.uniform(0.2, 1.0, n)
+    away = fitter._row_normals @ (rot[2] @ MODEL_TO_CAMERA) > 0.0
+    assert away.any() and not away.all()
+    for warm in (False, True):
+        o1, w1 = obs.copy(), w.copy()
+        norm, wd = fitting._prepare_rows(o1, w1, fitter._rigid_rows, fitter._row_normals, rot, warm, 0.1,
+                                         fitting.DEPTH_WEIGHT, *fitting.EYE_ROWS)
+        o2, w2 = obs.copy(), w.copy()
+        expected_norm = fitting._usable_input(o2, w2, *fitting.EYE_ROWS)
+        expected_wd = fitting._depth_weights(o2, w2, fitter._rigid_rows, fitting.DEPTH_WEIGHT)
+        if warm:
+            w2[away] *= 0.1
+            expected_wd[away] *= 0.1
+        assert norm == expected_norm > 0.0 and w1[3] == 0.0
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(wd, expected_wd)
+        np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(fitting._facing_away(fitter._row_normals, rot), away)
+
+
 def test_expression_hint_reads_nan_as_zero_and_is_clipped(fitter):
     total, target = fitter._expression_prior(np.array([np.nan, -0.5, 0.25, 2.0, np.inf] + [0.5] * 47))
     b = fitter.hint_weight

@@ -213,7 +213,18 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
         return r
     k = w / theta
     kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return r + np.sin(theta) * kx + (1.0 - np.cos(theta)) * (kx @ kx)
+    return r + np.sin(theta) * kx + (1.0 - np.cos(theta)) * _matmul3(kx, kx)
+
+
+@njit(cache=True, fastmath=True)
+def _matmul3(a, b):
+    """a · b for 3×3 matrices, written out: a BLAS call costs more than the arithmetic, most when its
+    code has left the caches (the networks run between two fits)."""
+    out = np.empty((3, 3))
+    for i in range(3):
+        for j in range(3):
+            out[i, j] = a[i, 0] * b[0, j] + a[i, 1] * b[1, j] + a[i, 2] * b[2, j]
+    return out
 
 
 @njit(cache=True, fastmath=True)
@@ -444,7 +455,7 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
             if not solved or new_tr[2] <= 1.0:  # the face stays in front of the camera
                 mu *= 10.0
                 continue
-            new_rot = _rodrigues(step[0:3]) @ rot
+            new_rot = _matmul3(_rodrigues(step[0:3]), rot)
             new_expr = np.minimum(np.maximum(expr + step[6:6 + n_exp], 0.0), 1.0)
             new_alpha = alpha.copy()
             for k in range(n_id):
@@ -465,14 +476,36 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
             mu *= 10.0
         if not improved or converged:
             break
-    # Re-orthonormalise: many small left increments accumulate rounding.
-    u_, _, vt = np.linalg.svd(rot)
-    rot = u_ @ vt
-    return rot, tr, expr, alpha, cost
+    return _orthonormalise(rot), tr, expr, alpha, cost
 
 
 # Fast-math without its no-NaN / no-inf assumptions, so that the checks below stay sound (as fast here).
 _FINITE_SAFE_FASTMATH = {"contract", "arcp", "reassoc", "nsz"}
+
+
+@njit(cache=True, fastmath=_FINITE_SAFE_FASTMATH)
+def _orthonormalise(r):
+    """The nearest orthonormal matrix to ``r`` (its polar factor, as U·Vᵀ of its SVD): many small left
+    increments accumulate rounding. Björck's iteration R ← R·(3I − RᵀR)/2 converges to it quadratically
+    from a near-orthonormal start, as here; it leaves out LAPACK, whose SVD costs ~45 µs when the
+    networks have just run (cold caches) against ~3 µs when warm. The SVD remains the fallback. A
+    non-finite ``r`` comes back as it is, for _usable_fit to refuse (the SVD would raise)."""
+    if not np.all(np.isfinite(r)):
+        return r.copy()
+    x = r.copy()
+    for _ in range(4):
+        e = _matmul3(x.T, x)
+        err = 0.0
+        for i in range(3):
+            for j in range(3):
+                err = max(err, abs(e[i, j] - (1.0 if i == j else 0.0)))
+        if err < 1e-14:
+            return x
+        if not err < 0.5:  # too far from orthonormal for the iteration (or not finite)
+            break
+        x = _matmul3(x, 1.5 * np.eye(3) - 0.5 * e)
+    u_, _, vt = np.linalg.svd(r)
+    return u_ @ vt
 
 
 @njit(cache=True, fastmath=_FINITE_SAFE_FASTMATH)
@@ -614,10 +647,12 @@ class FaceFitter:
         obs[:, :given.shape[1]] = given[:, :3]
         w = np.ones(len(obs)) if weights is None else np.array(weights, dtype=np.float64)
         previous = state or self.neutral_state()
-        norm = _usable_input(obs, w, *EYE_ROWS)
+        # A warm start down-weights the rows whose surface faces away at the previous frame's pose.
+        warm = state is not None
+        norm, wd = _prepare_rows(obs, w, self._rigid_rows, self._row_normals, previous.rotation, warm,
+                                 self.occluded_weight, DEPTH_WEIGHT, *EYE_ROWS)
         if norm == 0.0:
             return self._unfit(previous)
-        wd = _depth_weights(obs, w, self._rigid_rows, DEPTH_WEIGHT)
         fit_identity = previous.identity_frames < IDENTITY_FRAMES
         if state is None:
             start = None if initial_camera is None else affine_pose(np.asarray(initial_camera, np.float64), camera)
@@ -627,9 +662,6 @@ class FaceFitter:
             iterations = max(iterations, 12)
         else:
             rot, tr = state.rotation, state.translation
-            facing_away = _facing_away(self._row_normals, rot)
-            w[facing_away] *= self.occluded_weight
-            wd[facing_away] *= self.occluded_weight
         neutral = previous.neutral
         if neutral is None:
             neutral = identity_shape(mdl.mean, mdl.identity_by_point, previous.identity)
@@ -666,9 +698,36 @@ class FaceFitter:
         return FitResult(state=previous, rms=float("inf"), ok=False, self_occluded=np.zeros(68, dtype=bool))
 
 
-def _facing_away(normals: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+@njit(cache=True, fastmath=True)
+def _facing_away(normals, rotation):
     """Which of these model normals point away from the camera (camera z is forward) at ``rotation``."""
-    return normals @ (rotation[2] @ MODEL_TO_CAMERA) > 0.0
+    view = np.zeros(3)
+    for j in range(3):
+        for k in range(3):
+            view[j] += rotation[2, k] * MODEL_TO_CAMERA[k, j]
+    away = np.empty(normals.shape[0], dtype=np.bool_)
+    for i in range(normals.shape[0]):
+        away[i] = normals[i, 0] * view[0] + normals[i, 1] * view[1] + normals[i, 2] * view[2] > 0.0
+    return away
+
+
+@njit(cache=True, fastmath=False)
+def _prepare_rows(obs, w, rigid, normals, rotation, warm, down_weight, depth_weight, eye_right, eye_left):
+    """The fit's row weights, in one call from Python (each call costs microseconds when the networks
+    have just run): unusable rows zeroed (_usable_input), the depth weights (_depth_weights), and with a
+    ``warm`` start the rows facing away at ``rotation`` times ``down_weight``. Returns (scale, depth
+    weights); scale 0.0 for degenerate input. fastmath off: it must see NaN."""
+    norm = _usable_input(obs, w, eye_right, eye_left)
+    if norm == 0.0:
+        return 0.0, np.zeros(w.shape[0])
+    wd = _depth_weights(obs, w, rigid, depth_weight)
+    if warm:
+        away = _facing_away(normals, rotation)
+        for i in range(w.shape[0]):
+            if away[i]:
+                w[i] *= down_weight
+                wd[i] *= down_weight
+    return norm, wd
 
 
 @njit(cache=True, fastmath=False)
