@@ -248,16 +248,20 @@ def test_damped_solve_matches_a_general_solver_and_refuses_an_indefinite_matrix(
 
 def test_orthonormalise_gives_the_polar_factor_of_the_svd():
     """The fit's LAPACK-free re-orthonormalisation returns U·Vᵀ of the SVD, as the fit did before:
-    to rounding for rotations with accumulated error, and through its SVD fallback for a matrix too
-    far from orthonormal for the iteration."""
+    by the iteration itself for rotations with accumulated error (reflections too), and through the
+    SVD fallback for a matrix too far from orthonormal for the iteration."""
     rng = np.random.default_rng(5)
     for scale in (1e-15, 1e-9, 1e-4, 0.05):
-        rot = euler_to_matrix(*rng.uniform(-80, 80, 3)) + rng.normal(0, scale, (3, 3))
-        u, _, vt = np.linalg.svd(rot)
-        out = fitting._orthonormalise(rot)
-        np.testing.assert_allclose(out, u @ vt, atol=1e-12)
-        np.testing.assert_allclose(out.T @ out, np.eye(3), atol=1e-13)
+        for sign in (1.0, -1.0):
+            rot = sign * euler_to_matrix(*rng.uniform(-80, 80, 3)) + rng.normal(0, scale, (3, 3))
+            u, _, vt = np.linalg.svd(rot)
+            polar, converged = fitting._polar_by_iteration(rot)
+            assert converged
+            np.testing.assert_allclose(polar, u @ vt, atol=1e-12)
+            np.testing.assert_allclose(polar.T @ polar, np.eye(3), atol=1e-13)
+            np.testing.assert_array_equal(fitting._orthonormalise(rot), polar)
     far = rng.normal(size=(3, 3))
+    assert not fitting._polar_by_iteration(far)[1]
     u, _, vt = np.linalg.svd(far)
     np.testing.assert_allclose(fitting._orthonormalise(far), u @ vt, atol=1e-12)
     broken = np.eye(3)

@@ -484,26 +484,38 @@ _FINITE_SAFE_FASTMATH = {"contract", "arcp", "reassoc", "nsz"}
 
 
 @njit(cache=True, fastmath=_FINITE_SAFE_FASTMATH)
-def _orthonormalise(r):
-    """The nearest orthonormal matrix to ``r`` (its polar factor, as U·Vᵀ of its SVD): many small left
-    increments accumulate rounding. Björck's iteration R ← R·(3I − RᵀR)/2 converges to it quadratically
-    from a near-orthonormal start, as here; it leaves out LAPACK, whose SVD costs ~45 µs when the
-    networks have just run (cold caches) against ~3 µs when warm. The SVD remains the fallback. A
-    non-finite ``r`` comes back as it is, for _usable_fit to refuse (the SVD would raise)."""
-    if not np.all(np.isfinite(r)):
-        return r.copy()
+def _polar_by_iteration(r):
+    """Björck's iteration R ← R·(3I − RᵀR)/2 towards the polar factor of ``r`` (U·Vᵀ of its SVD),
+    quadratic from a near-orthonormal start: (the factor, True), or (_, False) when ``r`` is too far
+    from orthonormal (or not finite) for it. From max |RᵀR − I| < 0.5 it takes at most 6 steps; the
+    fit's rotations, off by rounding only, take one."""
     x = r.copy()
-    for _ in range(4):
+    for _ in range(8):
         e = _matmul3(x.T, x)
         err = 0.0
         for i in range(3):
             for j in range(3):
                 err = max(err, abs(e[i, j] - (1.0 if i == j else 0.0)))
         if err < 1e-14:
-            return x
-        if not err < 0.5:  # too far from orthonormal for the iteration (or not finite)
+            return x, True
+        if not err < 0.5:
             break
         x = _matmul3(x, 1.5 * np.eye(3) - 0.5 * e)
+    return x, False
+
+
+@njit(cache=True, fastmath=_FINITE_SAFE_FASTMATH)
+def _orthonormalise(r):
+    """The nearest orthonormal matrix to ``r`` (its polar factor): many small left increments
+    accumulate rounding. From a near-orthonormal start, as here, _polar_by_iteration reaches it without
+    LAPACK, whose SVD costs ~45 µs when the networks have just run (cold caches) against ~3 µs when
+    warm; the SVD remains the fallback. A non-finite ``r`` comes back as it is, for _usable_fit to
+    refuse (the SVD would raise)."""
+    if not np.all(np.isfinite(r)):
+        return r.copy()
+    x, converged = _polar_by_iteration(r)
+    if converged:
+        return x
     u_, _, vt = np.linalg.svd(r)
     return u_ @ vt
 
@@ -625,7 +637,7 @@ class FaceFitter:
 
     def self_occluded(self, rotation: np.ndarray) -> np.ndarray:
         """The 68 landmarks whose surface faces away from the camera; the jaw sits on the silhouette."""
-        return _facing_away(self._landmark_normals, rotation)
+        return _facing_away(self._landmark_normals, np.asarray(rotation, dtype=np.float64))
 
     def fit(self, observations: np.ndarray, camera: np.ndarray, weights: np.ndarray | None = None,
             state: FitState | None = None, iterations: int = 2,
