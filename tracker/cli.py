@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-fit", action="store_true",
                        help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
     model.add_argument("--no-mirror", action="store_true",
-                       help="skip the mirror-image pass (no landmark confidence; about 3-4 ms faster per face on a 2-core CPU)")
+                       help="skip the mirror-image pass (no landmark confidence; about 3-5 ms faster per face on a 2-core CPU)")
     model.add_argument("--no-smooth", action="store_true",
                        help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
     model.add_argument("--focal", type=float, metavar="PX",
