@@ -124,3 +124,24 @@ def test_two_faces_crossing_keep_their_ids(front: str):
     start, end = seen[0], seen[-1]
     assert sorted(owner[k] for k in start) == ["A", "B"]
     assert {owner[k]: k for k in end} == {owner[k]: k for k in start}
+
+
+def test_a_cut_to_someone_else_in_the_same_place_gives_a_new_id_and_the_first_face_its_own_back():
+    # A video cut: person B appears where person A was, from one frame to the next, then A again.
+    # The tracked crop still holds a face after each cut, but it is someone else's: that is a new
+    # track (new ID, fresh fit and smoothing), not the old one carried over.
+    size, n = 150, 20
+    pa, pb = face_patches(PERSON_A, 2 * n, size), face_patches(PERSON_B, n, size)
+    background = np.full((360, 640, 3), 90, np.uint8)
+    alpha = np.ones((size, size, 1), np.float32)
+    frames = []
+    for patch in pa[:n] + pb + pa[n:]:
+        canvas = background.copy()
+        paste(canvas, patch, 320, 180, alpha)
+        frames.append(canvas)
+    ids = ids_per_frame(tracker(1), frames)
+    assert all(len(i) == 1 for i in ids), "a face went unreported"
+    a_first, b, a_again = ({i[0] for i in ids[k * n:(k + 1) * n]} for k in range(3))
+    assert a_first == {1}
+    assert b == {2}, f"person B was reported as {sorted(b)}"
+    assert a_again == {1}, f"person A came back as {sorted(a_again)}"

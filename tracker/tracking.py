@@ -4,7 +4,9 @@ No models here: the pipeline feeds each track its new mesh (and the frame it cam
 and this module decides which tracks live, which detections are new faces, and which IDs
 they get. A face lost briefly takes its ID back when found again near its last box; a face
 gone for longer, or back somewhere else, takes it back when its colour appearance matches
-(a hue-saturation histogram of the upright face crop, see :func:`appearance`).
+(a hue-saturation histogram of the upright face crop, see :func:`appearance`). A tracked
+face whose appearance turns clearly into someone else's from one frame to the next (a cut in
+the video puts another person where the crop was) ends its track and starts a new one.
 """
 
 from __future__ import annotations
@@ -35,13 +37,20 @@ REMEMBER_MAX = 16
 # one shot of multi_face), different people 0.31 at least. A zoom from a wide to a close shot
 # reaches 0.29 for the same person: such a face gets a new ID rather than someone else's.
 REID_MAX_DISTANCE = 0.27
-# Near its old box, a face clearly someone else's does not take a briefly lost track's ID.
+# Near its old box, a face clearly someone else's does not take a briefly lost track's ID; nor does
+# it stay on a live track's. On ../shared/data/video a live track's face moves at most 0.29 from its
+# running appearance between frames; the cut in multi_face from one person to another, 0.58.
 NOT_SAME_DISTANCE = 0.45
 APPEARANCE_RATE = 0.1  # weight of each new frame in a track's running appearance
 
 _CROP = 64  # the upright ROI crop the appearance is measured on; the face fills its middle
 _FACE = (slice(10, 54), slice(12, 52))
 _BINS = [32, 16]  # hue × saturation
+
+
+def _mesh_box(mesh: MeshResult) -> np.ndarray:
+    pts = mesh.points[:, :2]
+    return np.concatenate([pts.min(0), pts.max(0)])
 
 
 def appearance(image: np.ndarray, roi: Roi) -> np.ndarray:
@@ -72,8 +81,7 @@ class Track:
 
     @property
     def bbox(self) -> np.ndarray:
-        pts = self.mesh.points[:, :2]
-        return np.concatenate([pts.min(0), pts.max(0)])
+        return _mesh_box(self.mesh)
 
     def _see(self, seen: np.ndarray | None) -> None:
         if seen is not None:
@@ -105,17 +113,29 @@ class TrackSet:
         """Give each track (in order) its new mesh; tracks whose face is gone are remembered a while.
 
         With ``image`` (the frame the meshes come from) tracks learn their appearance, which
-        decides converged pairs and lets a face gone for long take its ID back."""
+        decides converged pairs, lets a face gone for long take its ID back, and tells when the face
+        in a track's crop is suddenly someone else's: that track ends and the face starts its own."""
         self._frame += 1
-        kept, seen = [], []
-        for track, mesh in zip(self.tracks, meshes):
-            if mesh.presence >= self.min_presence:
-                track.mesh = mesh
-                track.frames += 1
-                kept.append(track)
-                seen.append(None if image is None else appearance(image, track.roi))
-            else:
+        kept, seen, someone_else = [], [], []
+        present = [m.presence >= self.min_presence for m in meshes[:len(self.tracks)]]
+        boxes = [_mesh_box(m) for m in meshes[:len(self.tracks)]]
+        for k, (track, mesh) in enumerate(zip(self.tracks, meshes)):
+            if not present[k]:
                 self._remember(track)
+                continue
+            s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
+            d = track._distance(s)
+            # Faces crossing each other show each other's colours: the duplicate rule below sorts them out.
+            alone = not any(present[j] and j != k and box_iou(boxes[k], boxes[j][None])[0] > 0
+                            for j in range(len(boxes)))
+            if d is not None and d > NOT_SAME_DISTANCE and alone:
+                self._remember(track)
+                someone_else.append(mesh)
+                continue
+            track.mesh = mesh
+            track.frames += 1
+            kept.append(track)
+            seen.append(s)
         kept_seen = self._without_duplicates(kept, seen)
         self.tracks = [t for t, _ in kept_seen]
         for track, s in kept_seen:
@@ -124,6 +144,9 @@ class TrackSet:
                 track._see(s)
         self.lost = [t for t in self.lost if self._frame - t.lost_at <= REMEMBER_FRAMES
                      or (t.appearance is not None and self._frame - t.lost_at <= REID_FRAMES)][-REMEMBER_MAX:]
+        # After the live tracks, so a face that is new here cannot take one of theirs; one seen before
+        # (a cut back to it) takes its ID back as any returning face does.
+        self.add(someone_else, image)
 
     def _remember(self, track: Track) -> None:
         track.lost_at = self._frame
