@@ -145,3 +145,26 @@ def test_a_cut_to_someone_else_in_the_same_place_gives_a_new_id_and_the_first_fa
     assert a_first == {1}
     assert b == {2}, f"person B was reported as {sorted(b)}"
     assert a_again == {1}, f"person A came back as {sorted(a_again)}"
+
+
+def test_after_a_cut_the_new_shot_is_searched_for_faces_at_once():
+    # Person A alone, then a cut to a shot with B where A was and A further left: both are
+    # reported from the cut's frame on (not only at the next periodic detection), A under its ID.
+    size, n = 150, 12
+    pa, pb = face_patches(PERSON_A, 2 * n, size), face_patches(PERSON_B, n, size)
+    background = np.full((360, 640, 3), 90, np.uint8)
+    alpha = np.ones((size, size, 1), np.float32)
+    frames = []
+    for k in range(2 * n):
+        canvas = background.copy()
+        if k < n:
+            paste(canvas, pa[k], 400, 180, alpha)
+        else:
+            paste(canvas, pb[k - n], 400, 180, alpha)
+            paste(canvas, pa[k], 140, 180, alpha)
+        frames.append(canvas)
+    tr = tracker(2)
+    assert tr.config.redetect_interval > 2, "the test needs periodic detection to be rarer than every frame"
+    ids = ids_per_frame(tr, frames)
+    assert all(i == [1] for i in ids[:n])
+    assert all(sorted(i) == [1, 2] for i in ids[n:]), f"after the cut: {ids[n:n + 3]}"

@@ -101,6 +101,9 @@ class FaceTracker:
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
+        elif tracks.face_switched and not tracks.full:
+            # A cut: the new shot's other faces are looked for now too, besides the periodic search.
+            self._detect_new_faces(image, periodic=False)
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
         for t in tracks.tracks:
@@ -141,8 +144,9 @@ class FaceTracker:
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
-    def _detect_new_faces(self, image: np.ndarray) -> None:
-        self._since_detection = 0
+    def _detect_new_faces(self, image: np.ndarray, periodic: bool = True) -> None:
+        if periodic:
+            self._since_detection = 0
         self.tracks.add(self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks)), image)
 
     def detect_meshes(self, image: np.ndarray, limit: int) -> list[MeshResult]:

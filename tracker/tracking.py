@@ -100,10 +100,14 @@ class TrackSet:
         self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
         self._frame = 0
+        # The last update found someone else's face in a track's crop: a cut, so other faces of the
+        # new shot are worth looking for at once.
+        self.face_switched = False
 
     def clear(self) -> None:
         self.tracks = []
         self.lost = []
+        self.face_switched = False
 
     @property
     def full(self) -> bool:
@@ -147,6 +151,7 @@ class TrackSet:
         # After the live tracks, so a face that is new here cannot take one of theirs; one seen before
         # (a cut back to it) takes its ID back as any returning face does.
         self.add(someone_else, image)
+        self.face_switched = bool(someone_else)
 
     def _remember(self, track: Track) -> None:
         track.lost_at = self._frame
