@@ -1,10 +1,11 @@
 """Track bookkeeping without models: IDs, loss, duplicates, capacity."""
 
+import cv2
 import numpy as np
 
 from tracker.mesh import MeshResult, roi_from_mesh
 from tracker.roi import Roi
-from tracker.tracking import REMEMBER_FRAMES, TrackSet
+from tracker.tracking import CUT_MAX_CORRELATION, REMEMBER_FRAMES, TrackSet, frame_signature
 
 
 def mesh_at(cx: float, cy: float, size: float = 40.0, presence: float = 0.9) -> MeshResult:
@@ -68,3 +69,39 @@ def test_converged_tracks_keep_the_older_one_and_capacity_holds():
 def test_next_roi_follows_the_mesh():
     roi = roi_from_mesh(mesh_at(200, 150).points)
     assert abs(roi.cx - 200) < 1 and abs(roi.cy - 150) < 1 and abs(roi.angle) < 1e-9
+
+
+def scene(seed: int, shape: tuple[int, ...] = (360, 640, 3)) -> np.ndarray:
+    """A random smooth scene: blurred noise, so its coarse layout is its own."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (shape[0] // 20, shape[1] // 20, 3)).astype(np.float32)
+    return cv2.resize(noise, shape[1::-1], interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+
+
+def test_a_cut_is_a_change_of_layout_not_of_exposure_or_colour():
+    a, b = scene(1), scene(2)
+    same = frame_signature(a)
+    assert abs(float(same @ same) - 1.0) < 1e-9
+    for gain, offset in (((1.0, 0.85, 1.3), 0.0), ((0.6, 0.6, 0.6), 20.0), ((1.4, 1.4, 1.4), -10.0)):
+        lit = np.clip(a * np.float32(gain) + offset, 0, 255).astype(np.uint8)
+        assert float(frame_signature(lit) @ same) > 0.98, gain
+    assert float(frame_signature(b) @ same) < CUT_MAX_CORRELATION
+    # A small pan of the same scene is no cut either; a greyscale frame has a signature too.
+    assert float(frame_signature(np.roll(a, 8, axis=1)) @ same) > CUT_MAX_CORRELATION
+    assert frame_signature(a[..., 0]).shape == same.shape
+
+
+def test_track_state_follows_cuts():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    a, b = scene(1), scene(2)
+    tracks.update([], a)
+    assert not tracks.cut  # the first frame has nothing to be cut from
+    tracks.update([], a)
+    assert not tracks.cut
+    tracks.update([], b)
+    assert tracks.cut
+    tracks.clear()
+    assert not tracks.cut
+    tracks.update([], a)
+    assert not tracks.cut  # after clear() the next frame starts afresh
+    tracks.update([], None)
+    assert not tracks.cut  # without images there is no cut to see

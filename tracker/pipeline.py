@@ -101,8 +101,8 @@ class FaceTracker:
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
-        elif tracks.face_switched and not tracks.full:
-            # A cut: the new shot's other faces are looked for now too, besides the periodic search.
+        elif tracks.cut and not tracks.full:
+            # A cut: the new shot's faces are looked for now too, besides the periodic search.
             self._detect_new_faces(image, periodic=False)
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []

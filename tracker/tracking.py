@@ -4,9 +4,9 @@ No models here: the pipeline feeds each track its new mesh (and the frame it cam
 and this module decides which tracks live, which detections are new faces, and which IDs
 they get. A face lost briefly takes its ID back when found again near its last box; a face
 gone for longer, or back somewhere else, takes it back when its colour appearance matches
-(a hue-saturation histogram of the upright face crop, see :func:`appearance`). A tracked
-face whose appearance turns clearly into someone else's from one frame to the next (a cut in
-the video puts another person where the crop was) ends its track and starts a new one.
+(a hue-saturation histogram of the upright face crop, see :func:`appearance`). At a cut in
+the video (the whole frame changes at once, see :func:`frame_signature`), a tracked face whose
+appearance is no longer its track's is someone else: its track ends and it starts its own.
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ REMEMBER_MAX = 16
 # one shot of multi_face), different people 0.31 at least. A zoom from a wide to a close shot
 # reaches 0.29 for the same person: such a face gets a new ID rather than someone else's.
 REID_MAX_DISTANCE = 0.27
-# Near its old box, a face clearly someone else's does not take a briefly lost track's ID; nor does
-# it stay on a live track's. On ../shared/data/video a live track's face moves at most 0.29 from its
-# running appearance between frames; the cut in multi_face from one person to another, 0.58.
+# Near its old box, a face clearly someone else's does not take a briefly lost track's ID.
 NOT_SAME_DISTANCE = 0.45
+# A frame whose signature correlates less than this with the previous frame's is a cut. Measured on
+# ../shared/data/video: 0.64 at least between frames of one shot (talking_d12's fast motion), 0.00-0.26
+# at multi_face's three cuts; a sudden change of exposure or white balance keeps it above 0.99 (an
+# appearance histogram alone would take such a change for another person).
+CUT_MAX_CORRELATION = 0.5
+_SIGNATURE = (32, 32)
 APPEARANCE_RATE = 0.1  # weight of each new frame in a track's running appearance
 
 _CROP = 64  # the upright ROI crop the appearance is measured on; the face fills its middle
@@ -48,9 +52,18 @@ _FACE = (slice(10, 54), slice(12, 52))
 _BINS = [32, 16]  # hue × saturation
 
 
-def _mesh_box(mesh: MeshResult) -> np.ndarray:
-    pts = mesh.points[:, :2]
-    return np.concatenate([pts.min(0), pts.max(0)])
+def frame_signature(image: np.ndarray) -> np.ndarray:
+    """The frame's coarse grey layout, zero mean and unit norm: the dot product of two is their
+    correlation, which gain and offset (exposure, white balance) leave unchanged."""
+    # Point samples first, then an average: 0.05 ms on a 1080p frame, where averaging the whole
+    # frame costs 6 ms.
+    sampled = cv2.resize(image, (4 * _SIGNATURE[0], 4 * _SIGNATURE[1]), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize(sampled, _SIGNATURE, interpolation=cv2.INTER_AREA)
+    if small.ndim == 3:
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    small = small.astype(np.float64).ravel()
+    small -= small.mean()
+    return small / max(float(np.linalg.norm(small)), 1e-9)
 
 
 def appearance(image: np.ndarray, roi: Roi) -> np.ndarray:
@@ -81,7 +94,8 @@ class Track:
 
     @property
     def bbox(self) -> np.ndarray:
-        return _mesh_box(self.mesh)
+        pts = self.mesh.points[:, :2]
+        return np.concatenate([pts.min(0), pts.max(0)])
 
     def _see(self, seen: np.ndarray | None) -> None:
         if seen is not None:
@@ -100,14 +114,16 @@ class TrackSet:
         self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
         self._frame = 0
-        # The last update found someone else's face in a track's crop: a cut, so other faces of the
-        # new shot are worth looking for at once.
-        self.face_switched = False
+        self._signature: np.ndarray | None = None  # the previous frame's (frame_signature)
+        # The last update's frame does not continue the one before (a cut): the new shot's faces are
+        # worth looking for at once.
+        self.cut = False
 
     def clear(self) -> None:
         self.tracks = []
         self.lost = []
-        self.face_switched = False
+        self._signature = None
+        self.cut = False
 
     @property
     def full(self) -> bool:
@@ -117,22 +133,22 @@ class TrackSet:
         """Give each track (in order) its new mesh; tracks whose face is gone are remembered a while.
 
         With ``image`` (the frame the meshes come from) tracks learn their appearance, which
-        decides converged pairs, lets a face gone for long take its ID back, and tells when the face
-        in a track's crop is suddenly someone else's: that track ends and the face starts its own."""
+        decides converged pairs and lets a face gone for long take its ID back; and a cut is told
+        apart (:attr:`cut`): there, a face in a track's crop keeps the track only if its appearance
+        matches as a returning face's must, else the track ends and the face starts its own."""
         self._frame += 1
+        signature = None if image is None else frame_signature(image)
+        self.cut = (signature is not None and self._signature is not None
+                    and float(signature @ self._signature) < CUT_MAX_CORRELATION)
+        self._signature = signature
         kept, seen, someone_else = [], [], []
-        present = [m.presence >= self.min_presence for m in meshes[:len(self.tracks)]]
-        boxes = [_mesh_box(m) for m in meshes[:len(self.tracks)]]
-        for k, (track, mesh) in enumerate(zip(self.tracks, meshes)):
-            if not present[k]:
+        for track, mesh in zip(self.tracks, meshes):
+            if mesh.presence < self.min_presence:
                 self._remember(track)
                 continue
             s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
             d = track._distance(s)
-            # Faces crossing each other show each other's colours: the duplicate rule below sorts them out.
-            alone = not any(present[j] and j != k and box_iou(boxes[k], boxes[j][None])[0] > 0
-                            for j in range(len(boxes)))
-            if d is not None and d > NOT_SAME_DISTANCE and alone:
+            if self.cut and d is not None and d > REID_MAX_DISTANCE:
                 self._remember(track)
                 someone_else.append(mesh)
                 continue
@@ -151,7 +167,6 @@ class TrackSet:
         # After the live tracks, so a face that is new here cannot take one of theirs; one seen before
         # (a cut back to it) takes its ID back as any returning face does.
         self.add(someone_else, image)
-        self.face_switched = bool(someone_else)
 
     def _remember(self, track: Track) -> None:
         track.lost_at = self._frame
