@@ -72,9 +72,16 @@ def test_next_roi_follows_the_mesh():
 
 
 def scene(seed: int, shape: tuple[int, ...] = (360, 640, 3)) -> np.ndarray:
-    """A random smooth scene: blurred noise, so its coarse layout is its own."""
-    noise = np.random.default_rng(seed).uniform(0, 255, (shape[0] // 20, shape[1] // 20, 3)).astype(np.float32)
+    """A random smooth scene (noise on a 60-px grid, interpolated): a layout of its own, as coarse as a
+    real shot's."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (shape[0] // 60, shape[1] // 60, 3)).astype(np.float32)
     return cv2.resize(noise, shape[1::-1], interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+
+
+def letterboxed(image: np.ndarray, bar: int = 70) -> np.ndarray:
+    out = np.zeros((image.shape[0] + 2 * bar, *image.shape[1:]), np.uint8)
+    out[bar:bar + image.shape[0]] = image
+    return out
 
 
 def test_a_cut_is_a_change_of_layout_not_of_exposure_or_colour():
@@ -85,9 +92,15 @@ def test_a_cut_is_a_change_of_layout_not_of_exposure_or_colour():
         lit = np.clip(a * np.float32(gain) + offset, 0, 255).astype(np.uint8)
         assert float(frame_signature(lit) @ same) > 0.98, gain
     assert float(frame_signature(b) @ same) < CUT_MAX_CORRELATION
-    # A small pan of the same scene is no cut either; a greyscale frame has a signature too.
-    assert float(frame_signature(np.roll(a, 8, axis=1)) @ same) > CUT_MAX_CORRELATION
+    # A pan of 5% of the width in one frame is no cut; a greyscale frame has a signature too.
+    assert float(frame_signature(np.roll(a, 32, axis=1)) @ same) > CUT_MAX_CORRELATION
     assert frame_signature(a[..., 0]).shape == same.shape
+    # Letterbox bars are left out: they would make two different shots alike.
+    assert float(frame_signature(letterboxed(a)) @ same) > 0.98
+    assert float(frame_signature(letterboxed(b)) @ frame_signature(letterboxed(a))) < CUT_MAX_CORRELATION
+    # A flat frame has no layout.
+    assert frame_signature(np.zeros_like(a)) is None
+    assert frame_signature(np.full_like(a, 200)) is None
 
 
 def test_track_state_follows_cuts():
@@ -98,6 +111,15 @@ def test_track_state_follows_cuts():
     tracks.update([], a)
     assert not tracks.cut
     tracks.update([], b)
+    assert tracks.cut
+    # Black frames tell nothing: going into them is no cut, and after them the frame is compared
+    # with the last one that had a layout.
+    tracks.update([], np.zeros_like(a))
+    assert not tracks.cut
+    tracks.update([], b)
+    assert not tracks.cut
+    tracks.update([], np.zeros_like(a))
+    tracks.update([], a)
     assert tracks.cut
     tracks.clear()
     assert not tracks.cut

@@ -6,7 +6,7 @@ they get. A face lost briefly takes its ID back when found again near its last b
 gone for longer, or back somewhere else, takes it back when its colour appearance matches
 (a hue-saturation histogram of the upright face crop, see :func:`appearance`). At a cut in
 the video (the whole frame changes at once, see :func:`frame_signature`), a tracked face whose
-appearance is no longer its track's is someone else: its track ends and it starts its own.
+appearance is clearly someone else's ends its track and starts its own.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ REMEMBER_MAX = 16
 # one shot of multi_face), different people 0.31 at least. A zoom from a wide to a close shot
 # reaches 0.29 for the same person: such a face gets a new ID rather than someone else's.
 REID_MAX_DISTANCE = 0.27
-# Near its old box, a face clearly someone else's does not take a briefly lost track's ID.
+# Near its old box, a face clearly someone else's does not take a briefly lost track's ID; at a cut it
+# does not keep a live track's either. Not REID_MAX_DISTANCE: a pan of a tenth of the frame in one
+# frame can pass for a cut, and blur then moves the same face's appearance by up to 0.30.
 NOT_SAME_DISTANCE = 0.45
 # A frame whose signature correlates less than this with the previous frame's is a cut. Measured on
 # ../shared/data/video: 0.64 at least between frames of one shot (talking_d12's fast motion), 0.00-0.26
@@ -45,6 +47,7 @@ NOT_SAME_DISTANCE = 0.45
 # appearance histogram alone would take such a change for another person).
 CUT_MAX_CORRELATION = 0.5
 _SIGNATURE = (32, 32)
+_FLAT = 2.0  # grey levels: a border row or column varying less is a bar (letterbox), a frame this flat has no layout
 APPEARANCE_RATE = 0.1  # weight of each new frame in a track's running appearance
 
 _CROP = 64  # the upright ROI crop the appearance is measured on; the face fills its middle
@@ -52,18 +55,26 @@ _FACE = (slice(10, 54), slice(12, 52))
 _BINS = [32, 16]  # hue × saturation
 
 
-def frame_signature(image: np.ndarray) -> np.ndarray:
-    """The frame's coarse grey layout, zero mean and unit norm: the dot product of two is their
-    correlation, which gain and offset (exposure, white balance) leave unchanged."""
-    # Point samples first, then an average: 0.05 ms on a 1080p frame, where averaging the whole
-    # frame costs 6 ms.
+def frame_signature(image: np.ndarray) -> np.ndarray | None:
+    """The frame's coarse grey layout, zero mean and unit norm, or None for a flat frame: the dot
+    product of two is their correlation, which gain and offset (exposure, white balance) leave
+    unchanged. Flat bars at the borders (letterbox, pillarbox) are left out: their fixed pattern would
+    make different shots look alike."""
+    # Point samples first, then averages: 0.05 ms on a 1080p frame, where averaging the whole frame
+    # costs 6 ms.
     sampled = cv2.resize(image, (4 * _SIGNATURE[0], 4 * _SIGNATURE[1]), interpolation=cv2.INTER_NEAREST)
-    small = cv2.resize(sampled, _SIGNATURE, interpolation=cv2.INTER_AREA)
-    if small.ndim == 3:
-        small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    small = small.astype(np.float64).ravel()
+    if sampled.ndim == 3:
+        sampled = cv2.cvtColor(sampled, cv2.COLOR_BGR2GRAY)
+    grey = sampled.astype(np.float32)
+    rows = np.flatnonzero(np.ptp(grey, axis=1) > _FLAT)
+    cols = np.flatnonzero(np.ptp(grey, axis=0) > _FLAT)
+    if len(rows) < 4 or len(cols) < 4:
+        return None
+    content = grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    small = cv2.resize(content, _SIGNATURE, interpolation=cv2.INTER_AREA).astype(np.float64).ravel()
     small -= small.mean()
-    return small / max(float(np.linalg.norm(small)), 1e-9)
+    norm = float(np.linalg.norm(small))
+    return None if norm < _FLAT * np.sqrt(small.size) / 4 else small / norm
 
 
 def appearance(image: np.ndarray, roi: Roi) -> np.ndarray:
@@ -134,13 +145,14 @@ class TrackSet:
 
         With ``image`` (the frame the meshes come from) tracks learn their appearance, which
         decides converged pairs and lets a face gone for long take its ID back; and a cut is told
-        apart (:attr:`cut`): there, a face in a track's crop keeps the track only if its appearance
-        matches as a returning face's must, else the track ends and the face starts its own."""
+        apart (:attr:`cut`): there, a face in a track's crop that is clearly someone else's ends the
+        track and starts its own. A flat frame (black, say) tells nothing: no cut into or out of it."""
         self._frame += 1
         signature = None if image is None else frame_signature(image)
         self.cut = (signature is not None and self._signature is not None
                     and float(signature @ self._signature) < CUT_MAX_CORRELATION)
-        self._signature = signature
+        if signature is not None or image is None:
+            self._signature = signature
         kept, seen, someone_else = [], [], []
         for track, mesh in zip(self.tracks, meshes):
             if mesh.presence < self.min_presence:
@@ -148,7 +160,7 @@ class TrackSet:
                 continue
             s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
             d = track._distance(s)
-            if self.cut and d is not None and d > REID_MAX_DISTANCE:
+            if self.cut and d is not None and d > NOT_SAME_DISTANCE:
                 self._remember(track)
                 someone_else.append(mesh)
                 continue
