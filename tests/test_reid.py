@@ -190,3 +190,30 @@ def test_after_a_cut_the_new_shot_is_searched_for_faces_at_once():
         # A is on the right before the cut and on the left after it; B on the right.
         where = {f.id: "left" if f.landmarks[:, 0].mean() < 270 else "right" for f in faces}
         assert where == ({1: "right"} if k < n else {1: "left", 2: "right"}), f"frame {k}: {where}"
+
+
+def test_a_cut_with_the_same_face_keeps_its_id_and_adds_one_search_to_the_schedule():
+    # A cut to another shot of the same person: the ID stays. The cut adds one search for faces
+    # at that frame; the periodic searches keep their schedule (every redetect_interval frames).
+    size, n = 150, 25
+    pa = face_patches(PERSON_A, n, size)
+    alpha = np.ones((size, size, 1), np.float32)
+    frames = []
+    for k in range(n):
+        canvas = shot_background(0 if k < 5 else 1)
+        paste(canvas, pa[k], 320, 180, alpha)
+        frames.append(canvas)
+    tr = tracker(2)
+    searched, detect = [], tr.detect_meshes
+
+    def recording(image, limit):
+        searched.append(current)
+        return detect(image, limit)
+
+    tr.detect_meshes = recording
+    ids = []
+    for current, frame in enumerate(frames):
+        ids.append([f.id for f in tr.process(frame, frame=current, time_s=current / 30).faces])
+    assert all(i == [1] for i in ids), f"IDs {sorted({tuple(i) for i in ids})}"
+    every = tr.config.redetect_interval
+    assert searched == sorted({0, 5, *range(every, n, every)}), searched
