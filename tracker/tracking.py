@@ -60,8 +60,8 @@ def frame_signature(image: np.ndarray) -> np.ndarray | None:
     product of two is their correlation, which gain and offset (exposure, white balance) leave
     unchanged. Flat bars at the borders (letterbox, pillarbox) are left out: their fixed pattern would
     make different shots look alike."""
-    # Point samples first, then averages: 0.05 ms on a 1080p frame, where averaging the whole frame
-    # costs 6 ms.
+    # Point samples first, then averages: 0.09 ms a frame at 512 px or 1080p, where averaging the whole
+    # 1080p frame costs 6 ms.
     sampled = cv2.resize(image, (4 * _SIGNATURE[0], 4 * _SIGNATURE[1]), interpolation=cv2.INTER_NEAREST)
     if sampled.ndim == 3:
         sampled = cv2.cvtColor(sampled, cv2.COLOR_BGR2GRAY)
