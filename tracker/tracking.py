@@ -43,7 +43,7 @@ REID_MAX_DISTANCE = 0.27
 NOT_SAME_DISTANCE = 0.45
 # A frame whose signature correlates less than this with the previous frame's is a cut. Measured on
 # ../shared/data/video: 0.64 at least between frames of one shot (talking_d12's fast motion), 0.00-0.26
-# at multi_face's three cuts; a sudden change of exposure or white balance keeps it above 0.99 (an
+# at multi_face's three cuts; a sudden change of exposure or white balance keeps it at 0.98 or more (an
 # appearance histogram alone would take such a change for another person).
 CUT_MAX_CORRELATION = 0.5
 _SIGNATURE = (32, 32)
