@@ -203,10 +203,23 @@ class _Converter:
         self.initializers: dict[str, onnx.TensorProto] = {}
         self.by_name = {self.graph.Tensors(i).Name().decode(): i for i in range(self.graph.TensorsLength())}
         self.names = {i: f"t{i}" for i in range(self.graph.TensorsLength())}
+        # Constant-folding ops by output tensor: their outputs are weights, whatever the op order.
+        self.folded_by = {}
+        for k in range(self.graph.OperatorsLength()):
+            op = self.graph.Operators(k)
+            if self.op_name(op) in ("DEQUANTIZE", "DENSIFY"):
+                self.folded_by[op.OutputsAsNumpy()[0]] = k
         # Attention mesh: the subset of mesh vertices each crop matrix was built from, and the
         # region outputs (tensor, vertices) that replace those vertices' x, y in the mesh.
         self.region_of_matrix: dict[int, list[int]] = {}
         self.refinements: list[tuple[int, list[int]]] = []
+        self.emitted: set[int] = set()  # tensors written so far (grouped custom ops look ahead)
+        # Twin sub-networks (plan_twins): right op -> left op, right tensor -> left tensor, the left
+        # tensors whose stacked form exists, and those that are also read outside the twins.
+        self.twin_of: dict[int, int] = {}
+        self.twin_tensor: dict[int, int] = {}
+        self.twin_made: set[int] = set()
+        self.leaves_twins: set[int] = set()
 
     # -- tensors -------------------------------------------------------------------------
     def shape(self, idx: int) -> list[int]:
@@ -215,6 +228,10 @@ class _Converter:
     def const(self, idx: int) -> np.ndarray | None:
         """The value of a constant tensor (stored buffer or folded), None for activations."""
         if idx in self.consts:
+            return self.consts[idx]
+        if idx in self.folded_by:  # a DEQUANTIZE/DENSIFY output, read before its op's turn
+            op = self.graph.Operators(self.folded_by[idx])
+            getattr(self, f"op_{self.op_name(op)}")(op, op.InputsAsNumpy().tolist(), idx)
             return self.consts[idx]
         tensor = self.graph.Tensors(idx)
         buffer = self.model.Buffers(tensor.Buffer())
@@ -259,9 +276,10 @@ class _Converter:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
         return output
 
-    def emit_fused(self, op_type: str, inputs: list[str], out_idx: int, fused: int, **attrs: object) -> None:
-        """Emit `op_type` followed by TFLite's fused activation, writing tensor `out_idx`."""
-        out = self.names[out_idx]
+    def emit_fused(self, op_type: str, inputs: list[str], out_idx: int, fused: int, output: str | None = None,
+                   **attrs: object) -> None:
+        """Emit `op_type` followed by TFLite's fused activation, writing tensor `out_idx` (or `output`)."""
+        out = output or self.names[out_idx]
         if fused == tflite.ActivationFunctionType.NONE:
             self.emit(op_type, inputs, out, **attrs)
         elif fused == tflite.ActivationFunctionType.RELU:
@@ -350,21 +368,20 @@ class _Converter:
         self.emit("Relu", [self.names[ins[0]]], self.names[out])
 
     def op_PRELU(self, op: tflite.Operator, ins: list[int], out: int) -> None:
-        alpha = self.const(ins[1])
-        if alpha is None:
-            raise ConversionError("PRELU alpha must be a constant tensor")
-        alpha = alpha.astype(np.float32).reshape(-1)
-        channels = self.shape(out)[3]
-        if alpha.size != channels:
+        alpha = self.need_const(ins[1], "PRELU alpha").astype(np.float32).reshape(-1)
+        if alpha.size != self.shape(out)[3]:
             raise ConversionError("PRELU alpha must hold one slope per channel")
+        self.emit_prelu(self.names[ins[0]], alpha, self.names[out], f"t{ins[1]}")
+
+    def emit_prelu(self, x: str, alpha: np.ndarray, name: str, key: str) -> None:
         # PRelu(x) = x + (1 - a) * relu(-x), written with per-channel 1×1 depthwise convs:
         # ONNX Runtime runs its PRelu through a slow broadcast path outside its blocked
         # conv layout (3× slower on the face mesh); these convs stay in that layout,
         # with the Relu and the Add fused into them.
-        x, name = self.names[ins[0]], self.names[out]
+        channels = alpha.size
         depthwise = {"group": channels, "kernel_shape": [1, 1]}
         negate = self.initializer(f"neg_{channels}", np.full((channels, 1, 1, 1), -1.0, np.float32))
-        scale = self.initializer(f"t{ins[1]}_prelu", (1.0 - alpha).reshape(channels, 1, 1, 1))
+        scale = self.initializer(f"{key}_prelu", (1.0 - alpha).reshape(channels, 1, 1, 1))
         negated = self.emit("Conv", [x, negate], f"{name}_neg", **depthwise)
         relu = self.emit("Relu", [negated], f"{name}_relu")
         scaled = self.emit("Conv", [relu, scale], f"{name}_scaled", **depthwise)
@@ -432,6 +449,155 @@ class _Converter:
             raise ConversionError("only the identity STRIDED_SLICE is supported")
         self.emit("Identity", [self.names[ins[0]]], self.names[out])
 
+    # -- twin sub-networks -----------------------------------------------------------------
+    # The attention mesh's two eye networks have one layout (other weights). Run as one network
+    # on both eyes' crops stacked along channels, each layer a 2-group convolution, they take
+    # half the nodes: on these small maps ONNX Runtime's time goes mostly to per-node overhead.
+    _TWIN_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PRELU", "ADD", "MAX_POOL_2D", "PAD")
+
+    def layer_signature(self, op: tflite.Operator, name: str) -> tuple:
+        """What must agree between two layers for them to run as one (besides their weights)."""
+        if name == "CONV_2D":
+            o = _options(op, tflite.Conv2DOptions)
+            opts = (o.Padding(), o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor(),
+                    o.FusedActivationFunction())
+        elif name == "DEPTHWISE_CONV_2D":
+            o = _options(op, tflite.DepthwiseConv2DOptions)
+            opts = (o.Padding(), o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor(),
+                    o.FusedActivationFunction(), o.DepthMultiplier())
+        elif name == "MAX_POOL_2D":
+            o = _options(op, tflite.Pool2DOptions)
+            opts = (o.Padding(), o.StrideH(), o.StrideW(), o.FilterHeight(), o.FilterWidth(),
+                    o.FusedActivationFunction())
+        elif name == "ADD":
+            opts = (_options(op, tflite.AddOptions).FusedActivationFunction(),)
+        elif name == "PAD":
+            opts = tuple(self.need_const(op.InputsAsNumpy()[1], "PAD paddings").ravel().tolist())
+        else:
+            opts = ()
+        shapes = tuple(tuple(self.shape(i)) for i in op.InputsAsNumpy().tolist() if i >= 0)
+        return name, opts, shapes, tuple(self.shape(op.OutputsAsNumpy()[0]))
+
+    def plan_twins(self) -> None:
+        """Find pairs of sub-networks that start at two crops of one TransformTensorBilinear group
+        and repeat each other layer by layer; fill self.twin_of (right op -> left op) and
+        self.twin_tensor (right tensor -> left tensor)."""
+        layers = []  # (k, op, name, activation inputs, output)
+        crops = []
+        for k in range(self.graph.OperatorsLength()):
+            op = self.graph.Operators(k)
+            name = self.op_name(op)
+            out = op.OutputsAsNumpy().tolist()[0]
+            if name == "CUSTOM:TransformTensorBilinear":
+                crops.append(out)
+            elif name in self._TWIN_OPS:
+                acts = [i for i in op.InputsAsNumpy().tolist() if i >= 0 and self.const(i) is None]
+                layers.append((k, op, name, acts, out))
+        nets = {}
+        for crop in crops:  # the layers fed, through layers only, by this crop
+            reached, net = {crop}, []
+            for layer in layers:
+                if any(i in reached for i in layer[3]):
+                    if not all(i in reached for i in layer[3]):
+                        net = None  # mixes in another branch: not a self-contained sub-network
+                        break
+                    net.append(layer)
+                    reached.add(layer[4])
+            nets[crop] = net
+        used: set[int] = set()
+        for a_pos, left in enumerate(crops):
+            for right in crops[a_pos + 1:]:
+                if left in used or right in used or not nets[left] or not nets[right]:
+                    continue
+                if len(nets[left]) != len(nets[right]):
+                    continue
+                mapping = {right: left}
+                pairs = list(zip(nets[left], nets[right]))
+                for (_, lo, ln, la, lout), (_, ro, rn, ra, rout) in pairs:
+                    if self.layer_signature(lo, ln) != self.layer_signature(ro, rn) or [mapping.get(i) for i in ra] != la:
+                        break
+                    mapping[rout] = lout
+                else:
+                    used |= {left, right}
+                    self.twin_tensor.update(mapping)
+                    self.twin_of.update({r[0]: l[0] for l, r in pairs})
+        # Twin outputs read by anything else (the sub-networks' heads) are split back after their layer.
+        twins = set(self.twin_of) | set(self.twin_of.values())
+        for k in range(self.graph.OperatorsLength()):
+            if k in twins:
+                continue
+            for i in self.graph.Operators(k).InputsAsNumpy().tolist():
+                if i in self.twin_tensor:
+                    self.leaves_twins.add(self.twin_tensor[i])
+                elif i in self.twin_tensor.values():
+                    self.leaves_twins.add(i)
+
+    def twin_name(self, left: int) -> str:
+        """The stacked (left, right) tensor, made on first use for the crops themselves."""
+        name = f"{self.names[left]}_twin"
+        if left not in self.twin_made:
+            right = next(r for r, l_ in self.twin_tensor.items() if l_ == left)
+            self.emit("Concat", [self.names[left], self.names[right]], name, axis=1)
+            self.twin_made.add(left)
+        return name
+
+    def emit_twin(self, op: tflite.Operator, ins: list[int], out: int, partner: tflite.Operator) -> None:
+        """Layer `op` and its twin `partner` as one layer on the stacked tensors."""
+        name = self.op_name(op)
+        p_ins, p_out = partner.InputsAsNumpy().tolist(), partner.OutputsAsNumpy().tolist()[0]
+        x = self.twin_name(ins[0])
+        y = f"{self.names[out]}_twin"
+        key = f"t{ins[1]}_t{p_ins[1]}" if len(ins) > 1 else ""
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            depthwise = name == "DEPTHWISE_CONV_2D"
+            o = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
+            weights = [self.need_const(i[1], "weight").astype(np.float32) for i in (ins, p_ins)]
+            # Conv: [O, kh, kw, I] each -> [2O, I, kh, kw] in 2 groups; depthwise: [1, kh, kw, C] -> [2C, 1, kh, kw].
+            weight = np.concatenate([w.transpose(3, 0, 1, 2) if depthwise else w.transpose(TO_NCHW) for w in weights])
+            inputs = [x, self.initializer(f"{key}_twin_w", weight)]
+            if len(ins) > 2 and ins[2] >= 0:
+                bias = np.concatenate([self.need_const(i[2], "bias").astype(np.float32) for i in (ins, p_ins)])
+                inputs.append(self.initializer(f"{key}_twin_b", bias))
+            kernel, stride = weights[0].shape[1:3], (o.StrideH(), o.StrideW())
+            dilation = (o.DilationHFactor(), o.DilationWFactor())
+            group = 2 * self.shape(ins[0])[3] if depthwise else 2
+            self.emit_fused("Conv", inputs, out, o.FusedActivationFunction(), output=y, group=group,
+                            kernel_shape=list(kernel), strides=list(stride), dilations=list(dilation),
+                            pads=self.pads_2d(ins[0], o.Padding(), kernel, stride, dilation))
+        elif name == "PRELU":
+            alpha = np.concatenate([self.need_const(i[1], "PRELU alpha").astype(np.float32).reshape(-1)
+                                    for i in (ins, p_ins)])
+            self.emit_prelu(x, alpha, y, key)
+        elif name == "ADD":
+            self.emit_fused("Add", [x, self.twin_name(ins[1])], out,
+                            _options(op, tflite.AddOptions).FusedActivationFunction(), output=y)
+        elif name == "MAX_POOL_2D":
+            o = _options(op, tflite.Pool2DOptions)
+            kernel, stride = (o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW())
+            self.emit_fused("MaxPool", [x], out, o.FusedActivationFunction(), output=y, kernel_shape=list(kernel),
+                            strides=list(stride), pads=self.pads_2d(ins[0], o.Padding(), kernel, stride))
+        elif name == "PAD":
+            paddings = self.need_const(ins[1], "PAD paddings")
+            channels, padded = self.shape(ins[0])[3], self.shape(out)[3]
+            if paddings[:3].any() or paddings[3, 0]:
+                raise ConversionError("twin PAD must only add channels at the end")
+            # Each half keeps its channels and gains zero ones: a 2-group 1×1 conv with 0/1 weights (exact).
+            embed = np.zeros((2 * padded, channels, 1, 1), np.float32)
+            embed[np.arange(channels), np.arange(channels)] = 1.0
+            embed[padded + np.arange(channels), np.arange(channels)] = 1.0
+            self.emit("Conv", [x, self.initializer(f"embed_{channels}_{padded}", embed)], y, group=2,
+                      kernel_shape=[1, 1])
+        else:
+            raise ConversionError(f"{name} cannot run as twins")
+        self.twin_made.add(out)
+        if out in self.leaves_twins:
+            # Read outside the twins too: split the stacked result back into the two tensors.
+            half = self.shape(out)[3]
+            for tensor, start in ((out, 0), (p_out, half)):
+                self.emit("Slice", [y, self.const_name(f"i{start}", [start], np.int64),
+                                    self.const_name(f"i{start + half}", [start + half], np.int64),
+                                    self.const_name("axis1", [1], np.int64)], self.names[tensor])
+
     # -- MediaPipe custom ops (mediapipe/util/tflite/operations, version 2) --------------------
     # Written with plain ONNX ops so that every backend runs them. Boolean tests are arithmetic
     # (Ceil of a clipped difference) and there is no Where/And: OpenCV DNN lacks those.
@@ -453,38 +619,67 @@ class _Converter:
                                    self.const_name(f"i{index + 1}", [index + 1], np.int64),
                                    self.const_name(f"axis{axis}", [axis], np.int64)], output)
 
-    def op_CUSTOM_Landmarks2TransformMatrix(self, op: tflite.Operator, ins: list[int], out: int) -> None:
-        """The 4×4 matrix that maps a crop's pixel (x, y, 0, 1) to the input's: the subset's box
-        in the frame rotated so that the left-right landmark line is at the target angle, scaled
-        by (scale_x, scale_y) and centred (LandmarksToTransformMatrixV2)."""
-        o = self.custom_options(op)
-        subset = [int(i) for i in o["subset_idxs"]]
-        left, right = int(o["left_rotation_idx"]), int(o["right_rotation_idx"])
-        target = float(o.get("target_rotation_radians", 0.0))
-        out_w, out_h = int(o["output_width"]), int(o["output_height"])
-        scale_x, scale_y = float(o["scale_x"]), float(o["scale_y"])
-        self.region_of_matrix[out] = subset
-        n = f"{self.names[out]}"
-        # [N, P, 3] landmarks -> x, y of the subset [N, K, 1] and of the two rotation landmarks [N, 1, 1].
-        # Everything stays 3-D with explicit Reshapes: OpenCV DNN mis-shapes Squeeze and 2-D reductions.
-        gathered: dict[str, str] = {}
+    def same_custom_ops(self, op: tflite.Operator) -> list[tuple[tflite.Operator, list[int], int]]:
+        """All operators of `op`'s custom type, in graph order, as (op, inputs, output): the
+        regions of the attention mesh, which are computed in one pass along a region axis."""
+        name = self.op_name(op)
+        group = []
+        for k in range(self.graph.OperatorsLength()):
+            other = self.graph.Operators(k)
+            if self.op_name(other) == name:
+                group.append((other, other.InputsAsNumpy().tolist(), other.OutputsAsNumpy().tolist()[0]))
+        return group
 
-        def coord(indices: list[int], axis_value: int, tag: str) -> str:
-            if tag not in gathered:
-                gathered[tag] = self.emit("Gather", [self.names[ins[0]],
-                                                     self.const_name(f"{n}_{tag}_idx", indices, np.int64)],
-                                          f"{n}_{tag}_pts", axis=1)
-            return self.column(gathered[tag], axis_value, 2, f"{n}_{tag}_{'xy'[axis_value]}")
-        xs, ys = coord(subset, 0, "sub"), coord(subset, 1, "sub")
-        dx = self.emit("Sub", [coord([right], 0, "r"), coord([left], 0, "l")], f"{n}_dx")
-        dy = self.emit("Sub", [coord([right], 1, "r"), coord([left], 1, "l")], f"{n}_dy")
+    def ready(self, group: list[tuple[tflite.Operator, list[int], int]], what: str) -> None:
+        # The group is emitted where its first op stands: every op's inputs must exist by then.
+        for _, ins, _ in group:
+            if any(self.const(i) is None and i not in self.emitted for i in ins):
+                raise ConversionError(f"{what} ops read tensors made after the first of them")
+
+    def op_CUSTOM_Landmarks2TransformMatrix(self, op: tflite.Operator, ins: list[int], out: int) -> None:
+        """Per region, the 4×4 matrix that maps a crop's pixel (x, y, 0, 1) to the input's: the subset's
+        box in the frame rotated so that the left-right landmark line is at the target angle, scaled by
+        (scale_x, scale_y) and centred (LandmarksToTransformMatrixV2). All regions in one pass."""
+        if out in self.emitted:
+            return
+        group = self.same_custom_ops(op)
+        self.ready(group, "Landmarks2TransformMatrix")
+        options = [self.custom_options(g) for g, _, _ in group]
+        subsets = [[int(i) for i in o["subset_idxs"]] for o in options]
+        for (_, _, region_out), subset in zip(group, subsets):
+            self.region_of_matrix[region_out] = subset
+        longest = max(map(len, subsets))
+        # Shorter subsets repeat their first vertex up to the longest: min and max are unchanged.
+        index = np.array([s + [s[0]] * (longest - len(s)) for s in subsets], np.int64)  # [R, K]
+        pair = np.array([[int(o["left_rotation_idx"]), int(o["right_rotation_idx"])] for o in options], np.int64)
+
+        def per_region(tag: str, values: list[float]) -> str:  # a [1, R, 1, 1] constant
+            return self.const_name(f"regions_{tag}", np.array(values, np.float32).reshape(1, -1, 1, 1))
+
+        n = "regions"
+
+        def gather(indices: np.ndarray, tag: str) -> str:  # [N, R, len, 3]
+            sources = [self.names[i[0]] for _, i, _ in group]
+            if len(set(sources)) == 1:
+                return self.emit("Gather", [sources[0], self.const_name(f"{n}_{tag}_idx", indices, np.int64)],
+                                 f"{n}_{tag}_pts", axis=1)
+            # Each region reads its own landmark tensor (in this graph, equal copies of the mesh).
+            parts = [self.emit("Gather", [source, self.const_name(f"{n}_{tag}{r}_idx", indices[r:r + 1], np.int64)],
+                               f"{n}_{tag}{r}_pts", axis=1) for r, source in enumerate(sources)]
+            return self.emit("Concat", parts, f"{n}_{tag}_pts", axis=1)
+        subset_pts, pair_pts = gather(index, "sub"), gather(pair, "pair")
+        xs, ys = (self.column(subset_pts, a, 3, f"{n}_sub_{'xy'[a]}") for a in (0, 1))  # [N, R, K, 1]
+        left, right = (self.column(pair_pts, k, 2, f"{n}_{side}") for k, side in enumerate(("left", "right")))
+        dx = self.emit("Sub", [self.column(right, 0, 3, f"{n}_rx"), self.column(left, 0, 3, f"{n}_lx")], f"{n}_dx")
+        dy = self.emit("Sub", [self.column(right, 1, 3, f"{n}_ry"), self.column(left, 1, 3, f"{n}_ly")], f"{n}_dy")
         # rotation = target - atan2(dy, dx); its cosine and sine from the unit direction, no trig op.
         length = self.emit("Sqrt", [self.emit("Add", [self.emit("Mul", [dx, dx], f"{n}_dx2"),
                                                       self.emit("Mul", [dy, dy], f"{n}_dy2")], f"{n}_len2")],
                            f"{n}_len")
         ux = self.emit("Div", [dx, length], f"{n}_ux")
         uy = self.emit("Div", [dy, length], f"{n}_uy")
-        ct, st = self.const_name(f"{n}_cos_t", np.cos(target)), self.const_name(f"{n}_sin_t", np.sin(target))
+        targets = [float(o.get("target_rotation_radians", 0.0)) for o in options]
+        ct, st = per_region("cos_t", np.cos(targets).tolist()), per_region("sin_t", np.sin(targets).tolist())
         # cos(t - a) = cos t ux + sin t uy; sin(t - a) = sin t ux - cos t uy
         c = self.emit("Add", [self.emit("Mul", [ux, ct], f"{n}_c1"), self.emit("Mul", [uy, st], f"{n}_c2")], f"{n}_c")
         s = self.emit("Sub", [self.emit("Mul", [ux, st], f"{n}_s1"), self.emit("Mul", [uy, ct], f"{n}_s2")], f"{n}_s")
@@ -493,8 +688,8 @@ class _Converter:
         yr = self.emit("Add", [self.emit("Mul", [xs, s], f"{n}_xs"), self.emit("Mul", [ys, c], f"{n}_yc")], f"{n}_yr")
         box = {}
         for axis_name, values in (("x", xr), ("y", yr)):
-            hi = self.emit("ReduceMax", [values], f"{n}_{axis_name}max", axes=[1], keepdims=1)
-            lo = self.emit("ReduceMin", [values], f"{n}_{axis_name}min", axes=[1], keepdims=1)
+            hi = self.emit("ReduceMax", [values], f"{n}_{axis_name}max", axes=[2], keepdims=1)
+            lo = self.emit("ReduceMin", [values], f"{n}_{axis_name}min", axes=[2], keepdims=1)
             box[axis_name] = (self.emit("Sub", [hi, lo], f"{n}_{axis_name}size"),
                               self.emit("Mul", [self.emit("Add", [hi, lo], f"{n}_{axis_name}sum"),
                                                 self.const_name("half", 0.5)], f"{n}_{axis_name}mid"))
@@ -502,14 +697,16 @@ class _Converter:
         # Box centre back in the input frame: R(-rotation) (mx, my).
         cx = self.emit("Add", [self.emit("Mul", [mx, c], f"{n}_cx1"), self.emit("Mul", [my, s], f"{n}_cx2")], f"{n}_cx")
         cy = self.emit("Sub", [self.emit("Mul", [my, c], f"{n}_cy1"), self.emit("Mul", [mx, s], f"{n}_cy2")], f"{n}_cy")
-        sx = self.emit("Mul", [w, self.const_name(f"{n}_kx", scale_x / out_w)], f"{n}_sx")
-        sy = self.emit("Mul", [h, self.const_name(f"{n}_ky", scale_y / out_h)], f"{n}_sy")
+        sx = self.emit("Mul", [w, per_region("kx", [o["scale_x"] / o["output_width"] for o in options])], f"{n}_sx")
+        sy = self.emit("Mul", [h, per_region("ky", [o["scale_y"] / o["output_height"] for o in options])], f"{n}_sy")
         # M = shift(centre) · R(-rotation) · scale · shift(-out/2): rows [a0 a1 0 a3], [b0 b1 0 b3].
         a0 = self.emit("Mul", [c, sx], f"{n}_a0")
         a1 = self.emit("Mul", [s, sy], f"{n}_a1")
         b0 = self.emit("Neg", [self.emit("Mul", [s, sx], f"{n}_nb0")], f"{n}_b0")
         b1 = self.emit("Mul", [c, sy], f"{n}_b1")
-        half_w, half_h = self.const_name(f"half{out_w}", out_w / 2.0), self.const_name(f"half{out_h}", out_h / 2.0)
+        half_w = per_region("half_w", [o["output_width"] / 2.0 for o in options])
+        half_h = per_region("half_h", [o["output_height"] / 2.0 for o in options])
+
         def offset(centre: str, p: str, q: str, tag: str) -> str:
             shift = self.emit("Add", [self.emit("Mul", [p, half_w], f"{n}_{tag}w"),
                                       self.emit("Mul", [q, half_h], f"{n}_{tag}h")], f"{n}_{tag}shift")
@@ -518,36 +715,50 @@ class _Converter:
         zero = self.emit("Mul", [a0, self.const_name("zero", 0.0)], f"{n}_zero")
         one = self.emit("Add", [zero, self.const_name("one", 1.0)], f"{n}_one")
         entries = [a0, a1, zero, a3, b0, b1, zero, b3, zero, zero, one, zero, zero, zero, zero, one]
-        self.reshape(self.emit("Concat", entries, f"{n}_flat", axis=2), [4, 4], self.names[out])
+        matrices = self.emit("Concat", entries, f"{n}_flat", axis=3)  # [N, R, 1, 16]
+        for r, (_, _, region_out) in enumerate(group):
+            self.reshape(self.column(matrices, r, 1, f"{n}_m{r}"), [4, 4], self.names[region_out])
+            self.emitted.add(region_out)
 
     def op_CUSTOM_TransformTensorBilinear(self, op: tflite.Operator, ins: list[int], out: int) -> None:
-        """Bilinear crop of an NHWC map through a 4×4 matrix (TransformTensorBilinearV2): output pixel
-        (x, y) reads the input at M·(x + 0.5, y + 0.5, 0, 1) - 0.5, zero where that is outside."""
-        o = self.custom_options(op)
-        out_h, out_w = int(o["output_height"]), int(o["output_width"])
+        """Bilinear crops of an NHWC map through 4×4 matrices (TransformTensorBilinearV2): output pixel
+        (x, y) reads the input at M·(x + 0.5, y + 0.5, 0, 1) - 0.5, zero where that is outside.
+        All regions (crops of one map, one size) in one pass."""
+        if out in self.emitted:
+            return
+        group = self.same_custom_ops(op)
+        self.ready(group, "TransformTensorBilinear")
+        sizes = {(int(o["output_height"]), int(o["output_width"])) for o in map(self.custom_options, (g for g, _, _ in group))}
+        if len(sizes) != 1 or len({i[0] for _, i, _ in group}) != 1:
+            raise ConversionError("TransformTensorBilinear ops must crop one map to one size")
+        ((out_h, out_w),) = sizes
+        regions, pixels = len(group), out_h * out_w
         _, in_h, in_w, channels = self.shape(ins[0])
-        n, matrix = self.names[out], self.names[ins[1]]
-        rows = self.reshape(matrix, [16], f"{n}_m16")
-        m = [self.column(rows, k, 1, f"{n}_m{k}") for k in (0, 1, 3, 4, 5, 7)]  # each [N, 1]
+        n = "crops"
+        rows = self.emit("Concat", [self.reshape(self.names[i[1]], [1, 16], f"{n}_m{r}")
+                                    for r, (_, i, _) in enumerate(group)], f"{n}_m", axis=1)  # [N, R, 16]
+        m = [self.column(rows, k, 2, f"{n}_m_{k}") for k in (0, 1, 3, 4, 5, 7)]  # each [N, R, 1]
         grid_y, grid_x = np.mgrid[0:out_h, 0:out_w].astype(np.float32)
-        gx = self.const_name(f"grid_x{out_h}x{out_w}", (grid_x.reshape(1, -1) + 0.5))
-        gy = self.const_name(f"grid_y{out_h}x{out_w}", (grid_y.reshape(1, -1) + 0.5))
+        gx = self.const_name(f"grid_x{out_h}x{out_w}", grid_x.reshape(1, 1, -1) + 0.5)
+        gy = self.const_name(f"grid_y{out_h}x{out_w}", grid_y.reshape(1, 1, -1) + 0.5)
         minus_half = self.const_name("minus_half", -0.5)
+
         def sample_coord(p: str, q: str, t: str, tag: str) -> str:
             value = self.emit("Add", [self.emit("Mul", [p, gx], f"{n}_{tag}1"),
                                       self.emit("Mul", [q, gy], f"{n}_{tag}2")], f"{n}_{tag}12")
             return self.emit("Add", [self.emit("Add", [value, t], f"{n}_{tag}3"), minus_half], f"{n}_{tag}")
-        tx, ty = sample_coord(m[0], m[1], m[2], "tx"), sample_coord(m[3], m[4], m[5], "ty")  # [N, P]
+        tx, ty = sample_coord(m[0], m[1], m[2], "tx"), sample_coord(m[3], m[4], m[5], "ty")  # [N, R, P]
         zero, one = self.const_name("zero", 0.0), self.const_name("one", 1.0)
-        def outside(value: str, tag: str) -> str:
+
+        def positive(value: str, tag: str) -> str:
             # 1 where value > 0 else 0, exactly: Ceil(Clip(value, 0, 1)).
             return self.emit("Ceil", [self.emit("Clip", [value, zero, one], f"{n}_{tag}c")], f"{n}_{tag}")
         limits = {"x": self.const_name(f"lim{in_w - 1}", in_w - 1.0), "y": self.const_name(f"lim{in_h - 1}", in_h - 1.0)}
         inside = one
         corners = {}
         for axis_name, t in (("x", tx), ("y", ty)):
-            below = outside(self.emit("Neg", [t], f"{n}_{axis_name}neg"), f"{axis_name}below")
-            above = outside(self.emit("Sub", [t, limits[axis_name]], f"{n}_{axis_name}over"), f"{axis_name}above")
+            below = positive(self.emit("Neg", [t], f"{n}_{axis_name}neg"), f"{axis_name}below")
+            above = positive(self.emit("Sub", [t, limits[axis_name]], f"{n}_{axis_name}over"), f"{axis_name}above")
             keep = self.emit("Sub", [one, self.emit("Add", [below, above], f"{n}_{axis_name}out")], f"{n}_{axis_name}in")
             inside = self.emit("Mul", [inside, keep], f"{n}_inside_{axis_name}")
             lo = self.emit("Floor", [t], f"{n}_{axis_name}0")
@@ -557,8 +768,9 @@ class _Converter:
             hi_c = self.emit("Clip", [self.emit("Add", [lo, one], f"{n}_{axis_name}1"), zero, limits[axis_name]],
                              f"{n}_{axis_name}1c")
             corners[axis_name] = ((lo_c, self.emit("Sub", [one, frac], f"{n}_{axis_name}w0")), (hi_c, frac))
-        # Flat row of each corner in the [N*H*W, C] map: batch * H*W + y * W + x.
-        ones = self.column(rows, 15, 1, f"{n}_ones")  # M[3,3] is 1 by construction
+        # Row of each corner in the [N*H*W, C] map: batch * H*W + y * W + x.
+        ones = self.column(m[2], 0, 1, f"{n}_probe")  # [N, 1, 1], any per-item value: only its shape is used
+        ones = self.emit("Add", [self.emit("Mul", [ones, zero], f"{n}_zeros"), one], f"{n}_ones")
         batch = self.emit("Sub", [self.emit("CumSum", [ones, self.const_name("axis0_scalar", 0, np.int64)],
                                             f"{n}_count"), one], f"{n}_batch")
         base = self.emit("Mul", [batch, self.const_name(f"hw{in_h * in_w}", float(in_h * in_w))], f"{n}_base")
@@ -573,12 +785,15 @@ class _Converter:
                 index = self.emit("Cast", [self.emit("Add", [row, x_idx], f"{n}_idxf{tag}")], f"{n}_idx{tag}",
                                   to=TensorProto.INT64)
                 weight = self.emit("Mul", [self.emit("Mul", [y_w, x_w], f"{n}_w{tag}"), inside], f"{n}_wm{tag}")
-                values = self.emit("Gather", [table, index], f"{n}_v{tag}", axis=0)  # [N, P, C]
-                weight3 = self.reshape(weight, [out_h * out_w, 1], f"{n}_w3{tag}")
-                term = self.emit("Mul", [values, weight3], f"{n}_t{tag}")
+                values = self.emit("Gather", [table, index], f"{n}_v{tag}", axis=0)  # [N, R, P, C]
+                term = self.emit("Mul", [values, self.reshape(weight, [regions, pixels, 1], f"{n}_w3{tag}")],
+                                 f"{n}_t{tag}")
                 result = term if result is None else self.emit("Add", [result, term], f"{n}_sum{tag}")
-        crop = self.reshape(result, [out_h, out_w, channels], f"{n}_crop_nhwc")
-        self.emit("Transpose", [crop], self.names[out], perm=list(TO_NCHW))
+        flat = self.reshape(result, [regions, pixels * channels], f"{n}_flat")
+        for r, (_, _, region_out) in enumerate(group):
+            crop = self.reshape(self.column(flat, r, 1, f"{n}_r{r}"), [out_h, out_w, channels], f"{n}_r{r}_nhwc")
+            self.emit("Transpose", [crop], self.names[region_out], perm=list(TO_NCHW))
+            self.emitted.add(region_out)
 
     def op_CUSTOM_TransformLandmarks(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         """2-D points [N, K, 2] through the first two rows of a 4×4 matrix (TransformLandmarksV2)."""
@@ -642,14 +857,24 @@ class _Converter:
             if not out.flat:
                 self.names[self.tensor(out.tflite_name)] = out.onnx_name
 
+        self.plan_twins()
+        partner_of = {left: right for right, left in self.twin_of.items()}
         for k in range(self.graph.OperatorsLength()):
             op = self.graph.Operators(k)
+            if k in self.twin_of:
+                continue  # emitted with its left twin
+            if k in partner_of:
+                (out,) = op.OutputsAsNumpy().tolist()
+                self.emit_twin(op, op.InputsAsNumpy().tolist(), out, self.graph.Operators(partner_of[k]))
+                self.emitted.add(out)
+                continue
             name = self.op_name(op)
             handler = getattr(self, f"op_{name.replace(':', '_')}", None)
             if handler is None:
                 raise ConversionError(f"unsupported TFLite op {name} (operator #{k})")
             (out,) = op.OutputsAsNumpy().tolist()
             handler(op, op.InputsAsNumpy().tolist(), out)
+            self.emitted.add(out)
 
         outputs = []
         for spec in self.spec.outputs:
