@@ -127,3 +127,55 @@ def test_track_state_follows_cuts():
     assert not tracks.cut  # after clear() the next frame starts afresh
     tracks.update([], None)
     assert not tracks.cut  # without images there is no cut to see
+
+
+def faces_image(*faces: tuple[float, float, tuple[int, int, int]], size: float = 40.0) -> np.ndarray:
+    """Grey frame with flat coloured squares (BGR) as faces, later ones in front, each covering its
+    mesh_at() box and a little more, so an ROI's face region sees only that colour."""
+    image = np.full((360, 640, 3), 128, np.uint8)
+    half = 0.6 * size
+    for cx, cy, colour in faces:
+        image[int(cy - half):int(cy + half), int(cx - half):int(cx + half)] = colour
+    return image
+
+
+RED, BLUE, GREEN = (30, 30, 220), (220, 60, 30), (40, 200, 40)
+
+
+def test_a_face_covered_by_another_is_lost_behind_it_and_comes_out_under_its_own_id():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100)], faces_image((100, 100, RED), (300, 100, BLUE)))
+    assert [t.id for t in tracks.tracks] == [1, 2]
+    # The blue face walks behind the red one. While its crop still shows it, it is tracked.
+    tracks.update([mesh_at(100, 100), mesh_at(160, 100)], faces_image((160, 100, BLUE), (100, 100, RED)))
+    assert [t.id for t in tracks.tracks] == [1, 2]
+    # Now its crop is all red face: the mesh still finds a face there (the red one), which must not
+    # be reported as face 2. It is lost behind face 1.
+    tracks.update([mesh_at(100, 100), mesh_at(115, 100)], faces_image((115, 100, BLUE), (100, 100, RED)))
+    assert [t.id for t in tracks.tracks] == [1]
+    assert [(t.id, t.hidden_by) for t in tracks.lost] == [(2, 1)]
+    # It comes out on the far side, first still overlapping face 1: who it is waits (mixed colours).
+    image = faces_image((65, 100, BLUE), (100, 100, RED))
+    assert tracks.add([mesh_at(65, 100)], image) is True
+    assert [t.id for t in tracks.tracks] == [1]
+    # Clear of face 1's box, beside it and far from where it was lost: face 2 again.
+    image = faces_image((45, 100, BLUE), (100, 100, RED))
+    tracks.update([mesh_at(100, 100)], image)
+    assert tracks.add([mesh_at(45, 100)], image) is False
+    assert [t.id for t in tracks.tracks] == [1, 2]
+
+
+def test_someone_else_beside_the_face_a_track_was_lost_behind_gets_a_new_id():
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(160, 100)], faces_image((160, 100, BLUE), (100, 100, RED)))
+    tracks.update([mesh_at(100, 100), mesh_at(115, 100)], faces_image((115, 100, BLUE), (100, 100, RED)))
+    assert [t.id for t in tracks.tracks] == [1] and tracks.lost[0].hidden_by == 1
+    image = faces_image((45, 100, GREEN), (100, 100, RED))
+    tracks.update([mesh_at(100, 100)], image)
+    tracks.add([mesh_at(45, 100)], image)
+    assert [t.id for t in tracks.tracks] == [1, 3]
+    # Without images nothing is decided on appearance: overlapping tracks are both kept.
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(160, 100)])
+    tracks.update([mesh_at(100, 100), mesh_at(115, 100)])
+    assert [t.id for t in tracks.tracks] == [1, 2]

@@ -66,6 +66,7 @@ class FaceTracker:
             self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
         self.tracks = TrackSet(c.max_faces, c.presence_threshold)
         self._since_detection = 0
+        self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
 
     @property
     def mapping(self) -> Mesh68Mapping:
@@ -89,6 +90,7 @@ class FaceTracker:
     def reset(self) -> None:
         self.tracks.clear()
         self._since_detection = 0
+        self._deferred = False
 
     def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
                 still: bool = False) -> FrameResult:
@@ -101,8 +103,9 @@ class FaceTracker:
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image)
-        elif tracks.cut and not tracks.full:
-            # A cut: the new shot's faces are looked for now too, besides the periodic search.
+        elif (tracks.cut or self._deferred) and not tracks.full:
+            # A cut (the new shot's faces), or a face left for later as it came out from behind another:
+            # looked for now too, besides the periodic search.
             self._detect_new_faces(image, periodic=False)
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
@@ -147,7 +150,8 @@ class FaceTracker:
     def _detect_new_faces(self, image: np.ndarray, periodic: bool = True) -> None:
         if periodic:
             self._since_detection = 0
-        self.tracks.add(self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks)), image)
+        meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks))
+        self._deferred = self.tracks.add(meshes, image)
 
     def detect_meshes(self, image: np.ndarray, limit: int) -> list[MeshResult]:
         """Detect up to ``limit`` faces not yet tracked and mesh each of them."""

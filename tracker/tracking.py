@@ -6,7 +6,9 @@ they get. A face lost briefly takes its ID back when found again near its last b
 gone for longer, or back somewhere else, takes it back when its colour appearance matches
 (a hue-saturation histogram of the upright face crop, see :func:`appearance`). At a cut in
 the video (the whole frame changes at once, see :func:`frame_signature`), a tracked face whose
-appearance is clearly someone else's ends its track and starts its own.
+appearance is clearly someone else's ends its track and starts its own. When faces cross, a
+track whose crop has become the face in front is lost behind that face; a face coming out from
+behind it is added once clear of it, and takes back the ID of the track lost there.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ def appearance_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 1.0 - float(np.sqrt(a * b).sum()))))
 
 
+def _box(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two boxes (x0, y0, x1, y1) share any area."""
+    return bool(min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]))
+
+
 @dataclass
 class Track:
     id: int
@@ -96,6 +107,7 @@ class Track:
     frames: int = 1
     fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
+    hidden_by: int | None = None  # the ID of the face it was lost behind, if it was lost behind one
     smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state
     appearance: np.ndarray | None = None  # running appearance histogram (None without images)
 
@@ -105,8 +117,7 @@ class Track:
 
     @property
     def bbox(self) -> np.ndarray:
-        pts = self.mesh.points[:, :2]
-        return np.concatenate([pts.min(0), pts.max(0)])
+        return _box(self.mesh.points)
 
     def _see(self, seen: np.ndarray | None) -> None:
         if seen is not None:
@@ -153,17 +164,29 @@ class TrackSet:
                     and float(signature @ self._signature) < CUT_MAX_CORRELATION)
         if signature is not None or image is None:
             self._signature = signature
-        kept, seen, someone_else = [], [], []
+        present = [(track, mesh) for track, mesh in zip(self.tracks, meshes) if mesh.presence >= self.min_presence]
+        boxes = [_box(mesh.points) for _, mesh in present]
         for track, mesh in zip(self.tracks, meshes):
             if mesh.presence < self.min_presence:
-                self._remember(track)
-                continue
+                # Gone where another face is: hidden behind it rather than gone.
+                self._remember(track, next((other.id for (other, _), box in zip(present, boxes)
+                                            if _overlap(track.bbox, box)), None))
+        kept, seen, someone_else = [], [], []
+        for i, (track, mesh) in enumerate(present):
             s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
             d = track._distance(s)
-            if self.cut and d is not None and d > NOT_SAME_DISTANCE:
-                self._remember(track)
-                someone_else.append(mesh)
-                continue
+            if d is not None and d > NOT_SAME_DISTANCE:
+                if self.cut:
+                    self._remember(track)
+                    someone_else.append(mesh)
+                    continue
+                front = next((other for j, (other, _) in enumerate(present)
+                              if j != i and _overlap(boxes[i], boxes[j])), None)
+                if front is not None:
+                    # Its crop is mostly the face in front of it (faces crossing): the mesh still sees a
+                    # face there and would drag the track onto it. Lost until it shows again.
+                    self._remember(track, front.id)
+                    continue
             track.mesh = mesh
             track.frames += 1
             kept.append(track)
@@ -171,8 +194,9 @@ class TrackSet:
         kept_seen = self._without_duplicates(kept, seen)
         self.tracks = [t for t, _ in kept_seen]
         for track, s in kept_seen:
-            # A face overlapping another one (crossing) would learn the other's colours too.
-            if not any(box_iou(track.bbox, t.bbox[None])[0] > 0 for t in self.tracks if t is not track):
+            # A crop reaching another face (crossing) would learn that face's colours too.
+            reach = np.array(track.roi.bbox())
+            if not any(_overlap(reach, t.bbox) for t in self.tracks if t is not track):
                 track._see(s)
         self.lost = [t for t in self.lost if self._frame - t.lost_at <= REMEMBER_FRAMES
                      or (t.appearance is not None and self._frame - t.lost_at <= REID_FRAMES)][-REMEMBER_MAX:]
@@ -180,8 +204,9 @@ class TrackSet:
         # (a cut back to it) takes its ID back as any returning face does.
         self.add(someone_else, image)
 
-    def _remember(self, track: Track) -> None:
+    def _remember(self, track: Track, hidden_by: int | None = None) -> None:
         track.lost_at = self._frame
+        track.hidden_by = hidden_by
         self.lost.append(track)
 
     def is_new_face(self, bbox: np.ndarray) -> bool:
@@ -190,8 +215,11 @@ class TrackSet:
         boxes = np.stack([t.bbox for t in self.tracks])
         return bool(box_iou(np.asarray(bbox, np.float64), boxes).max() <= NEW_FACE_MAX_IOU)
 
-    def add(self, meshes: list[MeshResult], image: np.ndarray | None = None) -> None:
-        """Start tracks for new faces, up to max_faces; a face seen before takes back its ID."""
+    def add(self, meshes: list[MeshResult], image: np.ndarray | None = None) -> bool:
+        """Start tracks for new faces, up to max_faces; a face seen before takes back its ID.
+
+        Returns whether a face was left out for now because it still overlaps a tracked one."""
+        deferred = False
         for mesh in meshes:
             if self.full:
                 break
@@ -200,13 +228,20 @@ class TrackSet:
             track = Track(id=self._next_id, mesh=mesh)
             if not self.is_new_face(track.bbox):
                 continue
+            if image is not None and any(_overlap(track.bbox, t.bbox) for t in self.tracks):
+                # Still partly behind a tracked face: its crop's colours are mixed with that face's, so
+                # who it is cannot be told yet.
+                deferred = True
+                continue
             seen = None if image is None else appearance(image, track.roi)
             returning = self._recently_lost_at(track.bbox, seen)
             if returning is not None:
                 # The same face after a short miss: its ID, identity and warm start carry on.
                 self._revive(returning, mesh, seen)
                 continue
-            returning = self._lost_like(seen)
+            returning = self._hidden_near(track.bbox, seen)
+            if returning is None:
+                returning = self._lost_like(seen)
             if returning is not None:
                 # The same face after a long absence or elsewhere: its ID carries on; the fit restarts
                 # (a warm start from a pose long gone could fail to converge) and so does smoothing.
@@ -217,6 +252,7 @@ class TrackSet:
             track._see(seen)
             self._next_id += 1
             self.tracks.append(track)
+        return deferred
 
     def _revive(self, track: Track, mesh: MeshResult, seen: np.ndarray | None) -> None:
         self.lost.remove(track)  # out of the lost list before anyone else can match it
@@ -232,6 +268,21 @@ class TrackSet:
             if self._frame - track.lost_at > REMEMBER_FRAMES:
                 continue
             if box_iou(np.asarray(bbox, np.float64), track.bbox[None])[0] > NEW_FACE_MAX_IOU:
+                d = track._distance(seen)
+                if d is None or d <= NOT_SAME_DISTANCE:
+                    return track
+        return None
+
+    def _hidden_near(self, bbox: np.ndarray, seen: np.ndarray | None) -> Track | None:
+        """A track lost behind a live face in the last REMEMBER_FRAMES, when ``bbox`` comes out beside
+        that face (within its crop), unless its appearance is clearly someone else's. It may come out on
+        either side, and its first frames out still show some of the face in front: so neither its old
+        box nor the REID_MAX_DISTANCE match, which need a clear view, would take it back."""
+        for track in reversed(self.lost):
+            if track.hidden_by is None or self._frame - track.lost_at > REMEMBER_FRAMES:
+                continue
+            front = next((t for t in self.tracks if t.id == track.hidden_by), None)
+            if front is not None and _overlap(np.array(front.roi.bbox()), bbox):
                 d = track._distance(seen)
                 if d is None or d <= NOT_SAME_DISTANCE:
                     return track
