@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from tracker.backends import BackendError, create_session, tensorrt_usable
+from tracker.mesh import MESH_MODEL
 
 MODELS = {
     "face_detection_short_range.onnx": (128, -1.0, 2.0),
     "face_detection_full_range.onnx": (192, -1.0, 2.0),
-    "face_landmark.onnx": (192, 0.0, 1.0),
+    MESH_MODEL: (192, 0.0, 1.0),
 }
 
 
@@ -34,16 +35,16 @@ def test_onnxruntime_and_opencv_agree(afw_dir, name):
 def test_auto_picks_onnxruntime_without_tensorrt():
     if tensorrt_usable():
         pytest.skip("TensorRT is usable here")
-    assert create_session("face_landmark.onnx", "auto").backend == "onnxruntime"
+    assert create_session(MESH_MODEL, "auto").backend == "onnxruntime"
 
 
 def test_clear_errors():
     with pytest.raises(BackendError, match="unknown backend"):
-        create_session("face_landmark.onnx", "cuda-magic")
+        create_session(MESH_MODEL, "cuda-magic")
     with pytest.raises(BackendError, match="missing"):
         create_session("no_such_model.onnx", "onnxruntime")
     with pytest.raises(BackendError, match="no output"):
-        create_session("face_landmark.onnx", "onnxruntime", outputs=["nope"])
+        create_session(MESH_MODEL, "onnxruntime", outputs=["nope"])
     if not tensorrt_usable():
         with pytest.raises(BackendError, match="TensorRT backend unavailable"):
-            create_session("face_landmark.onnx", "tensorrt")
+            create_session(MESH_MODEL, "tensorrt")

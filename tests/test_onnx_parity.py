@@ -3,7 +3,8 @@
 Checks the committed files (not a fresh conversion) against the TFLite interpreter, including
 the mesh model's extra feature-map outputs, that batching does not change results, and that
 OpenCV DNN runs them with the same results as ONNX Runtime. The mesh with attention, which the
-interpreter cannot run, is checked in parts (below).
+interpreter cannot run, is checked in parts (below); the plain mesh, whose layers it shares, is
+converted here and checked against the interpreter.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Case:
     size: int
     value_range: tuple[float, float]
     outputs: dict[str, str]  # ONNX output -> TFLite tensor
+    shipped: bool = True  # in engines/; else converted here (the plain mesh: its layers are the attention mesh's)
 
 
 CASES = [
@@ -39,7 +41,7 @@ CASES = [
          (-1.0, 1.0), {"regressors": "Identity", "classificators": "Identity_1"}),
     Case("face_landmark.onnx", "face_landmark/face_landmark.tflite", 192, (0.0, 1.0),
          {"landmarks": "conv2d_21", "face_flag": "conv2d_31", "features_48": "p_re_lu_6",
-          "features_24": "p_re_lu_9", "features_12": "p_re_lu_12"}),
+          "features_24": "p_re_lu_9", "features_12": "p_re_lu_12"}, shipped=False),
 ]
 
 
@@ -97,7 +99,14 @@ def test_onnx_matches_tflite_on_faces(case: Case) -> None:
     tflite_path = Path(os.path.dirname(mediapipe.__file__)) / "modules" / case.tflite_file
     reference = tflite_reference(tflite_path, images, list(case.outputs.values()))
 
-    session = ort.InferenceSession(str(ENGINES / case.onnx_file), providers=["CPUExecutionProvider"])
+    if case.shipped:
+        model = (ENGINES / case.onnx_file).read_bytes()
+    else:
+        pytest.importorskip("tflite")
+        tool = converter()
+        spec = next(s for s in tool.MODELS if s.target == case.onnx_file)
+        model = tool.convert(tflite_path.read_bytes(), spec).SerializeToString()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].name == "input"
     assert session.get_inputs()[0].shape == ["batch", 3, case.size, case.size]
     shapes = {o.name: o.shape for o in session.get_outputs()}
@@ -122,7 +131,7 @@ def test_onnx_matches_tflite_on_faces(case: Case) -> None:
         np.testing.assert_allclose(batched, np.concatenate([a, b]), rtol=0, atol=1e-5, err_msg=name)
 
     # The same file must also serve the OpenCV DNN backend, batch of two included.
-    net = cv2.dnn.readNetFromONNX(str(ENGINES / case.onnx_file))
+    net = cv2.dnn.readNetFromONNX(np.frombuffer(model, np.uint8))
     net.setInput(nchw[:2])
     for name, got, want in zip(names, net.forward(names), pair):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOL, err_msg=f"OpenCV DNN {name}")

@@ -8,7 +8,8 @@ both run.
 
     python tools/convert_tflite.py [--out engines]
 
-converts all three models and checks each against the TFLite interpreter on a random input.
+converts the models and checks each against the TFLite interpreter on a random input (the
+attention mesh's custom ops, which the interpreter cannot run, against their kernels' transcriptions).
 `mediapipe` (source of the .tflite files) and `ai_edge_litert` (reference interpreter) are
 tool-time dependencies only; the converter itself never runs the interpreter.
 """
@@ -76,6 +77,9 @@ class ModelSpec:
     target: str  # file name in the output directory
     input_range: tuple[float, float]  # from MediaPipe's ImageToTensorCalculator options
     outputs: tuple[Output, ...]
+    # Written to the output directory. The plain mesh is not (the tracker runs the attention mesh) but
+    # is still converted and checked: its layers are the attention mesh's, which the interpreter cannot run.
+    shipped: bool = True
 
 
 MODELS = (
@@ -103,6 +107,7 @@ MODELS = (
             Output("p_re_lu_9", "features_24"),
             Output("p_re_lu_12", "features_12"),
         ),
+        shipped=False,
     ),
     ModelSpec(
         # The mesh FaceMesh runs with refine_landmarks=True: the same backbone shape, plus lips and
@@ -892,10 +897,18 @@ class _Converter:
             outputs.append(helper.make_tensor_value_info(spec.onnx_name, TensorProto.FLOAT, ["batch", *dims]))
 
         _, h, w, c = self.shape(input_idx)
+        # Drop what no output needs (the attention mesh's unrefined copy of the mesh, say).
+        needed = {o.name for o in outputs}
+        kept_nodes = []
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.output):
+                kept_nodes.append(node)
+                needed.update(node.input)
+        self.nodes = kept_nodes[::-1]
         graph = helper.make_graph(
             self.nodes, Path(self.spec.target).stem,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", c, h, w])],
-            outputs, list(self.initializers.values()))
+            outputs, [t for name, t in self.initializers.items() if name in needed])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="face-tracker tools/convert_tflite.py", doc_string=doc)
         model.ir_version = 8  # ONNX Runtime and OpenCV 4.x both read IR 8 (opset 13)
@@ -1073,12 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{spec.target}: FAILED: max |{against}| = {error:.2e} >= {PARITY_TOL}", file=sys.stderr)
             failed = True
             continue
-        (args.out / spec.target).write_bytes(model.SerializeToString())
+        if spec.shipped:
+            (args.out / spec.target).write_bytes(model.SerializeToString())
         ops = Counter(node.op_type for node in model.graph.node)
         params = sum(int(np.prod(t.dims)) for t in model.graph.initializer
                      if t.data_type == TensorProto.FLOAT)
         op_list = ", ".join(f"{k}x{v}" for k, v in sorted(ops.items()))
-        print(f"{spec.target}: {len(model.graph.node)} ops ({op_list}), "
+        print(f"{spec.target}{'' if spec.shipped else ' (checked, not written)'}: "
+              f"{len(model.graph.node)} ops ({op_list}), "
               f"{params:,} params, max |{against}| = {error:.2e}")
     return 1 if failed else 0
 

@@ -2,7 +2,7 @@
 """Jitter and lag of our landmarks, raw and smoothed, beside MediaPipe FaceMesh's on the same frames.
 
 Each clip is decoded once; our tracker (ONNX Runtime, one face) and MediaPipe
-FaceMesh (tracking mode, one face, no iris refinement) run on every frame. Our
+FaceMesh (tracking mode, one face, refine_landmarks=True: our mesh network) run on every frame. Our
 raw tracks are then smoothed offline with tracker.smoothing.FaceSmoother, one
 per track id, exactly as the pipeline calls it (media time, inter-ocular scale).
 
@@ -141,7 +141,7 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
                 np.full((n, 468, 2), nan), np.full((n, 4), nan), np.full((n, 3), nan), np.full((n, 52), nan),
                 np.full((n, 468, 2), nan), np.full((n, 68), nan))
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1, smooth=False))
-    mp_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)
+    mp_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
     for i, image in enumerate(frames):
         result = tracker.process(image, i, float(clip.time[i]), str(path))
         if result.faces:
@@ -160,7 +160,7 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
         if res.multi_face_landmarks:
             h, w = image.shape[:2]
             pts = res.multi_face_landmarks[0].landmark
-            clip.mp_mesh[i] = [(p.x * w, p.y * h) for p in pts]
+            clip.mp_mesh[i] = [(p.x * w, p.y * h) for p in pts[:468]]  # the irises follow
         bar.update(1)
     mp_mesh.close()
     return clip

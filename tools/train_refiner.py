@@ -49,7 +49,7 @@ from render_ict import KEY_SHAPES
 
 from tracker.backends import create_session
 from tracker.landmarks68 import IBUG68_MIRROR
-from tracker.mesh import FEATURE_MAPS
+from tracker.mesh import FEATURE_MAPS, MESH_MODEL
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.roi import Roi, crop, crop_points_to_image, image_points_to_crop
 from tracker.types import ARKIT_BLENDSHAPES, ARKIT_MIRROR
@@ -136,7 +136,7 @@ RENDER_SIZE = 512
 # --------------------------------------------------------------------------------------- data
 
 def mesh_session():
-    return create_session("face_landmark.onnx", "onnxruntime", outputs=["landmarks", *FEATURE_MAPS])
+    return create_session(MESH_MODEL, "onnxruntime", outputs=["landmarks", *FEATURE_MAPS])
 
 
 def to_batch(crops_bgr: np.ndarray) -> np.ndarray:

@@ -104,7 +104,7 @@ def create_session(
     threads: int | None = None,
     max_batch: int = 4,
 ) -> InferenceSession:
-    """Open bundled model ``name`` (e.g. ``face_landmark.onnx``) on ``backend``.
+    """Open bundled model ``name`` (e.g. ``face_landmark_with_attention.onnx``) on ``backend``.
 
     ``auto`` picks TensorRT when it is usable, else ONNX Runtime.
     """

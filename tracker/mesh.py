@@ -1,4 +1,4 @@
-"""MediaPipe's 468-point face mesh network (ONNX) on rotated face crops.
+"""MediaPipe's 468-point face mesh network with attention (ONNX) on rotated face crops.
 
 All faces of a frame go through the network as one batch. The result keeps
 both the raw crop-space output (what the 68-point mapping and the refiner
@@ -16,6 +16,8 @@ from tracker.detector import LEFT_EYE, RIGHT_EYE, Detection
 from tracker.roi import Roi, crop, crop_points_to_image, roi_from_points
 
 MESH_INPUT = 192
+# FaceMesh's refine_landmarks=True network: its lips and eyes come from attention sub-networks.
+MESH_MODEL = "face_landmark_with_attention.onnx"
 # Outer eye corners of the mesh (subject's right, then left): the ROI's rotation axis.
 MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
 # MediaPipe enlarges both detection and landmark ROIs by 1.5 (square, long side).
@@ -60,7 +62,7 @@ class FaceMesh:
     def __init__(self, backend: str = "auto", threads: int | None = None, features: bool = False) -> None:
         outputs = ["landmarks", "face_flag", *(FEATURE_MAPS if features else ())]
         self.features = features
-        self.session = create_session("face_landmark.onnx", backend, outputs=outputs, threads=threads)
+        self.session = create_session(MESH_MODEL, backend, outputs=outputs, threads=threads)
 
     def run(self, image: np.ndarray, rois: list[Roi], mirror: bool = False) -> list[MeshResult]:
         """Mesh for each ROI of a BGR uint8 frame, in one batch; with ``mirror`` the batch also
