@@ -328,41 +328,50 @@ class _Converter:
     def op_DENSIFY(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         self.consts[out] = self.need_const(ins[0], "DENSIFY input")  # const() densified it
 
+    def conv_weight(self, idx: int, depthwise: bool) -> np.ndarray:
+        """A CONV_2D ([O, kh, kw, I]) or DEPTHWISE_CONV_2D ([1, kh, kw, C*M]) weight in ONNX's layout.
+
+        TFLite's depthwise output channel c*M + m is ONNX group c's m-th filter, so [C*M, 1, kh, kw]
+        needs no reorder."""
+        weight = self.need_const(idx, "convolution weight").astype(np.float32)
+        return weight.transpose(3, 0, 1, 2) if depthwise else weight.transpose(TO_NCHW)
+
+    def conv_attrs(self, x_idx: int, o: object, kernel: tuple[int, int]) -> dict:
+        """Kernel, strides, dilations and TFLite's padding of a (depthwise) convolution reading `x_idx`."""
+        stride, dilation = (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor())
+        return {"kernel_shape": list(kernel), "strides": list(stride), "dilations": list(dilation),
+                "pads": self.pads_2d(x_idx, o.Padding(), kernel, stride, dilation)}
+
+    def pool_attrs(self, x_idx: int, o: tflite.Pool2DOptions) -> dict:
+        # SAME pads of a max pool are ignored cells in both TFLite and ONNX, not zeros.
+        kernel, stride = (o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW())
+        return {"kernel_shape": list(kernel), "strides": list(stride),
+                "pads": self.pads_2d(x_idx, o.Padding(), kernel, stride)}
+
     def op_CONV_2D(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         o = _options(op, tflite.Conv2DOptions)
-        weight = self.need_const(ins[1], "CONV_2D weight").astype(np.float32)  # [O, kh, kw, I]
-        kernel, stride = weight.shape[1:3], (o.StrideH(), o.StrideW())
-        dilation = (o.DilationHFactor(), o.DilationWFactor())
-        inputs = [self.names[ins[0]], self.initializer(f"t{ins[1]}_oihw", weight.transpose(TO_NCHW))]
+        weight = self.conv_weight(ins[1], depthwise=False)  # [O, I, kh, kw]
+        inputs = [self.names[ins[0]], self.initializer(f"t{ins[1]}_oihw", weight)]
         if len(ins) > 2 and ins[2] >= 0:
             inputs.append(self.initializer(f"t{ins[2]}", self.need_const(ins[2], "bias").astype(np.float32)))
-        self.emit_fused("Conv", inputs, out, o.FusedActivationFunction(), kernel_shape=list(kernel),
-                        strides=list(stride), dilations=list(dilation),
-                        pads=self.pads_2d(ins[0], o.Padding(), kernel, stride, dilation))
+        self.emit_fused("Conv", inputs, out, o.FusedActivationFunction(),
+                        **self.conv_attrs(ins[0], o, weight.shape[2:]))
 
     def op_DEPTHWISE_CONV_2D(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         o = _options(op, tflite.DepthwiseConv2DOptions)
-        weight = self.need_const(ins[1], "DEPTHWISE_CONV_2D weight").astype(np.float32)  # [1, kh, kw, C*M]
+        weight = self.conv_weight(ins[1], depthwise=True)  # [C*M, 1, kh, kw]
         channels = self.shape(ins[0])[3]
-        if weight.shape[3] % channels:
+        if weight.shape[0] % channels:
             raise ConversionError("DEPTHWISE_CONV_2D output channels are not a multiple of input channels")
-        # TFLite output channel c*M + m is ONNX group c's m-th filter, so [C*M, 1, kh, kw] needs no reorder.
-        kernel, stride = weight.shape[1:3], (o.StrideH(), o.StrideW())
-        dilation = (o.DilationHFactor(), o.DilationWFactor())
-        inputs = [self.names[ins[0]], self.initializer(f"t{ins[1]}_dw", weight.transpose(3, 0, 1, 2))]
+        inputs = [self.names[ins[0]], self.initializer(f"t{ins[1]}_dw", weight)]
         if len(ins) > 2 and ins[2] >= 0:
             inputs.append(self.initializer(f"t{ins[2]}", self.need_const(ins[2], "bias").astype(np.float32)))
         self.emit_fused("Conv", inputs, out, o.FusedActivationFunction(), group=channels,
-                        kernel_shape=list(kernel), strides=list(stride), dilations=list(dilation),
-                        pads=self.pads_2d(ins[0], o.Padding(), kernel, stride, dilation))
+                        **self.conv_attrs(ins[0], o, weight.shape[2:]))
 
     def op_MAX_POOL_2D(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         o = _options(op, tflite.Pool2DOptions)
-        kernel, stride = (o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW())
-        # SAME pads of a max pool are ignored cells in both TFLite and ONNX, not zeros.
-        self.emit_fused("MaxPool", [self.names[ins[0]]], out, o.FusedActivationFunction(),
-                        kernel_shape=list(kernel), strides=list(stride),
-                        pads=self.pads_2d(ins[0], o.Padding(), kernel, stride))
+        self.emit_fused("MaxPool", [self.names[ins[0]]], out, o.FusedActivationFunction(), **self.pool_attrs(ins[0], o))
 
     def op_ADD(self, op: tflite.Operator, ins: list[int], out: int) -> None:
         rank = len(self.shape(out))
@@ -556,19 +565,15 @@ class _Converter:
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             depthwise = name == "DEPTHWISE_CONV_2D"
             o = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
-            weights = [self.need_const(i[1], "weight").astype(np.float32) for i in (ins, p_ins)]
-            # Conv: [O, kh, kw, I] each -> [2O, I, kh, kw] in 2 groups; depthwise: [1, kh, kw, C] -> [2C, 1, kh, kw].
-            weight = np.concatenate([w.transpose(3, 0, 1, 2) if depthwise else w.transpose(TO_NCHW) for w in weights])
+            # Conv: [O, I, kh, kw] each -> [2O, I, kh, kw] in 2 groups; depthwise: [C, 1, kh, kw] -> [2C, 1, kh, kw].
+            weight = np.concatenate([self.conv_weight(i[1], depthwise) for i in (ins, p_ins)])
             inputs = [x, self.initializer(f"{key}_twin_w", weight)]
             if len(ins) > 2 and ins[2] >= 0:
                 bias = np.concatenate([self.need_const(i[2], "bias").astype(np.float32) for i in (ins, p_ins)])
                 inputs.append(self.initializer(f"{key}_twin_b", bias))
-            kernel, stride = weights[0].shape[1:3], (o.StrideH(), o.StrideW())
-            dilation = (o.DilationHFactor(), o.DilationWFactor())
             group = 2 * self.shape(ins[0])[3] if depthwise else 2
             self.emit_fused("Conv", inputs, out, o.FusedActivationFunction(), output=y, group=group,
-                            kernel_shape=list(kernel), strides=list(stride), dilations=list(dilation),
-                            pads=self.pads_2d(ins[0], o.Padding(), kernel, stride, dilation))
+                            **self.conv_attrs(ins[0], o, weight.shape[2:]))
         elif name == "PRELU":
             alpha = np.concatenate([self.need_const(i[1], "PRELU alpha").astype(np.float32).reshape(-1)
                                     for i in (ins, p_ins)])
@@ -578,9 +583,7 @@ class _Converter:
                             _options(op, tflite.AddOptions).FusedActivationFunction(), output=y)
         elif name == "MAX_POOL_2D":
             o = _options(op, tflite.Pool2DOptions)
-            kernel, stride = (o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW())
-            self.emit_fused("MaxPool", [x], out, o.FusedActivationFunction(), output=y, kernel_shape=list(kernel),
-                            strides=list(stride), pads=self.pads_2d(ins[0], o.Padding(), kernel, stride))
+            self.emit_fused("MaxPool", [x], out, o.FusedActivationFunction(), output=y, **self.pool_attrs(ins[0], o))
         elif name == "PAD":
             paddings = self.need_const(ins[1], "PAD paddings")
             channels, padded = self.shape(ins[0])[3], self.shape(out)[3]
@@ -599,9 +602,7 @@ class _Converter:
             # Read outside the twins too: split the stacked result back into the two tensors.
             half = self.shape(out)[3]
             for tensor, start in ((out, 0), (p_out, half)):
-                self.emit("Slice", [y, self.const_name(f"i{start}", [start], np.int64),
-                                    self.const_name(f"i{start + half}", [start + half], np.int64),
-                                    self.const_name("axis1", [1], np.int64)], self.names[tensor])
+                self.span(y, start, start + half, 1, self.names[tensor])
 
     # -- MediaPipe custom ops (mediapipe/util/tflite/operations, version 2) --------------------
     # Written with plain ONNX ops so that every backend runs them. Boolean tests are arithmetic
@@ -618,11 +619,15 @@ class _Converter:
     def const_name(self, name: str, value: float | list | np.ndarray, dtype: type = np.float32) -> str:
         return self.initializer(name, np.asarray(value, dtype))
 
+    def span(self, source: str, start: int, stop: int, axis: int, output: str) -> str:
+        """source[..., start:stop, ...] along `axis`."""
+        return self.emit("Slice", [source, self.const_name(f"i{start}", [start], np.int64),
+                                   self.const_name(f"i{stop}", [stop], np.int64),
+                                   self.const_name(f"axis{axis}", [axis], np.int64)], output)
+
     def column(self, source: str, index: int, axis: int, output: str) -> str:
         """source[..., index:index+1, ...] along `axis` (keeps the rank)."""
-        return self.emit("Slice", [source, self.const_name(f"i{index}", [index], np.int64),
-                                   self.const_name(f"i{index + 1}", [index + 1], np.int64),
-                                   self.const_name(f"axis{axis}", [axis], np.int64)], output)
+        return self.span(source, index, index + 1, axis, output)
 
     def same_custom_ops(self, op: tflite.Operator) -> list[tuple[tflite.Operator, list[int], int]]:
         """All operators of `op`'s custom type, in graph order, as (op, inputs, output): the
@@ -842,8 +847,7 @@ class _Converter:
             raise ConversionError("the model has no region outputs to refine the mesh with")
         count = int(np.prod(self.shape(mesh_idx)[1:])) // 3
         mesh = self.reshape(self.to_tflite_order(mesh_idx), [count, 3], "refine_mesh")
-        sources = [self.emit("Slice", [mesh, self.const_name("i0", [0], np.int64), self.const_name("i2", [2], np.int64),
-                                       self.const_name("axis2", [2], np.int64)], "refine_mesh_xy")]
+        sources = [self.span(mesh, 0, 2, 2, "refine_mesh_xy")]
         pick = np.arange(count)  # row of the concatenated [mesh; regions] that each vertex takes
         offset = count
         for out_idx, vertices in self.refinements:
