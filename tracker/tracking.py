@@ -95,11 +95,6 @@ def _box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two boxes (x0, y0, x1, y1) share any area."""
-    return bool(min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]))
-
-
 @dataclass
 class Track:
     id: int
@@ -170,7 +165,7 @@ class TrackSet:
             if mesh.presence < self.min_presence:
                 # Gone where another face is: hidden behind it rather than gone.
                 self._remember(track, next((other.id for (other, _), box in zip(present, boxes)
-                                            if _overlap(track.bbox, box)), None))
+                                            if box_iou(track.bbox, box[None])[0] > 0), None))
         kept, seen, someone_else = [], [], []
         for i, (track, mesh) in enumerate(present):
             s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
@@ -181,7 +176,7 @@ class TrackSet:
                     someone_else.append(mesh)
                     continue
                 front = next((other for j, (other, _) in enumerate(present)
-                              if j != i and _overlap(boxes[i], boxes[j])), None)
+                              if j != i and box_iou(boxes[i], boxes[j][None])[0] > 0), None)
                 if front is not None:
                     # Its crop is mostly the face in front of it (faces crossing): the mesh still sees a
                     # face there and would drag the track onto it. Lost until it shows again.
@@ -196,7 +191,7 @@ class TrackSet:
         for track, s in kept_seen:
             # A crop reaching another face (crossing) would learn that face's colours too.
             reach = np.array(track.roi.bbox())
-            if not any(_overlap(reach, t.bbox) for t in self.tracks if t is not track):
+            if not any(box_iou(reach, t.bbox[None])[0] > 0 for t in self.tracks if t is not track):
                 track._see(s)
         self.lost = [t for t in self.lost if self._frame - t.lost_at <= REMEMBER_FRAMES
                      or (t.appearance is not None and self._frame - t.lost_at <= REID_FRAMES)][-REMEMBER_MAX:]
@@ -228,7 +223,7 @@ class TrackSet:
             track = Track(id=self._next_id, mesh=mesh)
             if not self.is_new_face(track.bbox):
                 continue
-            if image is not None and any(_overlap(track.bbox, t.bbox) for t in self.tracks):
+            if image is not None and any(box_iou(track.bbox, t.bbox[None])[0] > 0 for t in self.tracks):
                 # Still partly behind a tracked face: its crop's colours are mixed with that face's, so
                 # who it is cannot be told yet.
                 deferred = True
@@ -282,7 +277,7 @@ class TrackSet:
             if track.hidden_by is None or self._frame - track.lost_at > REMEMBER_FRAMES:
                 continue
             front = next((t for t in self.tracks if t.id == track.hidden_by), None)
-            if front is not None and _overlap(np.array(front.roi.bbox()), bbox):
+            if front is not None and box_iou(np.array(front.roi.bbox()), bbox[None])[0] > 0:
                 d = track._distance(seen)
                 if d is None or d <= NOT_SAME_DISTANCE:
                     return track
