@@ -8,6 +8,7 @@ consume) and the points in image pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class MeshResult:
     mirror_features: tuple[np.ndarray, np.ndarray] | None = None
     pixels: np.ndarray | None = None
     mirror_pixels: np.ndarray | None = None
+
+    @cached_property
+    def next_roi(self) -> Roi:
+        """The ROI the next frame is cropped from (tracking mode); computed once, several stages ask."""
+        return roi_from_mesh(self.points)
 
 
 def roi_from_detection(det: Detection) -> Roi:

@@ -9,7 +9,7 @@ import numpy as np
 from tracker.detector import FaceDetector
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
-from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection, roi_from_mesh
+from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
@@ -161,7 +161,7 @@ class FaceTracker:
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
-        return self.mesh.run(image, [roi_from_mesh(m.points) for m in first], mirror=self.config.mirror_check)
+        return self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
 
 
 def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from tracker.detector import box_iou
 from tracker.fitting import FitState
-from tracker.mesh import MeshResult, roi_from_mesh
+from tracker.mesh import MeshResult
 from tracker.roi import Roi, crop
 from tracker.smoothing import FaceSmoother
 
@@ -108,7 +108,7 @@ class Track:
 
     @property
     def roi(self) -> Roi:
-        return roi_from_mesh(self.mesh.points)
+        return self.mesh.next_roi
 
     @property
     def bbox(self) -> np.ndarray:
@@ -166,14 +166,15 @@ class TrackSet:
                 # Gone where another face is: hidden behind it rather than gone.
                 self._remember(track, next((other.id for (other, _), box in zip(present, boxes)
                                             if box_iou(track.bbox, box[None])[0] > 0), None))
-        kept, seen, someone_else = [], [], []
+        kept, seen = [], []
+        someone_else: list[tuple[MeshResult, np.ndarray | None]] = []  # at a cut, with their appearances
         for i, (track, mesh) in enumerate(present):
-            s = None if image is None else appearance(image, roi_from_mesh(mesh.points))
+            s = None if image is None else appearance(image, mesh.next_roi)
             d = track._distance(s)
             if d is not None and d > NOT_SAME_DISTANCE:
                 if self.cut:
                     self._remember(track)
-                    someone_else.append(mesh)
+                    someone_else.append((mesh, s))
                     continue
                 front = next((other for j, (other, _) in enumerate(present)
                               if j != i and box_iou(boxes[i], boxes[j][None])[0] > 0), None)
@@ -197,7 +198,7 @@ class TrackSet:
                      or (t.appearance is not None and self._frame - t.lost_at <= REID_FRAMES)][-REMEMBER_MAX:]
         # After the live tracks, so a face that is new here cannot take one of theirs; one seen before
         # (a cut back to it) takes its ID back as any returning face does.
-        self.add(someone_else, image)
+        self.add([m for m, _ in someone_else], image, appearances=[s for _, s in someone_else])
 
     def _remember(self, track: Track, hidden_by: int | None = None) -> None:
         track.lost_at = self._frame
@@ -210,12 +211,14 @@ class TrackSet:
         boxes = np.stack([t.bbox for t in self.tracks])
         return bool(box_iou(np.asarray(bbox, np.float64), boxes).max() <= NEW_FACE_MAX_IOU)
 
-    def add(self, meshes: list[MeshResult], image: np.ndarray | None = None) -> bool:
+    def add(self, meshes: list[MeshResult], image: np.ndarray | None = None,
+            appearances: list[np.ndarray | None] | None = None) -> bool:
         """Start tracks for new faces, up to max_faces; a face seen before takes back its ID.
 
+        ``appearances``: the meshes' appearances in ``image`` when already measured (else measured here).
         Returns whether a face was left out for now because it still overlaps a tracked one."""
         deferred = False
-        for mesh in meshes:
+        for k, mesh in enumerate(meshes):
             if self.full:
                 break
             if mesh.presence < self.min_presence:
@@ -228,7 +231,10 @@ class TrackSet:
                 # who it is cannot be told yet.
                 deferred = True
                 continue
-            seen = None if image is None else appearance(image, track.roi)
+            if appearances is not None:
+                seen = appearances[k]
+            else:
+                seen = None if image is None else appearance(image, track.roi)
             returning = self._recently_lost_at(track.bbox, seen)
             if returning is not None:
                 # The same face after a short miss: its ID, identity and warm start carry on.
