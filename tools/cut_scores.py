@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
 
-from tracker.tracking import CUT_MAX_CORRELATION, frame_signature
+from tracker.tracking import CUT_MAX_CORRELATION, ShotCuts, frame_signature
 
 SHARED_VIDEO = SHARED_DATA / "video"
 # Gains per BGR channel: a jump in white balance, then in exposure either way.
@@ -35,18 +35,16 @@ LIGHTING = ((1.3, 0.85, 1.0), (1.4, 1.4, 1.4), (0.6, 0.6, 0.6))
 def correlations(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(frame-to-frame correlations, index of the later frame of each, the first frame)."""
     cap = cv2.VideoCapture(str(path))
-    values, frames, previous, first, k = [], [], None, None, 0
+    values, frames, cuts, first, k = [], [], ShotCuts(), None, 0
     while True:
         ok, image = cap.read()
         if not ok:
             break
         first = image if first is None else first
-        signature = frame_signature(image)
-        if signature is not None and previous is not None:
-            values.append(float(signature @ previous))
+        value = cuts.correlation(image)  # as the tracker compares frames
+        if value is not None:
+            values.append(value)
             frames.append(k)
-        if signature is not None:
-            previous = signature
         k += 1
     cap.release()
     return np.array(values), np.array(frames), first

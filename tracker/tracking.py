@@ -79,6 +79,30 @@ def frame_signature(image: np.ndarray) -> np.ndarray | None:
     return None if norm < _FLAT * np.sqrt(small.size) / 4 else small / norm
 
 
+class ShotCuts:
+    """Tells cuts in a stream of frames: the correlation of each frame's signature with the last
+    frame's that had one. A flat frame (black, say) tells nothing: no cut into or out of it."""
+
+    def __init__(self) -> None:
+        self._last: np.ndarray | None = None  # the signature of the last frame that had a layout
+
+    def reset(self) -> None:
+        self._last = None
+
+    def correlation(self, image: np.ndarray) -> float | None:
+        """This frame's layout correlation with the last non-flat frame's; None if either is flat or
+        there was none."""
+        signature = frame_signature(image)
+        value = None if signature is None or self._last is None else float(signature @ self._last)
+        if signature is not None:
+            self._last = signature
+        return value
+
+    def is_cut(self, image: np.ndarray) -> bool:
+        value = self.correlation(image)
+        return value is not None and value < CUT_MAX_CORRELATION
+
+
 def appearance(image: np.ndarray, roi: Roi) -> np.ndarray:
     """Hue-saturation histogram (sums to 1) of the face in ``roi``: scale- and roll-free."""
     face = crop(image, roi, _CROP)[_FACE]
@@ -131,7 +155,7 @@ class TrackSet:
         self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
         self._frame = 0
-        self._signature: np.ndarray | None = None  # the previous frame's (frame_signature)
+        self._cuts = ShotCuts()
         # The last update's frame does not continue the one before (a cut): the new shot's faces are
         # worth looking for at once.
         self.cut = False
@@ -139,7 +163,7 @@ class TrackSet:
     def clear(self) -> None:
         self.tracks = []
         self.lost = []
-        self._signature = None
+        self._cuts.reset()
         self.cut = False
 
     @property
@@ -154,11 +178,9 @@ class TrackSet:
         apart (:attr:`cut`): there, a face in a track's crop that is clearly someone else's ends the
         track and starts its own. A flat frame (black, say) tells nothing: no cut into or out of it."""
         self._frame += 1
-        signature = None if image is None else frame_signature(image)
-        self.cut = (signature is not None and self._signature is not None
-                    and float(signature @ self._signature) < CUT_MAX_CORRELATION)
-        if signature is not None or image is None:
-            self._signature = signature
+        if image is None:
+            self._cuts.reset()  # nothing seen: the next frame with an image starts afresh
+        self.cut = image is not None and self._cuts.is_cut(image)
         present = [(track, mesh) for track, mesh in zip(self.tracks, meshes) if mesh.presence >= self.min_presence]
         boxes = [_box(mesh.points) for _, mesh in present]
         for track, mesh in zip(self.tracks, meshes):
