@@ -123,3 +123,25 @@ def test_model_params_fit_recovers_a_projected_face():
         assert residual < 1.0, residual  # px; the noise alone leaves ~0.6
         yaw_error = np.degrees(np.abs(np.arctan2(fitted[:, 2], fitted[:, 0]) - yaw))
         assert yaw_error.mean() < 1.5 and yaw_error.max() < 4.0, yaw_error
+
+
+def test_torch_executor_of_the_refiner_graph_matches_onnx_runtime():
+    """tools/bench_batch.py runs engines/refiner.onnx op by op in PyTorch (the CUDA stand-in for TensorRT):
+    its outputs must be ONNX Runtime's, and an op it does not implement must be refused, not skipped."""
+    pytest.importorskip("torch", reason="PyTorch is tool-time only: pip install torch==2.13.0")
+    bb = _load("bench_batch")
+    from tracker.backends import create_session, model_path
+
+    session = create_session(bb.REFINER_FILE, "onnxruntime")
+    graph = bb.TorchGraph(model_path(bb.REFINER_FILE), "cpu")
+    assert bb.parity(graph, session, batch=2) < bb.PARITY_TOLERANCE
+    # A changed input must change the outputs the same way in both (the executor really reads its inputs).
+    feeds = {k: np.repeat(v[:1], 2, axis=0) for k, v in bb.make_inputs(2, seed=5).items()}
+    feeds["landmarks"][1] += 3.0  # the same face, its starting shape moved by 3 px
+    ours = session.run(feeds)
+    theirs = dict(zip(graph.outputs, graph(feeds)))
+    assert np.abs(ours["refined"][1] - ours["refined"][0]).max() > 1.0
+    np.testing.assert_allclose(theirs["refined"].numpy(), ours["refined"], atol=bb.PARITY_TOLERANCE)
+    graph.nodes[0].op_type = "NotAnOnnxOp"
+    with pytest.raises(SystemExit, match="NotAnOnnxOp"):
+        graph(feeds)
