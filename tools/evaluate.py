@@ -155,8 +155,9 @@ def main() -> int:
     parser.add_argument("--detector", default="short", choices=("short", "full"))
     parser.add_argument("--json", type=Path, help="also write the report (with per-face rows) here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--plots", type=Path, default=Path(__file__).resolve().parent.parent / "docs",
-                        help="folder for the CED plot")
+    parser.add_argument("--plots", type=Path,
+                        help="folder for the CED plot (default: docs/, or the --worst folder with --no-write, "
+                             "so a trial run leaves the committed plot alone)")
     parser.add_argument("--worst", type=Path, default=Path(__file__).resolve().parent.parent / "out",
                         help="folder for the sheet of the 12 worst faces (dataset pixels: kept out of the repo)")
     args = parser.parse_args()
@@ -190,9 +191,10 @@ def main() -> int:
          f"{'' if args.detector == 'short' else f' --detector {args.detector}'}`"),
     ])
     report = reports
-    args.plots.mkdir(parents=True, exist_ok=True)
+    plots = args.plots or (args.worst if args.no_write else Path(__file__).resolve().parent.parent / "docs")
+    plots.mkdir(parents=True, exist_ok=True)
     args.worst.mkdir(parents=True, exist_ok=True)
-    ced, worst = args.plots / f"ced_{args.images.name}.png", args.worst / f"worst_{args.images.name}.png"
+    ced, worst = plots / f"ced_{args.images.name}.png", args.worst / f"worst_{args.images.name}.png"
     draw_ced(reports, 0.08, ced)
     draw_worst(r, worst)
     body += (f"\n\n![CED](docs/{ced.name}) — the sheet of the 12 worst faces (prediction red, truth green) is "
