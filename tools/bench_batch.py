@@ -253,25 +253,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows: cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device for the PyTorch rows")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.device == "cuda" and (torch is None or not torch.cuda.is_available()):
+        print("error: --device cuda needs PyTorch with a CUDA GPU it can see", file=sys.stderr)
+        return 2
     path = model_path(REFINER_FILE)
     session = create_session(REFINER_FILE, "onnxruntime")
     feeds = make_inputs(args.batch)
     rows = [("ONNX Runtime, CPU (1 thread, as the tracker runs it)",
              time_calls(lambda: session.run(feeds), args.repeats))]
-    notes = []
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        notes.append("PyTorch is not installed: no PyTorch rows (`pip install torch`).")
+    notes = [] if torch is not None else ["PyTorch is not installed: no PyTorch rows (`pip install torch`)."]
     if torch is not None:
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            print(f"error: --device {args.device}: this PyTorch sees no CUDA GPU", file=sys.stderr)
-            return 2
         graph = TorchGraph(path, args.device)
         diff = parity(graph, session)
         if diff > PARITY_TOLERANCE:
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         notes.append(f"The PyTorch executor's outputs match ONNX Runtime's within {diff:.1g} (batch 4, same inputs).")
         device_feeds = {k: torch.as_tensor(v, device=args.device) for k, v in feeds.items()}
-        sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+        sync = torch.cuda.synchronize if args.device == "cuda" else None
         name = torch.cuda.get_device_name() if sync else f"CPU ({torch.get_num_threads()} threads)"
         with torch.inference_mode():
             rows.append((f"PyTorch {torch.__version__}, {name}, the ONNX graph op by op",
