@@ -132,3 +132,44 @@ def test_cli_writes_images_and_clips(ri, tmp_path):
 def test_cli_missing_model(ri, tmp_path, capsys):
     assert ri.main(["--out", str(tmp_path), "--model", str(tmp_path / "nope.npz")]) == 2
     assert "ict_face.npz" in capsys.readouterr().err
+
+
+def test_silhouette_jaw_labels_of_training_renders(ri, model):
+    """tools/train_refiner.py teaches render jaws on their silhouette: the labels come from the very face
+    render_image drew for that seed, the turned-away jaw moves out to the head's outline (its fixed
+    vertices have turned behind it), the chin stays, and each crop gets them through its own affine,
+    mirrored crops included."""
+    spec = importlib.util.spec_from_file_location("train_refiner", REPO / "tools" / "train_refiner.py")
+    tr = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "tools"))
+    spec.loader.exec_module(tr)
+    from tracker.landmarks68 import IBUG68_MIRROR
+
+    for seed in (0, 2):  # turned to its own left (yaw +34°), then to its right (−55°)
+        _, truth = ri.render_image(model, np.random.default_rng(seed), tr.RENDER_SIZE)
+        points, jaw = tr.silhouette_jaw(seed)
+        np.testing.assert_allclose(points, truth["landmarks"], atol=0.01)
+        np.testing.assert_array_equal(jaw[8], points[8])
+        across = (points[45] - points[36]) / np.linalg.norm(points[45] - points[36])  # subject's right to left
+        side = 1.0 if truth["yaw"] > 0 else -1.0  # yaw > 0: turned to its own left, its left jaw away
+        away = slice(9, 17) if side > 0 else slice(0, 8)
+        outwards = side * float(((jaw[away] - points[away]) @ across).mean())
+        assert outwards > 2.0, (seed, outwards)
+
+    points, jaw = tr.silhouette_jaw(0)
+    c, s = np.cos(0.3), np.sin(0.3)
+    to_crop = lambda p: 0.4 * p @ np.array([[c, s], [-s, c]]) + np.array([10.0, -20.0])
+    full = points.copy()
+    full[:17] = jaw
+    direct = to_crop(points)
+    mirrored = to_crop(points)[IBUG68_MIRROR]
+    mirrored[:, 0] = 191.0 - mirrored[:, 0]
+    source = np.full(2, tr.RENDER)
+    labelled = tr.with_silhouette_jaws(np.stack([direct, mirrored]), np.zeros(2, int), source)
+    expect_mirrored = to_crop(full)[IBUG68_MIRROR]
+    expect_mirrored[:, 0] = 191.0 - expect_mirrored[:, 0]
+    np.testing.assert_allclose(labelled[0, :17], to_crop(jaw), atol=1e-3)
+    np.testing.assert_allclose(labelled[1, :17], expect_mirrored[:17], atol=1e-3)
+    np.testing.assert_array_equal(labelled[:, 17:], np.stack([direct, mirrored])[:, 17:].astype(np.float32))
+    with pytest.raises(SystemExit, match="no affine image"):  # a crop of some other face
+        tr.with_silhouette_jaws(np.stack([direct[::-1]]), np.zeros(1, int), source[:1])

@@ -611,12 +611,34 @@ def truth_record(yaw: float, pitch: float, roll: float, translation_cm: np.ndarr
     }
 
 
-def render_image(model: IctModel, rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
-    """One random still: identity, expression, pose U(+-60, +-25, +-20), light, background."""
-    identity = sample_identity(rng, model.id_basis.shape[0])
+@dataclass(frozen=True)
+class StillFace:
+    """The random face and camera of one still (render_image): what its geometry depends on."""
+
+    identity: np.ndarray  # (100,) ICT identity coefficients
+    weights: dict[str, float]  # ARKit blendshape weights
+    yaw: float
+    pitch: float
+    roll: float
+    focal: float  # pixels
+    translation_cm: np.ndarray  # model origin in camera axes
+
+
+def sample_still_face(rng: np.random.Generator, size: int, identities: int = 100) -> StillFace:
+    """The first draws of render_image: identity, expression, pose U(+-60, +-25, +-20), camera. Tools that
+    need a still's geometry (tools/train_refiner.py's jaw labels) redraw it from the same seed."""
+    identity = sample_identity(rng, identities)
     weights = sample_expression(rng)
     yaw, pitch, roll = rng.uniform(-60, 60), rng.uniform(-25, 25), rng.uniform(-20, 20)
     focal, t = sample_camera(rng, size)
+    return StillFace(identity, weights, float(yaw), float(pitch), float(roll), focal, t)
+
+
+def render_image(model: IctModel, rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
+    """One random still: identity, expression, pose U(+-60, +-25, +-20), light, background."""
+    face = sample_still_face(rng, size, model.id_basis.shape[0])
+    identity, weights, focal, t = face.identity, face.weights, face.focal, face.translation_cm
+    yaw, pitch, roll = face.yaw, face.pitch, face.roll
     light = random_light(rng)
     bg = random_background(rng, size)
     rot, expr = euler_to_matrix(yaw, pitch, roll), arkit_to_ict(model, weights)

@@ -336,12 +336,75 @@ def make_data(augmentations: int, seed: int, occluded: float, renders: int, rend
 
 
 def load_data():
+    """The cache's maps, S0, truth (render jaws on their silhouette), visibility, image ids and sources."""
     meta = np.load(CACHE / "meta.npz")
     n = int(meta["n"])
     f48 = np.load(CACHE / "f48.npy", mmap_mode="r")[:n]
     f24 = np.load(CACHE / "f24.npy", mmap_mode="r")[:n]
-    return (np.asarray(f48), np.asarray(f24), meta["s0"], meta["gt"], meta["visible"], meta["image_id"],
-            meta["source"])
+    gt = with_silhouette_jaws(meta["gt"], meta["image_id"], meta["source"])
+    return np.asarray(f48), np.asarray(f24), meta["s0"], gt, meta["visible"], meta["image_id"], meta["source"]
+
+
+def silhouette_jaw(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A landmark-data render's 68 points and its jaw on the silhouette (17×2 image px), from its seed.
+
+    A render's truth jaw is ICT's fixed vertices; annotators of real faces mark the visible outline
+    instead. Each jaw point slides along its row of candidates (the reduced model's contour rows, a
+    horizontal slice of the face, as the 3D fit slides its jaw) to the one outermost along the face's
+    projected left-right axis; the chin stays put."""
+    from render_ict import sample_still_face
+
+    from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
+
+    model = np.load(REPO / "engines" / "face_model.npz")
+    face = sample_still_face(np.random.default_rng(seed), RENDER_SIZE)
+    weights = np.array([face.weights.get(str(n), 0.0) for n in model["arkit_names"]])
+    points = (model["mean"] + np.tensordot(face.identity.astype(np.float64), model["id_basis"], axes=1)
+              + np.tensordot(weights, model["exp_basis"], axes=1))
+    rotation = euler_to_matrix(face.yaw, face.pitch, face.roll) @ MODEL_TO_CAMERA
+    cam = points @ rotation.T + face.translation_cm
+    centre = (RENDER_SIZE - 1) / 2.0
+    uv = face.focal * cam[:, :2] / cam[:, 2:] + centre
+    across = rotation[:2, 0] / np.linalg.norm(rotation[:2, 0])  # the subject's right-to-left, in the image
+    lm68, contour = model["lm68"].astype(np.int64), model["contour"].astype(np.int64)
+    jaw = uv[lm68[:17]].copy()
+    for k in range(17):
+        if k == 8:
+            continue
+        row = [int(lm68[k]), *(int(p) for p in contour[k] if p >= 0 and p != lm68[k])]
+        along = uv[row] @ across
+        jaw[k] = uv[row[int(np.argmin(along) if k < 8 else np.argmax(along))]]
+    return uv[lm68], jaw
+
+
+def with_silhouette_jaws(gt: np.ndarray, image_id: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """``gt`` with each render crop's jaw moved to its silhouette (silhouette_jaw), mapped into the crop by
+    the affine that takes the render's 68 points onto the crop's truth (mirrored crops: with the
+    left/right swap). Renders are the landmark data's seeds 0..999, numbered after the helen images."""
+    out = np.array(gt, dtype=np.float32, copy=True)
+    renders = np.flatnonzero(source == RENDER)
+    if not len(renders):
+        return out
+    first_render = int(image_id[source == HELEN].max()) + 1 if (source == HELEN).any() else 0
+    geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for n in renders:
+        seed = int(image_id[n]) - first_render
+        if seed not in geometry:
+            geometry = {seed: silhouette_jaw(seed)}  # a render's crops are consecutive
+        points, jaw = geometry[seed]
+        fits = []
+        for order in (np.arange(68), IBUG68_MIRROR):
+            src = np.column_stack([points[order], np.ones(68)])
+            affine = np.linalg.lstsq(src, gt[n].astype(np.float64), rcond=None)[0]
+            fits.append((float(np.abs(src @ affine - gt[n]).max()), order, affine))
+        residual, order, affine = min(fits, key=lambda f: f[0])
+        if residual > 0.05:
+            raise SystemExit(f"render crop {n}: its truth is no affine image of render {seed}'s points "
+                             f"(residual {residual:.2f} px): the cache and the renderer disagree")
+        full = points.copy()
+        full[:17] = jaw
+        out[n, :17] = (np.column_stack([full[order], np.ones(68)]) @ affine)[:17]
+    return out
 
 
 # ----------------------------------------------------------------------------------- 3D branch
@@ -774,10 +837,8 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1).astype(np.float32)
-    # Render truth is ICT's 68 landmark vertices: its jaw points are fixed vertices, not the visible
-    # contour the annotators of real faces mark, so renders teach the inner 51 points only.
+    # Every point counts: render jaws are taught on their silhouette (load_data), as annotators mark them.
     point_weight = np.ones((len(gt), 68), np.float32)
-    point_weight[source == RENDER, :17] = 0.0
     all_points = torch.ones(1, 68)
 
     def evaluate(idx):
@@ -1105,6 +1166,7 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
     t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
     image = lambda pixels: t(pixels).permute(0, 3, 1, 2)[:, [2, 1, 0]] / 255.0  # BGR uint8 NHWC -> RGB [0, 1]
     iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1).astype(np.float32)
+    # Render jaws untaught, as when this comparison was run (engines/REFINER.md), so its figures reproduce.
     point_weight = np.ones((len(gt), 68), np.float32)
     point_weight[source == RENDER, :17] = 0.0
 
