@@ -345,36 +345,42 @@ def load_data():
     return np.asarray(f48), np.asarray(f24), meta["s0"], gt, meta["visible"], meta["image_id"], meta["source"]
 
 
+@functools.cache
+def _contour_model():
+    """The reduced face model as the 3D fit loads it (its jaw rows and their sides), without the
+    detector offsets: the renders' own geometry."""
+    from tracker.fitting import FaceModel
+
+    return FaceModel.load(offsets=None)
+
+
 def silhouette_jaw(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A landmark-data render's 68 points and its jaw on the silhouette (17×2 image px), from its seed.
 
     A render's truth jaw is ICT's fixed vertices; annotators of real faces mark the visible outline
-    instead. Each jaw point slides along its row of candidates (the reduced model's contour rows, a
-    horizontal slice of the face, as the 3D fit slides its jaw) to the one outermost along the face's
-    projected left-right axis; the chin stays put."""
+    instead. Each jaw point slides along the 3D fit's contour row for it (FaceModel.candidates, a
+    horizontal slice of the face, and FaceModel.slide, its side) to the candidate outermost along the
+    face's projected left-right axis; points that do not slide (the chin) stay put."""
     from render_ict import sample_still_face
 
+    from tracker.fitting import JAW_ROWS
     from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
 
-    model = np.load(REPO / "engines" / "face_model.npz")
+    model = _contour_model()
     face = sample_still_face(np.random.default_rng(seed), RENDER_SIZE)
-    weights = np.array([face.weights.get(str(n), 0.0) for n in model["arkit_names"]])
-    points = (model["mean"] + np.tensordot(face.identity.astype(np.float64), model["id_basis"], axes=1)
-              + np.tensordot(weights, model["exp_basis"], axes=1))
+    weights = np.array([face.weights.get(n, 0.0) for n in model.names])
+    identity = face.identity[:len(model.identity)].astype(np.float64)
+    points = (model.mean + np.tensordot(identity, model.identity, axes=1)
+              + np.tensordot(weights, model.expression, axes=1))
     rotation = euler_to_matrix(face.yaw, face.pitch, face.roll) @ MODEL_TO_CAMERA
     cam = points @ rotation.T + face.translation_cm
-    centre = (RENDER_SIZE - 1) / 2.0
-    uv = face.focal * cam[:, :2] / cam[:, 2:] + centre
+    uv = face.focal * cam[:, :2] / cam[:, 2:] + (RENDER_SIZE - 1) / 2.0
     across = rotation[:2, 0] / np.linalg.norm(rotation[:2, 0])  # the subject's right-to-left, in the image
-    lm68, contour = model["lm68"].astype(np.int64), model["contour"].astype(np.int64)
-    jaw = uv[lm68[:17]].copy()
-    for k in range(17):
-        if k == 8:
-            continue
-        row = [int(lm68[k]), *(int(p) for p in contour[k] if p >= 0 and p != lm68[k])]
-        along = uv[row] @ across
-        jaw[k] = uv[row[int(np.argmin(along) if k < 8 else np.argmax(along))]]
-    return uv[lm68], jaw
+    jaw = uv[model.landmarks[:JAW_ROWS]].copy()
+    for k in np.flatnonzero(model.slide[:JAW_ROWS]):
+        row = model.candidates[k][model.candidates[k] >= 0]
+        jaw[k] = uv[row[int(np.argmax(model.slide[k] * (uv[row] @ across)))]]
+    return uv[model.landmarks], jaw
 
 
 def with_silhouette_jaws(gt: np.ndarray, image_id: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -386,12 +392,11 @@ def with_silhouette_jaws(gt: np.ndarray, image_id: np.ndarray, source: np.ndarra
     if not len(renders):
         return out
     first_render = int(image_id[source == HELEN].max()) + 1 if (source == HELEN).any() else 0
-    geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    seed = None
     for n in renders:
-        seed = int(image_id[n]) - first_render
-        if seed not in geometry:
-            geometry = {seed: silhouette_jaw(seed)}  # a render's crops are consecutive
-        points, jaw = geometry[seed]
+        if int(image_id[n]) - first_render != seed:  # a render's crops are consecutive: one geometry each
+            seed = int(image_id[n]) - first_render
+            points, jaw = silhouette_jaw(seed)
         fits = []
         for order in (np.arange(68), IBUG68_MIRROR):
             src = np.column_stack([points[order], np.ones(68)])
