@@ -134,7 +134,7 @@ class TorchGraph:
     def _op_cast(self, args, attrs):
         dtype = getattr(self.torch, self._DTYPES[attrs["to"]])
         x = args[0].to(dtype)
-        return self._on(x, self.torch.empty(0, device=self.device)) if x.is_floating_point() else x
+        return x.to(self.device) if x.is_floating_point() else x
 
     def _op_concat(self, args, attrs):
         device = next((a.device for a in args if a.device.type != "cpu"), args[0].device)
@@ -214,7 +214,7 @@ class TorchGraph:
     def _op_averagepool(self, args, attrs):
         kernel = attrs["kernel_shape"]
         pads = list(attrs.get("pads", [0] * 2 * len(kernel)))
-        if any(pads) and not attrs.get("count_include_pad", 0) and pads[:len(kernel)] != pads[len(kernel):]:
+        if pads[:len(kernel)] != pads[len(kernel):]:  # torch's pooling pads both sides alike
             raise SystemExit("error: TorchGraph's AveragePool takes symmetric padding only")
         half = pads[:len(kernel)]
         return self.torch.nn.functional.avg_pool2d(args[0], kernel, stride=attrs.get("strides", kernel), padding=half,
