@@ -83,6 +83,12 @@ VIS_PIXEL_SEED = 3
 EXPR_POINT_DIM = 16  # expression head: per-landmark compressed feature size
 EXPR_HIDDEN = 256
 EXPR_SEED = 1
+# The expression head is a pair: two heads of the same architecture and loss, trained apart
+# (train-expression), their weights averaged in the graph. The first is the single head shipped before
+# (EXPR_SEED's initialisation, the stage's --seed data order); the second has its own seed for both. On the
+# held-out render crops (seeds 900-999) the pair reads the key shapes better than either head alone
+# (engines/REFINER.md, "Expression head"); a third head would take the ONNX file to 9.8 MB of its 10 MB.
+EXPR_ENSEMBLE_SEEDS = (101,)
 # Where the expression head also samples features besides the 68 points: places the 68 do not cover
 # and the key expressions change (cheeks and nasolabial folds for smiles, forehead and glabella for the
 # brows, under the eyes, the chin), each a fixed combination of the final 68 (iBUG indices, weights).
@@ -635,6 +641,25 @@ def build_model():
             z = self.point(torch.cat([features, extra], 1)).reshape(-1, self.mlp[0].in_features - 136)
             return self.mlp(torch.cat([z, (shape.detach() / CROP - 0.5).reshape(-1, 136)], 1))
 
+    class ExpressionEnsemble(nn.Module):
+        """The Expression heads whose weights are averaged: each reads the same features at the same
+        points (the first head's EXPRESSION_POINTS matrix) and is trained on its own (train-expression).
+        Returns the weights in [0, 1], not logits."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = nn.ModuleList([Expression() for _ in range(1 + len(EXPR_ENSEMBLE_SEEDS))])
+
+        def points(self, shape):
+            return self.heads[0].points(shape)
+
+        def forward(self, features, extra, shape):
+            # A sum, not a stack and a mean: OpenCV DNN mis-shapes a reduction over the stacked axis.
+            total = torch.sigmoid(self.heads[0](features, extra, shape))
+            for head in self.heads[1:]:
+                total = total + torch.sigmoid(head(features, extra, shape))
+            return total / len(self.heads)
+
     mean, ident, expr = branch_model()
     inner = np.zeros((68, 1))
     inner[INNER] = 1.0
@@ -692,7 +717,7 @@ def build_model():
             # this head existed (the `train` stage still reproduces the shipped landmark weights).
             with torch.random.fork_rng():
                 torch.manual_seed(EXPR_SEED)
-                self.expression = Expression()
+                self.expression = ExpressionEnsemble()
 
         def refine(self, features_48, features_24, landmarks):
             """The shape after each step, θ after each step (empty unless dual), and the shape-indexed
@@ -738,7 +763,7 @@ def build_model():
             at, theta = shapes[-1], thetas[-1]
             visibility = self.net.visibility(features, self.net.visibility.pixel_features(image, at))
             extra = self.net.expression_features(features_48, features_24, at)
-            weights = torch.sigmoid(self.net.expression(features, extra, at))
+            weights = self.net.expression(features, extra, at)
             # The 3D branch: its projection S_p [N,68,2], its affine camera [N,2,4] (crop px = A·X + t for
             # model points X in cm) and the 52 expression weights of the model that S_p projects.
             camera = torch.cat([theta[:, THETA_CAMERA].reshape(-1, 2, 3) * PX_PER_CM, theta[:, THETA_TRANSLATION].reshape(-1, 2, 1) * CROP], 2)
@@ -956,11 +981,11 @@ def _render_crops(cache: Path) -> tuple[np.ndarray, ...]:
 
 
 def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
-    """The expression head alone, on render crops (the only ones with known weights): the landmark
-    data's renders (seeds 0-999) and the expression-data stage's (seeds 10,000 and up). The trained
-    landmark steps and visibility head are frozen and unchanged.
+    """The expression heads alone, one after the other, on render crops (the only ones with known
+    weights): the landmark data's renders (seeds 0-999) and the expression-data stage's (seeds 10,000 and
+    up). The trained landmark steps and visibility head are frozen and unchanged.
 
-    Renders of seeds 900-999 (all their crops) are held out for checkpoint selection by the loss: the
+    Renders of seeds 900-999 (all their crops) are held out for each head's checkpoint selection by the loss: the
     mean squared weight error over the 51 shapes ICT has (tongueOut is always 0), the six key shapes
     weighted KEY_WEIGHT (an absolute-error loss on all of them drove the sparse weights to 0, their
     median), plus KEY_L1 times the key shapes' mean absolute error."""
@@ -988,18 +1013,17 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
         labels.append(weights)
         seeds.append(render_seeds)
     feats, extra, shapes, labels, seeds = (np.concatenate(a) for a in (feats, extra, shapes, labels, seeds))
-    head = net.expression
+    ensemble = net.expression
     key = [ARKIT_BLENDSHAPES.index(n) for n in KEY_SHAPES]
     used = np.ones(len(ARKIT_BLENDSHAPES), np.float32)
     used[ARKIT_BLENDSHAPES.index("tongueOut")] = 0.0
     weight = used.copy()
     weight[key] *= KEY_WEIGHT
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     held = (seeds >= 900) & (seeds < 1000)
     trn, val = np.flatnonzero(~held), np.flatnonzero(held)
-    print(f"expression head: {sum(p.numel() for p in head.parameters())} parameters; {len(trn)} training crops "
-          f"({len(np.unique(seeds[trn]))} renders), {len(val)} held-out crops (render seeds 900-999)")
+    print(f"expression heads: {len(ensemble.heads)} × {sum(p.numel() for p in ensemble.heads[0].parameters())} "
+          f"parameters; {len(trn)} training crops ({len(np.unique(seeds[trn]))} renders), {len(val)} held-out "
+          "crops (render seeds 900-999)")
 
     key_mask = np.zeros(len(ARKIT_BLENDSHAPES), np.float32)
     key_mask[key] = 1.0
@@ -1010,33 +1034,53 @@ def train_expression(epochs: int, seed: int, batch: int, lr: float) -> None:
         return ((d ** 2 * weight_t).sum(1).mean() / float(used.sum())
                 + KEY_L1 * (d.abs() * key_mask_t).sum(1).mean() / len(key))
 
-    def errors(idx):
-        head.eval()
+    def errors(weights_of, idx):
+        """Held-out loss, per-shape MAE and the MSE over the 51 taught shapes of ``weights_of``
+        (features, extra, shape) -> weights in [0, 1]."""
         with torch.no_grad():
-            pred = torch.sigmoid(head(t(feats[idx]), t(extra[idx]), t(shapes[idx])))
+            pred = weights_of(t(feats[idx]), t(extra[idx]), t(shapes[idx]))
         d = pred.numpy() - labels[idx]
         return float(loss_of(pred, t(labels[idx]))), np.abs(d).mean(0), float((d ** 2 * used).sum(1).mean() / used.sum())
 
-    best, best_epoch, started = np.inf, -1, time.perf_counter()
-    for epoch in range(epochs):
-        head.train()
-        order = rng.permutation(trn)
-        for i in range(0, len(order), batch):
-            b = order[i:i + batch]
-            loss = loss_of(torch.sigmoid(head(t(feats[b]), t(extra[b]), t(shapes[b]))), t(labels[b]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        held_loss, mae, mse = errors(val)
-        if held_loss < best:
-            best, best_epoch = held_loss, epoch
-            torch.save(net.state_dict(), CHECKPOINT)
-        print(f"epoch {epoch:3d}  held-out loss {held_loss:.4f}  MAE "
-              + "  ".join(f"{n} {mae[k]:.3f}" for n, k in zip(KEY_SHAPES, key))
-              + f"  key mean {mae[key].mean():.4f}  MSE all 51 {mse:.4f}"
-              + f"  best {best:.4f} (epoch {best_epoch})  {time.perf_counter() - started:.0f} s", flush=True)
-    print(f"expression head: best held-out loss {best:.4f} at epoch {best_epoch}, saved into {CHECKPOINT}")
+    def summary(mae, mse):
+        return ("MAE " + "  ".join(f"{n} {mae[k]:.3f}" for n, k in zip(KEY_SHAPES, key))
+                + f"  key mean {mae[key].mean():.4f}  MSE all 51 {mse:.4f}")
+
+    for member in range(len(ensemble.heads)):
+        if member > 0:
+            # A further head: its own initialisation and data order, both from its seed.
+            torch.manual_seed(EXPR_ENSEMBLE_SEEDS[member - 1])
+            ensemble.heads[member] = type(ensemble.heads[0])()
+            rng = np.random.default_rng(EXPR_ENSEMBLE_SEEDS[member - 1])
+        head = ensemble.heads[member]
+        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+        best, best_epoch, best_state, started = np.inf, -1, None, time.perf_counter()
+        for epoch in range(epochs):
+            head.train()
+            order = rng.permutation(trn)
+            for i in range(0, len(order), batch):
+                b = order[i:i + batch]
+                loss = loss_of(torch.sigmoid(head(t(feats[b]), t(extra[b]), t(shapes[b]))), t(labels[b]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            head.eval()
+            held_loss, mae, mse = errors(lambda *x, h=head: torch.sigmoid(h(*x)), val)
+            if held_loss < best:
+                best, best_epoch = held_loss, epoch
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            print(f"head {member + 1}/{len(ensemble.heads)} epoch {epoch:3d}  held-out loss {held_loss:.4f}  "
+                  f"{summary(mae, mse)}  best {best:.4f} (epoch {best_epoch})  {time.perf_counter() - started:.0f} s",
+                  flush=True)
+        head.load_state_dict(best_state)
+        print(f"expression head {member + 1}: best held-out loss {best:.4f} at epoch {best_epoch}", flush=True)
+    ensemble.eval()
+    held_loss, mae, mse = errors(ensemble, val)
+    print(f"expression heads averaged: held-out loss {held_loss:.4f}  {summary(mae, mse)}")
+    torch.save(net.state_dict(), CHECKPOINT)
+    print(f"saved into {CHECKPOINT}")
 
 
 def train_visibility(epochs: int, seed: int, batch: int, lr: float) -> None:
