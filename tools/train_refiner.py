@@ -403,6 +403,8 @@ def with_silhouette_jaws(gt: np.ndarray, image_id: np.ndarray, source: np.ndarra
         if int(image_id[n]) - first_render != seed:  # a render's crops are consecutive: one geometry each
             seed = int(image_id[n]) - first_render
             points, jaw = silhouette_jaw(seed)
+            full = points.copy()
+            full[:17] = jaw
         fits = []
         for order in (np.arange(68), IBUG68_MIRROR):
             src = np.column_stack([points[order], np.ones(68)])
@@ -412,8 +414,6 @@ def with_silhouette_jaws(gt: np.ndarray, image_id: np.ndarray, source: np.ndarra
         if residual > 0.05:
             raise SystemExit(f"render crop {n}: its truth is no affine image of render {seed}'s points "
                              f"(residual {residual:.2f} px): the cache and the renderer disagree")
-        full = points.copy()
-        full[:17] = jaw
         out[n, :17] = (np.column_stack([full[order], np.ones(68)]) @ affine)[:17]
     return out
 
