@@ -125,6 +125,30 @@ def test_model_params_fit_recovers_a_projected_face():
         assert yaw_error.mean() < 1.5 and yaw_error.max() < 4.0, yaw_error
 
 
+def test_graph_sampler_is_the_training_sampler():
+    """The exported graph samples the feature maps with its own formulation (fewer graph ops) while the
+    training stages keep theirs: both must be grid_sample (align_corners=False, border) in crop pixels,
+    for points inside and outside the crop, on both maps' sizes, each face on its own map (batch 3)."""
+    torch = pytest.importorskip("torch", reason="PyTorch is tool-time only: pip install torch==2.13.0")
+    import torch.nn.functional as F
+
+    tr = _load("train_refiner")
+    _, _, sample = tr.build_model()
+    _, _, graph_sample = tr.build_model(graph_sampler=True)
+    assert graph_sample is not sample
+    gen = torch.Generator().manual_seed(3)
+    for n, c, side in ((1, 32, 48), (3, 64, 24)):
+        maps = torch.randn(n, c, side, side, generator=gen)
+        points = torch.rand(n, 85, 2, generator=gen) * (tr.CROP + 40) - 20  # some beyond every edge
+        grid = (points + 0.5) / (tr.CROP / 2) - 1
+        want = F.grid_sample(maps, grid.unsqueeze(2), align_corners=False, padding_mode="border")[..., 0]
+        want = want.transpose(1, 2)  # N, P, C
+        got = graph_sample(maps, points)
+        assert got.shape == (n, 85, c)
+        assert float((got - want).abs().max()) < 1e-5
+        assert float((got - sample(maps, points)).abs().max()) < 1e-5
+
+
 def test_torch_executor_of_the_refiner_graph_matches_onnx_runtime():
     """tools/bench_batch.py runs engines/refiner.onnx op by op in PyTorch (the CUDA stand-in for TensorRT):
     its outputs must be ONNX Runtime's, and an op it does not implement must be refused, not skipped."""

@@ -491,7 +491,10 @@ def model_params() -> None:
 
 # -------------------------------------------------------------------------------------- model
 
-def build_model():
+def build_model(graph_sampler: bool = False):
+    """The refiner's classes (Refiner, Export) and their bilinear sampler. ``graph_sampler``: the
+    classes sample with ``sample_corner_major``, the formulation that the exported graph runs;
+    otherwise with ``sample``, the one every training stage uses (see sample_corner_major)."""
     import torch
     from torch import nn
 
@@ -526,6 +529,35 @@ def build_model():
         return ((v[..., :c] * (1 - ax) + v[..., c:2 * c] * ax) * (1 - ay)
                 + (v[..., 2 * c:3 * c] * (1 - ax) + v[..., 3 * c:] * ax) * ay)
 
+    def sample_corner_major(features, points):
+        """``sample`` in fewer and larger graph ops, for the exported graph, whose run time is mostly
+        its node count: the four neighbours are gathered corner by corner into contiguous slabs
+        [4, N·P, C] and blended by one product with their four bilinear weights (one affine map of
+        the fractions) and three sums. Same value as ``sample`` up to float rounding (its weights are
+        products taken first, ~1e-7); the training stages keep ``sample``, so that they reproduce
+        the committed weights bit for bit. Same opset-13 ops, OpenCV DNN included."""
+        _, c, h, w = features.shape
+        assert h == w, "one Clip for x and y needs a square map"
+        p = points.shape[1]
+        xy = ((points + 0.5) * (w / CROP) - 0.5).clamp(0.0, w - 1.0)  # N, P, 2
+        xy0 = torch.floor(xy).clamp(max=w - 2.0)
+        # Weights (1-ax)(1-ay), ax(1-ay), (1-ax)ay, ax·ay: rows 0-3 an affine map of (ax, ay), rows 4-7 another.
+        factors = torch.tensor([[-1.0, 0.0], [1, 0], [-1, 0], [1, 0], [0, -1], [0, -1], [0, 1], [0, 1]])
+        constant = torch.tensor([1.0, 0, 1, 0, 1, 1, 0, 0])
+        # 1, N·P, 8 -> 8, N·P, 1 by a Transpose (OpenCV DNN mis-shapes an Unsqueeze of a run-time shape).
+        pairs = torch.nn.functional.linear((xy - xy0).reshape(1, -1, 2), factors, constant).transpose(0, 2)
+        weights = pairs[:4] * pairs[4:]  # 4, N·P, 1
+        batch = torch.cumsum(points[:, :1, :1] * 0 + 1, 0) - 1  # N, 1, 1: 0..N-1
+        # Flat indices in float (exact below 2^24), one Cast at the end.
+        base = batch * (h * w) + torch.nn.functional.linear(xy0, torch.tensor([[1.0, float(w)]]))  # N, P, 1
+        corners = torch.tensor([[0.0], [1.0], [float(w)], [w + 1.0]])
+        idx = (base.reshape(1, -1) + corners).long()  # 4, N·P
+        flat = features.transpose(1, 2).transpose(2, 3).reshape(-1, c)  # N*H*W, C
+        v = flat[idx] * weights  # 4, N·P, C
+        return (v[0] + v[1] + v[2] + v[3]).reshape(-1, p, c)
+
+    sampler = sample_corner_major if graph_sampler else sample
+
     def sample_around(maps, shape):
         """Each of ``maps`` sampled at the points ``shape`` [N,P,2] and at their OFFSETS neighbours ->
         N, P, len(OFFSETS)·ΣC: offset by offset, the maps in order within each. One sampling per map
@@ -534,7 +566,7 @@ def build_model():
         p, k = shape.shape[1], len(OFFSETS)
         around = torch.cat([shape + torch.tensor([dx, dy], dtype=torch.float32) if (dx, dy) != (0, 0) else shape
                             for dx, dy in OFFSETS], 1)  # N, k·P, 2: offset by offset
-        sampled = [sample(m, around).reshape(-1, k, p, m.shape[1]) for m in maps]  # N, k, P, C
+        sampled = [sampler(m, around).reshape(-1, k, p, m.shape[1]) for m in maps]  # N, k, P, C
         joined = torch.cat(sampled, -1) if len(sampled) > 1 else sampled[0]
         return joined.transpose(1, 2).reshape(-1, p, k * joined.shape[-1])
 
@@ -771,7 +803,7 @@ def build_model():
             return (at, torch.sigmoid(visibility), weights * self.taught,
                     self.net.projection(theta), camera, model_expression)
 
-    return Refiner, Export, sample
+    return Refiner, Export, sampler
 
 
 def load_checkpoint(net, path: Path, may_lack: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
@@ -1288,11 +1320,14 @@ def export() -> None:
     import torch.nn.functional as F
 
     torch.set_num_threads(2)
+    # The network as trained (PyTorch's reference outputs) and the same weights with the graph's sampler.
     Refiner, Export, sample = build_model()
-    net = Refiner()
-    load_checkpoint(net, CHECKPOINT)  # the graph needs every part, the visibility head's pixel CNN included
-    net.eval()
-    model = Export(net).eval()
+    GraphRefiner, GraphExport, graph_sample = build_model(graph_sampler=True)
+    net, graph_net = Refiner(), GraphRefiner()
+    for n in (net, graph_net):
+        load_checkpoint(n, CHECKPOINT)  # the graph needs every part, the visibility head's pixel CNN included
+        n.eval()
+    trained, model = Export(net).eval(), GraphExport(graph_net).eval()
     f48, f24, s0, _, _, _, _ = load_data()
     # The mesh's input for these crops: the cache keeps them at 96 px; doubled, the graph's 2×2 mean
     # gives them back exactly.
@@ -1304,7 +1339,8 @@ def export() -> None:
     pts = torch.rand(3, 68, 2) * 230 - 19
     g = torch.stack([(pts[..., 0] + 0.5) / (CROP / 2) - 1, (pts[..., 1] + 0.5) / (CROP / 2) - 1], -1)
     ref = F.grid_sample(x[0], g.unsqueeze(2), align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)
-    print(f"sampler vs grid_sample: max |diff| {float((sample(x[0], pts) - ref).abs().max()):.2e}")
+    print(f"samplers vs grid_sample, max |diff|: training {float((sample(x[0], pts) - ref).abs().max()):.2e}, "
+          f"graph {float((graph_sample(x[0], pts) - ref).abs().max()):.2e}")
     ONNX_PATH.parent.mkdir(exist_ok=True)
     previous = None
     inputs = ["features_48", "features_24", "landmarks", "image"]
@@ -1318,7 +1354,7 @@ def export() -> None:
                       input_names=inputs, output_names=outputs,
                       dynamic_axes={k: {0: "N"} for k in (*inputs, *outputs)})
     with torch.no_grad():
-        want = [v.numpy() for v in model(*x)]
+        want = [v.numpy() for v in trained(*x)]
     got = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(outputs, feed)
     diffs = ", ".join(f"{name} {np.abs(g - w).max():.2e}" for name, g, w in zip(outputs, got, want))
     print(f"ONNX Runtime vs PyTorch, max |diff|: {diffs}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
