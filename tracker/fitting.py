@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  Numba runs the kernels' @ and np.linalg in SciPy's BLAS and LAPACK
 from numba import njit
 
 from tracker.backends import ENGINES_DIR, BackendError
