@@ -135,7 +135,7 @@ def test_graph_sampler_is_the_training_sampler():
     tr = _load("train_refiner")
     _, _, sample = tr.build_model()
     _, _, graph_sample = tr.build_model(graph_sampler=True)
-    assert graph_sample is not sample
+    assert (sample.__name__, graph_sample.__name__) == ("sample", "sample_corner_major")
     gen = torch.Generator().manual_seed(3)
     for n, c, side in ((1, 32, 48), (3, 64, 24)):
         maps = torch.randn(n, c, side, side, generator=gen)

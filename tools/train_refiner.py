@@ -34,6 +34,7 @@ import functools
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -68,6 +69,9 @@ EXPRESSION_FIRST_SEED = 10_000
 # helen_train crops with more kinds of occluder (occlude(extended=True)), for the visibility head alone.
 VISIBILITY_CACHE = CACHE / "visibility"
 ONNX_PATH = REPO / "engines" / "refiner.onnx"
+# `export` keeps a new graph only if its landmarks are within this many crop px of the trained model's
+# (the graph samples with its own formulation; they agree to ~3e-5 px).
+GRAPH_TOLERANCE_PX = 1e-3
 SEED = 0
 STEPS = 2
 POINT_DIM = 24  # per-landmark compressed feature size
@@ -491,7 +495,7 @@ def model_params() -> None:
 
 # -------------------------------------------------------------------------------------- model
 
-def build_model(graph_sampler: bool = False):
+def build_model(graph_sampler: bool = False) -> tuple[type, type, Callable]:
     """The refiner's classes (Refiner, Export) and their bilinear sampler. ``graph_sampler``: the
     classes sample with ``sample_corner_major``, the formulation that the exported graph runs;
     otherwise with ``sample``, the one every training stage uses (see sample_corner_major)."""
@@ -1324,9 +1328,9 @@ def export() -> None:
     Refiner, Export, sample = build_model()
     GraphRefiner, GraphExport, graph_sample = build_model(graph_sampler=True)
     net, graph_net = Refiner(), GraphRefiner()
-    for n in (net, graph_net):
-        load_checkpoint(n, CHECKPOINT)  # the graph needs every part, the visibility head's pixel CNN included
-        n.eval()
+    for network in (net, graph_net):
+        load_checkpoint(network, CHECKPOINT)  # the graph needs every part, the visibility head's pixel CNN included
+        network.eval()
     trained, model = Export(net).eval(), GraphExport(graph_net).eval()
     f48, f24, s0, _, _, _, _ = load_data()
     # The mesh's input for these crops: the cache keeps them at 96 px; doubled, the graph's 2×2 mean
@@ -1350,14 +1354,22 @@ def export() -> None:
         old = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
         names = [o.name for o in old.get_outputs()]
         previous = dict(zip(names, old.run(names, {i.name: feed[i.name] for i in old.get_inputs()})))
-    torch.onnx.export(model, x, str(ONNX_PATH), opset_version=13, dynamo=False,
+    # Written beside the committed graph and swapped in only once it reproduces the trained model.
+    candidate = ONNX_PATH.with_name(ONNX_PATH.stem + ".new.onnx")
+    torch.onnx.export(model, x, str(candidate), opset_version=13, dynamo=False,
                       input_names=inputs, output_names=outputs,
                       dynamic_axes={k: {0: "N"} for k in (*inputs, *outputs)})
     with torch.no_grad():
         want = [v.numpy() for v in trained(*x)]
-    got = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"]).run(outputs, feed)
+    got = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"]).run(outputs, feed)
     diffs = ", ".join(f"{name} {np.abs(g - w).max():.2e}" for name, g, w in zip(outputs, got, want))
-    print(f"ONNX Runtime vs PyTorch, max |diff|: {diffs}; {ONNX_PATH.stat().st_size / 1e6:.2f} MB")
+    print(f"ONNX Runtime vs PyTorch, max |diff|: {diffs}; {candidate.stat().st_size / 1e6:.2f} MB")
+    landmark_error = float(np.abs(got[0] - want[0]).max())
+    if not landmark_error <= GRAPH_TOLERANCE_PX:
+        candidate.unlink()
+        raise SystemExit(f"the exported graph's landmarks are {landmark_error:.2e} px from the trained model's "
+                         f"(> {GRAPH_TOLERANCE_PX} px): {ONNX_PATH} left as it was")
+    candidate.replace(ONNX_PATH)
     if previous is not None:
         print("vs the replaced engines/refiner.onnx, max |diff|: "
               + ", ".join(f"{name} {np.abs(g - previous[name]).max():.2e}" for name, g in zip(outputs, got)

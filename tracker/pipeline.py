@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ from tracker.types import FaceResult, FrameResult, Pose
 HIDDEN_BELOW = 0.5
 
 
-_BLAS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
+_BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
+_blas_lock = threading.Lock()
+_blas_users = 0  # blocks inside one_blas_thread, in any thread
+_blas_limit = None  # the limit they share, restored by the last one out
 
 
 @contextmanager
@@ -41,9 +45,22 @@ def one_blas_thread() -> Iterator[None]:
     restored after it. A frame's products are small (the 1404×136 map to 68 points, the fit's JᵀJ):
     a second thread gains nothing, and on a busy machine the calling thread waits until that thread
     gets a core (the map took 0.09-0.12 ms per call with one thread and 0.4-1.2 ms with two, next to a
-    training run)."""
-    with _BLAS.limit(limits=1, user_api="blas"):
+    training run). BLAS's thread count is the process's: the first block in sets the limit and the last
+    one out restores it, so trackers in several threads do not undo each other's limit; other threads'
+    BLAS calls run on one thread meanwhile too."""
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _BLAS_POOLS.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 @dataclass
