@@ -145,3 +145,28 @@ def test_3d_branch_projects_its_own_camera_and_expression_onto_the_face(refiner)
         pytest.skip("too few afw faces found")
     assert np.mean(gaps) < 2.5, gaps  # crop px, of a 192-px crop (1.0 measured)
     assert np.mean(errors) < 0.06, errors  # inter-ocular units (0.039 measured)
+
+
+def test_faces_refined_together_as_each_alone(afw_dir):
+    # The tracker refines all of a frame's faces and their mirrors in one batch; each face's result
+    # must be what refining it alone gives.
+    import cv2
+
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
+    meshes = []
+    for path in sorted(afw_dir.glob("*.jpg"))[:3]:
+        tracker.reset()
+        meshes += tracker.detect_meshes(cv2.imread(str(path)), limit=1)
+    assert len(meshes) == 3 and all(m.mirror_crop_points is not None for m in meshes)
+    together = tracker.mapping.predict_batch(meshes)
+    for mesh, joint in zip(meshes, together):
+        alone = tracker.mapping.predict(mesh)
+        for field in ("direct", "mirror", "initial", "mirror_initial", "camera"):
+            np.testing.assert_allclose(getattr(joint, field), getattr(alone, field), atol=1e-3, err_msg=field)
+        for field in ("visibility", "mirror_visibility", "expression", "mirror_expression"):
+            np.testing.assert_allclose(getattr(joint, field), getattr(alone, field), atol=1e-4, err_msg=field)
+    # Faces differ, so a mix-up of rows would show.
+    assert np.abs(together[0].direct - together[1].direct).max() > 1.0
+    assert tracker.mapping.predict_batch([]) == []

@@ -109,27 +109,48 @@ class Mesh68Mapping:
     def predict(self, mesh: MeshResult) -> CropLandmarks:
         """The crop's 68 landmarks and, if the mesh ran on it, its mirror's; refined (with visibility and
         expression weights) when a refiner is set and the mesh kept its feature maps."""
-        shapes = [self.crop_landmarks(mesh.crop_points)]
-        maps, pixels = [mesh.features], [mesh.pixels]
-        if mesh.mirror_crop_points is not None:
-            shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
-            maps.append(mesh.mirror_features)
-            pixels.append(mesh.mirror_pixels)
-        mirrored = len(shapes) > 1
-        initial = self._unbiased(shapes[0], "initial")
-        mirror_initial = self._unbiased(shapes[1], "mirror_initial") if mirrored else None
-        if self.refiner is None or any(m is None for m in (*maps, *pixels)):
-            return CropLandmarks(direct=initial, mirror=mirror_initial)
-        # Face and mirror in one batch of two, from the map's own points (what the refiner was trained on).
-        out = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), np.stack(shapes),
-                                  np.stack(pixels))
-        refined, visibility, expression = (a.astype(np.float64) for a in (out.landmarks, out.visibility, out.expression))
-        return CropLandmarks(direct=self._unbiased(refined[0], "refined"),
-                             mirror=self._unbiased(refined[1], "mirror_refined") if mirrored else None,
-                             initial=initial, mirror_initial=mirror_initial,
-                             visibility=visibility[0], mirror_visibility=visibility[1] if mirrored else None,
-                             expression=expression[0], mirror_expression=expression[1] if mirrored else None,
-                             camera=out.camera[0].astype(np.float64))
+        return self.predict_batch([mesh])[0]
+
+    def predict_batch(self, meshes: list[MeshResult]) -> list[CropLandmarks]:
+        """:meth:`predict` for several faces, their crops and mirrors refined in one batch: part of the
+        refiner graph's cost is per call, not per face (at batch 8, four faces and their mirrors, 1.9 ms
+        per face against 2.4 ms at batch 2)."""
+        if not meshes:
+            return []
+        shapes, maps, pixels, rows = [], [], [], []
+        for mesh in meshes:
+            rows.append(len(shapes))
+            shapes.append(self.crop_landmarks(mesh.crop_points))
+            maps.append(mesh.features)
+            pixels.append(mesh.pixels)
+            if mesh.mirror_crop_points is not None:
+                shapes.append(self.crop_landmarks(mesh.mirror_crop_points))
+                maps.append(mesh.mirror_features)
+                pixels.append(mesh.mirror_pixels)
+        refine = self.refiner is not None and all(m is not None for m in (*maps, *pixels))
+        if refine:
+            # All crops in one batch, each from the map's own points (what the refiner was trained on).
+            out = self.refiner.refine(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]),
+                                      np.stack(shapes), np.stack(pixels))
+            refined, visibility, expression = (a.astype(np.float64)
+                                               for a in (out.landmarks, out.visibility, out.expression))
+        predictions = []
+        for mesh, i in zip(meshes, rows):
+            mirrored = mesh.mirror_crop_points is not None
+            initial = self._unbiased(shapes[i], "initial")
+            mirror_initial = self._unbiased(shapes[i + 1], "mirror_initial") if mirrored else None
+            if not refine:
+                predictions.append(CropLandmarks(direct=initial, mirror=mirror_initial))
+                continue
+            j = i + 1 if mirrored else None
+            predictions.append(CropLandmarks(
+                direct=self._unbiased(refined[i], "refined"),
+                mirror=self._unbiased(refined[j], "mirror_refined") if mirrored else None,
+                initial=initial, mirror_initial=mirror_initial,
+                visibility=visibility[i], mirror_visibility=visibility[j] if mirrored else None,
+                expression=expression[i], mirror_expression=expression[j] if mirrored else None,
+                camera=out.camera[i].astype(np.float64)))
+        return predictions
 
     def landmarks(self, mesh: MeshResult) -> np.ndarray:
         """68×2 landmarks in image pixels (the direct prediction)."""

@@ -147,8 +147,8 @@ class FaceTracker:
             self._detect_new_faces(image, periodic=False)
         camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
         faces = []
-        for t in tracks.tracks:
-            prediction = self.mapping.predict(t.mesh)
+        predictions = self.mapping.predict_batch([t.mesh for t in tracks.tracks])
+        for t, prediction in zip(tracks.tracks, predictions):
             rel = assess(prediction, t.mesh.roi, self.calibration) if prediction.mirror is not None else None
             landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, t.mesh.roi, MESH_INPUT)
             visibility = rel.visibility if rel else prediction.visibility
