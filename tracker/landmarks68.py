@@ -136,19 +136,18 @@ class Mesh68Mapping:
                                                for a in (out.landmarks, out.visibility, out.expression))
         predictions = []
         for mesh, i in zip(meshes, rows):
-            mirrored = mesh.mirror_crop_points is not None
+            j = None if mesh.mirror_crop_points is None else i + 1  # the mirror's row, right after the face's
             initial = self._unbiased(shapes[i], "initial")
-            mirror_initial = self._unbiased(shapes[i + 1], "mirror_initial") if mirrored else None
+            mirror_initial = None if j is None else self._unbiased(shapes[j], "mirror_initial")
             if not refine:
                 predictions.append(CropLandmarks(direct=initial, mirror=mirror_initial))
                 continue
-            j = i + 1 if mirrored else None
             predictions.append(CropLandmarks(
                 direct=self._unbiased(refined[i], "refined"),
-                mirror=self._unbiased(refined[j], "mirror_refined") if mirrored else None,
+                mirror=None if j is None else self._unbiased(refined[j], "mirror_refined"),
                 initial=initial, mirror_initial=mirror_initial,
-                visibility=visibility[i], mirror_visibility=visibility[j] if mirrored else None,
-                expression=expression[i], mirror_expression=expression[j] if mirrored else None,
+                visibility=visibility[i], mirror_visibility=None if j is None else visibility[j],
+                expression=expression[i], mirror_expression=None if j is None else expression[j],
                 camera=out.camera[i].astype(np.float64)))
         return predictions
 
