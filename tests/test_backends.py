@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.backends import BackendError, create_session, tensorrt_usable
+from tracker.backends import BackendError, as_inputs, create_session, run_in_chunks, tensorrt_usable
 from tracker.mesh import MESH_MODEL
 
 MODELS = {
@@ -30,6 +30,28 @@ def test_onnxruntime_and_opencv_agree(afw_dir, name):
         assert a[key].shape == b[key].shape, key
         scale = max(1.0, float(np.abs(a[key]).max()))
         assert np.abs(a[key] - b[key]).max() <= 1e-3 * scale, key
+
+
+def test_a_batch_over_the_maximum_runs_in_chunks_with_the_same_outputs(afw_dir):
+    """What the TensorRT session does with more crops than its engine was built for (several faces and
+    their mirrors): consecutive chunks, joined in order, give what one batch gives."""
+    session = create_session(MESH_MODEL, "onnxruntime")
+    batch = face_batch(afw_dir, *MODELS[MESH_MODEL], n=5)
+    whole = session.run(batch)
+    sizes = []
+
+    def run(inputs):
+        sizes.append(len(inputs[session.input_name]))
+        return session.run(inputs)
+
+    chunked = run_in_chunks(run, as_inputs(batch, session.input_name), 2)
+    assert sizes == [2, 2, 1]
+    for key in session.output_names:
+        assert chunked[key].shape == whole[key].shape, key
+        scale = max(1.0, float(np.abs(whole[key]).max()))
+        assert np.abs(chunked[key] - whole[key]).max() <= 1e-4 * scale, key
+    assert run_in_chunks(run, as_inputs(batch, session.input_name), 8).keys() == whole.keys()
+    assert sizes[-1] == 5  # within the maximum: one call
 
 
 def test_auto_picks_onnxruntime_without_tensorrt():

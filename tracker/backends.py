@@ -7,7 +7,8 @@ stages above never know which runtime served them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import numpy as np
 from tracker.engines import ENGINES_DIR, BackendError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
+log = logging.getLogger("tracker.backends")
 
 
 class InferenceSession(Protocol):
@@ -37,9 +39,22 @@ def model_path(name: str) -> Path:
     return path
 
 
-def _as_inputs(batch: np.ndarray | dict[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
+def as_inputs(batch: np.ndarray | dict[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
+    """A session's inputs by name, contiguous float32 (a single array is the model's one input)."""
     inputs = batch if isinstance(batch, dict) else {input_name: batch}
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+
+
+def run_in_chunks(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], inputs: dict[str, np.ndarray],
+                  max_batch: int) -> dict[str, np.ndarray]:
+    """``run`` on consecutive slices of at most ``max_batch`` items, outputs joined along the batch axis:
+    a runtime whose buffers or optimisation profile stop at a batch size (TensorRT) still takes any
+    batch. Every model here treats the items of a batch independently."""
+    n = len(next(iter(inputs.values())))
+    if n <= max_batch:
+        return run(inputs)
+    parts = [run({k: v[i:i + max_batch] for k, v in inputs.items()}) for i in range(0, n, max_batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class OnnxRuntimeSession:
@@ -63,7 +78,7 @@ class OnnxRuntimeSession:
             raise BackendError(f"{path.name} has no output(s) {sorted(unknown)}")
 
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._session.run(self.output_names, _as_inputs(batch, self.input_name))
+        values = self._session.run(self.output_names, as_inputs(batch, self.input_name))
         return dict(zip(self.output_names, values))
 
 
@@ -82,7 +97,7 @@ class OpenCvDnnSession:
         self.output_names = list(outputs) if outputs else list(self._net.getUnconnectedOutLayersNames())
 
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, value in _as_inputs(batch, self.input_name).items():
+        for name, value in as_inputs(batch, self.input_name).items():
             self._net.setInput(value, name)
         values = self._net.forward(self.output_names)
         return dict(zip(self.output_names, values))
@@ -106,13 +121,22 @@ def create_session(
 ) -> InferenceSession:
     """Open bundled model ``name`` (e.g. ``face_landmark_with_attention.onnx``) on ``backend``.
 
-    ``auto`` picks TensorRT when it is usable, else ONNX Runtime.
+    ``auto`` picks TensorRT when it is usable and builds or loads the engine, else ONNX Runtime (with a
+    warning when TensorRT is there but fails). ``max_batch`` is the batch TensorRT's engine is built for
+    (larger batches run in chunks); the other runtimes take any batch.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     path = model_path(name)
     if backend == "auto":
-        backend = "tensorrt" if tensorrt_usable() else "onnxruntime"
+        if tensorrt_usable():
+            from tracker import tensorrt_backend
+
+            try:
+                return tensorrt_backend.TensorRtSession(path, outputs, max_batch=max_batch)
+            except BackendError as exc:
+                log.warning("%s; using ONNX Runtime for %s", exc, name)
+        backend = "onnxruntime"
     if backend == "tensorrt":
         from tracker import tensorrt_backend
 

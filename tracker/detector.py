@@ -95,7 +95,8 @@ class FaceDetector:
         if model not in DETECTOR_MODELS:
             raise ValueError(f"unknown detector '{model}'; choose one of {', '.join(DETECTOR_MODELS)}")
         filename, self.input_size, strides, interpolated = DETECTOR_MODELS[model]
-        self.session = create_session(filename, backend, outputs=["regressors", "classificators"], threads=threads)
+        self.session = create_session(filename, backend, outputs=["regressors", "classificators"], threads=threads,
+                                      max_batch=1)
         self.anchors = ssd_anchors(self.input_size, strides, interpolated)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold

@@ -65,10 +65,12 @@ FEATURE_MAPS = ("features_48", "features_24")  # what the refiner samples
 
 
 class FaceMesh:
-    def __init__(self, backend: str = "auto", threads: int | None = None, features: bool = False) -> None:
+    def __init__(self, backend: str = "auto", threads: int | None = None, features: bool = False,
+                 max_batch: int = 2) -> None:
+        """``max_batch``: the crops (and mirrors) of one call a TensorRT engine is built for."""
         outputs = ["landmarks", "face_flag", *(FEATURE_MAPS if features else ())]
         self.features = features
-        self.session = create_session(MESH_MODEL, backend, outputs=outputs, threads=threads)
+        self.session = create_session(MESH_MODEL, backend, outputs=outputs, threads=threads, max_batch=max_batch)
 
     def run(self, image: np.ndarray, rois: list[Roi], mirror: bool = False) -> list[MeshResult]:
         """Mesh for each ROI of a BGR uint8 frame, in one batch; with ``mirror`` the batch also

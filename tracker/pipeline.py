@@ -92,7 +92,9 @@ class FaceTracker:
         self.config = config or TrackerConfig()
         c = self.config
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
-        self.mesh = FaceMesh(c.backend, threads=c.threads, features=c.refiner)
+        # All faces of a frame and their mirrors go through the mesh and the refiner in one batch.
+        self._batch = c.max_faces * (2 if c.mirror_check else 1)
+        self.mesh = FaceMesh(c.backend, threads=c.threads, features=c.refiner, max_batch=self._batch)
         self._mapping: Mesh68Mapping | None = None
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
@@ -106,7 +108,8 @@ class FaceTracker:
     def mapping(self) -> Mesh68Mapping:
         # Loaded on first use, so tools/fit_mesh68.py can mesh faces before the map exists.
         if self._mapping is None:
-            refiner = Refiner(self.config.backend, self.config.threads) if self.config.refiner else None
+            refiner = (Refiner(self.config.backend, self.config.threads, max_batch=self._batch)
+                       if self.config.refiner else None)
             self._mapping = Mesh68Mapping(refiner=refiner)
         return self._mapping
 

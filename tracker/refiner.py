@@ -43,8 +43,10 @@ class Refinement:
 
 
 class Refiner:
-    def __init__(self, backend: str = "auto", threads: int | None = None) -> None:
-        self.session = create_session(REFINER_FILE, backend, outputs=list(OUTPUTS), threads=threads)
+    def __init__(self, backend: str = "auto", threads: int | None = None, max_batch: int = 2) -> None:
+        """``max_batch``: the crops (faces and mirrors) of one call a TensorRT engine is built for."""
+        self.session = create_session(REFINER_FILE, backend, outputs=list(OUTPUTS), threads=threads,
+                                      max_batch=max_batch)
 
     def refine(self, features_48: np.ndarray, features_24: np.ndarray, crop_landmarks: np.ndarray,
                image: np.ndarray) -> Refinement:

@@ -3,6 +3,14 @@
 Imported lazily by ``tracker.backends`` so nothing else needs TensorRT. The
 engine is built once per (model hash, GPU, TensorRT version, precision, max
 batch) and kept under ``engines/trt_cache/``; later runs deserialise it.
+
+Written against the documented Python API of TensorRT 8.5 to 11.x (name-based
+tensors, ``execute_async_v3``); it has not run on the project's machines, where
+TensorRT cannot be installed. Version differences it handles:
+- before 10.0 a network is implicit-batch unless created with the explicit-batch flag;
+- 11.0 builds strongly typed networks only and has no FP16 builder flag: the
+  ONNX files are FP32, so there the engines are FP32 (10.x and earlier: FP16
+  kernels where the GPU has fast FP16, as TensorRT chooses).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracker.backends import as_inputs, run_in_chunks
 from tracker.engines import ENGINES_DIR, BackendError
 
 CACHE_DIR = ENGINES_DIR / "trt_cache"
@@ -45,10 +54,27 @@ def available() -> bool:
     return True
 
 
+def _major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def _network_flags(trt) -> int:
+    """Explicit batch: the only mode from TensorRT 10 on, a creation flag before it."""
+    if _major(trt) < 10:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return 0
+
+
+def _fp16(trt, compute_capability: tuple[int, int]) -> bool:
+    """Whether to let TensorRT pick FP16 kernels: only where the builder still has the flag (weak
+    typing, before 11.0) and the GPU has FP16 arithmetic (Pascal, sm_60, on)."""
+    return hasattr(trt.BuilderFlag, "FP16") and compute_capability >= (6, 0)
+
+
 def _build_engine(trt, onnx_path: Path, max_batch: int, fp16: bool) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -60,8 +86,11 @@ def _build_engine(trt, onnx_path: Path, max_batch: int, fp16: bool) -> bytes:
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        chw = tuple(tensor.shape)[1:]
-        profile.set_shape(tensor.name, (1, *chw), (min(2, max_batch), *chw), (max_batch, *chw))
+        item = tuple(tensor.shape)[1:]
+        if any(d < 0 for d in item):
+            raise BackendError(f"{onnx_path.name}: input {tensor.name} has a dynamic dimension besides the batch")
+        # Tuned for the face + mirror batch of one face, the tracker's usual call.
+        profile.set_shape(tensor.name, (1, *item), (min(2, max_batch), *item), (max_batch, *item))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -70,69 +99,95 @@ def _build_engine(trt, onnx_path: Path, max_batch: int, fp16: bool) -> bytes:
 
 
 class TensorRtSession:
-    """One engine, one execution context, one CUDA stream, device buffers sized for ``max_batch``."""
+    """One engine, one execution context, one CUDA stream; page-locked host and device buffers sized
+    for ``max_batch`` (a larger batch runs in chunks of it)."""
 
     def __init__(self, onnx_path: Path, outputs: Sequence[str] | None, max_batch: int = 4) -> None:
+        if max_batch < 1:
+            raise BackendError(f"max_batch must be at least 1, got {max_batch}")
         trt, cuda = _import_trt()
         self._cuda = cuda
         self._context_gpu = cuda.Device(0).retain_primary_context()
         self._context_gpu.push()
         try:
-            device = cuda.Device(0)
-            major, _minor = device.compute_capability()
-            fp16 = major >= 6  # fast FP16 arithmetic from Pascal (sm_60) on
-            model_hash = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
-            gpu = "".join(c if c.isalnum() else "_" for c in device.name())
-            key = f"{onnx_path.stem}-{model_hash}-{gpu}-trt{trt.__version__}-{'fp16' if fp16 else 'fp32'}-b{max_batch}"
-            cache = CACHE_DIR / f"{key}.engine"
-            if cache.is_file():
-                blob = cache.read_bytes()
-            else:
-                blob = _build_engine(trt, onnx_path, max_batch, fp16)
-                CACHE_DIR.mkdir(parents=True, exist_ok=True)
-                cache.write_bytes(blob)
-            self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
-            if self._engine is None:
-                raise BackendError(f"TensorRT could not load cached engine {cache}; delete it to rebuild")
-            self._exec = self._engine.create_execution_context()
-            self._stream = cuda.Stream()
-            names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-            inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            all_outputs = [n for n in names if n not in inputs]
-            self.backend = "tensorrt"
-            self.input_name = inputs[0]
-            self.output_names = list(outputs) if outputs else all_outputs
-            self._max_batch = max_batch
-            # Every output needs a bound address even when not requested.
-            self._buffers = {}
-            for name in names:
-                shape = list(self._engine.get_tensor_shape(name))
-                shape[0] = max_batch
-                nbytes = int(np.prod(shape)) * np.dtype(np.float32).itemsize
-                self._buffers[name] = cuda.mem_alloc(nbytes)
-                self._exec.set_tensor_address(name, int(self._buffers[name]))
+            self._open(trt, cuda, onnx_path, outputs, max_batch)
+        except BackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- an API or driver failure becomes one clear line
+            raise BackendError(f"TensorRT failed on {onnx_path.name}: {type(exc).__name__}: {exc}") from None
         finally:
             self._context_gpu.pop()
 
+    def _open(self, trt, cuda, onnx_path: Path, outputs: Sequence[str] | None, max_batch: int) -> None:
+        device = cuda.Device(0)
+        fp16 = _fp16(trt, tuple(device.compute_capability()))
+        model_hash = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
+        gpu = "".join(c if c.isalnum() else "_" for c in device.name())
+        key = f"{onnx_path.stem}-{model_hash}-{gpu}-trt{trt.__version__}-{'fp16' if fp16 else 'fp32'}-b{max_batch}"
+        cache = CACHE_DIR / f"{key}.engine"
+        if cache.is_file():
+            blob = cache.read_bytes()
+        else:
+            blob = _build_engine(trt, onnx_path, max_batch, fp16)
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(blob)
+        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
+        if engine is None:
+            raise BackendError(f"TensorRT could not load cached engine {cache}; delete it to rebuild")
+        self._engine = engine
+        self._exec = engine.create_execution_context()
+        self._stream = cuda.Stream()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        all_outputs = [n for n in names if n not in self._inputs]
+        self.backend = "tensorrt"
+        self.input_name = self._inputs[0]
+        self.output_names = list(outputs) if outputs else all_outputs
+        unknown = set(self.output_names) - set(all_outputs)
+        if unknown:
+            raise BackendError(f"{onnx_path.name} has no output(s) {sorted(unknown)}")
+        self._max_batch = max_batch
+        # Shapes at the largest batch resolve every output dimension; the buffers are sized by them.
+        for name in self._inputs:
+            shape = list(engine.get_tensor_shape(name))
+            shape[0] = max_batch
+            self._exec.set_input_shape(name, shape)
+        # Every output needs a bound address even when not requested. Host buffers are page-locked:
+        # the asynchronous copies need it.
+        self._host, self._device = {}, {}
+        for name in names:
+            shape = tuple(self._exec.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"{onnx_path.name}: tensor {name} has no fixed shape at batch {max_batch}")
+            self._host[name] = cuda.pagelocked_empty(shape, trt.nptype(engine.get_tensor_dtype(name)))
+            self._device[name] = cuda.mem_alloc(max(self._host[name].nbytes, 1))
+            self._exec.set_tensor_address(name, int(self._device[name]))
+
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = as_inputs(batch, self.input_name)
+        missing = set(self._inputs) - set(inputs)
+        if missing:
+            raise BackendError(f"TensorRT engine needs input(s) {sorted(missing)}")
+        return run_in_chunks(self._run_batch, inputs, self._max_batch)
+
+    def _run_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda = self._cuda
-        inputs = batch if isinstance(batch, dict) else {self.input_name: batch}
-        inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         n = next(iter(inputs.values())).shape[0]
-        if n > self._max_batch:
-            raise BackendError(f"batch {n} exceeds the engine's maximum {self._max_batch}")
         self._context_gpu.push()
         try:
             for name, value in inputs.items():
                 self._exec.set_input_shape(name, value.shape)
-                cuda.memcpy_htod_async(self._buffers[name], value, self._stream)
-            self._exec.execute_async_v3(self._stream.handle)
-            results = {}
+                staged = self._host[name][:n]
+                staged[...] = value
+                cuda.memcpy_htod_async(self._device[name], staged, self._stream)
+            if not self._exec.execute_async_v3(self._stream.handle):
+                raise BackendError("TensorRT failed to run the engine")
+            views = {}
             for name in self.output_names:
-                out = np.empty(tuple(self._exec.get_tensor_shape(name)), dtype=np.float32)
-                cuda.memcpy_dtoh_async(out, self._buffers[name], self._stream)
-                results[name] = out
+                views[name] = self._host[name][:n]
+                cuda.memcpy_dtoh_async(views[name], self._device[name], self._stream)
             self._stream.synchronize()
         finally:
             self._context_gpu.pop()
-        return results
+        # Copies: the page-locked buffers are reused by the next call.
+        return {name: np.array(view) for name, view in views.items()}
