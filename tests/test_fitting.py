@@ -345,3 +345,20 @@ def test_fit_starts_from_a_given_camera(fitter, monkeypatch):
         assert result.ok
         assert bool(calls) == used_points
         assert np.abs(np.array(matrix_to_euler(result.state.rotation)) - (50.0, 10.0, -5.0)).max() < 1.5
+
+
+def test_normal_equations_are_the_jacobian_products():
+    """The fit's written-out JᵀJ and Jᵀr (float32 sums, blocked, symmetric, depth rows for the pose columns
+    only) against NumPy's float64 products, for a Jacobian shaped as the fit builds it."""
+    from tracker.fitting import _normal_equations
+
+    rng = np.random.default_rng(5)
+    n_par, point_rows, depth_rows = 58, 150, 20
+    jt = rng.normal(size=(n_par, point_rows + depth_rows)).astype(np.float32)
+    jt[6:, point_rows:] = 0.0  # depth rows move only the pose
+    res = rng.normal(size=point_rows + depth_rows).astype(np.float32)
+    h, g = _normal_equations(jt, res, point_rows)
+    j = jt.T.astype(np.float64)
+    np.testing.assert_allclose(h, j.T @ j, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(g, j.T @ res.astype(np.float64), rtol=1e-5, atol=1e-4)
+    assert np.array_equal(h, h.T)
