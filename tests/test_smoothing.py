@@ -11,7 +11,14 @@ from scipy.interpolate import CubicSpline
 from scipy.ndimage import gaussian_filter1d
 
 from tracker.pose import euler_to_matrix, matrix_to_quaternion, quaternion_to_matrix
-from tracker.smoothing import LANDMARK_PARAMS, ROTATION_PARAMS, FaceSmoother, OneEuro, QuaternionOneEuro
+from tracker.smoothing import (
+    LANDMARK_PARAMS,
+    ROTATION_PARAMS,
+    FaceSmoother,
+    OneEuro,
+    OneEuroParams,
+    QuaternionOneEuro,
+)
 
 FPS = 30.0
 REPO = Path(__file__).resolve().parent.parent
@@ -38,24 +45,44 @@ def angle_between(q1, q2):
     return float(2 * np.degrees(np.arccos(min(1.0, abs(float(np.dot(q1, q2)))))))
 
 
-def test_constant_input_passes_exactly_and_a_ramp_lags_less_than_a_frame():
-    f = OneEuro(*LANDMARK_PARAMS)
+@pytest.mark.parametrize("params", [LANDMARK_PARAMS, OneEuroParams(5.0, 5.0, 0.5, 1)], ids=["default", "first-order"])
+def test_constant_input_passes_exactly_and_a_ramp_lags_less_than_a_frame(params):
+    f = OneEuro(*params)
     for k in range(60):
         assert np.array_equal(f(np.array([3.0, -2.0]), k / FPS), [3.0, -2.0])
-    ramp = OneEuro(*LANDMARK_PARAMS)
+    ramp = OneEuro(*params)
     v = 1.0  # one inter-ocular distance per second: a brisk head movement
     lags = []
-    for k in range(90):
+    for k in range(120):
         t = k / FPS
         y = ramp(np.array([v * t]), t)[0]
-        if t >= 1.0:  # after convergence (the speed estimate's 1 Hz low-pass has settled)
+        if t >= 1.5:  # after convergence (the speed estimate's 0.5 Hz low-pass has settled)
             lags.append((v * t - y) / v * FPS)  # frames
-    # On a ramp the speed estimate converges to v, so the cutoff opens to min_cutoff + beta·v
-    # (0.5 + 5 = 5.5 Hz) and an exponential filter with factor a lags by (1 - a) / a frames: 0.87.
-    cutoff = LANDMARK_PARAMS.min_cutoff + LANDMARK_PARAMS.beta * v
+    # On a ramp the speed estimate converges to v, so the cutoff opens to min_cutoff + beta·v and each of
+    # the `order` exponential stages with factor a lags by (1 - a) / a frames (default: 14 Hz, 2 × 0.34).
+    cutoff = params.min_cutoff + params.beta * v
     a = 1.0 / (1.0 + FPS / (2 * np.pi * cutoff))
-    assert abs(max(lags) - (1 - a) / a) < 0.02
+    assert abs(max(lags) - params.order * (1 - a) / a) < 0.02
     assert 0 <= min(lags) and max(lags) < 0.9
+
+
+def test_second_order_removes_more_acceleration_at_the_same_ramp_lag():
+    """Two stages in cascade against one, with cutoffs that give a ramp the same lag (0.96 frames):
+    the second-order filter leaves less of white noise's frame-to-frame acceleration."""
+    first = OneEuroParams(5.0, 0.0, 0.5, 1)
+    a1 = 1.0 / (1.0 + FPS / (2 * np.pi * first.min_cutoff))
+    a2 = 2.0 / (2.0 + (1 - a1) / a1)  # 2 (1 - a2) / a2 = (1 - a1) / a1
+    second = OneEuroParams(FPS * a2 / ((1 - a2) * 2 * np.pi), 0.0, 0.5, 2)
+    noise = np.random.default_rng(3).normal(0.0, 0.01, (600, 400))
+
+    def acceleration_left(params):
+        f = OneEuro(*params)
+        out = np.stack([f(x, k / FPS) for k, x in enumerate(noise)])[30:]
+        accel = lambda y: np.abs(y[2:] - 2 * y[1:-1] + y[:-2]).mean()
+        return accel(out) / accel(noise[30:])
+
+    first_left, second_left = acceleration_left(first), acceleration_left(second)
+    assert second_left < 0.92 * first_left, (first_left, second_left)
 
 
 def test_noise_on_a_still_point_is_removed_at_any_face_size():

@@ -185,6 +185,13 @@ class Rows:
     lm_offsets: list[np.ndarray] = field(default_factory=list)  # 68×2 face-aligned offsets / IOD (NaN: hidden)
     openings: list[np.ndarray] = field(default_factory=list)  # true/est: eye L, eye R, mouth (/ IOD)
     group: list[int] = field(default_factory=list)  # clip index (stills: 0)
+    # What a filter run afterwards needs (tools/tune_fit_weights.py landmark-smoothing): the tracked 68
+    # points (px) and their confidence, the true 68 points, roll and hidden points (1.0 = hidden).
+    est_landmarks: list[np.ndarray] = field(default_factory=list)
+    est_confidence: list[np.ndarray] = field(default_factory=list)
+    true_landmarks: list[np.ndarray] = field(default_factory=list)
+    true_roll: list[float] = field(default_factory=list)
+    true_hidden: list[np.ndarray] = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=np.float64) for k, v in self.__dict__.items()}
@@ -213,9 +220,24 @@ def openings(lm: np.ndarray) -> np.ndarray:
     return np.array([eye(42), eye(36), float(np.linalg.norm(lm[62] - lm[66]))]) / iod
 
 
+def landmark_offsets(landmarks: np.ndarray, truth: np.ndarray, roll_deg: float, hidden: np.ndarray) -> np.ndarray:
+    """Tracked - true landmarks turned into the face's frame (undo the true roll): +x towards the image
+    right of an upright face, +y down the face; in inter-ocular units so every face size counts the same.
+    NaN at hidden points."""
+    iod = float(np.linalg.norm(truth[45] - truth[36]))
+    r = np.radians(roll_deg)
+    unroll = np.array([[np.cos(r), np.sin(r)], [-np.sin(r), np.cos(r)]])
+    off = (np.asarray(landmarks, np.float64) - truth) @ unroll.T / iod
+    off[np.asarray(hidden, bool)] = np.nan
+    return off
+
+
 def score_frame(rows: Rows, model: IctModel, rec: dict, face, group: int = 0) -> None:
     truth_lm = np.asarray(rec["landmarks"], np.float64)
     rows.group.append(group)
+    rows.true_landmarks.append(truth_lm)
+    rows.true_roll.append(float(rec["roll"]))
+    rows.true_hidden.append(np.asarray(rec["occluded"], np.float64))
     rows.true_pose.append(np.array([rec[a] for a in AXES]))
     rows.true_shapes.append(np.array([rec["blendshapes"][k] for k in KEY_SHAPES]))
     rows.true_z.append(true_depths_mm(model, rec))
@@ -226,19 +248,17 @@ def score_frame(rows: Rows, model: IctModel, rec: dict, face, group: int = 0) ->
         rows.est_z.append(np.nan)
         rows.lm_offsets.append(nan68)
         rows.openings.append(np.concatenate([openings(truth_lm), np.full(3, np.nan)]))
+        rows.est_landmarks.append(nan68)
+        rows.est_confidence.append(np.full(68, np.nan))
         return
     rows.est_pose.append(np.array([face.pose.yaw, face.pose.pitch, face.pose.roll]))
     rows.est_shapes.append(np.array([face.blendshapes.get(k, np.nan) for k in KEY_SHAPES]))
     rows.est_z.append(float(face.pose.translation_mm[2]))
-    # Offsets turned into the face's frame (undo the true roll): +x towards the image right of an
-    # upright face, +y down the face; in inter-ocular units so every face size counts the same.
-    iod = float(np.linalg.norm(truth_lm[45] - truth_lm[36]))
-    r = np.radians(rec["roll"])
-    unroll = np.array([[np.cos(r), np.sin(r)], [-np.sin(r), np.cos(r)]])
-    off = (face.landmarks - truth_lm) @ unroll.T / iod
-    off[np.asarray(rec["occluded"], bool)] = np.nan
-    rows.lm_offsets.append(off)
+    rows.lm_offsets.append(landmark_offsets(face.landmarks, truth_lm, rec["roll"], rec["occluded"]))
     rows.openings.append(np.concatenate([openings(truth_lm), openings(face.landmarks)]))
+    rows.est_landmarks.append(np.asarray(face.landmarks, np.float64))
+    rows.est_confidence.append(np.full(68, np.nan) if face.landmark_confidence is None
+                               else np.asarray(face.landmark_confidence, np.float64))
 
 
 def read_jsonl(path: Path) -> list[dict]:

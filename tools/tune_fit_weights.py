@@ -24,11 +24,20 @@ each; that tool's evaluation uses seed 1000), for the weights that also matter f
   52 weights): those 18 clips, tracked once unsmoothed, then each candidate filter run over each
   clip's weights as the pipeline runs it; prints the key-blendshape MAE per candidate. Choosing
   also needs each candidate's jitter and lag on the real clips: ``python tools/jitter.py --grid``.
+- ``rotation-smoothing`` (ROTATION_PARAMS, the quaternion One Euro filter on the head rotation) and
+  ``landmark-smoothing`` (LANDMARK_PARAMS, the filter on the 68 points, with the tracker's landmark
+  confidence): the same 18 clips tracked once unsmoothed, each candidate filter run over each clip as the
+  pipeline runs it; prints the pose MAE, or the mean landmark error (visible points, % of the inter-ocular
+  distance), per candidate. The yaw sweeps of these clips are faster than the real clips' turns, so a
+  filter that lags fast motion shows here; its jitter and lag on the real clips come from
+  ``python tools/jitter.py --grid``.
 
     python tools/tune_fit_weights.py depth
     python tools/tune_fit_weights.py depth --clips
     python tools/tune_fit_weights.py hint
     python tools/tune_fit_weights.py expression-smoothing
+    python tools/tune_fit_weights.py rotation-smoothing
+    python tools/tune_fit_weights.py landmark-smoothing
 """
 
 from __future__ import annotations
@@ -47,7 +56,16 @@ from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
 
 from tracker import fitting
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.smoothing import EXPRESSION_PARAMS, OneEuro, OneEuroParams
+from tracker.pose import euler_to_matrix, matrix_to_euler, matrix_to_quaternion, quaternion_to_matrix
+from tracker.smoothing import (
+    EXPRESSION_PARAMS,
+    LANDMARK_PARAMS,
+    ROTATION_PARAMS,
+    FaceSmoother,
+    OneEuro,
+    OneEuroParams,
+    QuaternionOneEuro,
+)
 
 AXES = ("yaw", "pitch", "roll")
 CLIP_SEEDS = (700, 701, 702)  # evaluate_renders.py's clip generator; its evaluation uses seed 1000
@@ -60,6 +78,16 @@ PARAMETERS = {
 EXPRESSION_FILTERS = tuple(OneEuroParams(*p) for p in (
     (1.0, 5.0, 1.0), (1.0, 5.0, 2.0), (1.0, 5.0, 3.0), (0.5, 5.0, 2.0), (0.5, 5.0, 3.0), (0.75, 5.0, 2.0),
     (2.0, 5.0, 1.0), (1.0, 10.0, 2.0)))
+# (min_cutoff Hz, beta per rad/s, d_cutoff Hz, order) candidates for the rotation filter: the first-order
+# setting chosen before and the second-order settings of `python tools/jitter.py --grid` with pooled lag <=
+# 0.95 frame that remove the most rotation jitter on the real clips (59.4-60.0%, against 56.2% first order).
+ROTATION_FILTERS = tuple(OneEuroParams(*p) for p in (
+    (3.0, 10.0, 0.5, 1), (9.0, 2.0, 0.5, 2), (9.0, 5.0, 0.5, 2), (8.0, 10.0, 0.5, 2), (9.0, 10.0, 0.5, 2)))
+# The same for the landmark filter (beta per IOD/s): the first-order setting chosen before, first-order
+# neighbours, and second-order settings of `python tools/jitter.py --grid` with pooled lag <= 0.95 frame.
+LANDMARK_FILTERS = tuple(OneEuroParams(*p) for p in (
+    (5.0, 5.0, 0.5, 1), (4.0, 10.0, 0.5, 1), (12.0, 2.0, 0.5, 2), (12.0, 3.0, 0.5, 2), (11.0, 7.0, 0.5, 2),
+    (12.0, 5.0, 0.5, 2), (11.0, 10.0, 0.5, 2), (10.0, 12.0, 0.5, 2), (10.0, 15.0, 0.5, 2), (12.0, 10.0, 0.5, 2)))
 
 
 def still_rows(ict, first: int, count: int) -> list[tuple[np.ndarray, dict]]:
@@ -123,20 +151,75 @@ def tune_expression_smoothing(ict, folders: list[Path]) -> None:
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in mae) + f" | {mae.mean():.4f} |", flush=True)
 
 
+def tune_rotation_smoothing(ict, folders: list[Path]) -> None:
+    """Pose MAE of each ROTATION_FILTERS candidate (and none) on the tuning clips."""
+    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+    print("| rotation filter: min_cutoff, beta, d_cutoff, order | MAE yaw / pitch / roll | worst-axis MAE |")
+    print("|---|---|---|")
+    for params in (None, *ROTATION_FILTERS):
+        errors = []
+        for r in rows:
+            est = r["est_pose"].copy()
+            if params is not None:
+                for clip in np.unique(r["group"]):
+                    smoother = QuaternionOneEuro(*params)  # one per clip, as one per track in the pipeline
+                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time
+                        if np.isfinite(est[i]).all():
+                            q = smoother(matrix_to_quaternion(euler_to_matrix(*est[i])), k / evaluate_renders.FPS)
+                            est[i] = matrix_to_euler(quaternion_to_matrix(q))
+            keep = (np.abs(r["true_pose"][:, 0]) <= evaluate_renders.YAW_LIMIT) & np.isfinite(est).all(1)
+            errors.append((est - r["true_pose"])[keep])
+        mae = np.abs(np.concatenate(errors)).mean(0)
+        label = "none" if params is None else (f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, "
+                                               f"{params.order}")
+        label += " (default)" if params == ROTATION_PARAMS else ""
+        print(f"| {label} | {' / '.join(f'{v:.2f}' for v in mae)} | {mae.max():.2f} |", flush=True)
+
+
+def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
+    """Landmark error of each LANDMARK_FILTERS candidate (and none) on the tuning clips."""
+    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+    print("| landmark filter: min_cutoff, beta, d_cutoff, order | landmark error, \\|yaw\\| ≤ 20° | ≤ 45° |")
+    print("|---|---|---|")
+    for params in (None, *LANDMARK_FILTERS):
+        errors, yaws = [], []
+        for r in rows:
+            est = r["est_landmarks"].copy()
+            if params is not None:
+                for clip in np.unique(r["group"]):
+                    smoother = FaceSmoother(landmark_params=params)  # one per clip, as one per track
+                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time
+                        if np.isfinite(est[i]).all():  # the call tracker.pipeline._smooth makes
+                            conf = r["est_confidence"][i]
+                            est[i] = smoother(k / evaluate_renders.FPS, est[i], float(np.linalg.norm(est[i, 36] - est[i, 45])),
+                                              confidence=conf if np.isfinite(conf).all() else None)[0]
+            for i in range(len(est)):
+                off = evaluate_renders.landmark_offsets(est[i], r["true_landmarks"][i], r["true_roll"][i],
+                                                        r["true_hidden"][i] > 0.5)
+                errors.append(np.nanmean(np.linalg.norm(off, axis=1)))
+            yaws.append(np.abs(r["true_pose"][:, 0]))
+        err, yaw = np.array(errors), np.concatenate(yaws)
+        cells = [100 * np.nanmean(err[yaw <= limit]) for limit in (20.0, evaluate_renders.YAW_LIMIT)]
+        label = "none" if params is None else (f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, "
+                                               f"{params.order}")
+        label += " (default)" if params == LANDMARK_PARAMS else ""
+        print(f"| {label} | {cells[0]:.2f}% | {cells[1]:.2f}% |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parameter", choices=(*PARAMETERS, "expression-smoothing"))
+    parser.add_argument("parameter", choices=(*PARAMETERS, *SMOOTHING))
     parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
     parser.add_argument("--clips", action="store_true", help="score tracked clips (seeds 700-702), not stills")
     args = parser.parse_args()
     if args.clips and args.parameter == "hint":
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
-    if args.parameter == "expression-smoothing" and args.values:
-        parser.error("expression-smoothing scores its built-in candidates (EXPRESSION_FILTERS); --values does not apply")
+    if args.parameter.endswith("-smoothing") and args.values:
+        parser.error(f"{args.parameter} scores its built-in candidates; --values does not apply")
     ict = load_ict(ICT_PATH)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.parameter == "expression-smoothing":  # on clips whether or not --clips is given
-            tune_expression_smoothing(ict, render_clip_folders(ict, Path(tmp)))
+        if args.parameter.endswith("-smoothing"):  # on clips whether or not --clips is given
+            SMOOTHING[args.parameter](ict, render_clip_folders(ict, Path(tmp)))
             return 0
         first, count, grid = PARAMETERS[args.parameter]
         if args.clips:  # evaluate_renders.track_clips makes a tracker per clip
@@ -164,6 +247,10 @@ def main() -> int:
                   f"{mae.max():.2f} | " + " | ".join(f"{v:.3f}" for v in shape_mae) + f" | {shape_mae.mean():.3f} |",
                   flush=True)
     return 0
+
+
+SMOOTHING = {"expression-smoothing": tune_expression_smoothing, "rotation-smoothing": tune_rotation_smoothing,
+             "landmark-smoothing": tune_landmark_smoothing}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ so a still face is smoothed hard (jitter removed) and a moving one lightly
 (little lag). It is causal: each output uses only the current and past frames,
 so it adds no latency beyond the filter's own (small, speed-dependent) lag.
 
+Order. The paper's filter is one first-order low-pass; ``order=2`` runs two in
+cascade at the same adaptive cutoff (a critically damped second-order
+low-pass). For the same lag it removes more of the frame-to-frame acceleration
+(what reads as jitter): its response falls off twice as steeply above the
+cutoff, while a ramp's lag, 2(1 - a)/a frames at factor a, is met with about
+twice the cutoff. The landmarks use it (see the defaults below).
+
 Units. Landmark parameters are in units of the face's inter-ocular distance
 (IOD, outer eye corners 36-45) per second, so one parameter set suits every
 face size; rotation parameters in radians per second; expression in weight
@@ -46,26 +53,36 @@ class OneEuroParams(NamedTuple):
     min_cutoff: float  # Hz: cutoff when still; lower = smoother at rest, more lag on slow motion
     beta: float  # Hz per (unit/s): how fast the cutoff opens with speed; higher = less lag when moving
     d_cutoff: float = 1.0  # Hz: low-pass on the speed estimate itself
+    order: int = 1  # first-order low-passes in cascade, each at the cutoff (2: critically damped)
 
 
 # Chosen with `tools/jitter.py --grid` on the 13 shared talking-head clips (3866 frames, raw tracks with
 # the pipeline's landmark confidence), per part: the most jitter removed (mean frame-to-frame
-# acceleration, pooled over all frames) with lag <= 1 frame, lag = the peak of the smoothed-vs-raw velocity
-# cross-correlation pooled over a segment's coordinates, frame-weighted over segments (tools/jitter.py).
-#   landmarks   5 Hz, 5, d 0.5:  jitter -51%, lag 0.96 frames; a still point keeps ~0.6 of its noise std.
-#               No setting reaches -60% within 1 frame: -60% costs ~1.5 frames (3 Hz, 5, d 0.25), and the
-#               previous 1 Hz, 10 gave -49% at 1.34 frames. min_cutoff is high because the lag bound is met
-#               on slowly drifting faces too, where a low min_cutoff lags the drift by several frames.
-#   rotation    3 Hz, 10, d 0.5: jitter -57%, lag 0.96 frames (was 1 Hz, 5: -72%, 1.72 frames)
-#   translation 5 Hz, 0.02, d 0.5: jitter -52%, lag 0.81 frames (was 1 Hz, 0.1: -58%, 1.37 frames)
+# acceleration, pooled over all frames) with lag <= 1 frame (0.95 for the landmarks: the tool's LAG_LIMIT,
+# a margin), lag = the peak of the smoothed-vs-raw velocity cross-correlation pooled over a segment's
+# coordinates, frame-weighted over segments (tools/jitter.py).
+#   landmarks   10 Hz, 12, d 0.5, 2nd order: jitter -52.0%, lag 0.93 frames; a still point keeps ~0.6 of its
+#               noise std. Jitter on these clips is bought with error on fast motion, which the lag measure
+#               hardly shows: on the 18 tuning render clips (`python tools/tune_fit_weights.py
+#               landmark-smoothing`, fast yaw sweeps) the landmark error at |yaw| <= 20° is 1.69% of the
+#               inter-ocular distance unsmoothed, 3.02% with the first-order setting used before (5 Hz, 5, d
+#               0.5: -50.4% at 0.92 frames), and 3.44% with the grid's best second-order one (12 Hz, 2: -54.7%
+#               at 0.95). So the rule here: the most jitter removed among the grid's settings that do not
+#               read those clips worse than the first-order setting did. This one removes more (-52.0%) at
+#               the same lag and reads them better (2.92%). No setting of either order reaches -60% within 1
+#               frame (the best, 12 Hz, 0, 2nd order: -56.3% at 0.99, 3.4% there and worse).
+#   rotation    3 Hz, 10, d 0.5: jitter -56%, lag 0.92 frames. Second-order settings remove more here (9 Hz, 2:
+#               -60.0% at 0.93 frames; 8 Hz, 10: -59.4% at 0.91) but read yaw on the tuning render clips'
+#               sweeps worse (`python tools/tune_fit_weights.py rotation-smoothing`: 2.19° and 2.03° against
+#               1.96°, 1.79° unsmoothed), so rotation stays first order.
+#   translation 5 Hz, 0.02, d 0.5: jitter -52%, lag 0.75 frames (second order, 9 Hz, 0: -61% at 0.92 frames, not
+#               checked against render truth, so not taken).
 #   expression  1 Hz, 5, d 2:    jitter -60%, lag 0.42 frames. Chosen as the lowest key-blendshape MAE on the
 #               tuning render clips (`python tools/tune_fit_weights.py expression-smoothing`, seeds 700-702:
 #               0.0645, against 0.0635 unsmoothed) among the settings that keep the issue's -60% within 1 frame
 #               on the real clips; d 1 (0.0668, -66%) let a blink's speed open the cutoff too late, rounding
 #               blinks off (eyeBlinkLeft MAE 0.037 against 0.032). 0.5 Hz, 5, d 3 tied (0.0644) at -59.8%.
-# Less smoothing than before for pose: the earlier render check of rotation (yaw MAE 2.3° at 1 Hz, 5 vs 2.0°
-# unsmoothed) has not been re-run at 3 Hz, 10, which lags fast turns less.
-LANDMARK_PARAMS = OneEuroParams(min_cutoff=5.0, beta=5.0, d_cutoff=0.5)  # IOD units
+LANDMARK_PARAMS = OneEuroParams(min_cutoff=10.0, beta=12.0, d_cutoff=0.5, order=2)  # IOD units
 ROTATION_PARAMS = OneEuroParams(min_cutoff=3.0, beta=10.0, d_cutoff=0.5)  # radians
 EXPRESSION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=5.0, d_cutoff=2.0)  # weights in [0, 1]
 TRANSLATION_PARAMS = OneEuroParams(min_cutoff=5.0, beta=0.02, d_cutoff=0.5)  # mm
@@ -90,10 +107,11 @@ def _step(t: float, t_prev: float | None) -> float | None:
 class _OneEuroFilter:
     """The parameters every One Euro filter here shares; subclasses hold the state (``reset``)."""
 
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
-        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
-            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0, order: int = 1) -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0 or order not in (1, 2):
+            raise ValueError("One Euro needs min_cutoff > 0, d_cutoff > 0, beta >= 0 and order 1 or 2")
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.order = int(order)
         self.reset()
 
     def reset(self) -> None:
@@ -112,7 +130,7 @@ class OneEuro(_OneEuroFilter):
 
     def reset(self) -> None:
         self._x_raw: np.ndarray | None = None  # previous raw input (the derivative is of the raw signal)
-        self._y: np.ndarray | None = None  # previous output
+        self._stages: list[np.ndarray] = []  # each low-pass stage's previous output; the last is the output
         self._dx: np.ndarray | None = None  # previous low-passed derivative
         self._t: float | None = None
 
@@ -120,13 +138,14 @@ class OneEuro(_OneEuroFilter):
                  scale: float = 1.0) -> np.ndarray:
         x = np.array(x, dtype=np.float64)  # a copy: the state must not alias the caller's array
         dt = _step(t, self._t)
-        if dt is None or self._y is None or self._y.shape != x.shape:
-            self._x_raw, self._y, self._dx, self._t = x.copy(), x.copy(), np.zeros_like(x), float(t)
+        if dt is None or not self._stages or self._stages[-1].shape != x.shape:
+            self._x_raw, self._dx, self._t = x.copy(), np.zeros_like(x), float(t)
+            self._stages = [x.copy() for _ in range(self.order)]
             return x
         self._t = float(t)
         # Non-finite inputs pass through and leave that element's state untouched.
         ok = np.isfinite(x)
-        xs = np.where(ok, x, self._y)
+        xs = np.where(ok, x, self._stages[0])
         # Derivative of the raw signal, as in the paper's reference code, then low-passed.
         dx = (xs - np.where(ok, self._x_raw, xs)) / dt
         dx_hat = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
@@ -134,8 +153,12 @@ class OneEuro(_OneEuroFilter):
         if confidence is not None:
             c = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=1.0), 0.0, 1.0)
             cutoff = cutoff * (CONFIDENCE_FLOOR + (1.0 - CONFIDENCE_FLOOR) * c)
-        y = self._y + _alpha(cutoff, dt) * (xs - self._y)
-        self._x_raw, self._y, self._dx = xs, y, dx_hat
+        a = _alpha(cutoff, dt)
+        y = xs
+        for k, stage in enumerate(self._stages):
+            y = stage + a * (y - stage)
+            self._stages[k] = y
+        self._x_raw, self._dx = xs, dx_hat
         return np.where(ok, y, x)
 
 
@@ -187,7 +210,7 @@ class QuaternionOneEuro(_OneEuroFilter):
 
     def reset(self) -> None:
         self._q_raw: np.ndarray | None = None
-        self._q: np.ndarray | None = None
+        self._stages: list[np.ndarray] = []  # each stage's previous output; the last is the output
         self._w = np.zeros(3)  # low-passed angular velocity (rad/s, body frame)
         self._t: float | None = None
 
@@ -199,15 +222,19 @@ class QuaternionOneEuro(_OneEuroFilter):
         q = q / norm
         dt = _step(t, self._t)
         self._t = float(t)
-        if dt is None or self._q is None:
-            self._q_raw, self._q, self._w = q, q.copy(), np.zeros(3)
+        if dt is None or not self._stages:
+            self._q_raw, self._w = q, np.zeros(3)
+            self._stages = [q.copy() for _ in range(self.order)]
             return q.copy()
         w = _qlog(_qmul(_qconj(self._q_raw), q)) / dt
         self._w = self._w + _alpha(self.d_cutoff, dt) * (w - self._w)
         a = _alpha(self.min_cutoff + self.beta * float(np.linalg.norm(self._w)), dt)
-        out = _qmul(self._q, _qexp(a * _qlog(_qmul(_qconj(self._q), q))))
-        out /= np.linalg.norm(out)  # against round-off drift over long tracks
-        self._q_raw, self._q = q, out
+        out = q
+        for k, stage in enumerate(self._stages):
+            out = _qmul(stage, _qexp(a * _qlog(_qmul(_qconj(stage), out))))
+            out /= np.linalg.norm(out)  # against round-off drift over long tracks
+            self._stages[k] = out
+        self._q_raw = q
         return out.copy()
 
 
