@@ -129,70 +129,87 @@ def render_clip_folders(ict, tmp: Path) -> list[Path]:
     return folders
 
 
+def unsmoothed_clip_rows(ict, folders: list[Path]) -> list[dict[str, np.ndarray]]:
+    """The tuning clips tracked once with the pipeline's output smoothing off: the filters run afterwards."""
+    return [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+
+
+def through_filter(rows: dict[str, np.ndarray], values: np.ndarray, make_filter, step) -> np.ndarray:
+    """``values`` (one per frame of ``rows``) through a fresh filter per clip, as one per track in the pipeline,
+    frames in media time: ``step(filter, value, t, i)`` gives frame i's output. A frame without a face (NaN)
+    goes to the filter too, which passes it through."""
+    out = values.copy()
+    for clip in np.unique(rows["group"]):
+        f = make_filter()
+        for k, i in enumerate(np.flatnonzero(rows["group"] == clip)):
+            out[i] = step(f, out[i], k / evaluate_renders.FPS, i)
+    return out
+
+
+def filter_label(params: OneEuroParams | None, default: OneEuroParams) -> str:
+    if params is None:
+        return "none"
+    label = f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, {params.order}"
+    return label + (" (default)" if params == default else "")
+
+
 def tune_expression_smoothing(ict, folders: list[Path]) -> None:
     """Key-blendshape MAE of each EXPRESSION_FILTERS candidate (and none) on the tuning clips."""
-    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
-    print("| expression filter: min_cutoff, beta, d_cutoff | " + " | ".join(KEY_SHAPES) + " | key blendshapes MAE |")
+    rows = unsmoothed_clip_rows(ict, folders)
+    print("| expression filter: min_cutoff, beta, d_cutoff, order | " + " | ".join(KEY_SHAPES)
+          + " | key blendshapes MAE |")
     print("|---|" + "---|" * (len(KEY_SHAPES) + 1))
     for params in (None, *EXPRESSION_FILTERS):
         errors = []
         for r in rows:
-            est = r["est_shapes"].copy()
-            if params is not None:
-                for clip in np.unique(r["group"]):
-                    smoother = OneEuro(*params)  # one per clip, as one per track in the pipeline
-                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time; clipped to [0, 1]
-                        est[i] = np.clip(smoother(est[i], k / evaluate_renders.FPS), 0.0, 1.0)
+            est = r["est_shapes"] if params is None else through_filter(
+                r, r["est_shapes"], lambda p=params: OneEuro(*p), lambda f, x, t, _: np.clip(f(x, t), 0.0, 1.0))
             keep = (np.abs(r["true_pose"][:, 0]) <= evaluate_renders.YAW_LIMIT) & np.isfinite(est).all(1)
             errors.append((est - r["true_shapes"])[keep])
         mae = np.abs(np.concatenate(errors)).mean(0)
-        label = "none" if params is None else f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz"
-        label += " (default)" if params == EXPRESSION_PARAMS else ""
-        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in mae) + f" | {mae.mean():.4f} |", flush=True)
+        print(f"| {filter_label(params, EXPRESSION_PARAMS)} | " + " | ".join(f"{v:.3f}" for v in mae)
+              + f" | {mae.mean():.4f} |", flush=True)
+
+
+def _rotation_step(f: QuaternionOneEuro, pose: np.ndarray, t: float, _frame: int) -> np.ndarray:
+    if not np.isfinite(pose).all():
+        return pose  # as the filter does with a rotation it cannot use
+    return np.array(matrix_to_euler(quaternion_to_matrix(f(matrix_to_quaternion(euler_to_matrix(*pose)), t))))
 
 
 def tune_rotation_smoothing(ict, folders: list[Path]) -> None:
     """Pose MAE of each ROTATION_FILTERS candidate (and none) on the tuning clips."""
-    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+    rows = unsmoothed_clip_rows(ict, folders)
     print("| rotation filter: min_cutoff, beta, d_cutoff, order | MAE yaw / pitch / roll | worst-axis MAE |")
     print("|---|---|---|")
     for params in (None, *ROTATION_FILTERS):
         errors = []
         for r in rows:
-            est = r["est_pose"].copy()
-            if params is not None:
-                for clip in np.unique(r["group"]):
-                    smoother = QuaternionOneEuro(*params)  # one per clip, as one per track in the pipeline
-                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time
-                        if np.isfinite(est[i]).all():
-                            q = smoother(matrix_to_quaternion(euler_to_matrix(*est[i])), k / evaluate_renders.FPS)
-                            est[i] = matrix_to_euler(quaternion_to_matrix(q))
+            est = r["est_pose"] if params is None else through_filter(
+                r, r["est_pose"], lambda p=params: QuaternionOneEuro(*p), _rotation_step)
             keep = (np.abs(r["true_pose"][:, 0]) <= evaluate_renders.YAW_LIMIT) & np.isfinite(est).all(1)
             errors.append((est - r["true_pose"])[keep])
         mae = np.abs(np.concatenate(errors)).mean(0)
-        label = "none" if params is None else (f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, "
-                                               f"{params.order}")
-        label += " (default)" if params == ROTATION_PARAMS else ""
-        print(f"| {label} | {' / '.join(f'{v:.2f}' for v in mae)} | {mae.max():.2f} |", flush=True)
+        print(f"| {filter_label(params, ROTATION_PARAMS)} | {' / '.join(f'{v:.2f}' for v in mae)} | {mae.max():.2f} |",
+              flush=True)
 
 
 def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
     """Landmark error of each LANDMARK_FILTERS candidate (and none) on the tuning clips."""
-    rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False)[0].arrays() for folder in folders]
+    rows = unsmoothed_clip_rows(ict, folders)
     print("| landmark filter: min_cutoff, beta, d_cutoff, order | landmark error, \\|yaw\\| ≤ 20° | ≤ 45° |")
     print("|---|---|---|")
     for params in (None, *LANDMARK_FILTERS):
         errors, yaws = [], []
         for r in rows:
-            est = r["est_landmarks"].copy()
+            est = r["est_landmarks"]
             if params is not None:
-                for clip in np.unique(r["group"]):
-                    smoother = FaceSmoother(landmark_params=params)  # one per clip, as one per track
-                    for k, i in enumerate(np.flatnonzero(r["group"] == clip)):  # media time
-                        if np.isfinite(est[i]).all():  # the call tracker.pipeline._smooth makes
-                            conf = r["est_confidence"][i]
-                            est[i] = smoother(k / evaluate_renders.FPS, est[i], float(np.linalg.norm(est[i, 36] - est[i, 45])),
-                                              confidence=conf if np.isfinite(conf).all() else None)[0]
+                # The call tracker.pipeline._smooth makes: the frame's inter-ocular distance and confidence.
+                def step(f: FaceSmoother, lm: np.ndarray, t: float, i: int, conf=r["est_confidence"]) -> np.ndarray:
+                    usable = np.isfinite(conf[i]).all()
+                    return f(t, lm, float(np.linalg.norm(lm[36] - lm[45])), confidence=conf[i] if usable else None)[0]
+
+                est = through_filter(r, est, lambda p=params: FaceSmoother(landmark_params=p), step)
             for i in range(len(est)):
                 off = evaluate_renders.landmark_offsets(est[i], r["true_landmarks"][i], r["true_roll"][i],
                                                         r["true_hidden"][i] > 0.5)
@@ -200,10 +217,7 @@ def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
             yaws.append(np.abs(r["true_pose"][:, 0]))
         err, yaw = np.array(errors), np.concatenate(yaws)
         cells = [100 * np.nanmean(err[yaw <= limit]) for limit in (20.0, evaluate_renders.YAW_LIMIT)]
-        label = "none" if params is None else (f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, "
-                                               f"{params.order}")
-        label += " (default)" if params == LANDMARK_PARAMS else ""
-        print(f"| {label} | {cells[0]:.2f}% | {cells[1]:.2f}% |", flush=True)
+        print(f"| {filter_label(params, LANDMARK_PARAMS)} | {cells[0]:.2f}% | {cells[1]:.2f}% |", flush=True)
 
 
 def main() -> int:

@@ -67,10 +67,11 @@ class OneEuroParams(NamedTuple):
 #               landmark-smoothing`, fast yaw sweeps) the landmark error at |yaw| <= 20° is 1.69% of the
 #               inter-ocular distance unsmoothed, 3.02% with the first-order setting used before (5 Hz, 5, d
 #               0.5: -50.4% at 0.92 frames), and 3.44% with the grid's best second-order one (12 Hz, 2: -54.7%
-#               at 0.95). So the rule here: the most jitter removed among the grid's settings that do not
-#               read those clips worse than the first-order setting did. This one removes more (-52.0%) at
-#               the same lag and reads them better (2.92%). No setting of either order reaches -60% within 1
-#               frame (the best, 12 Hz, 0, 2nd order: -56.3% at 0.99, 3.4% there and worse).
+#               at 0.95). So the rule here: among that tool's candidates (LANDMARK_FILTERS), the most jitter
+#               removed by one that does not read those clips worse than the first-order setting did (table in
+#               BENCHMARKS.md, "Jitter and lag"). This one removes more (-52.0%) at
+#               the same lag and reads them better (2.91%). No setting of either order reaches -60% within 1
+#               frame (the best, 12 Hz, 0, 2nd order: -56.3% at 0.99, reads those renders at 3.72%).
 #   rotation    3 Hz, 10, d 0.5: jitter -56%, lag 0.92 frames. Second-order settings remove more here (9 Hz, 2:
 #               -60.0% at 0.93 frames; 8 Hz, 10: -59.4% at 0.91) but read yaw on the tuning render clips'
 #               sweeps worse (`python tools/tune_fit_weights.py rotation-smoothing`: 2.19° and 2.03° against
