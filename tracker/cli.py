@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -221,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of --json - or --csv - stopped reading (`| head`, a closed socket): an end, not an error.
+        # Python would still flush stdout at exit and fail there, so stdout goes to the null device.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 -- the promise is one line, never a traceback
         if args.debug:
             traceback.print_exc()
