@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.backends import BackendError, as_inputs, create_session, run_in_chunks, tensorrt_usable
+from tracker.backends import BackendError, create_session, tensorrt_usable
+from tracker.engines import as_inputs, run_in_chunks
 from tracker.mesh import MESH_MODEL
 
 MODELS = {

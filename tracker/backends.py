@@ -8,13 +8,13 @@ stages above never know which runtime served them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from tracker.engines import ENGINES_DIR, BackendError
+from tracker.engines import ENGINES_DIR, BackendError, as_inputs
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
 log = logging.getLogger("tracker.backends")
@@ -37,24 +37,6 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         raise BackendError(f"model file {path} is missing; regenerate it with `python tools/convert_tflite.py`")
     return path
-
-
-def as_inputs(batch: np.ndarray | dict[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
-    """A session's inputs by name, contiguous float32 (a single array is the model's one input)."""
-    inputs = batch if isinstance(batch, dict) else {input_name: batch}
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
-
-
-def run_in_chunks(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], inputs: dict[str, np.ndarray],
-                  max_batch: int) -> dict[str, np.ndarray]:
-    """``run`` on consecutive slices of at most ``max_batch`` items, outputs joined along the batch axis:
-    a runtime whose buffers or optimisation profile stop at a batch size (TensorRT) still takes any
-    batch. Every model here treats the items of a batch independently."""
-    n = len(next(iter(inputs.values())))
-    if n <= max_batch:
-        return run(inputs)
-    parts = [run({k: v[i:i + max_batch] for k, v in inputs.items()}) for i in range(0, n, max_batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class OnnxRuntimeSession:

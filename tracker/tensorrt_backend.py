@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.backends import as_inputs, run_in_chunks
-from tracker.engines import ENGINES_DIR, BackendError
+from tracker.engines import ENGINES_DIR, BackendError, as_inputs, run_in_chunks
 
 CACHE_DIR = ENGINES_DIR / "trt_cache"
 
