@@ -59,7 +59,7 @@ def test_constant_input_passes_exactly_and_a_ramp_lags_less_than_a_frame(params)
         if t >= 1.5:  # after convergence (the speed estimate's 0.5 Hz low-pass has settled)
             lags.append((v * t - y) / v * FPS)  # frames
     # On a ramp the speed estimate converges to v, so the cutoff opens to min_cutoff + beta·v and each of
-    # the `order` exponential stages with factor a lags by (1 - a) / a frames (default: 14 Hz, 2 × 0.34).
+    # the `order` exponential stages with factor a lags by (1 - a) / a frames (default: 22 Hz, 2 × 0.22).
     cutoff = params.min_cutoff + params.beta * v
     a = 1.0 / (1.0 + FPS / (2 * np.pi * cutoff))
     assert abs(max(lags) - params.order * (1 - a) / a) < 0.02
@@ -112,6 +112,33 @@ def test_clock_quirks_non_increasing_time_and_non_finite_values():
     out = f(np.array([np.nan, 1.0]), 1.0 + 1 / FPS)  # a non-finite element passes through ...
     assert np.isnan(out[0]) and np.isfinite(out[1])
     assert np.isfinite(f(np.array([1.0, 1.0]), 1.0 + 2 / FPS)).all()  # ... and does not poison the state
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_an_element_first_seen_as_nan_starts_at_its_first_value(order):
+    """A point missing (NaN) on a track's first frame is not NaN for the rest of the track."""
+    f = OneEuro(5.0, 5.0, 0.5, order)
+    assert np.isnan(f(np.array([np.nan, 2.0]), 0.0)[0])
+    out = f(np.array([3.0, 2.0]), 1 / FPS)
+    np.testing.assert_array_equal(out, [3.0, 2.0])  # its first value passes, as a first call's does
+    later = f(np.array([4.0, 2.0]), 2 / FPS)
+    assert 3.0 < later[0] < 4.0 and later[1] == 2.0
+
+
+def test_second_order_is_two_first_order_filters_in_cascade():
+    """With a fixed cutoff (beta 0) the second-order filter is exactly the first-order one applied twice,
+    for points and for rotations (each stage steps along the geodesic)."""
+    rng = np.random.default_rng(4)
+    points = np.cumsum(rng.normal(0.0, 0.1, (60, 5)), axis=0)
+    second, first_a, first_b = OneEuro(6.0, 0.0, 1.0, 2), OneEuro(6.0, 0.0, 1.0), OneEuro(6.0, 0.0, 1.0)
+    for k, x in enumerate(points):
+        np.testing.assert_allclose(second(x, k / FPS), first_b(first_a(x, k / FPS), k / FPS), atol=1e-12)
+    qs = [matrix_to_quaternion(euler_to_matrix(*a)) for a in np.cumsum(rng.normal(0.0, 2.0, (60, 3)), axis=0)]
+    second, first_a, first_b = (QuaternionOneEuro(4.0, 0.0, 1.0, 2), QuaternionOneEuro(4.0, 0.0, 1.0),
+                                QuaternionOneEuro(4.0, 0.0, 1.0))
+    for k, q in enumerate(qs):
+        out = second(q, k / FPS)
+        assert abs(abs(float(np.dot(out, first_b(first_a(q, k / FPS), k / FPS)))) - 1.0) < 1e-12
 
 
 def test_lower_confidence_smooths_more():

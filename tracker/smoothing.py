@@ -58,9 +58,9 @@ class OneEuroParams(NamedTuple):
 
 # Chosen with `tools/jitter.py --grid` on the 13 shared talking-head clips (3866 frames, raw tracks with
 # the pipeline's landmark confidence), per part: the most jitter removed (mean frame-to-frame
-# acceleration, pooled over all frames) with lag <= 1 frame (0.95 for the landmarks: the tool's LAG_LIMIT,
-# a margin), lag = the peak of the smoothed-vs-raw velocity cross-correlation pooled over a segment's
-# coordinates, frame-weighted over segments (tools/jitter.py).
+# acceleration, pooled over all frames) with lag <= 1 frame (the tool now keeps a margin, LAG_LIMIT = 0.95),
+# lag = the peak of the smoothed-vs-raw velocity cross-correlation pooled over a segment's coordinates,
+# frame-weighted over segments (tools/jitter.py); the landmarks by a rule that also weighs accuracy (below).
 #   landmarks   10 Hz, 12, d 0.5, 2nd order: jitter -52.0%, lag 0.93 frames; a still point keeps ~0.6 of its
 #               noise std. Jitter on these clips is bought with error on fast motion, which the lag measure
 #               hardly shows: on the 18 tuning render clips (`python tools/tune_fit_weights.py
@@ -144,8 +144,14 @@ class OneEuro(_OneEuroFilter):
             self._stages = [x.copy() for _ in range(self.order)]
             return x
         self._t = float(t)
-        # Non-finite inputs pass through and leave that element's state untouched.
+        # Non-finite inputs pass through and leave that element's state untouched; an element whose state is
+        # not finite (its first value was NaN) starts afresh from its first finite input.
         ok = np.isfinite(x)
+        fresh = ok & ~np.isfinite(self._stages[-1])
+        if fresh.any():
+            for stage in self._stages:
+                stage[fresh] = x[fresh]
+            self._x_raw[fresh], self._dx[fresh] = x[fresh], 0.0
         xs = np.where(ok, x, self._stages[0])
         # Derivative of the raw signal, as in the paper's reference code, then low-passed.
         dx = (xs - np.where(ok, self._x_raw, xs)) / dt
@@ -157,7 +163,7 @@ class OneEuro(_OneEuroFilter):
         a = _alpha(cutoff, dt)
         y = xs
         for k, stage in enumerate(self._stages):
-            y = stage + a * (y - stage)
+            y = np.where(ok, stage + a * (y - stage), stage)
             self._stages[k] = y
         self._x_raw, self._dx = xs, dx_hat
         return np.where(ok, y, x)

@@ -16,6 +16,7 @@ TensorRT cannot be installed. Version differences it handles:
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,16 +107,19 @@ class TensorRtSession:
             raise BackendError(f"max_batch must be at least 1, got {max_batch}")
         trt, cuda = _import_trt()
         self._cuda = cuda
-        self._context_gpu = cuda.Device(0).retain_primary_context()
-        self._context_gpu.push()
+        pushed = False
         try:
+            self._context_gpu = cuda.Device(0).retain_primary_context()
+            self._context_gpu.push()
+            pushed = True
             self._open(trt, cuda, onnx_path, outputs, max_batch)
         except BackendError:
             raise
         except Exception as exc:  # noqa: BLE001 -- an API or driver failure becomes one clear line
             raise BackendError(f"TensorRT failed on {onnx_path.name}: {type(exc).__name__}: {exc}") from None
         finally:
-            self._context_gpu.pop()
+            if pushed:
+                self._context_gpu.pop()
 
     def _open(self, trt, cuda, onnx_path: Path, outputs: Sequence[str] | None, max_batch: int) -> None:
         device = cuda.Device(0)
@@ -129,7 +133,10 @@ class TensorRtSession:
         else:
             blob = _build_engine(trt, onnx_path, max_batch, fp16)
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(blob)
+            # Written whole, then renamed: a crash or a second tracker building at once leaves no half engine.
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+            partial.write_bytes(blob)
+            os.replace(partial, cache)
         engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
         if engine is None:
             raise BackendError(f"TensorRT could not load cached engine {cache}; delete it to rebuild")
@@ -150,7 +157,8 @@ class TensorRtSession:
         for name in self._inputs:
             shape = list(engine.get_tensor_shape(name))
             shape[0] = max_batch
-            self._exec.set_input_shape(name, shape)
+            if not self._exec.set_input_shape(name, shape):
+                raise BackendError(f"{onnx_path.name}: the engine does not take {name} at batch {max_batch}")
         # Every output needs a bound address even when not requested. Host buffers are page-locked:
         # the asynchronous copies need it.
         self._host, self._device = {}, {}
@@ -164,9 +172,11 @@ class TensorRtSession:
 
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = as_inputs(batch, self.input_name)
-        missing = set(self._inputs) - set(inputs)
-        if missing:
-            raise BackendError(f"TensorRT engine needs input(s) {sorted(missing)}")
+        if set(inputs) != set(self._inputs):
+            raise BackendError(f"TensorRT engine takes input(s) {sorted(self._inputs)}, got {sorted(inputs)}")
+        sizes = {len(v) for v in inputs.values()}
+        if len(sizes) != 1 or 0 in sizes:
+            raise BackendError(f"TensorRT engine needs one batch size of at least 1 for all inputs, got {sorted(sizes)}")
         return run_in_chunks(self._run_batch, inputs, self._max_batch)
 
     def _run_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -175,7 +185,8 @@ class TensorRtSession:
         self._context_gpu.push()
         try:
             for name, value in inputs.items():
-                self._exec.set_input_shape(name, value.shape)
+                if not self._exec.set_input_shape(name, value.shape):
+                    raise BackendError(f"TensorRT engine does not take {name} of shape {value.shape}")
                 staged = self._host[name][:n]
                 staged[...] = value
                 cuda.memcpy_htod_async(self._device[name], staged, self._stream)
