@@ -92,7 +92,7 @@ PARAM_NAMES = {"landmarks": "landmark_params", "rotation": "rotation_params", "t
 # IOD, radians (rotation), mm, weight. A second-order filter (two low-passes in cascade) lags a ramp by
 # 2(1 - a)/a frames at factor a, so it needs about twice the cutoff of a first-order one for the same lag.
 GRID = {
-    "landmarks": (((0.5, 1.0, 2.0, 3.0, 5.0, 7.0), (2.0, 5.0, 10.0, 20.0), (0.5, 1.0), 1),
+    "landmarks": (((0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0), (2.0, 5.0, 10.0, 20.0), (0.5, 1.0), 1),
                   ((10.0, 11.0, 12.0, 13.0, 14.0), (0.0, 2.0, 3.0, 5.0, 7.0, 10.0, 12.0, 15.0), (0.5,), 2)),
     "rotation": (((0.5, 1.0, 2.0, 3.0, 5.0), (2.0, 5.0, 10.0, 20.0), (0.5, 1.0), 1),
                  ((6.0, 7.0, 8.0, 9.0, 10.0), (0.0, 2.0, 5.0, 10.0), (0.5,), 2)),
