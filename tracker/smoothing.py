@@ -70,7 +70,7 @@ class OneEuroParams(NamedTuple):
 #               at 0.95). So the rule here: among that tool's candidates (LANDMARK_FILTERS), the most jitter
 #               removed by one that does not read those clips worse than the first-order setting did (table in
 #               BENCHMARKS.md, "Jitter and lag"). This one removes more (-52.0%) at
-#               the same lag and reads them better (2.91%). No setting of either order reaches -60% within 1
+#               the same lag and reads them better (2.92%). No setting of either order reaches -60% within 1
 #               frame (the best, 12 Hz, 0, 2nd order: -56.3% at 0.99, reads those renders at 3.72%).
 #   rotation    3 Hz, 10, d 0.5: jitter -56%, lag 0.92 frames. Second-order settings remove more here (9 Hz, 2:
 #               -60.0% at 0.93 frames; 8 Hz, 10: -59.4% at 0.91) but read yaw on the tuning render clips'
@@ -83,6 +83,9 @@ class OneEuroParams(NamedTuple):
 #               0.0645, against 0.0635 unsmoothed) among the settings that keep the issue's -60% within 1 frame
 #               on the real clips; d 1 (0.0668, -66%) let a blink's speed open the cutoff too late, rounding
 #               blinks off (eyeBlinkLeft MAE 0.037 against 0.032). 0.5 Hz, 5, d 3 tied (0.0644) at -59.8%.
+#               Re-read on 2026-12-06 (the tool now also scores a tuning clip that starts without a face): 0.0598
+#               against 0.0572 unsmoothed, and -59.5% of the expression jitter on the real clips; 1 Hz, 5, d 3
+#               reads 0.0592 but removes -56%. Not re-chosen.
 LANDMARK_PARAMS = OneEuroParams(min_cutoff=10.0, beta=12.0, d_cutoff=0.5, order=2)  # IOD units
 ROTATION_PARAMS = OneEuroParams(min_cutoff=3.0, beta=10.0, d_cutoff=0.5)  # radians
 EXPRESSION_PARAMS = OneEuroParams(min_cutoff=1.0, beta=5.0, d_cutoff=2.0)  # weights in [0, 1]
