@@ -110,19 +110,15 @@ def create_session(
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     path = model_path(name)
-    if backend == "auto":
-        if tensorrt_usable():
-            from tracker import tensorrt_backend
-
-            try:
-                return tensorrt_backend.TensorRtSession(path, outputs, max_batch=max_batch)
-            except BackendError as exc:
-                log.warning("%s; using ONNX Runtime for %s", exc, name)
-        backend = "onnxruntime"
-    if backend == "tensorrt":
+    if backend == "tensorrt" or (backend == "auto" and tensorrt_usable()):
         from tracker import tensorrt_backend
 
-        return tensorrt_backend.TensorRtSession(path, outputs, max_batch=max_batch)
+        try:
+            return tensorrt_backend.TensorRtSession(path, outputs, max_batch=max_batch)
+        except BackendError as exc:
+            if backend == "tensorrt":
+                raise
+            log.warning("%s; using ONNX Runtime for %s", exc, name)
     if backend == "opencv":
         return OpenCvDnnSession(path, outputs)
     return OnnxRuntimeSession(path, outputs, threads)
