@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
+from jitter import describe
 from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
 
 from tracker import fitting
@@ -149,16 +150,14 @@ def through_filter(rows: dict[str, np.ndarray], values: np.ndarray, make_filter,
 
 
 def filter_label(params: OneEuroParams | None, default: OneEuroParams) -> str:
-    if params is None:
-        return "none"
-    label = f"{params.min_cutoff:g} Hz, {params.beta:g}, {params.d_cutoff:g} Hz, {params.order}"
-    return label + (" (default)" if params == default else "")
+    """A candidate's row label: tools/jitter.py's description of the setting, or "none"."""
+    return "none" if params is None else describe(params) + (" (default)" if params == default else "")
 
 
 def tune_expression_smoothing(ict, folders: list[Path]) -> None:
     """Key-blendshape MAE of each EXPRESSION_FILTERS candidate (and none) on the tuning clips."""
     rows = unsmoothed_clip_rows(ict, folders)
-    print("| expression filter: min_cutoff, beta, d_cutoff, order | " + " | ".join(KEY_SHAPES)
+    print("| expression filter: min_cutoff, beta, d_cutoff (order) | " + " | ".join(KEY_SHAPES)
           + " | key blendshapes MAE |")
     print("|---|" + "---|" * (len(KEY_SHAPES) + 1))
     for params in (None, *EXPRESSION_FILTERS):
@@ -182,7 +181,7 @@ def _rotation_step(f: QuaternionOneEuro, pose: np.ndarray, t: float, _frame: int
 def tune_rotation_smoothing(ict, folders: list[Path]) -> None:
     """Pose MAE of each ROTATION_FILTERS candidate (and none) on the tuning clips."""
     rows = unsmoothed_clip_rows(ict, folders)
-    print("| rotation filter: min_cutoff, beta, d_cutoff, order | MAE yaw / pitch / roll | worst-axis MAE |")
+    print("| rotation filter: min_cutoff, beta, d_cutoff (order) | MAE yaw / pitch / roll | worst-axis MAE |")
     print("|---|---|---|")
     for params in (None, *ROTATION_FILTERS):
         errors = []
@@ -199,7 +198,7 @@ def tune_rotation_smoothing(ict, folders: list[Path]) -> None:
 def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
     """Landmark error of each LANDMARK_FILTERS candidate (and none) on the tuning clips."""
     rows = unsmoothed_clip_rows(ict, folders)
-    print("| landmark filter: min_cutoff, beta, d_cutoff, order | landmark error, \\|yaw\\| ≤ 20° | ≤ 45° |")
+    print("| landmark filter: min_cutoff, beta, d_cutoff (order) | landmark error, \\|yaw\\| ≤ 20° | ≤ 45° |")
     print("|---|---|---|")
     for params in (None, *LANDMARK_FILTERS):
         errors, yaws = [], []
