@@ -299,13 +299,27 @@ def test_row_preparation_in_one_call_matches_its_steps(fitter):
 
 
 def test_expression_hint_reads_nan_as_zero_and_is_clipped(fitter):
-    total, target = fitter._expression_prior(np.array([np.nan, -0.5, 0.25, 2.0, np.inf] + [0.5] * 47))
     b = fitter.hint_weight
+    total, target = fitting._hint_prior(np.array([np.nan, -0.5, 0.25, 2.0, np.inf] + [0.5] * 47), fitter.expr_prior, b)
     np.testing.assert_allclose(total, fitter.expr_prior + b)
     np.testing.assert_allclose(target[:5], b * np.array([0.0, 0.0, 0.25, 1.0, 1.0]) / (fitter.expr_prior + b))
+    # Without a hint the prior is the ridge towards 0 alone: the same kernel at weight 0.
+    total, target = fitting._hint_prior(np.zeros(52), fitter.expr_prior, 0.0)
+    assert np.all(total == fitter.expr_prior) and np.all(target == 0.0)
+    rows = np.random.default_rng(8).uniform(100, 500, (len(fitter._row_normals), 2))
     for wrong in (np.zeros(10), np.zeros(60), 0.5):  # the kernel has no bounds checks: refuse, never read past
         with pytest.raises(ValueError, match="52 weights"):
-            fitter._expression_prior(wrong)
+            fitter.fit(rows, CAMERA, expression_hint=wrong)
+
+
+def test_fit_refuses_rows_or_weights_of_another_shape(fitter):
+    n = len(fitter._row_normals)
+    rows = np.random.default_rng(9).uniform(100, 500, (n, 3))
+    assert fitter.fit(rows, CAMERA, np.ones(n)).ok
+    for wrong_rows, wrong_weights in ((rows[:-1], None), (np.vstack([rows, rows]), None), (rows[:, :1], None),
+                                      (rows[:, 0], None), (rows, np.ones(n - 1)), (rows, np.ones((n, 2)))):
+        with pytest.raises(ValueError, match="observation rows"):
+            fitter.fit(wrong_rows, CAMERA, wrong_weights)
 
 
 def test_kernels_refuse_a_shape_major_basis(fitter):
