@@ -361,6 +361,62 @@ def test_fit_starts_from_a_given_camera(fitter, monkeypatch):
         assert np.abs(np.array(matrix_to_euler(result.state.rotation)) - (50.0, 10.0, -5.0)).max() < 1.5
 
 
+def test_fit_jacobian_matches_finite_differences_of_its_residuals(fitter):
+    """The Jacobian the fit steps with against central differences of its own residuals, column by column
+    (rotation increment, translation, expressions, identity; contour points held), with point and depth
+    rows weighted unevenly; and the residuals' squares plus the priors are the cost its steps are judged by."""
+    m = fitter.model
+    rng = np.random.default_rng(12)
+    identity = rng.normal(0, 0.5, IDENTITY_COMPONENTS)
+    pts, truth = synthetic(fitter, rng, 25.0, -10.0, 5.0, identity, OBSERVABLE)
+    obs = fitting._padded_rows(with_depth(fitter, pts, truth, 2.0, rng))
+    w = rng.uniform(0.3, 1.0, len(obs))
+    norm, wd = fitting._prepare_rows(obs, w, fitter._rigid_rows, fitter._row_normals, truth.rotation, False, 0.1,
+                                     fitting.DEPTH_WEIGHT, *fitting.EYE_ROWS)
+    sw, dw = np.sqrt(w), np.sqrt(wd)
+    depth_rows = np.nonzero(dw > 0.0)[0]
+    assert norm > 0.0 and len(depth_rows) >= 10
+    n_exp, n_id = len(m.names), IDENTITY_COMPONENTS
+    flip = np.array([1.0, -1.0, -1.0])
+    # Away from the truth, so that the residuals are not all noise.
+    rot0 = euler_to_matrix(22.0, -7.0, 8.0)
+    tr0 = truth.translation + np.array([0.4, -0.3, 2.0])
+    expr0 = np.clip(truth.expression + rng.uniform(0.05, 0.2, n_exp), 0.0, 1.0)
+    alpha0 = identity + rng.normal(0, 0.2, n_id)
+    chosen = fitting._contour(fitting.identity_shape(m.mean, m.identity_by_point, alpha0), rot0 * flip,
+                              m.candidates, m.slide)
+
+    def residuals(theta):
+        rb = (fitting._rodrigues(theta[:3]) @ rot0) * flip  # a left increment of the rotation
+        neutral = fitting.identity_shape(m.mean, m.identity_by_point, theta[6 + n_exp:])
+        x = fitting._landmark_shape(neutral, m.expression_by_point, theta[6:6 + n_exp], chosen)
+        xd = fitting._landmark_shape(m.mean, m.expression_by_point, np.zeros(n_exp), chosen)
+        jt = np.zeros((6 + n_exp + n_id, 2 * len(obs) + len(depth_rows)), np.float32)
+        res = np.zeros(jt.shape[1], np.float32)
+        fitting._residuals_and_jacobian(obs, sw, dw, wd, depth_rows, x, xd, rb, tr0 + theta[3:6], CAMERA, norm,
+                                        m.expression_by_point, m.identity_by_point, chosen, n_id, jt, res)
+        return res.astype(np.float64), jt.astype(np.float64), rb, x, xd
+
+    theta0 = np.concatenate([np.zeros(3), np.zeros(3), expr0, alpha0])
+    res0, jt, rb, x, xd = residuals(theta0)
+    eps = 1e-3
+    numeric = np.empty_like(jt)
+    for k in range(len(theta0)):
+        step = np.zeros_like(theta0)
+        step[k] = eps
+        numeric[k] = (residuals(theta0 + step)[0] - residuals(theta0 - step)[0]) / (2 * eps)
+    scale = np.abs(numeric).max(axis=1, keepdims=True)
+    assert np.all(scale[:6] > 1e-3)  # every pose column moves the residuals
+    np.testing.assert_allclose(jt, numeric, atol=1e-4, rtol=0)
+    assert np.all(np.abs(jt - numeric) <= 1e-3 * scale + 2e-5)
+
+    prior, target = fitting._hint_prior(rng.uniform(0, 1, n_exp), fitter.expr_prior, 0.5)
+    cost = fitting._cost(obs, sw, dw, x, xd, rb, tr0, CAMERA, norm, expr0, prior, target, alpha0,
+                         fitter.id_prior, n_id)
+    expected = (res0 ** 2).sum() + (prior * (expr0 - target) ** 2).sum() + fitter.id_prior * (alpha0 ** 2).sum()
+    assert cost == pytest.approx(expected, rel=1e-5)
+
+
 def test_normal_equations_are_the_jacobian_products():
     """The fit's written-out JᵀJ and Jᵀr (float32 sums, blocked, symmetric, depth rows for the pose columns
     only) against NumPy's float64 products, for a Jacobian shaped as the fit builds it."""

@@ -348,15 +348,11 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     n_exp = exp_basis.shape[1]
     n_id = id_basis.shape[1] if fit_identity else 0
     n_par = 6 + n_exp + n_id
-    f = cam[0]
     flip = np.array([1.0, -1.0, -1.0])
     sw = np.sqrt(w)
     dw = np.sqrt(wd)
     depth_rows = np.nonzero(dw > 0.0)[0]
     n_depth = depth_rows.shape[0]
-    sum_wd = 0.0
-    for i in depth_rows:
-        sum_wd += wd[i]
     rot = rot.copy()
     tr = tr.copy()
     expr = expr.copy()
@@ -375,67 +371,8 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
     res = np.zeros(2 * n_pts + n_depth, dtype=np.float32)
     for _ in range(iterations):
         # Weighted residuals and Jacobian rows, then H = JᵀJ and g = Jᵀr.
-        for i in range(n_pts):
-            # Written out: a 3×3 product per point through BLAS costs more than the arithmetic.
-            y0 = rb[0, 0] * x[i, 0] + rb[0, 1] * x[i, 1] + rb[0, 2] * x[i, 2]
-            y1 = rb[1, 0] * x[i, 0] + rb[1, 1] * x[i, 1] + rb[1, 2] * x[i, 2]
-            y2 = rb[2, 0] * x[i, 0] + rb[2, 1] * x[i, 1] + rb[2, 2] * x[i, 2]
-            qx, qy, qz = y0 + tr[0], y1 + tr[1], y2 + tr[2]
-            pi = chosen[i]
-            g_ = sw[i] / norm * f / qz
-            # d(u, v)/dq for u = f qx/qz: rows [1, 0, -qx/qz] and [0, 1, -qy/qz], times f/qz.
-            du = (g_, 0.0, -g_ * qx / qz)
-            dv = (0.0, g_, -g_ * qy / qz)
-            res[2 * i] = sw[i] * (f * qx / qz + cam[1] - obs[i, 0]) / norm
-            res[2 * i + 1] = sw[i] * (f * qy / qz + cam[2] - obs[i, 1]) / norm
-            for a in range(2):
-                row = 2 * i + a
-                d = du if a == 0 else dv
-                # dq/dω for a left rotation increment is -[y]x.
-                jt[0, row] = d[1] * (-y2) + d[2] * y1
-                jt[1, row] = d[0] * y2 + d[2] * (-y0)
-                jt[2, row] = d[0] * (-y1) + d[1] * y0
-                jt[3, row] = d[0]
-                jt[4, row] = d[1]
-                jt[5, row] = d[2]
-                # dq/dcoefficient = R·B·basis: fold d·(R·B) once per row.
-                r0 = d[0] * rb[0, 0] + d[1] * rb[1, 0] + d[2] * rb[2, 0]
-                r1 = d[0] * rb[0, 1] + d[1] * rb[1, 1] + d[2] * rb[2, 1]
-                r2 = d[0] * rb[0, 2] + d[1] * rb[1, 2] + d[2] * rb[2, 2]
-                for j in range(n_exp):
-                    jt[6 + j, row] = r0 * exp_basis[pi, j, 0] + r1 * exp_basis[pi, j, 1] + r2 * exp_basis[pi, j, 2]
-                for k in range(n_id):
-                    jt[6 + n_exp + k, row] = r0 * id_basis[pi, k, 0] + r1 * id_basis[pi, k, 1] + r2 * id_basis[pi, k, 2]
-        if n_depth > 0:
-            # Depth rows: residual dw·(s·(y2 − ȳ2) − (z − z̄))/norm with s = f/t_z and y2 the mean face's
-            # camera depth at the row, which only the rotation moves (dy2/dω = (y1, −y0, 0)). The weighted
-            # means make every row depend on all of them, so their derivatives come off each row.
-            scale = f / tr[2]
-            m_y = m_z = m_d0 = m_d1 = 0.0
-            for r in range(n_depth):
-                i = depth_rows[r]
-                y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
-                y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
-                y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
-                m_y += wd[i] * y2
-                m_z += wd[i] * obs[i, 2]
-                m_d0 += wd[i] * y1
-                m_d1 -= wd[i] * y0
-            m_y /= sum_wd
-            m_z /= sum_wd
-            m_d0 /= sum_wd
-            m_d1 /= sum_wd
-            for r in range(n_depth):
-                i = depth_rows[r]
-                row = 2 * n_pts + r
-                y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
-                y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
-                y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
-                g_ = dw[i] / norm
-                res[row] = g_ * (scale * (y2 - m_y) - (obs[i, 2] - m_z))
-                jt[0, row] = g_ * scale * (y1 - m_d0)
-                jt[1, row] = g_ * scale * (-y0 - m_d1)
-                jt[5, row] = -g_ * scale / tr[2] * (y2 - m_y)  # s = f/t_z
+        _residuals_and_jacobian(obs, sw, dw, wd, depth_rows, x, xd, rb, tr, cam, norm, exp_basis, id_basis, chosen,
+                                n_id, jt, res)
         h, g = _normal_equations(jt, res, 2 * n_pts)
         for j in range(n_exp):
             h[6 + j, 6 + j] += expr_prior[j]
@@ -480,6 +417,85 @@ def fit_landmarks(obs, w, wd, mean, id_basis, exp_basis, candidates, slide, rot,
         if not improved or converged:
             break
     return _orthonormalise(rot), tr, expr, alpha, cost
+
+
+@njit(cache=True, fastmath=True)
+def _residuals_and_jacobian(obs, sw, dw, wd, depth_rows, x, xd, rb, tr, cam, norm, exp_basis, id_basis, chosen,
+                            n_id, jt, res):
+    """The fit's weighted residuals and their Jacobian, written into ``res`` and ``jt`` (= Jᵀ, float32):
+    two rows per point (u, v), then the depth rows (``depth_rows``, the rows with depth weight), over the
+    parameters: a left rotation increment ω, the translation, the expressions, then ``n_id`` identity
+    coefficients. ``x`` holds the chosen points with expression (_landmark_shape), ``xd`` the mean face's.
+    The squared residuals plus the priors are _cost. Only the pose columns of the depth rows are written:
+    the others are zero, and the caller hands ``jt`` in zeroed."""
+    n_pts = obs.shape[0]
+    n_exp = exp_basis.shape[1]
+    n_depth = depth_rows.shape[0]
+    f = cam[0]
+    sum_wd = 0.0
+    for i in depth_rows:
+        sum_wd += wd[i]
+    for i in range(n_pts):
+        # Written out: a 3×3 product per point through BLAS costs more than the arithmetic.
+        y0 = rb[0, 0] * x[i, 0] + rb[0, 1] * x[i, 1] + rb[0, 2] * x[i, 2]
+        y1 = rb[1, 0] * x[i, 0] + rb[1, 1] * x[i, 1] + rb[1, 2] * x[i, 2]
+        y2 = rb[2, 0] * x[i, 0] + rb[2, 1] * x[i, 1] + rb[2, 2] * x[i, 2]
+        qx, qy, qz = y0 + tr[0], y1 + tr[1], y2 + tr[2]
+        pi = chosen[i]
+        g_ = sw[i] / norm * f / qz
+        # d(u, v)/dq for u = f qx/qz: rows [1, 0, -qx/qz] and [0, 1, -qy/qz], times f/qz.
+        du = (g_, 0.0, -g_ * qx / qz)
+        dv = (0.0, g_, -g_ * qy / qz)
+        res[2 * i] = sw[i] * (f * qx / qz + cam[1] - obs[i, 0]) / norm
+        res[2 * i + 1] = sw[i] * (f * qy / qz + cam[2] - obs[i, 1]) / norm
+        for a in range(2):
+            row = 2 * i + a
+            d = du if a == 0 else dv
+            # dq/dω for a left rotation increment is -[y]x.
+            jt[0, row] = d[1] * (-y2) + d[2] * y1
+            jt[1, row] = d[0] * y2 + d[2] * (-y0)
+            jt[2, row] = d[0] * (-y1) + d[1] * y0
+            jt[3, row] = d[0]
+            jt[4, row] = d[1]
+            jt[5, row] = d[2]
+            # dq/dcoefficient = R·B·basis: fold d·(R·B) once per row.
+            r0 = d[0] * rb[0, 0] + d[1] * rb[1, 0] + d[2] * rb[2, 0]
+            r1 = d[0] * rb[0, 1] + d[1] * rb[1, 1] + d[2] * rb[2, 1]
+            r2 = d[0] * rb[0, 2] + d[1] * rb[1, 2] + d[2] * rb[2, 2]
+            for j in range(n_exp):
+                jt[6 + j, row] = r0 * exp_basis[pi, j, 0] + r1 * exp_basis[pi, j, 1] + r2 * exp_basis[pi, j, 2]
+            for k in range(n_id):
+                jt[6 + n_exp + k, row] = r0 * id_basis[pi, k, 0] + r1 * id_basis[pi, k, 1] + r2 * id_basis[pi, k, 2]
+    if n_depth > 0:
+        # Depth rows: residual dw·(s·(y2 − ȳ2) − (z − z̄))/norm with s = f/t_z and y2 the mean face's
+        # camera depth at the row, which only the rotation moves (dy2/dω = (y1, −y0, 0)). The weighted
+        # means make every row depend on all of them, so their derivatives come off each row.
+        scale = f / tr[2]
+        m_y = m_z = m_d0 = m_d1 = 0.0
+        for r in range(n_depth):
+            i = depth_rows[r]
+            y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
+            y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
+            y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
+            m_y += wd[i] * y2
+            m_z += wd[i] * obs[i, 2]
+            m_d0 += wd[i] * y1
+            m_d1 -= wd[i] * y0
+        m_y /= sum_wd
+        m_z /= sum_wd
+        m_d0 /= sum_wd
+        m_d1 /= sum_wd
+        for r in range(n_depth):
+            i = depth_rows[r]
+            row = 2 * n_pts + r
+            y0 = rb[0, 0] * xd[i, 0] + rb[0, 1] * xd[i, 1] + rb[0, 2] * xd[i, 2]
+            y1 = rb[1, 0] * xd[i, 0] + rb[1, 1] * xd[i, 1] + rb[1, 2] * xd[i, 2]
+            y2 = rb[2, 0] * xd[i, 0] + rb[2, 1] * xd[i, 1] + rb[2, 2] * xd[i, 2]
+            g_ = dw[i] / norm
+            res[row] = g_ * (scale * (y2 - m_y) - (obs[i, 2] - m_z))
+            jt[0, row] = g_ * scale * (y1 - m_d0)
+            jt[1, row] = g_ * scale * (-y0 - m_d1)
+            jt[5, row] = -g_ * scale / tr[2] * (y2 - m_y)  # s = f/t_z
 
 
 @njit(cache=True, fastmath=True)
