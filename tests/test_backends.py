@@ -1,4 +1,6 @@
-"""All installed backends give the same outputs on the same real input."""
+"""All installed backends give the same outputs on the same real input; TensorRT's failures (against
+stand-ins for the tensorrt and pycuda packages, which cannot be installed here) are clear errors, and
+``auto`` falls back from them to ONNX Runtime."""
 
 import cv2
 import numpy as np
@@ -71,3 +73,126 @@ def test_clear_errors():
     if not tensorrt_usable():
         with pytest.raises(BackendError, match="TensorRT backend unavailable"):
             create_session(MESH_MODEL, "tensorrt")
+
+
+class _FakeCudaError(Exception):
+    pass
+
+
+def _fake_gpu_stack(monkeypatch, tmp_path, version="10.3.0", parses=True, builds=True, fp16_flag=True):
+    """Stand-ins for the *third-party* ``tensorrt`` and ``pycuda`` modules (not installable here): a GPU that
+    initialises, and a TensorRT whose parser or builder fails as asked. Our own backend code runs for real
+    against them. Returns the record of what the builder was asked for."""
+    import sys
+    import types
+
+    from tracker import tensorrt_backend
+
+    asked = {"flags": [], "builder_flags": []}
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    device = types.SimpleNamespace(retain_primary_context=lambda: context, compute_capability=lambda: (8, 0),
+                                   name=lambda: "Fake GPU")
+    driver = types.ModuleType("pycuda.driver")
+    driver.Error = _FakeCudaError
+    driver.init = lambda: None
+    driver.Device = type("Device", (), {"__new__": lambda cls, i: device, "count": staticmethod(lambda: 1)})
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = driver
+
+    class Network:
+        num_inputs = 1
+
+        def get_input(self, i):
+            return types.SimpleNamespace(name="input", shape=(-1, 3, 192, 192))
+
+    class Parser:
+        num_errors = 1
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse(self, blob):
+            return parses
+
+        def get_error(self, i):
+            return "unsupported operator GridSample"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def set_flag(self, flag):
+            asked["builder_flags"].append(flag)
+
+        def add_optimization_profile(self, profile):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            asked["flags"].append(flags)
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *a: None)
+
+        def build_serialized_network(self, network, config):
+            return b"engine" if builds else None
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Builder = Builder
+    trt.OnnxParser = Parser
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16") if fp16_flag else types.SimpleNamespace()
+    # Deserialising fails: enough to reach the cache and the error path without a real engine.
+    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda blob: None)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    monkeypatch.setattr(tensorrt_backend, "CACHE_DIR", tmp_path / "trt_cache")
+    return asked
+
+
+def test_auto_falls_back_to_onnxruntime_with_a_warning_when_tensorrt_cannot_build(monkeypatch, tmp_path, caplog):
+    _fake_gpu_stack(monkeypatch, tmp_path, parses=False)
+    assert tensorrt_usable()
+    with caplog.at_level("WARNING"):
+        session = create_session(MESH_MODEL, "auto")
+    assert session.backend == "onnxruntime"
+    assert "TensorRT cannot parse" in caplog.text and "unsupported operator GridSample" in caplog.text
+    assert "using ONNX Runtime" in caplog.text
+    with pytest.raises(BackendError, match="TensorRT cannot parse .*GridSample"):
+        create_session(MESH_MODEL, "tensorrt")  # asked for by name: the failure is the error
+
+
+@pytest.mark.parametrize("builds", [True, False])
+def test_tensorrt_build_failures_are_one_clear_error_and_leave_no_partial_cache(monkeypatch, tmp_path, builds):
+    _fake_gpu_stack(monkeypatch, tmp_path, builds=builds)
+    message = "could not load cached engine" if builds else "failed to build an engine"
+    with pytest.raises(BackendError, match=message):
+        create_session(MESH_MODEL, "tensorrt", max_batch=6)
+    files = sorted(p.name for p in (tmp_path / "trt_cache").glob("*"))
+    if builds:  # the engine was cached whole (then failed to load): one file, named for its batch, no partial
+        assert len(files) == 1 and files[0].endswith("-b6.engine")
+    else:
+        assert files == []
+
+
+@pytest.mark.parametrize("version, explicit_flag, fp16_flag, fp16_used",
+                         [("8.6.1", 1, True, True), ("10.3.0", 0, True, True), ("11.0.0", 0, False, False)])
+def test_tensorrt_versions_get_their_network_and_precision_flags(monkeypatch, tmp_path, version, explicit_flag,
+                                                                 fp16_flag, fp16_used):
+    asked = _fake_gpu_stack(monkeypatch, tmp_path, version=version, fp16_flag=fp16_flag)
+    with pytest.raises(BackendError):
+        create_session(MESH_MODEL, "tensorrt")
+    assert asked["flags"] == [explicit_flag]
+    assert asked["builder_flags"] == (["FP16"] if fp16_used else [])
+    assert ("fp16" if fp16_used else "fp32") in next((tmp_path / "trt_cache").glob("*.engine")).name
