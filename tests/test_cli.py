@@ -43,7 +43,8 @@ def test_help_documents_every_option():
     proc = run_cli("--help")
     assert proc.returncode == 0
     for option in ("--source", "--json", "--output", "--show", "--backend", "--detector", "--max-faces",
-                   "--redetect-interval", "--camera-size", "--camera-fps", "--max-frames", "--threads"):
+                   "--redetect-interval", "--camera-size", "--camera-fps", "--max-frames", "--threads", "--no-smooth",
+                   "--steady"):
         assert option in proc.stdout
 
 
@@ -219,6 +220,20 @@ def test_show_without_display_is_a_clean_error(afw_dir):
 def test_bad_option_values_are_usage_errors():
     proc = run_cli("--max-faces", "0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "positive integer" in proc.stderr
+    proc = run_cli("--steady", "--no-smooth")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not allowed with" in proc.stderr
+
+
+def test_steady_smooths_more_than_the_default(talking_clip, tmp_path):
+    """--steady reaches the tracks' smoothers: on the same frames its landmarks move less from frame to frame."""
+    moves = {}
+    for flags in ((), ("--steady",)):
+        out = tmp_path / f"out{len(flags)}.jsonl"
+        proc = run_cli("--source", str(talking_clip), "--json", str(out), "--max-frames", "40", "--quiet", *flags)
+        assert proc.returncode == 0, proc.stderr
+        points = np.array([json.loads(line)["faces"][0]["landmarks"] for line in out.open()])
+        moves[flags] = np.abs(np.diff(points, 2, axis=0)).mean()
+    assert moves[("--steady",)] < 0.9 * moves[()]
 
 
 @pytest.mark.parametrize("backend", ["tensorrt"])

@@ -1,6 +1,7 @@
 """One Euro smoothing: no delay on steady motion, noise removed, rotations filtered on the sphere."""
 
 import importlib.util
+import inspect
 import itertools
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from tracker.pose import euler_to_matrix, matrix_to_quaternion, quaternion_to_ma
 from tracker.smoothing import (
     LANDMARK_PARAMS,
     ROTATION_PARAMS,
+    STEADY_PARAMS,
     FaceSmoother,
     OneEuro,
     OneEuroParams,
@@ -211,28 +213,51 @@ def test_lag_estimator_reads_a_known_delay(jitter_tool, delay):
     assert len(pooled) == 1 and weights[0] == frames and abs(pooled[0] - lag) < 1e-9
 
 
-def test_default_smoother_cuts_jitter_of_noisy_head_motion_with_little_lag(jitter_tool):
-    # 68 points of a rigid face (inter-ocular distance 60 px) moving with the head, plus white noise of
-    # 1.5% of the inter-ocular distance (about a pixel): the measure BENCHMARKS.md reports, raw vs smoothed.
-    rng = np.random.default_rng(4)
-    frames, iod = 300, 60.0
+def noisy_head_track(seed: int, frames: int = 300, iod: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """68 points of a rigid face (inter-ocular distance ``iod`` px) moving with the head, and the same plus
+    white noise of 1.5% of the inter-ocular distance (about a pixel): (clean, raw)."""
+    rng = np.random.default_rng(seed)
     face = rng.uniform(-1.0, 1.0, (68, 2)) * iod
     head = head_motion(rng, frames, 3)  # x, y (IOD) and in-plane angle (rad)
     c, s = np.cos(head[:, 2]), np.sin(head[:, 2])
     clean = np.einsum("nij,pj->npi", np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], 1), face)
     clean += head[:, None, :2] * iod + 320.0
-    raw = clean + rng.normal(0.0, 0.015 * iod, clean.shape)
-    smoother = FaceSmoother()
+    return clean, clean + rng.normal(0.0, 0.015 * iod, clean.shape)
+
+
+def smoothed_jitter_and_lag(jitter_tool, smoother, clean, raw, iod=60.0):
+    """The measure BENCHMARKS.md reports, raw vs smoothed: (smoothed, jitter ratio, lag in frames)."""
+    frames = len(raw)
     smooth = np.stack([smoother(k / FPS, raw[k], iod)[0] for k in range(frames)])
     track, scale = np.zeros(frames, dtype=int), np.full(frames, iod)
     raw_jitter, n = jitter_tool.jitter(raw, scale, track)
     smooth_jitter, _ = jitter_tool.jitter(smooth, scale, track)
     assert n == frames - 2
-    assert smooth_jitter < 0.5 * raw_jitter
+    lag, _, _ = jitter_tool.lags(track, clean, smooth)
+    return smooth, smooth_jitter / raw_jitter, lag[0]
+
+
+def test_default_smoother_cuts_jitter_of_noisy_head_motion_with_little_lag(jitter_tool):
+    clean, raw = noisy_head_track(4)
+    smooth, ratio, lag = smoothed_jitter_and_lag(jitter_tool, FaceSmoother(), clean, raw)
+    assert ratio < 0.5
     # Smoothed is closer to the truth than raw, and late by about a frame at most.
     assert np.abs(smooth - clean)[30:].mean() < np.abs(raw - clean)[30:].mean()
-    lag, _, _ = jitter_tool.lags(track, clean, smooth)
-    assert 0.0 <= lag[0] <= 1.5
+    assert 0.0 <= lag <= 1.5
+
+
+def test_steady_smoother_trades_more_lag_for_less_jitter(jitter_tool):
+    """--steady: every filter's min_cutoff and beta halved, so less jitter than the default on the same
+    noisy head motion, for more (bounded) lag; still closer to the truth than raw."""
+    for name, params in STEADY_PARAMS.items():
+        default = inspect.signature(FaceSmoother).parameters[name].default
+        assert params == default._replace(min_cutoff=default.min_cutoff / 2, beta=default.beta / 2), name
+    clean, raw = noisy_head_track(4)
+    _, ratio, lag = smoothed_jitter_and_lag(jitter_tool, FaceSmoother(), clean, raw)
+    steady, steady_ratio, steady_lag = smoothed_jitter_and_lag(jitter_tool, FaceSmoother(**STEADY_PARAMS), clean, raw)
+    assert steady_ratio < 0.8 * ratio
+    assert lag < steady_lag <= 3.0
+    assert np.abs(steady - clean)[30:].mean() < np.abs(raw - clean)[30:].mean()
 
 
 def test_linear_filter_design_trades_jitter_for_lag(jitter_tool):

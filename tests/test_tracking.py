@@ -179,3 +179,18 @@ def test_someone_else_beside_the_face_a_track_was_lost_behind_gets_a_new_id():
     tracks.add([mesh_at(100, 100), mesh_at(160, 100)])
     tracks.update([mesh_at(100, 100), mesh_at(115, 100)])
     assert [t.id for t in tracks.tracks] == [1, 2]
+
+
+def test_each_new_track_gets_its_own_smoother_of_the_kind_asked_for():
+    from functools import partial
+
+    from tracker.smoothing import LANDMARK_PARAMS, STEADY_PARAMS, FaceSmoother
+
+    tracks = TrackSet(max_faces=2, min_presence=0.5, make_smoother=partial(FaceSmoother, **STEADY_PARAMS))
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
+    a, b = tracks.tracks
+    assert a.smoother is not b.smoother
+    assert a.smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff / 2
+    plain = TrackSet(1, 0.5)
+    plain.add([mesh_at(100, 100)])
+    assert plain.tracks[0].smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff

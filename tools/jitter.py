@@ -70,6 +70,7 @@ from tracker.smoothing import (
     EXPRESSION_PARAMS,
     LANDMARK_PARAMS,
     ROTATION_PARAMS,
+    STEADY_PARAMS,
     TRANSLATION_PARAMS,
     FaceSmoother,
     OneEuroParams,
@@ -574,6 +575,13 @@ def main() -> int:
     for part, sc in parts.items():
         part_rows.append(f"| {part} | {PART_UNITS[part]} | {sc.raw:.4f} | {sc.smooth:.4f} | {sc.reduction:.0f}% | "
                          f"{sc.lag:.2f} | {sc.lag_median:.2f} | {describe(DEFAULTS[part], BETA_UNITS[part])} |")
+    steady_rows = [part_rows[0].replace("defaults:", "--steady:"), part_rows[1]]
+    steady = [smooth_clip(c, {part: STEADY_PARAMS[name] for part, name in PARAM_NAMES.items()}) for c in clips]
+    for part, unit in PART_UNITS.items():
+        sc = score(clips, steady, part)
+        steady_rows.append(f"| {part} | {unit} | {sc.raw:.4f} | {sc.smooth:.4f} | {sc.reduction:.0f}% | "
+                           f"{sc.lag:.2f} | {sc.lag_median:.2f} | "
+                           f"{describe(STEADY_PARAMS[PARAM_NAMES[part]], BETA_UNITS[part])} |")
     trade_rows = [("| landmarks: min_cutoff, beta, d_cutoff (order) | jitter reduction | lag (pooled) "
                    "| lag (median per coordinate) |"), "|---|---|---|---|"]
     for p in (*TRADE_OFF, LANDMARK_PARAMS):
@@ -625,6 +633,11 @@ def main() -> int:
          "vectors in degrees relative to the clip's first pose, filtered as quaternions):"),
         "",
         *part_rows,
+        "",
+        ("With `--steady` (tracker.smoothing.STEADY_PARAMS: every part's min_cutoff and beta halved, for avatars "
+         "that would rather trail a little than shake), the same clips and measures:"),
+        "",
+        *steady_rows,
         "",
         f"Command: `{command}`",
     ]

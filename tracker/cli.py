@@ -80,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
     model.add_argument("--no-mirror", action="store_true",
                        help="skip the mirror-image pass (no landmark confidence; about 3-5 ms faster per face on a 2-core CPU)")
-    model.add_argument("--no-smooth", action="store_true",
-                       help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
+    smoothing = model.add_mutually_exclusive_group()
+    smoothing.add_argument("--no-smooth", action="store_true",
+                           help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
+    smoothing.add_argument("--steady", action="store_true",
+                           help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (default: under 1)")
     model.add_argument("--focal", type=float, metavar="PX",
                        help="camera focal length in pixels, for translation_mm (default: the image width)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         fit_3d=not args.no_fit,
         mirror_check=not args.no_mirror,
         smooth=not args.no_smooth,
+        steady=args.steady,
         focal_px=args.focal,
     )
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)

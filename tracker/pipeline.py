@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -18,7 +19,7 @@ from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
 from tracker.roi import crop_camera_to_image, crop_points_to_image
-from tracker.smoothing import FaceSmoother
+from tracker.smoothing import STEADY_PARAMS, FaceSmoother
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
 
@@ -81,6 +82,8 @@ class TrackerConfig:
     mirror_check: bool = True
     # One Euro smoothing (no look-ahead) of landmarks, pose and blendshapes in video and live input.
     smooth: bool = True
+    # Stronger smoothing (smoothing.STEADY_PARAMS): less jitter, more lag; for avatars.
+    steady: bool = False
     # The trained refiner moves the 68 points from the linear map's guess (engines/refiner.onnx).
     refiner: bool = True
 
@@ -100,7 +103,8 @@ class FaceTracker:
         self.fitter = FaceFitter() if c.fit_3d else None
         if self.fitter is not None:
             self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
-        self.tracks = TrackSet(c.max_faces, c.presence_threshold)
+        smoother = partial(FaceSmoother, **STEADY_PARAMS) if c.steady else FaceSmoother
+        self.tracks = TrackSet(c.max_faces, c.presence_threshold, smoother)
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
 

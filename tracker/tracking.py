@@ -13,6 +13,7 @@ behind it is added once clear of it, and takes back the ID of the track lost the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -148,9 +149,11 @@ class Track:
 
 
 class TrackSet:
-    def __init__(self, max_faces: int, min_presence: float) -> None:
+    def __init__(self, max_faces: int, min_presence: float,
+                 make_smoother: Callable[[], FaceSmoother] = FaceSmoother) -> None:
         self.max_faces = max_faces
         self.min_presence = min_presence
+        self.make_smoother = make_smoother  # each new track's output smoothing
         self.tracks: list[Track] = []
         self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
@@ -245,7 +248,7 @@ class TrackSet:
                 break
             if mesh.presence < self.min_presence:
                 continue
-            track = Track(id=self._next_id, mesh=mesh)
+            track = Track(id=self._next_id, mesh=mesh, smoother=self.make_smoother())
             if not self.is_new_face(track.bbox):
                 continue
             if image is not None and any(box_iou(track.bbox, t.bbox[None])[0] > 0 for t in self.tracks):
