@@ -432,3 +432,20 @@ def test_normal_equations_are_the_jacobian_products():
     np.testing.assert_allclose(h, j.T @ j, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(g, j.T @ res.astype(np.float64), rtol=1e-5, atol=1e-4)
     assert np.array_equal(h, h.T)
+
+
+def test_strided_inputs_fit_as_their_copies_without_another_compilation(fitter):
+    # Views (a column slice, every other weight) are made contiguous before the kernel: the same result, and
+    # no second compiled version of the kernel in the middle of a track.
+    rng = np.random.default_rng(10)
+    pts, _ = synthetic(fitter, rng, 20.0, 5.0, 0.0, np.zeros(IDENTITY_COMPONENTS), ["jawOpen"])
+    wide = np.column_stack([pts, rng.normal(size=(len(pts), 2))])
+    weights = np.repeat(rng.uniform(0.5, 1.0, len(pts)), 2)
+    hint = np.repeat(rng.uniform(0.0, 0.5, 52), 2)
+    state = fitter.fit(pts, CAMERA).state
+    compiled = len(fitting._fit_rows.signatures)
+    strided = fitter.fit(wide[:, :2], CAMERA, weights[::2], state=state, expression_hint=hint[::2])
+    copied = fitter.fit(pts.copy(), CAMERA, weights[::2].copy(), state=state, expression_hint=hint[::2].copy())
+    assert len(fitting._fit_rows.signatures) == compiled
+    np.testing.assert_array_equal(strided.state.expression, copied.state.expression)
+    np.testing.assert_array_equal(strided.state.rotation, copied.state.rotation)

@@ -716,8 +716,9 @@ class FaceFitter:
         camera, image px = A·X + t for the model's points X (model axes, cm), such as the refiner's 3D
         branch gives; otherwise from an affine fit to the observations."""
         mdl = self.model
-        given = np.asarray(observations, dtype=np.float64)
-        w = np.ones(len(given)) if weights is None else np.asarray(weights, dtype=np.float64)
+        # Contiguous, as the kernel was compiled for: a strided view would compile another version mid-track.
+        given = np.ascontiguousarray(observations, dtype=np.float64)
+        w = np.ones(len(given)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
         n_rows = len(self._row_points)
         if given.ndim != 2 or given.shape[0] != n_rows or given.shape[1] < 2 or w.shape != (n_rows,):
             # The kernels have no bounds checks: refuse, never read past.
@@ -727,7 +728,7 @@ class FaceFitter:
         if expression_hint is None or self.hint_weight <= 0.0:
             hint, hint_weight = np.zeros(n_exp), 0.0  # weight 0: the prior is the ridge towards 0 alone
         else:
-            hint, hint_weight = np.asarray(expression_hint, dtype=np.float64), self.hint_weight
+            hint, hint_weight = np.ascontiguousarray(expression_hint, dtype=np.float64), self.hint_weight
             if hint.shape != (n_exp,):
                 raise ValueError(f"expression_hint must hold {n_exp} weights, got shape {hint.shape}")
         previous = state or self.neutral_state()
