@@ -128,11 +128,17 @@ def test_degenerate_input_is_flagged_never_nan(fitter, case):
 
 def test_self_occlusion_marks_the_far_side(fitter):
     # Turned far to the subject's left, the left brow's end and mouth corner face away; the right ones do not.
-    occluded = fitter.self_occluded(euler_to_matrix(65, 0, 0))
-    assert occluded[26] and occluded[54] and not occluded[17] and not occluded[48]
-    mirrored = fitter.self_occluded(euler_to_matrix(-65, 0, 0))
+    def occluded(yaw):
+        pts, _ = synthetic(fitter, np.random.default_rng(2), yaw, 0.0, 0.0, np.zeros(IDENTITY_COMPONENTS), [])
+        result = fitter.fit(pts, CAMERA)
+        assert result.ok
+        return result.self_occluded
+
+    left = occluded(65.0)
+    assert left[26] and left[54] and not left[17] and not left[48]
+    mirrored = occluded(-65.0)
     assert mirrored[17] and mirrored[48] and not mirrored[26] and not mirrored[54]
-    assert not fitter.self_occluded(np.eye(3)).any()
+    assert not occluded(0.0).any()
 
 
 def test_depth_and_translation_are_recovered(fitter):

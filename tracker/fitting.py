@@ -697,10 +697,6 @@ class FaceFitter:
         rows[len(LANDMARK_ROWS):, :mesh.shape[1]] = mesh[MESH_FIT_POINTS, :3]
         return rows
 
-    def self_occluded(self, rotation: np.ndarray) -> np.ndarray:
-        """The 68 landmarks whose surface faces away from the camera; the jaw sits on the silhouette."""
-        return _facing_away(self._landmark_normals, np.asarray(rotation, dtype=np.float64))
-
     def fit(self, observations: np.ndarray, camera: np.ndarray, weights: np.ndarray | None = None,
             state: FitState | None = None, iterations: int = 2,
             expression_hint: np.ndarray | None = None, initial_camera: np.ndarray | None = None) -> FitResult:
