@@ -62,6 +62,7 @@ from tracker.smoothing import (
     EXPRESSION_PARAMS,
     LANDMARK_PARAMS,
     ROTATION_PARAMS,
+    STEADY_PARAMS,
     FaceSmoother,
     OneEuro,
     OneEuroParams,
@@ -86,11 +87,11 @@ ROTATION_FILTERS = tuple(OneEuroParams(*p) for p in (
     (3.0, 10.0, 0.5, 1), (9.0, 2.0, 0.5, 2), (9.0, 5.0, 0.5, 2), (8.0, 10.0, 0.5, 2), (9.0, 10.0, 0.5, 2)))
 # The same for the landmark filter (beta per IOD/s): the first-order setting chosen before and a neighbour,
 # and second-order settings of `python tools/jitter.py --grid`: the most jitter within 1 frame of lag
-# (12 Hz, 0), the most within 0.95 frame (12 Hz, 2), and those around them with a larger beta.
-LANDMARK_FILTERS = tuple(OneEuroParams(*p) for p in (
+# (12 Hz, 0), the most within 0.95 frame (12 Hz, 2), and those around them with a larger beta; last, --steady's.
+LANDMARK_FILTERS = (*(OneEuroParams(*p) for p in (
     (5.0, 5.0, 0.5, 1), (4.0, 10.0, 0.5, 1), (12.0, 0.0, 0.5, 2), (12.0, 2.0, 0.5, 2), (12.0, 3.0, 0.5, 2),
     (11.0, 7.0, 0.5, 2), (12.0, 5.0, 0.5, 2), (11.0, 10.0, 0.5, 2), (10.0, 12.0, 0.5, 2), (10.0, 15.0, 0.5, 2),
-    (12.0, 10.0, 0.5, 2)))
+    (12.0, 10.0, 0.5, 2))), STEADY_PARAMS["landmark_params"])
 
 
 def still_rows(ict, first: int, count: int) -> list[tuple[np.ndarray, dict]]:
@@ -220,7 +221,8 @@ def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
             yaws.append(np.abs(r["true_pose"][:, 0]))
         err, yaw = np.array(errors), np.concatenate(yaws)
         cells = [100 * np.nanmean(err[yaw <= limit]) for limit in (20.0, evaluate_renders.YAW_LIMIT)]
-        print(f"| {filter_label(params, LANDMARK_PARAMS)} | {cells[0]:.2f}% | {cells[1]:.2f}% |", flush=True)
+        steady = " (--steady)" if params == STEADY_PARAMS["landmark_params"] else ""
+        print(f"| {filter_label(params, LANDMARK_PARAMS)}{steady} | {cells[0]:.2f}% | {cells[1]:.2f}% |", flush=True)
 
 
 def main() -> int:
@@ -231,11 +233,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.clips and args.parameter == "hint":
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
-    if args.parameter.endswith("-smoothing") and args.values:
+    if args.parameter in SMOOTHING and args.values:
         parser.error(f"{args.parameter} scores its built-in candidates; --values does not apply")
     ict = load_ict(ICT_PATH)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.parameter.endswith("-smoothing"):  # on clips whether or not --clips is given
+        if args.parameter in SMOOTHING:  # on clips whether or not --clips is given
             SMOOTHING[args.parameter](ict, render_clip_folders(ict, Path(tmp)))
             return 0
         first, count, grid = PARAMETERS[args.parameter]
