@@ -3,7 +3,7 @@
 
 import sys
 
-from tracker.cli import main
+from tracker.launcher import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -224,6 +224,92 @@ def test_bad_option_values_are_usage_errors():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not allowed with" in proc.stderr
 
 
+def test_numbers_that_cannot_be_a_focal_length_or_frame_rate_are_usage_errors():
+    for option, value in (("--focal", "nan"), ("--focal", "-500"), ("--focal", "0"), ("--focal", "inf"),
+                          ("--camera-fps", "-5")):
+        proc = run_cli(option, value)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (option, value, proc.stderr)
+        assert "positive number" in proc.stderr, (option, value, proc.stderr)
+
+
+def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talking_clip, tmp_path):
+    """Caught before anything is opened: the source is never overwritten, and no output is mixed into another."""
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(talking_clip.read_bytes())
+    cases = {
+        ("--json", str(source)): "source itself",
+        ("--output", str(source)): "source itself",
+        ("--json", str(tmp_path / "a.out"), "--csv", str(tmp_path / "a.out")): "both write to",
+        ("--json", "-", "--csv", "-"): "both write to stdout",
+        ("--json", ""): "empty",
+        ("--vmc", ""): "empty",
+    }
+    for args, words in cases.items():
+        proc = run_cli("--source", str(source), *args, "--max-frames", "2", "--quiet")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert words in proc.stderr, (args, proc.stderr)
+    assert source.read_bytes() == talking_clip.read_bytes()
+    assert not (tmp_path / "a.out").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_is_a_one_line_output_error(afw_dir):
+    for option in ("--json", "--csv"):
+        proc = run_cli("--source", str(afw_dir / FACE_IMAGE), option, "/dev/full", "--quiet")
+        assert_clean_failure(proc, 1, "cannot write", "/dev/full")
+        assert "unexpected" not in proc.stderr
+
+
+def test_an_overlay_frame_that_cannot_be_written_is_an_output_error(afw_dir, tmp_path):
+    folder = tmp_path / "overlay"
+    (folder / f"000000_{Path(FACE_IMAGE).stem}.png").mkdir(parents=True)  # a folder where the PNG must go
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--output", str(folder), "--quiet")
+    assert_clean_failure(proc, 1, "cannot write overlay frame")
+
+
+def test_tiny_frames_make_a_readable_overlay_video(tmp_path):
+    for w, h in ((1, 1), (2, 600)):
+        image = tmp_path / f"tiny_{w}x{h}.png"
+        cv2.imwrite(str(image), np.full((h, w, 3), 128, np.uint8))
+        video = tmp_path / f"tiny_{w}x{h}.mp4"
+        proc = run_cli("--source", str(image), "--output", str(video), "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        ok, frame = cv2.VideoCapture(str(video)).read()
+        assert ok and frame.shape[0] >= h and frame.shape[1] >= w
+
+
+def test_a_camera_index_beyond_opencv_and_a_file_named_by_digits(talking_clip, tmp_path):
+    assert_clean_failure(run_cli("--source", "2147483648"), 2, "camera 2147483648 could not be opened")
+    (tmp_path / "2024").write_bytes(talking_clip.read_bytes())
+    proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--source", "2024"], capture_output=True,
+                          text=True, check=False, cwd=tmp_path, timeout=120)
+    assert_clean_failure(proc, 2, "camera 2024", "./2024")
+
+
+def test_csv_keeps_the_occlusion_flags_without_the_fit(afw_dir, tmp_path):
+    out = tmp_path / "faces.csv"
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--csv", str(out), "--quiet", "--no-fit")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = list(csv.DictReader(out.open()))
+    assert "occluded67" in row and "yaw" not in row and "jawOpen" not in row
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--csv", str(out), "--quiet", "--no-fit", "--refiner", "none")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = list(csv.DictReader(out.open()))
+    assert "occluded67" not in row
+
+
+def test_ctrl_c_while_starting_up_is_quiet(talking_clip):
+    """SIGINT while the libraries load, or just after: exit 130, no traceback, whichever moment it lands."""
+    for delay in (0.05, 0.3, 0.8):
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip),
+                                 "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (delay, err)
+        assert "Traceback" not in err and "Error" not in err, (delay, err)
+
+
 def test_steady_smooths_more_than_the_default(talking_clip, tmp_path):
     """--steady reaches the tracks' smoothers: on the same frames its landmarks move less from frame to frame."""
     moves = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,13 +14,14 @@ import traceback
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
+from tracker.launcher import EXIT_INTERRUPTED
 from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.sources import SourceError, open_source
 
 UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 log = logging.getLogger("tracker")
 
@@ -44,6 +46,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def _output_clashes(args: argparse.Namespace) -> str | None:
+    """Why the output options cannot all be honoured, or None: an empty value, two outputs on one
+    file (or both on stdout), or an output on the source itself (it would be overwritten before it is read)."""
+    named = {"--json": args.json, "--csv": args.csv, "--output": args.output, "--vmc": args.vmc,
+             "--udp-json": args.udp_json}
+    for option, value in named.items():
+        if value is not None and not value.strip():
+            return f"{option} needs a value, got an empty one"
+    files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
+    seen: dict[str, str] = {}
+    for option, value in files.items():
+        key = "stdout" if value == "-" else os.path.realpath(value)
+        if key in seen:
+            where = "stdout" if value == "-" else f"'{value}'"
+            return f"{seen[key]} and {option} both write to {where}"
+        seen[key] = option
+        if value != "-" and os.path.exists(args.source) and os.path.realpath(args.source) == key:
+            return f"{option} '{value}' is the source itself; it would be overwritten"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_tracker.py",
@@ -65,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"send each frame's JSON record as one UDP datagram (default port {UDP_JSON_PORT})")
     io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
     io.add_argument("--camera-size", type=_size, metavar="WxH", help="ask the camera for this resolution")
-    io.add_argument("--camera-fps", type=float, metavar="FPS", help="ask the camera for this frame rate")
+    io.add_argument("--camera-fps", type=_positive_float, metavar="FPS", help="ask the camera for this frame rate")
     model = p.add_argument_group("tracking")
     model.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="inference runtime; auto = TensorRT when usable, else ONNX Runtime")
@@ -85,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
     smoothing.add_argument("--steady", action="store_true",
                            help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (default: under 1)")
-    model.add_argument("--focal", type=float, metavar="PX",
+    model.add_argument("--focal", type=_positive_float, metavar="PX",
                        help="camera focal length in pixels, for translation_mm (default: the image width)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
                        help="CPU threads per model for ONNX Runtime (default 1: fastest for one or two faces)")
@@ -143,7 +176,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         jsonl = JsonlWriter(args.json) if args.json else None
         if jsonl:
             outputs.append(jsonl)
-        table = CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else []) if args.csv else None
+        table = (CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else [],
+                           occlusion=config.fit_3d or config.refiner) if args.csv else None)
         if table:
             outputs.append(table)
         for spec, sender, port in ((args.vmc, VmcSender, VMC_DEFAULT_PORT), (args.udp_json, UdpJsonSender, UDP_JSON_PORT)):
@@ -210,7 +244,11 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    clash = _output_clashes(args)
+    if clash:
+        parser.error(clash)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     logging.getLogger("tracker").setLevel(logging.INFO)
     stop = StopRequest()

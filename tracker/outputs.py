@@ -13,6 +13,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -22,13 +24,28 @@ from tracker.pose import MODEL_TO_CAMERA
 from tracker.types import FrameResult
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
+MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
 
 
 class OutputError(RuntimeError):
     """An output cannot be opened or written; the message is one line for the user."""
 
 
+@contextmanager
+def _write_errors(kind: str, path: str | Path) -> Iterator[None]:
+    """A failed write (disk full, a removed drive) as a one-line OutputError. A closed pipe stays a
+    BrokenPipeError: the CLI ends quietly when the reader of stdout goes away."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {kind} to '{path}': {exc.strerror or exc}") from None
+
+
 class JsonlWriter:
+    kind = "JSON Lines"
+
     def __init__(self, path: str) -> None:
         self.path = path
         try:
@@ -38,12 +55,14 @@ class JsonlWriter:
 
     def write(self, result: FrameResult) -> None:
         # One write + flush per record: an interrupted run leaves only whole lines.
-        self._file.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
-        self._file.flush()
+        with _write_errors(self.kind, self.path):
+            self._file.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not sys.stdout and not self._file.closed:
-            self._file.close()
+            with _write_errors(self.kind, self.path):  # what a failed write left buffered is flushed again here
+                self._file.close()
 
 
 # Blendshape panel: how many bars, and colours the tests look for (BGR).
@@ -166,8 +185,15 @@ def _with_blendshape_panel(view: np.ndarray, face, scale: int) -> np.ndarray:
 class CsvWriter:
     """One row per face per frame: identity, box, pose, the 68 landmarks, occlusion and the 52 blendshapes."""
 
-    def __init__(self, path: str, blendshape_names: list[str]) -> None:
+    kind = "CSV"
+
+    def __init__(self, path: str, blendshape_names: list[str], occlusion: bool | None = None) -> None:
+        """``blendshape_names``: the fit's (none without the 3D fit: no pose or blendshape columns);
+        ``occlusion``: whether faces carry ``occluded`` flags (the fit's or the refiner's), by default
+        when there are blendshapes."""
+        self.path = path
         self.names = list(blendshape_names)
+        self.occlusion = bool(self.names) if occlusion is None else occlusion
         try:
             self._file = sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -177,12 +203,18 @@ class CsvWriter:
         if self.names:
             header += ["fit_ok", "yaw", "pitch", "roll", "qw", "qx", "qy", "qz", "tx_mm", "ty_mm", "tz_mm"]
         header += [f"lm{i}_{axis}" for i in range(68) for axis in "xy"]
-        if self.names:
-            header += [f"occluded{i}" for i in range(68)] + self.names
-        self._csv.writerow(header)
-        self._file.flush()
+        if self.occlusion:
+            header += [f"occluded{i}" for i in range(68)]
+        header += self.names
+        with _write_errors(self.kind, path):
+            self._csv.writerow(header)
+            self._file.flush()
 
     def write(self, result: FrameResult) -> None:
+        with _write_errors(self.kind, self.path):
+            self._write(result)
+
+    def _write(self, result: FrameResult) -> None:
         for face in result.faces:
             row = [result.frame, f"{result.time_s:.4f}", result.source, face.id, f"{face.score:.4f}"]
             row += [f"{v:.2f}" for v in face.bbox]
@@ -191,14 +223,16 @@ class CsvWriter:
                 row += [int(face.fit_ok), f"{p.yaw:.2f}", f"{p.pitch:.2f}", f"{p.roll:.2f}"]
                 row += [f"{v:.5f}" for v in p.quaternion] + [f"{v:.1f}" for v in p.translation_mm]
             row += [f"{v:.2f}" for v in face.landmarks.reshape(-1)]
-            if self.names:
-                row += [int(v) for v in face.occluded] + [f"{face.blendshapes[n]:.4f}" for n in self.names]
+            if self.occlusion:
+                row += [""] * 68 if face.occluded is None else [int(v) for v in face.occluded]
+            row += [f"{face.blendshapes[n]:.4f}" for n in self.names]
             self._csv.writerow(row)
         self._file.flush()
 
     def close(self) -> None:
         if self._file is not sys.stdout and not self._file.closed:
-            self._file.close()
+            with _write_errors(self.kind, self.path):  # what a failed write left buffered is flushed again here
+                self._file.close()
 
 
 class OverlayWriter:
@@ -221,8 +255,16 @@ class OverlayWriter:
         overlay = draw_overlay(image, result, self.wireframe)
         if not self._is_video:
             stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
-            cv2.imwrite(str(self.path / f"{result.frame:06d}_{stem}.png"), overlay)
+            name = self.path / f"{result.frame:06d}_{stem}.png"
+            if not cv2.imwrite(str(name), overlay):
+                raise OutputError(f"cannot write overlay frame '{name}'")
             return
+        # MPEG-4 encoders refuse frames under a few pixels a side, and OpenCV's crashes on very narrow ones:
+        # a tiny frame is padded (black, right and bottom), which the overlay can afford.
+        h, w = overlay.shape[:2]
+        if w < MIN_VIDEO_SIDE or h < MIN_VIDEO_SIDE:
+            overlay = cv2.copyMakeBorder(overlay, 0, max(0, MIN_VIDEO_SIDE - h), 0, max(0, MIN_VIDEO_SIDE - w),
+                                         cv2.BORDER_CONSTANT, value=(0, 0, 0))
         if self._video is None:
             h, w = overlay.shape[:2]
             self._size = (w, h)

@@ -471,8 +471,11 @@ def _open_camera(index: int, camera_size: tuple[int, int] | None, camera_fps: fl
     def fail() -> SourceError:
         return SourceError(f"camera {index} could not be opened (no such device or it is busy)")
 
-    with _opencv_quieter():
-        cap = cv2.VideoCapture(index)
+    try:
+        with _opencv_quieter():
+            cap = cv2.VideoCapture(index)
+    except cv2.error:  # an index beyond what OpenCV's API takes (int32)
+        raise fail() from None
     if not cap.isOpened():
         cap.release()
         raise fail()
@@ -556,7 +559,12 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
         raise TypeError(f"source must be a path, URL or camera index, not {type(spec).__name__}")
     if isinstance(spec, int) or (spec.isascii() and spec.isdigit()):
-        return _open_camera(int(spec), camera_size, camera_fps, live=live is not False)
+        try:
+            return _open_camera(int(spec), camera_size, camera_fps, live=live is not False)
+        except SourceError as exc:
+            if isinstance(spec, str) and os.path.exists(spec):  # digits name a camera; say how to read the file
+                raise SourceError(f"{exc}; to read the file '{spec}' instead, pass it as './{spec}'") from None
+            raise
     if "://" in spec:
         return _open_url(spec, live=live is not False)
     if os.path.isdir(spec):
