@@ -43,6 +43,19 @@ def test_trajectory_is_broad_and_bounded(er):
     assert np.abs(er.smooth_signal(rng, 50, 0.1, 1.0)).max() == pytest.approx(1.0)
 
 
+def test_more_held_out_clips_keep_the_first_six_and_the_stills(er):
+    def keys(seeds):
+        return [s.spawn_key for s in seeds]
+
+    six, stills = er.set_seeds(1000, 6, 150)
+    before = np.random.SeedSequence(1000).spawn(156)  # the partition of the six-clip set
+    assert keys(six) == keys(before[:6]) and keys(stills) == keys(before[6:])
+    clips, stills24 = er.set_seeds(1000, 24, 150)
+    assert keys(clips[:6]) == keys(six) and keys(stills24) == keys(stills)
+    assert len(set(keys(clips)) | set(keys(stills24))) == 24 + 150
+    assert keys(er.set_seeds(7, 0, 5)[1]) == keys(np.random.SeedSequence(7).spawn(5))  # stills alone (dlib_reference)
+
+
 def test_pose_stats_wraps_angles_and_signs_bias(er):
     a = {"true_pose": np.array([[179.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
          "est_pose": np.array([[-179.0, 2.0, -1.0], [np.nan, np.nan, np.nan]])}

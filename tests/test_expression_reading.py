@@ -35,18 +35,27 @@ def scene():
     return ri, ri.load_ict(ICT), FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1))
 
 
-def read(scene, **weights: float) -> dict[str, float]:
-    """The tracker's blendshapes for one still of the face doing ``weights`` (ARKit names)."""
-    ri, model, tracker = scene
+def render_face(scene, **weights: float) -> np.ndarray:
+    """One still of the face doing ``weights`` (ARKit names), turned 15° to its own left."""
+    ri, model, _ = scene
     rng = np.random.default_rng(SEED)
     light, background = ri.random_light(rng), ri.random_background(rng, SIZE)
     image, _, _ = ri.render(model, np.zeros(model.id_basis.shape[0], np.float32), ri.arkit_to_ict(model, weights),
                             euler_to_matrix(15.0, -5.0, 4.0), np.array([0.0, 0.0, 50.0]), 1.2 * SIZE, SIZE, light,
                             background, rng)
+    return image
+
+
+def track(tracker, image: np.ndarray):
     tracker.config.focal_px = 1.2 * SIZE
     faces = tracker.process(image, still=True).faces
     assert len(faces) == 1 and faces[0].blendshapes is not None
-    return faces[0].blendshapes
+    return faces[0]
+
+
+def read(scene, **weights: float) -> dict[str, float]:
+    """The tracker's blendshapes for one still of the face doing ``weights`` (ARKit names)."""
+    return track(scene[2], render_face(scene, **weights)).blendshapes
 
 
 def test_blinks_jaw_smiles_and_brows_are_read(scene):
@@ -67,3 +76,20 @@ def test_a_wink_is_read_on_the_winking_side(scene):
     right = read(scene, eyeBlinkRight=1.0)
     assert left["eyeBlinkLeft"] - left["eyeBlinkRight"] > 0.3
     assert right["eyeBlinkRight"] - right["eyeBlinkLeft"] > 0.3
+
+
+def test_reported_weights_are_the_fits_through_the_calibration(scene):
+    """The blendshapes are the fit's own weights through tracker/expression.py's map at the fit's yaw, and
+    the map lifts a strong smile that the fit under-reads."""
+    from tracker.expression import ExpressionCalibration
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    image = render_face(scene, mouthSmileLeft=0.9, mouthSmileRight=0.9, jawOpen=0.3)
+    face = track(scene[2], image)
+    raw = track(FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1, calibrate_expression=False)), image)
+    names = list(raw.blendshapes)
+    expected = ExpressionCalibration.load(names).apply(np.array(list(raw.blendshapes.values())), raw.pose.yaw)
+    np.testing.assert_allclose(list(face.blendshapes.values()), expected, atol=1e-9)
+    assert face.pose.yaw == raw.pose.yaw
+    for side in ("mouthSmileLeft", "mouthSmileRight"):
+        assert face.blendshapes[side] > raw.blendshapes[side], side

@@ -12,6 +12,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from tracker.detector import FaceDetector
+from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
@@ -86,6 +87,8 @@ class TrackerConfig:
     steady: bool = False
     # The trained refiner moves the 68 points from the linear map's guess (engines/refiner.onnx).
     refiner: bool = True
+    # Map the fit's blendshape weights towards the true ones (tracker/expression.py); off, they are the fit's own.
+    calibrate_expression: bool = True
 
 
 class FaceTracker:
@@ -101,8 +104,12 @@ class FaceTracker:
         self._mapping: Mesh68Mapping | None = None
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
+        self.expression_calibration: ExpressionCalibration | None = None
         if self.fitter is not None:
             self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
+            names = self.fitter.model.names
+            self.expression_calibration = (ExpressionCalibration.load(names) if c.calibrate_expression
+                                           else ExpressionCalibration.identity(names))
         smoother = partial(FaceSmoother, **STEADY_PARAMS) if c.steady else FaceSmoother
         self.tracks = TrackSet(c.max_faces, c.presence_threshold, smoother)
         self._since_detection = 0
@@ -181,7 +188,8 @@ class FaceTracker:
                 face.fit_ok = fit.ok
                 face.occluded = fit.self_occluded | hidden
                 face.pose = head_pose(fit.state)
-                face.blendshapes = dict(zip(self.fitter.model.names, fit.state.expression.tolist()))
+                weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
+                face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
             elif visibility is not None:
                 face.occluded = hidden
             if self.config.smooth and not still:
