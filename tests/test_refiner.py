@@ -54,14 +54,13 @@ def test_output_shape_and_batch(refiner):
 
 
 def test_opencv_matches_onnxruntime(refiner):
-    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("cv2")
     from tracker.refiner import Refiner
 
     try:
         cv = Refiner("opencv")
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"OpenCV DNN cannot load the refiner: {exc}")
-    assert cv2 is not None
     rng = np.random.default_rng(1)
     f48 = rng.standard_normal((2, 32, 48, 48)).astype(np.float32)
     f24 = rng.standard_normal((2, 64, 24, 24)).astype(np.float32)

@@ -6,7 +6,7 @@ the refiner's, on the crop and on its horizontal mirror (mapped back). The 300-W
 annotations are not mirror-symmetric to the pixel, and everything upstream was trained
 with mirror images, so each prediction keeps a small constant offset (the mirror pass
 with its own sign): on helen_train the refined points sit about 0.2 crop px left of the
-annotation on the crop and 0.8 px on the mirror. This tool runs the tracker's own
+annotation on the crop and 0.7 px on the mirror. This tool runs the tracker's own
 detection and mirror pass on every helen_train face (training data: `afw` stays held
 out), with the offsets switched off, and writes the mean offset of each prediction
 (crop px, x and y, in the unmirrored crop's frame) to engines/crop_offsets.npz, which

@@ -77,11 +77,20 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
     return None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one; "None" and "False" say nothing the help text does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_tracker.py",
         description="Track faces in a webcam, video file, image, image folder or stream: 68 landmarks per face.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     io = p.add_argument_group("input and output")
     io.add_argument("--source", default="0",
@@ -110,18 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
                        help="68-point refinement: rdr = the trained refiner; none = the plain mesh mapping")
     model.add_argument("--no-fit", action="store_true",
-                       help="skip the 3D face model fit (no pose, blendshapes or occlusion)")
+                       help="skip the 3D face model fit (no pose or blendshapes; occlusion only from the refiner)")
     model.add_argument("--no-mirror", action="store_true",
-                       help="skip the mirror-image pass (no landmark confidence; about 3-5 ms faster per face on a 2-core CPU)")
+                       help="skip the mirror-image pass (no landmark confidence; about 5 ms faster per face on a 2-core CPU)")
     smoothing = model.add_mutually_exclusive_group()
     smoothing.add_argument("--no-smooth", action="store_true",
                            help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
     smoothing.add_argument("--steady", action="store_true",
-                           help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (default: under 1)")
+                           help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (under 1 without it)")
     model.add_argument("--focal", type=_positive_float, metavar="PX",
-                       help="camera focal length in pixels, for translation_mm (default: the image width)")
+                       help="camera focal length in pixels, for translation_mm (the image width if not given)")
     model.add_argument("--threads", type=_positive_int, metavar="N",
-                       help="CPU threads per model for ONNX Runtime (default 1: fastest for one or two faces)")
+                       help="CPU threads per model for ONNX Runtime (1 if not given: fastest for one or two faces)")
     misc = p.add_argument_group("misc")
     misc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     misc.add_argument("--debug", action="store_true", help="show full tracebacks of unexpected errors")

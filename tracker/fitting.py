@@ -96,7 +96,7 @@ class FaceModel:
     """The reduced face model, restricted to the points the fit uses.
 
     The fit observes "rows": the 17 jaw landmarks, each sliding along its contour
-    candidates, then the MESH_FIT_POINTS of the face mesh.
+    candidates, then the 8 eyelid landmarks (LID_LANDMARKS), then the MESH_FIT_POINTS of the face mesh.
     """
 
     names: list[str]  # 52 ARKit names

@@ -9,7 +9,7 @@ network's feature maps sampled at the points.
 Each of the four predictions (map and refiner, on the crop and on its mirror)
 then loses its constant offset from the annotations, measured on helen_train
 (``tools/calibrate_crop_offsets.py``): there the refined points sit about 0.2 crop px
-left of the annotation on the crop and 0.8 px left on the mirror (engines/REFINER.md). The likely
+left of the annotation on the crop and 0.7 px left on the mirror (engines/REFINER.md). The likely
 cause: the 300-W annotations are not mirror-symmetric to the pixel, and models
 trained with mirror images learn the average, each pass keeping a share of the
 offset (the mirror pass with the other sign of the refiner's own bias).

@@ -1,4 +1,4 @@
-"""Where results go: JSON Lines, an overlay video (or image folder), a live window.
+"""Where results go: JSON Lines, CSV, an overlay video (or image folder), a live window.
 
 Every writer survives an interrupted run: JSON Lines are written and flushed a
 whole line at a time, and ``close`` is safe to call more than once.
@@ -76,7 +76,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray | None = None, *,
                  mirror: bool = False, panel: bool = False) -> np.ndarray:
-    """A copy of the frame with boxes, IDs, landmarks (coloured by confidence when known, self-occluded ones
+    """A copy of the frame with boxes, IDs, landmarks (coloured by confidence when known, occluded ones
     hollow), pose axes and, given the mesh's triangles, its wireframe.
 
     ``mirror`` flips the picture horizontally after the geometry is drawn and before any text, so the view
@@ -294,14 +294,11 @@ class Window:
     TITLE = "face tracker (q quit, m mirror, s snapshot)"
     _SMOOTHING = 0.1  # weight of the newest sample in the fps/latency readouts: steady, readable digits
 
-    def __init__(self, wireframe: np.ndarray | None = None, *, mirror: bool = False, blendshapes: bool = True,
-                 snapshot_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, wireframe: np.ndarray | None = None, *, mirror: bool = False) -> None:
         self.wireframe = wireframe
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
         self.mirror = mirror
-        self.blendshapes = blendshapes
-        self.snapshot_dir = snapshot_dir  # None: the working directory at the time of the snapshot
         self._open = False
         self._view: np.ndarray | None = None
         self._last_render: float | None = None
@@ -318,7 +315,7 @@ class Window:
         self._last_render = now
         if latency_ms is not None and math.isfinite(latency_ms):
             self.latency_ms = self._smooth(self.latency_ms, latency_ms)
-        view = draw_overlay(image, result, self.wireframe, mirror=self.mirror, panel=self.blendshapes)
+        view = draw_overlay(image, result, self.wireframe, mirror=self.mirror, panel=True)
         # Readouts go on after mirroring (draw_overlay flips before any text), so they always read normally.
         scale = max(1, round(max(image.shape[:2]) / 640))
         lines = [status] if status else []
@@ -362,7 +359,7 @@ class Window:
         was shown yet or the file could not be written (a warning; the window keeps running)."""
         if self._view is None:
             return None
-        folder = Path(self.snapshot_dir) if self.snapshot_dir is not None else Path.cwd()
+        folder = Path.cwd()
         stamp = time.strftime("%Y%m%d_%H%M%S")
         path = folder / f"snapshot_{stamp}.png"
         n = 1

@@ -1,6 +1,6 @@
 """Rotated square regions of interest and the crops they define.
 
-A ROI is a square of side ``size`` pixels centred at ``center``, rotated by
+A ROI is a square of side ``size`` pixels centred at (``cx``, ``cy``), rotated by
 ``angle`` radians so that its x axis runs along the subject's eye line (from
 the subject's right eye to their left eye, i.e. image-left to image-right for
 an upright face). Crops are taken with one affine warp, and crop coordinates
