@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.sources import Frame, SourceError, _to_bgr8, open_source
+from tracker.sources import Frame, SourceError, open_source, to_bgr8
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 25.0
@@ -141,14 +141,35 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_normalisation_of_pixel_formats():
-    assert _to_bgr8(np.full((5, 6, 1), 7, np.uint8)).tolist() == np.full((5, 6, 3), 7).tolist()
-    f = _to_bgr8(np.array([[[-1.0, 0.5, 2.0]]], np.float32))
+    assert to_bgr8(np.full((5, 6, 1), 7, np.uint8)).tolist() == np.full((5, 6, 3), 7).tolist()
+    f = to_bgr8(np.array([[[-1.0, 0.5, 2.0]]], np.float32))
     assert f.tolist() == [[[0, 128, 255]]]
-    assert _to_bgr8(np.full((2, 2), 65535, np.uint16)).tolist() == np.full((2, 2, 3), 255).tolist()
+    assert to_bgr8(np.full((2, 2), 65535, np.uint16)).tolist() == np.full((2, 2, 3), 255).tolist()
     strided = np.zeros((10, 10, 3), np.uint8)[:, ::2]
-    assert _to_bgr8(strided).flags["C_CONTIGUOUS"]
+    assert to_bgr8(strided).flags["C_CONTIGUOUS"]
     with pytest.raises(ValueError):
-        _to_bgr8(np.zeros((4, 4, 5), np.uint8))
+        to_bgr8(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):
+    """FaceTracker.process normalises what it is handed as the sources do: grey, BGRA, 16-bit and float images
+    find the same face; an empty or five-channel array is a ValueError that says so."""
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    image = cv2.imread(str(afw_dir / "1051618982_1.jpg"))
+    (face,) = tracker.process(image, still=True).faces
+    layouts = {"grey": cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), "BGRA": cv2.cvtColor(image, cv2.COLOR_BGR2BGRA),
+               "16-bit": image.astype(np.uint16) * 257, "float": image.astype(np.float32) / 255.0}
+    eyes = np.linalg.norm(face.landmarks[36] - face.landmarks[45])
+    for name, other in layouts.items():
+        (same,) = tracker.process(other, still=True).faces
+        # The same pixels give the same points; grey is another picture of the face, so near them.
+        limit = 0.05 * eyes if name == "grey" else 0.5
+        assert np.abs(same.landmarks - face.landmarks).max() < limit, name
+    for bad, words in ((image[:0], "empty"), (np.zeros((8, 8, 5), np.uint8), "shape")):
+        with pytest.raises(ValueError, match=words):
+            tracker.process(bad, still=True)
 
 
 # --- missing things ----------------------------------------------------------------------------------
@@ -314,3 +335,20 @@ def test_camera_that_disappears_ends_with_error(monkeypatch):
     assert src.error == "camera 3 stopped delivering frames"
     src.close()
     assert cam.released and _reader_threads() == []
+
+
+def test_the_readme_python_example_runs(capsys):
+    """README's "From Python" block, run as written on a shared clip in place of clip.mp4."""
+    clip = REPO.parent / "shared" / "data" / "video" / "talking_d0.mp4"
+    if not clip.is_file():
+        pytest.skip(f"shared clip {clip} is absent")
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.count('"clip.mp4"') == 1
+    exec(code.replace('"clip.mp4"', repr(str(clip))), {})  # noqa: S102 -- the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 70  # one face in (nearly) every one of the clip's 78 frames
+    index, face_id, yaw, jaw = lines[-1].split()
+    assert int(index) == 77
+    assert int(face_id) == 1 and abs(float(yaw)) < 60 and 0.0 <= float(jaw) <= 1.0

@@ -21,6 +21,7 @@ from tracker.refiner import Refiner
 from tracker.reliability import ConfidenceCalibration, assess
 from tracker.roi import crop_camera_to_image, crop_points_to_image
 from tracker.smoothing import STEADY_PARAMS, FaceSmoother
+from tracker.sources import to_bgr8
 from tracker.tracking import TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
 
@@ -142,7 +143,12 @@ class FaceTracker:
 
     def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
                 still: bool = False) -> FrameResult:
-        """Track faces in one BGR uint8 frame. ``still`` treats it as unrelated to the previous one."""
+        """Track faces in one frame: BGR uint8 (H×W×3), or anything tracker.sources.to_bgr8 turns into it
+        (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
+        unrelated to the previous one."""
+        image = np.asarray(image)
+        if not (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size):
+            image = to_bgr8(image)
         with one_blas_thread():
             return self._process(image, frame, time_s, source, still)
 

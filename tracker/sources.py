@@ -146,7 +146,7 @@ class FrameSource:
 # Image normalisation
 
 
-def _to_bgr8(img: np.ndarray) -> np.ndarray:
+def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any decoded image -> C-contiguous HxWx3 uint8 BGR (the one format the rest of the tracker sees).
 
     Raises ValueError for layouts that are not an image (e.g. 5 channels)."""
@@ -181,7 +181,7 @@ def _to_bgr8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-# Decoding flags: ANYDEPTH keeps 16-bit/float so _to_bgr8 scales it properly (plain IMREAD_COLOR would
+# Decoding flags: ANYDEPTH keeps 16-bit/float so to_bgr8 scales it properly (plain IMREAD_COLOR would
 # truncate), ANYCOLOR keeps grey as grey and lets the decoder drop alpha. Unlike IMREAD_UNCHANGED this
 # combination also applies the EXIF orientation, so phone photos are upright (IMREAD_UNCHANGED ignores it
 # and faces would arrive sideways).
@@ -205,7 +205,7 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     if img is None:
         return None, "not an image or the file is corrupt"
     try:
-        return _to_bgr8(img), ""
+        return to_bgr8(img), ""
     except ValueError as e:
         return None, str(e)
 
@@ -333,7 +333,7 @@ class _CaptureReader:
         else:
             time_s = now - self.t_open
         try:
-            image = _to_bgr8(img)
+            image = to_bgr8(img)
         except ValueError as e:
             raise SourceError(f"{self.label} delivered an unusable frame: {e}") from None
         frame = Frame(image, self.index, time_s, self.source, now)
