@@ -311,6 +311,35 @@ def test_udp_json_handles_numpy_values(receiver):
                                                            "faces": [{"bbox": [1.0, 2.0]}]}
 
 
+def test_a_value_that_is_not_finite_goes_out_as_null_never_as_invalid_json(receiver, tmp_path):
+    """JSON has no NaN or infinity: strict readers refuse a line holding them. Both JSON outputs write null."""
+    from tracker.outputs import JsonlWriter
+    from tracker.types import record_json
+
+    class BrokenFrame(FakeFrame):
+        def to_record(self) -> dict:
+            return {"frame": 3, "time_s": 0.1, "source": "x", "faces": [
+                {"bbox": [0.0, 1.0, math.nan, 2.0], "pose": {"yaw": math.inf, "quaternion": np.array([1.0, -math.inf])},
+                 "blendshapes": {"jawOpen": np.float32("nan"), "eyeBlinkLeft": 0.5}}]}
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a JSON output"))
+
+    expected = {"frame": 3, "time_s": 0.1, "source": "x", "faces": [
+        {"bbox": [0.0, 1.0, None, 2.0], "pose": {"yaw": None, "quaternion": [1.0, None]},
+         "blendshapes": {"jawOpen": None, "eyeBlinkLeft": 0.5}}]}
+    assert strict(record_json(BrokenFrame(3, 0.1, "x").to_record())) == expected
+    with UdpJsonSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(BrokenFrame(3, 0.1, "x"))
+        assert strict(receiver.recvfrom(65536)[0]) == expected
+    writer = JsonlWriter(str(tmp_path / "out.jsonl"))
+    writer.write(BrokenFrame(3, 0.1, "x"))
+    writer.close()
+    assert strict((tmp_path / "out.jsonl").read_text()) == expected
+    finite = FakeFrame(12, 0.48, "clip.mp4", [FakeFace(1, make_pose(10, 5, 0), make_shapes(), [[1.5, 2.5]] * 68)])
+    assert record_json(finite.to_record()) == json.dumps(finite.to_record(), separators=(",", ":"))
+
+
 # ----------------------------------------------------------------------------- robustness
 
 

@@ -212,6 +212,53 @@ def test_video_every_frame_in_order(video):
     src.close()  # idempotent
 
 
+def test_a_container_with_a_nonsense_frame_rate_still_gets_increasing_times(video, tmp_path):
+    """An AVI whose header declares 90000 fps (its timestamps 11 µs apart): the rate is treated as unknown,
+    and so are its timestamps, so frames come 1/30 s apart and the smoothing does not freeze."""
+    data = bytearray(video.read_bytes())
+    at = data.index(b"strh")
+    data[at + 28:at + 36] = struct.pack("<II", 1, 90000)  # the stream header's dwScale, dwRate
+    bad = tmp_path / "fast.avi"
+    bad.write_bytes(bytes(data))
+    with open_source(str(bad)) as probe:
+        assert probe.fps is None  # OpenCV reads 90000, which the source refuses
+    frames, _ = _read_all(bad)
+    np.testing.assert_allclose([f.time_s for f in frames], np.arange(N_FRAMES) / 30.0, atol=1e-9)
+
+
+def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
+    """(type, offset) of every box of an MP4, descending into the containers on the way to tkhd."""
+    end = len(data) if end is None else end
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        yield kind, start
+        if kind in (b"moov", b"trak"):
+            yield from _mp4_boxes(data, start + 8, start + size)
+        start += size
+
+
+def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path):
+    """Portrait frames stored on their side with a display matrix that turns them, as phones record: the
+    frames come out as a player shows them, upright."""
+    upright = np.zeros((96, 48, 3), np.uint8)
+    upright[:24] = (0, 0, 255)  # red top: a sideways frame would put it on the left or the right
+    path = tmp_path / "phone.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 48))
+    assert writer.isOpened()
+    for _ in range(3):
+        writer.write(cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    tkhd = next(offset for kind, offset in _mp4_boxes(bytes(data)) if kind == b"tkhd")
+    # tkhd version 0: its 3×3 display matrix sits 48 bytes in; this one turns the picture 90° clockwise.
+    data[tkhd + 48:tkhd + 84] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    frames, _ = _read_all(path)
+    assert len(frames) == 3 and frames[0].image.shape == (96, 48, 3)
+    top, bottom = frames[0].image[:20].mean((0, 1)), frames[0].image[-40:].mean((0, 1))
+    assert top[2] > 200 and top[0] < 60 and bottom.max() < 60
+
+
 def test_truncated_video_ends_with_warning(video, tmp_path, caplog, capfd):
     # Cut halfway through the frame data (the 'movi' list), keeping the AVI header: a cut inside the
     # header (which is half of this tiny file) leaves nothing FFmpeg can open.

@@ -230,3 +230,16 @@ def test_real_window_under_xvfb() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+@pytest.mark.parametrize("fps", [0.001, 90000.0, float("nan")])
+def test_overlay_video_of_a_source_with_an_unplayable_rate_plays_at_30(tmp_path, fps):
+    from tracker.outputs import OverlayWriter
+
+    path = tmp_path / "overlay.mp4"
+    writer = OverlayWriter(str(path), fps)
+    for _ in range(3):
+        writer.write(blank(), make_result(make_face()))
+    writer.close()
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3

@@ -15,7 +15,6 @@ Axis conversion (camera → Unity/VMC), see :func:`camera_to_unity_quaternion`.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import socket
@@ -23,10 +22,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
-from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name
+from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name, record_json
 
 if TYPE_CHECKING:  # typing.Self is 3.11+, the project supports 3.10
     from typing_extensions import Self
@@ -335,17 +333,8 @@ def _pick_face(result: _Frame, face_id: int | None) -> _Face | None:
 # --------------------------------------------------------------------------- JSON over UDP
 
 
-def _json_default(value: Any) -> Any:
-    # Records are meant to be JSON-ready; numpy values that slip through must not kill the sender.
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(record: dict) -> bytes:
-    return json.dumps(record, separators=(",", ":"), default=_json_default).encode("utf-8")
+    return record_json(record).encode("utf-8")
 
 
 class UdpJsonSender(_Sender):

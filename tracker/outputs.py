@@ -7,7 +7,6 @@ whole line at a time, and ``close`` is safe to call more than once.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 
 from tracker.pose import MODEL_TO_CAMERA
-from tracker.types import FrameResult
+from tracker.types import FrameResult, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
@@ -56,7 +55,7 @@ class JsonlWriter:
     def write(self, result: FrameResult) -> None:
         # One write + flush per record: an interrupted run leaves only whole lines.
         with _write_errors(self.kind, self.path):
-            self._file.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
+            self._file.write(record_json(result.to_record()) + "\n")
             self._file.flush()
 
     def close(self) -> None:
@@ -241,7 +240,8 @@ class OverlayWriter:
     def __init__(self, path: str, fps: float | None, wireframe: np.ndarray | None = None) -> None:
         self.path = Path(path)
         self.wireframe = wireframe
-        self.fps = fps if fps and fps > 0 else 30.0
+        # A rate the encoders refuse (OpenCV's MPEG-4 writer fails below about 0.0015 fps) plays at 30.
+        self.fps = fps if fps and 0.01 <= fps <= 1000 else 30.0
         self._video: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES

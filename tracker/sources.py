@@ -302,6 +302,7 @@ class _CaptureReader:
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.total_frames: int | None = int(count) if is_file and math.isfinite(count) and count > 0 else None
         self.index = 0
+        self._last_time: float | None = None
         self.error: str | None = None
         self.t_open = time.perf_counter()
         self._last_good = self.t_open
@@ -329,7 +330,14 @@ class _CaptureReader:
         if self.is_file:
             fps = self.fps or _DEFAULT_FPS
             pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
-            time_s = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms > 0 else self.index / fps
+            # The container's timestamps, unless its frame rate was nonsense (then they are too: a file
+            # declaring 90000 fps would put frames 11 µs apart and freeze the smoothing) or they fail to
+            # increase; the smoothing and the outputs read the time between frames.
+            usable = self.fps is not None and math.isfinite(pos_ms) and pos_ms > 0
+            time_s = pos_ms / 1000.0 if usable else self.index / fps
+            if self._last_time is not None and time_s <= self._last_time:
+                time_s = self._last_time + 1.0 / fps
+            self._last_time = time_s
         else:
             time_s = now - self.t_open
         try:
@@ -530,6 +538,9 @@ def _open_video(path: str, live: bool) -> FrameSource:
     if not cap.isOpened():
         cap.release()
         raise fail()
+    # Phone videos store portrait frames on their side with a tag that says how to turn them; this OpenCV
+    # leaves them unturned unless asked, and a sideways face reads as a 90° roll.
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return _capture_source(cap, label=f"video '{path}'", source=path, is_file=True, live=live, fail=fail)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -113,3 +116,35 @@ class FrameResult:
             "source": self.source,
             "faces": [f.to_record() for f in self.faces],
         }
+
+
+def _plain(value: Any) -> Any:
+    # Records are meant to be JSON-ready; numpy values that slip through must not stop an output.
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def record_json(record: dict) -> str:
+    """A record (``to_record()``) as one line of compact, strict JSON. JSON has no NaN or infinity and strict
+    readers refuse a line that holds them, so a value that is not finite is written as null. Records are
+    finite by construction (the fit refuses non-finite results, the filters skip them); this keeps a slip
+    from making a whole line unreadable."""
+    try:
+        return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_plain)
+    except ValueError:
+        return json.dumps(_finite_or_none(json.loads(json.dumps(record, default=_plain))), separators=(",", ":"),
+                          allow_nan=False)
+
