@@ -14,14 +14,13 @@ import traceback
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
-from tracker.launcher import EXIT_INTERRUPTED
 from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.sources import SourceError, open_source
 
 UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = logging.getLogger("tracker")
 

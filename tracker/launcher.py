@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # as tracker.cli exits on Ctrl-C
 
 
 def main() -> int:
