@@ -128,6 +128,8 @@ def _plain(value: Any) -> Any:
 
 
 def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = _plain(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -145,6 +147,5 @@ def record_json(record: dict) -> str:
     try:
         return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_plain)
     except ValueError:
-        return json.dumps(_finite_or_none(json.loads(json.dumps(record, default=_plain))), separators=(",", ":"),
-                          allow_nan=False)
+        return json.dumps(_finite_or_none(record), separators=(",", ":"), allow_nan=False)
 
