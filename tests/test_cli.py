@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -249,6 +250,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--json", "-", "--csv", "-"): "both write to stdout",
         ("--json", ""): "empty",
         ("--vmc", ""): "empty",
+        ("--vmc-mirror",): "give --vmc",
     }
     for args, words in cases.items():
         proc = run_cli("--source", str(source), *args, "--max-frames", "2", "--quiet")
@@ -256,6 +258,34 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         assert words in proc.stderr, (args, proc.stderr)
     assert source.read_bytes() == talking_clip.read_bytes()
     assert not (tmp_path / "a.out").exists()
+
+
+def test_vmc_mirror_sends_the_mirror_image_of_the_same_face(afw_dir):
+    """One face, sent plain and mirrored: the blendshapes change sides and the head turns the other way."""
+    from pythonosc.osc_bundle import OscBundle
+
+    def sent(*extra: str) -> dict[str, list]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5.0)
+            proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--vmc", f"127.0.0.1:{sock.getsockname()[1]}",
+                           "--quiet", *extra)
+            assert proc.returncode == 0, proc.stderr
+            messages = [(m.address, list(m.params)) for m in OscBundle(sock.recvfrom(65536)[0])]
+        values = {p[0]: p[1] for address, p in messages if address == "/VMC/Ext/Blend/Val"}
+        (head,) = [p[1:] for address, p in messages if address == "/VMC/Ext/Bone/Pos" and p[0] == "Head"]
+        return {"shapes": values, "rotation": head[3:]}
+
+    plain, mirrored = sent(), sent("--vmc-mirror")
+    uneven = 0
+    for name, value in plain["shapes"].items():
+        twin = name.replace("Left", "Right") if "Left" in name else name.replace("Right", "Left")
+        assert mirrored["shapes"][twin] == pytest.approx(value, abs=1e-6), name
+        uneven += abs(value - plain["shapes"][twin]) > 1e-3
+    assert uneven >= 2  # the face is uneven enough for the check to tell the sides apart
+    x, y, z, w = plain["rotation"]
+    assert mirrored["rotation"] == pytest.approx([x, -y, -z, w], abs=1e-6)
+    assert abs(y) > 1e-3  # and the head is turned enough to tell
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")

@@ -56,13 +56,16 @@ def _positive_float(text: str) -> float:
 
 
 def _output_clashes(args: argparse.Namespace) -> str | None:
-    """Why the output options cannot all be honoured, or None: an empty value, two outputs on one
-    file (or both on stdout), or an output on the source itself (it would be overwritten before it is read)."""
+    """Why the output options cannot all be honoured, or None: an empty value, --vmc-mirror without --vmc,
+    two outputs on one file (or both on stdout), or an output on the source itself (it would be overwritten
+    before it is read)."""
     named = {"--json": args.json, "--csv": args.csv, "--output": args.output, "--vmc": args.vmc,
              "--udp-json": args.udp_json}
     for option, value in named.items():
         if value is not None and not value.strip():
             return f"{option} needs a value, got an empty one"
+    if args.vmc_mirror and not args.vmc:
+        return "--vmc-mirror mirrors what --vmc sends; give --vmc HOST[:PORT] too"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[str, str] = {}
     for option, value in files.items():
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--show", action="store_true", help="show a live window with the overlay (q or Esc quits)")
     io.add_argument("--vmc", metavar="HOST[:PORT]",
                     help="send blendshapes and head rotation to a VMC receiver over OSC/UDP (default port 39539)")
+    io.add_argument("--vmc-mirror", action="store_true",
+                    help="with --vmc: the avatar moves as your mirror image (your left is its right)")
     io.add_argument("--udp-json", metavar="HOST[:PORT]",
                     help=f"send each frame's JSON record as one UDP datagram (default port {UDP_JSON_PORT})")
     io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
@@ -188,9 +193,10 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                            occlusion=config.fit_3d or config.refiner) if args.csv else None)
         if table:
             outputs.append(table)
-        for spec, sender, port in ((args.vmc, VmcSender, VMC_DEFAULT_PORT), (args.udp_json, UdpJsonSender, UDP_JSON_PORT)):
-            if spec:
-                outputs.append(sender(*parse_host_port(spec, port)))
+        if args.vmc:
+            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror))
+        if args.udp_json:
+            outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
         senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
         overlay = OverlayWriter(args.output, source.fps, wireframe) if args.output else None
         if overlay:
