@@ -5,7 +5,7 @@ import pytest
 
 from tracker.detector import box_iou, ssd_anchors, weighted_nms
 from tracker.landmarks68 import IBUG68_MIRROR
-from tracker.roi import Roi, crop, crop_points_to_image, image_points_to_crop, roi_from_points
+from tracker.roi import Roi, crop, crop_points_to_image, follow, image_points_to_crop, roi_from_points
 
 
 @pytest.mark.parametrize("angle", [0.0, 0.4, -1.2, 3.0])
@@ -40,6 +40,31 @@ def test_roi_from_points_recovers_a_rotated_square():
     assert roi.angle == pytest.approx(angle)
     assert (roi.cx, roi.cy) == pytest.approx((50, 60))
     assert roi.size == pytest.approx(60)
+
+
+def test_follow_holds_within_the_band_and_trails_by_it_beyond():
+    previous = Roi(100.0, 80.0, 200.0, 3.1)
+    # Within the band on every axis (the angle across ±π): nothing moves.
+    near = Roi(102.0, 81.0, 203.0, -3.17)
+    assert follow(previous, near, 0.02) == previous
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        target = Roi(*(rng.normal([100, 80], 30)), float(200 * np.exp(rng.normal(0, 0.2))), float(rng.uniform(-4, 4)))
+        out = follow(previous, target, 0.02)
+        moved = np.hypot(out.cx - previous.cx, out.cy - previous.cy)
+        gap = np.hypot(target.cx - out.cx, target.cy - out.cy)
+        far = np.hypot(target.cx - previous.cx, target.cy - previous.cy) > 4.0
+        # Beyond the band it moves straight towards the target and stops at the band's edge.
+        assert gap == pytest.approx(4.0 if far else np.hypot(target.cx - previous.cx, target.cy - previous.cy))
+        assert moved + gap == pytest.approx(np.hypot(target.cx - previous.cx, target.cy - previous.cy))
+        assert abs(np.log(target.size / out.size)) <= 0.02 + 1e-12
+        turn = (target.angle - out.angle + np.pi) % (2 * np.pi) - np.pi
+        assert abs(turn) <= 0.02 + 1e-12
+    # A face moving at constant speed drags its crop along, the band behind, with no further lag.
+    roi = previous
+    for k in range(1, 50):
+        roi = follow(roi, Roi(100.0 + 5 * k, 80.0, 200.0, 3.1), 0.02)
+    assert roi.cx == pytest.approx(100 + 5 * 49 - 4.0) and roi.cy == pytest.approx(80.0)
 
 
 def test_blazeface_anchor_counts_and_centres():

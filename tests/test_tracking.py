@@ -2,10 +2,11 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from tracker.mesh import MeshResult, roi_from_mesh
 from tracker.roi import Roi
-from tracker.tracking import CUT_MAX_CORRELATION, REMEMBER_FRAMES, TrackSet, frame_signature
+from tracker.tracking import CUT_MAX_CORRELATION, REMEMBER_FRAMES, ROI_BAND, TrackSet, frame_signature
 
 
 def mesh_at(cx: float, cy: float, size: float = 40.0, presence: float = 0.9) -> MeshResult:
@@ -69,6 +70,23 @@ def test_converged_tracks_keep_the_older_one_and_capacity_holds():
 def test_next_roi_follows_the_mesh():
     roi = roi_from_mesh(mesh_at(200, 150).points)
     assert abs(roi.cx - 200) < 1 and abs(roi.cy - 150) < 1 and abs(roi.angle) < 1e-9
+
+
+def test_a_still_face_keeps_its_crop_and_a_moving_one_drags_it():
+    tracks = TrackSet(max_faces=1, min_presence=0.5)
+    tracks.add([mesh_at(200, 150)])
+    first = tracks.tracks[0].roi
+    # The next frame is cropped there; its points wobble by less than the band: the crop stays.
+    wobble = mesh_at(200, 150)
+    wobble.points[:, :2] += 0.3 * ROI_BAND * first.size
+    tracks.update([MeshResult(roi=first, crop_points=wobble.points, points=wobble.points, presence=0.9)])
+    assert tracks.tracks[0].roi == first
+    # The face moves 10 px: the crop follows to within the band of where the points put it.
+    moved = mesh_at(210, 150)
+    tracks.update([MeshResult(roi=first, crop_points=moved.points, points=moved.points, presence=0.9)])
+    roi, target = tracks.tracks[0].roi, roi_from_mesh(moved.points)
+    assert np.hypot(roi.cx - target.cx, roi.cy - target.cy) == pytest.approx(ROI_BAND * first.size)
+    assert roi.cx > first.cx + 5
 
 
 def scene(seed: int, shape: tuple[int, ...] = (360, 640, 3)) -> np.ndarray:

@@ -89,3 +89,28 @@ def image_points_to_crop(points: np.ndarray, roi: Roi, crop_size: int) -> np.nda
     m = roi.crop_to_image(crop_size)
     inv = cv2.invertAffineTransform(m)
     return np.asarray(points, np.float64)[:, :2] @ inv[:, :2].T + inv[:, 2]
+
+
+def follow(previous: Roi, target: Roi, band: float) -> Roi:
+    """``previous`` moved only as far as it must to come within ``band`` of ``target``.
+
+    The centre comes within ``band`` × size of the target's, the size within a factor of
+    e^band, the angle within ``band`` radians. A held-still face keeps its crop, so the
+    networks do not see the wobble of the last frame's points as motion of the face; a
+    moving face drags its crop along at once, never more than the band behind.
+    """
+    shift = np.array([target.cx - previous.cx, target.cy - previous.cy])
+    distance = float(np.hypot(*shift))
+    reach = band * previous.size
+    centre = np.array([previous.cx, previous.cy])
+    if distance > reach:
+        centre += shift * (1.0 - reach / distance)
+    size = previous.size * np.exp(_beyond(float(np.log(target.size / previous.size)), band))
+    turn = (target.angle - previous.angle + np.pi) % (2.0 * np.pi) - np.pi
+    return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size),
+               angle=float(previous.angle + _beyond(turn, band)))
+
+
+def _beyond(step: float, band: float) -> float:
+    """The part of ``step`` outside [-band, band]."""
+    return float(np.sign(step) * max(0.0, abs(step) - band))
