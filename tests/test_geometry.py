@@ -57,14 +57,21 @@ def test_follow_holds_within_the_band_and_trails_by_it_beyond():
         # Beyond the band it moves straight towards the target and stops at the band's edge.
         assert gap == pytest.approx(4.0 if far else np.hypot(target.cx - previous.cx, target.cy - previous.cy))
         assert moved + gap == pytest.approx(np.hypot(target.cx - previous.cx, target.cy - previous.cy))
-        assert abs(np.log(target.size / out.size)) <= 0.02 + 1e-12
+        # Size and angle likewise: within the band they stay, beyond it they stop at its edge.
+        size_gap, size_step = np.log(target.size / out.size), np.log(target.size / previous.size)
+        assert abs(size_gap) == pytest.approx(min(abs(size_step), 0.02), abs=1e-9)
         turn = (target.angle - out.angle + np.pi) % (2 * np.pi) - np.pi
-        assert abs(turn) <= 0.02 + 1e-12
+        whole_turn = (target.angle - previous.angle + np.pi) % (2 * np.pi) - np.pi
+        assert abs(turn) == pytest.approx(min(abs(whole_turn), 0.02), abs=1e-9)
+        assert -np.pi <= out.angle < np.pi
     # A face moving at constant speed drags its crop along, the band behind, with no further lag.
     roi = previous
     for k in range(1, 50):
         roi = follow(roi, Roi(100.0 + 5 * k, 80.0, 200.0, 3.1), 0.02)
     assert roi.cx == pytest.approx(100 + 5 * 49 - 4.0) and roi.cy == pytest.approx(80.0)
+    # A ROI that cannot be followed (no size, not finite) gives way to the target.
+    for bad in (Roi(np.nan, 80.0, 200.0, 0.0), Roi(100.0, 80.0, 0.0, 0.0)):
+        assert follow(bad, previous, 0.02) == previous and follow(previous, bad, 0.02) == bad
 
 
 def test_blazeface_anchor_counts_and_centres():

@@ -217,3 +217,24 @@ def test_a_cut_with_the_same_face_keeps_its_id_and_adds_one_search_to_the_schedu
     assert all(i == [1] for i in ids), f"IDs {sorted({tuple(i) for i in ids})}"
     every = tr.config.redetect_interval
     assert searched == sorted({0, 5, *range(every, n, every)}), searched
+
+
+def test_a_still_face_is_cropped_in_one_place_and_a_moving_one_follows():
+    """The pipeline crops a tracked face at Track.roi: on a still face whose frames differ only by sensor
+    noise the crop holds still while the mesh's own next ROI wobbles; when the face moves, the crop moves."""
+    still = read_frames(PERSON_A, 1)[0]
+    rng = np.random.default_rng(0)
+    frames = [np.clip(still + rng.normal(0, 2.0, still.shape), 0, 255).astype(np.uint8) for _ in range(14)]
+    shift = np.float32([[1, 0, 12], [0, 1, 0]])
+    frames += [cv2.warpAffine(f, shift, f.shape[1::-1], borderMode=cv2.BORDER_REPLICATE) for f in frames[:2]]
+    tr = tracker(1)
+    meshes = [tr.process(f, frame=i, time_s=i / 30).faces[0].mesh for i, f in enumerate(frames)]
+    crops = [m.roi for m in meshes]
+    # The still face's crop moves far less from frame to frame than its points' own next ROI, which
+    # wobbles with the noise (as the crop did when it was taken there: then both wobble alike).
+    def wobble(rois: list[Roi]) -> float:
+        return float(np.abs(np.diff([(r.cx, r.cy, r.size) for r in rois], axis=0)).sum())
+
+    assert wobble(crops[2:14]) < 0.4 * wobble([m.next_roi for m in meshes[2:14]])
+    # Moved 12 px: the crop follows the face.
+    assert crops[15].cx > crops[13].cx + 8

@@ -97,8 +97,12 @@ def follow(previous: Roi, target: Roi, band: float) -> Roi:
     The centre comes within ``band`` × size of the target's, the size within a factor of
     e^band, the angle within ``band`` radians. A held-still face keeps its crop, so the
     networks do not see the wobble of the last frame's points as motion of the face; a
-    moving face drags its crop along at once, never more than the band behind.
+    moving face drags its crop along at once, never more than the band behind. A ROI that
+    is not finite or has no size on either side gives ``target`` as it is.
     """
+    values = (previous.cx, previous.cy, previous.size, previous.angle, target.cx, target.cy, target.size, target.angle)
+    if not (np.isfinite(values).all() and previous.size > 0 and target.size > 0):
+        return target
     shift = np.array([target.cx - previous.cx, target.cy - previous.cy])
     distance = float(np.hypot(*shift))
     reach = band * previous.size
@@ -107,8 +111,10 @@ def follow(previous: Roi, target: Roi, band: float) -> Roi:
         centre += shift * (1.0 - reach / distance)
     size = previous.size * np.exp(_beyond(float(np.log(target.size / previous.size)), band))
     turn = (target.angle - previous.angle + np.pi) % (2.0 * np.pi) - np.pi
-    return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size),
-               angle=float(previous.angle + _beyond(turn, band)))
+    angle = previous.angle + _beyond(turn, band)
+    if not -np.pi <= angle < np.pi:  # kept in [-π, π) as the ROI rolls on
+        angle = (angle + np.pi) % (2.0 * np.pi) - np.pi
+    return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size), angle=float(angle))
 
 
 def _beyond(step: float, band: float) -> float:
