@@ -75,6 +75,7 @@ from tracker.smoothing import (
     FaceSmoother,
     OneEuroParams,
 )
+from tracker.types import ARKIT_BLENDSHAPES
 
 EYES68 = (36, 45)  # outer eye corners, iBUG 68
 EYES468 = (33, 263)  # outer eye corners, MediaPipe mesh
@@ -173,7 +174,7 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
                 clip.quat[i] = face.pose.quaternion
                 clip.trans[i] = face.pose.translation_mm
             if face.blendshapes is not None:
-                clip.expr[i] = list(face.blendshapes.values())
+                clip.expr[i] = [face.blendshapes[name] for name in ARKIT_BLENDSHAPES]
         res = mp_mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if res.multi_face_landmarks:
             h, w = image.shape[:2]
@@ -332,9 +333,14 @@ def rotvec_deg(quat: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 # Each part: its raw and smoothed tracks as N×P×D, the per-frame normaliser, and its unit.
-PART_UNITS = {"landmarks": "IOD", "rotation": "deg", "expression": "weight", "translation": "mm"}
-BETA_UNITS = {"landmarks": "IOD/s", "rotation": "rad/s", "expression": "weight/s", "translation": "mm/s"}
-PART_INDEX = {"landmarks": 0, "rotation": 1, "translation": 2, "expression": 3}
+# "expression" and "gaze" are the same filter's output: the 44 weights the 3D fit reads, and the 8 eyeLook
+# weights read from the irises, whose saccades are real and fast motion.
+PART_UNITS = {"landmarks": "IOD", "rotation": "deg", "expression": "weight", "gaze": "weight", "translation": "mm"}
+BETA_UNITS = {"landmarks": "IOD/s", "rotation": "rad/s", "expression": "weight/s", "gaze": "weight/s",
+              "translation": "mm/s"}
+PART_INDEX = {"landmarks": 0, "rotation": 1, "translation": 2, "expression": 3, "gaze": 3}
+GAZE_COLUMNS = np.array([name.startswith("eyeLook") for name in ARKIT_BLENDSHAPES])
+PART_FILTER = {"gaze": "expression"}  # the parts without a filter of their own
 
 
 def part_tracks(clip: Clip, smoothed: tuple[np.ndarray, ...], part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -348,7 +354,8 @@ def part_tracks(clip: Clip, smoothed: tuple[np.ndarray, ...], part: str) -> tupl
         return rotvec_deg(clip.quat, ref), rotvec_deg(out, ref), np.ones(n)
     if part == "translation":
         return clip.trans[:, None, :], out[:, None, :], np.ones(n)
-    return clip.expr[:, :, None], out[:, :, None], np.ones(n)
+    columns = GAZE_COLUMNS if part == "gaze" else ~GAZE_COLUMNS
+    return clip.expr[:, columns, None], out[:, columns, None], np.ones(n)
 
 
 @dataclass
@@ -574,14 +581,15 @@ def main() -> int:
                   "| defaults: min_cutoff, beta, d_cutoff (order) |"), "|---|---|---|---|---|---|---|---|"]
     for part, sc in parts.items():
         part_rows.append(f"| {part} | {PART_UNITS[part]} | {sc.raw:.4f} | {sc.smooth:.4f} | {sc.reduction:.0f}% | "
-                         f"{sc.lag:.2f} | {sc.lag_median:.2f} | {describe(DEFAULTS[part], BETA_UNITS[part])} |")
+                         f"{sc.lag:.2f} | {sc.lag_median:.2f} | "
+                         f"{describe(DEFAULTS[PART_FILTER.get(part, part)], BETA_UNITS[part])} |")
     steady_rows = [part_rows[0].replace("defaults:", "--steady:"), part_rows[1]]
     steady = [smooth_clip(c, {part: STEADY_PARAMS[name] for part, name in PARAM_NAMES.items()}) for c in clips]
     for part, unit in PART_UNITS.items():
         sc = score(clips, steady, part)
         steady_rows.append(f"| {part} | {unit} | {sc.raw:.4f} | {sc.smooth:.4f} | {sc.reduction:.0f}% | "
                            f"{sc.lag:.2f} | {sc.lag_median:.2f} | "
-                           f"{describe(STEADY_PARAMS[PARAM_NAMES[part]], BETA_UNITS[part])} |")
+                           f"{describe(STEADY_PARAMS[PARAM_NAMES[PART_FILTER.get(part, part)]], BETA_UNITS[part])} |")
     trade_rows = [("| landmarks: min_cutoff, beta, d_cutoff (order) | jitter reduction | lag (pooled) "
                    "| lag (median per coordinate) |"), "|---|---|---|---|"]
     for p in (*TRADE_OFF, LANDMARK_PARAMS):
@@ -630,7 +638,9 @@ def main() -> int:
          "points (and pose, weights), so MediaPipe's column compares with our raw 468 column."),
         "",
         ("All smoothed parts (same jitter and lag definitions, in each part's unit; rotation as rotation "
-         "vectors in degrees relative to the clip's first pose, filtered as quaternions):"),
+         "vectors in degrees relative to the clip's first pose, filtered as quaternions; expression: the 44 "
+         "weights the 3D fit reads, gaze: the 8 eyeLook weights read from the irises, through the same filter; "
+         "the eyes' saccades are real motion, and fast):"),
         "",
         *part_rows,
         "",

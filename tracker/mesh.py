@@ -39,6 +39,10 @@ class MeshResult:
     mirror_features: tuple[np.ndarray, np.ndarray] | None = None
     pixels: np.ndarray | None = None
     mirror_pixels: np.ndarray | None = None
+    # The irises, 2×5×2 in crop pixels: the subject's right eye, then left; each its centre, then four points
+    # on its rim. The mirror crop's in that crop's pixels and in its own order (None without that pass).
+    iris_crop_points: np.ndarray | None = None
+    mirror_iris_crop_points: np.ndarray | None = None
 
     @cached_property
     def next_roi(self) -> Roi:
@@ -62,13 +66,15 @@ def roi_from_mesh(points: np.ndarray) -> Roi:
 
 
 FEATURE_MAPS = ("features_48", "features_24")  # what the refiner samples
+# The network's "left" iris is the one on the crop's left: the subject's right eye (mesh points 33-133).
+IRIS_OUTPUTS = ("left_iris", "right_iris")
 
 
 class FaceMesh:
     def __init__(self, backend: str = "auto", threads: int | None = None, features: bool = False,
                  max_batch: int = 2) -> None:
         """``max_batch``: the crops (and mirrors) of one call a TensorRT engine is built for."""
-        outputs = ["landmarks", "face_flag", *(FEATURE_MAPS if features else ())]
+        outputs = ["landmarks", "face_flag", *IRIS_OUTPUTS, *(FEATURE_MAPS if features else ())]
         self.features = features
         self.session = create_session(MESH_MODEL, backend, outputs=outputs, threads=threads, max_batch=max_batch)
 
@@ -86,12 +92,14 @@ class FaceMesh:
         raw = out["landmarks"].reshape(len(crops), 468, 3).astype(np.float64)
         presence = 1.0 / (1.0 + np.exp(-np.clip(out["face_flag"].reshape(-1).astype(np.float64), -100.0, 100.0)))
         n = len(rois)
+        irises = np.stack([out[name].reshape(len(crops), 5, 2) for name in IRIS_OUTPUTS], 1).astype(np.float64)
         maps = [out[name] for name in FEATURE_MAPS] if self.features else None
         return [
             MeshResult(roi=roi, crop_points=raw[i], points=crop_points_to_image(raw[i], roi, MESH_INPUT),
                        presence=float(presence[i]), mirror_crop_points=raw[n + i] if mirror else None,
                        features=(maps[0][i], maps[1][i]) if maps else None,
                        mirror_features=(maps[0][n + i], maps[1][n + i]) if maps and mirror else None,
-                       pixels=batch[i] if maps else None, mirror_pixels=batch[n + i] if maps and mirror else None)
+                       pixels=batch[i] if maps else None, mirror_pixels=batch[n + i] if maps and mirror else None,
+                       iris_crop_points=irises[i], mirror_iris_crop_points=irises[n + i] if mirror else None)
             for i, roi in enumerate(rois)
         ]

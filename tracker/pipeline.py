@@ -14,6 +14,7 @@ from threadpoolctl import ThreadpoolController
 from tracker.detector import FaceDetector
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
+from tracker.gaze import GazeEstimator, iris_points, look_weights
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
@@ -90,6 +91,8 @@ class TrackerConfig:
     refiner: bool = True
     # Map the fit's blendshape weights towards the true ones (tracker/expression.py); off, they are the fit's own.
     calibrate_expression: bool = True
+    # The eyeLook weights from the irises (tracker/gaze.py); off, they are the fit's own (lids only).
+    gaze: bool = True
 
 
 class FaceTracker:
@@ -106,7 +109,10 @@ class FaceTracker:
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
         self.expression_calibration: ExpressionCalibration | None = None
+        self.gaze: GazeEstimator | None = None
         if self.fitter is not None:
+            if c.gaze:
+                self.gaze = GazeEstimator.load(self.fitter.model)
             self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
             names = self.fitter.model.names
             self.expression_calibration = (ExpressionCalibration.load(names) if c.calibrate_expression
@@ -196,6 +202,13 @@ class FaceTracker:
                 face.pose = head_pose(fit.state)
                 weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
                 face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
+                if self.gaze is not None:
+                    # The face model's eyeLook shapes only move the lids; the eyes' turn comes from the irises.
+                    # Shut or turned-away eyes show none: the track keeps the last, so a blink is no jump.
+                    gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
+                                              facing=~face.occluded)
+                    t.gaze = gaze or t.gaze
+                    face.blendshapes.update(look_weights(t.gaze))
             elif visibility is not None:
                 face.occluded = hidden
             if self.config.smooth and not still:

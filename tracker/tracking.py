@@ -21,6 +21,7 @@ import numpy as np
 
 from tracker.detector import box_iou
 from tracker.fitting import FitState
+from tracker.gaze import Gaze
 from tracker.mesh import MeshResult
 from tracker.roi import Roi, crop, follow
 from tracker.smoothing import FaceSmoother
@@ -132,6 +133,7 @@ class Track:
     mesh: MeshResult
     frames: int = 1
     fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
+    gaze: Gaze | None = None  # the last gaze its eyes showed: held while they are shut
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
     hidden_by: int | None = None  # the ID of the face it was lost behind, if it was lost behind one
     smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state

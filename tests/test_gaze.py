@@ -1,0 +1,196 @@
+"""Gaze from the irises (tracker/gaze.py): the geometry recovers known eye turns, the weights keep ARKit's
+sides, and on real frames eyes rolled to one side read that side, and the mirror image the other."""
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+from tracker.fitting import FaceModel, FitState
+from tracker.gaze import (
+    IRIS_DISTANCE_CM,
+    LOOK_NAMES,
+    Gaze,
+    GazeEstimator,
+    eye_angles,
+    eye_centres,
+    eye_weights,
+    iris_points,
+    look_weights,
+)
+from tracker.mesh import MESH_INPUT, MeshResult
+from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
+from tracker.roi import Roi
+
+
+@pytest.fixture(scope="module")
+def model() -> FaceModel:
+    return FaceModel.load()
+
+
+def head_direction(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """Unit directions in model axes (x the subject's left, y up, z out of the face)."""
+    return np.stack([np.cos(pitch) * np.sin(yaw), np.sin(pitch), np.cos(pitch) * np.cos(yaw)], -1)
+
+
+def random_state(rng: np.random.Generator, model: FaceModel) -> FitState:
+    rotation = euler_to_matrix(*rng.uniform([-40, -25, -20], [40, 25, 20]))
+    return FitState(rotation=rotation, translation=np.array([*rng.uniform(-8, 8, 2), rng.uniform(40, 90)]),
+                    expression=np.zeros(len(model.names)), identity=rng.normal(0, 1, model.identity.shape[0]))
+
+
+def project(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    return camera[0] * points[:, :2] / points[:, 2:] + camera[1:]
+
+
+def test_eye_angles_recover_known_eye_turns(model):
+    rng = np.random.default_rng(3)
+    camera = np.array([640.0, 319.5, 239.5])
+    for _ in range(50):
+        state = random_state(rng, model)
+        centres = eye_centres(model, state.identity, rng.uniform(-0.5, 0.5, 3))
+        to_camera = state.rotation @ MODEL_TO_CAMERA
+        centres_cam = centres @ to_camera.T + state.translation
+        # Turns the camera can see: the iris on the sphere's near side.
+        while True:
+            angles = np.radians(rng.uniform([-35, -25], [35, 25], (2, 2)))
+            iris_cam = centres_cam + IRIS_DISTANCE_CM * head_direction(*angles.T) @ to_camera.T
+            outward = iris_cam - centres_cam
+            if np.all((outward * iris_cam).sum(1) < -0.2 * np.linalg.norm(iris_cam, axis=1) * IRIS_DISTANCE_CM):
+                break
+        found = eye_angles(project(iris_cam, camera), centres, state.rotation, state.translation, camera)
+        np.testing.assert_allclose(found, angles, atol=1e-9)
+
+
+def test_an_iris_off_the_sphere_reads_the_nearest_turn_not_nan(model):
+    state = FitState(rotation=np.eye(3), translation=np.array([0.0, 0.0, 60.0]), expression=np.zeros(52),
+                     identity=np.zeros(model.identity.shape[0]))
+    camera = np.array([640.0, 319.5, 239.5])
+    centres = eye_centres(model, state.identity, np.zeros(3))
+    iris = project(centres @ MODEL_TO_CAMERA.T + state.translation, camera) + np.array([[-200.0, 0.0], [200.0, 0.0]])
+    angles = eye_angles(iris, centres, state.rotation, state.translation, camera)
+    # 200 px sideways at 60 cm is ~19 cm: far off the 1 cm sphere. Each eye reads the sphere's rim as the
+    # camera sees it (the turn at right angles to the ray through the iris point), on the iris's side:
+    # image left is the subject's right (yaw < 0).
+    assert np.all(np.isfinite(angles)) and angles[0, 0] < -np.radians(45) and angles[1, 0] > np.radians(45)
+    rays = np.column_stack([(iris - camera[1:]) / camera[0], np.ones(2)])
+    turned = head_direction(*angles.T) @ MODEL_TO_CAMERA.T
+    np.testing.assert_allclose((turned * rays).sum(1), 0.0, atol=1e-9)
+
+
+def test_look_weights_keep_arkit_sides_and_scale():
+    zero = look_weights(None)
+    assert set(zero) == set(LOOK_NAMES) and not any(zero.values())
+    left = look_weights(Gaze(yaw=np.radians(15.0), pitch=np.radians(10.0)))  # toward the subject's left, up
+    assert left["eyeLookOutLeft"] == pytest.approx(0.5) and left["eyeLookInRight"] == pytest.approx(0.5)
+    assert left["eyeLookInLeft"] == 0.0 and left["eyeLookOutRight"] == 0.0
+    assert left["eyeLookUpLeft"] == pytest.approx(0.4) and left["eyeLookUpRight"] == pytest.approx(0.4)
+    assert left["eyeLookDownLeft"] == 0.0
+    far = look_weights(Gaze(yaw=np.radians(-80.0), pitch=np.radians(-80.0)))
+    assert far["eyeLookOutRight"] == 1.0 and far["eyeLookDownLeft"] == 1.0
+    # The mirror image of a gaze swaps the sides' names.
+    rng = np.random.default_rng(0)
+    for yaw, pitch in np.radians(rng.uniform(-40, 40, (20, 2))):
+        a, b = look_weights(Gaze(yaw, pitch)), look_weights(Gaze(-yaw, pitch))
+        swapped = {n.replace("Left", "_").replace("Right", "Left").replace("_", "Right"): v for n, v in b.items()}
+        assert a == pytest.approx(swapped)
+
+
+def mesh_with_irises(iris: np.ndarray, mirror: np.ndarray | None) -> MeshResult:
+    points = np.zeros((468, 3))
+    return MeshResult(roi=Roi(320.0, 240.0, float(MESH_INPUT), 0.0), crop_points=points, points=points,
+                      presence=1.0, iris_crop_points=iris, mirror_iris_crop_points=mirror)
+
+
+def test_the_mirror_crop_irises_map_back_onto_the_direct_ones():
+    rng = np.random.default_rng(1)
+    iris = rng.uniform(40, 150, (2, 5, 2))
+    mirrored = iris[::-1].copy()
+    mirrored[..., 0] = (MESH_INPUT - 1) - mirrored[..., 0]
+    alone = iris_points(mesh_with_irises(iris, None))
+    np.testing.assert_allclose(iris_points(mesh_with_irises(iris, mirrored)), alone, atol=1e-9)
+    # A mirror pass that sees both irises 2 px further right in its crop puts them 1 px further left.
+    mirrored[..., 0] += 2.0
+    np.testing.assert_allclose(iris_points(mesh_with_irises(iris, mirrored)), alone - [1.0, 0.0], atol=1e-9)
+
+
+def eye_landmarks(open_right: float, open_left: float) -> np.ndarray:
+    """68 points whose eyes are 30 px wide with lid gaps of the given fractions of that."""
+    lm = np.zeros((68, 2))
+    for (outer, inner), (upper, lower), x0, gap in (((36, 39), ((37, 38), (41, 40)), 100.0, open_right),
+                                                    ((45, 42), ((43, 44), (47, 46)), 200.0, open_left)):
+        lm[outer], lm[inner] = (x0, 100.0), (x0 + 30.0 if outer == 36 else x0 - 30.0, 100.0)
+        for u, lo, dx in zip(upper, lower, (10.0, 20.0)):
+            x = x0 + dx if outer == 36 else x0 - dx
+            lm[u], lm[lo] = (x, 100.0 - 15.0 * gap), (x, 100.0 + 15.0 * gap)
+    return lm
+
+
+def test_a_shut_or_turned_away_eye_tells_no_gaze(model):
+    np.testing.assert_allclose(eye_weights(eye_landmarks(0.3, 0.3)), [1.0, 1.0])
+    np.testing.assert_allclose(eye_weights(eye_landmarks(0.3, 0.05)), [1.0, 0.0])
+    facing = np.ones(68, bool)
+    facing[42:48] = False
+    np.testing.assert_allclose(eye_weights(eye_landmarks(0.3, 0.3), facing), [1.0, 0.0])
+    estimator = GazeEstimator(model, np.zeros(3))
+    state = FitState(rotation=np.eye(3), translation=np.array([0.0, 0.0, 60.0]), expression=np.zeros(52),
+                     identity=np.zeros(model.identity.shape[0]))
+    camera = np.array([640.0, 319.5, 239.5])
+    centres = eye_centres(model, state.identity, np.zeros(3)) @ MODEL_TO_CAMERA.T + state.translation
+    iris = project(centres, camera)  # both eyes on the camera
+    assert estimator.estimate(iris, eye_landmarks(0.05, 0.05), state, camera) is None
+    wild = iris + np.array([[0.0, 0.0], [25.0, 0.0]])  # the left eye's iris far off: only counted if open
+    gaze = estimator.estimate(wild, eye_landmarks(0.3, 0.05), state, camera)
+    toward = -centres[0] @ MODEL_TO_CAMERA  # the right eye's direction to the camera, in model axes
+    assert gaze.yaw == pytest.approx(np.arctan2(toward[0], toward[2]), abs=1e-9)
+    assert gaze.pitch == pytest.approx(np.arctan2(toward[1], np.hypot(toward[0], toward[2])), abs=1e-9)
+    assert estimator.estimate(wild, eye_landmarks(0.3, 0.3), state, camera).yaw > np.radians(10)
+
+
+def read_frame(index: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d10.mp4")))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok, f"talking_d10.mp4 has no frame {index}"
+    return frame
+
+
+@pytest.mark.parametrize("frame, side", [(245, "Right"), (265, "Left")])
+def test_eyes_rolled_to_one_side_read_that_side_and_the_mirror_image_the_other(frame, side):
+    """In talking_d10 the speaker rolls her eyes to her right (frame 245) and to her left (265), head still."""
+    image = read_frame(frame)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    other = "Left" if side == "Right" else "Right"
+    for picture, looks in ((image, side), (np.ascontiguousarray(image[:, ::-1]), other)):
+        away = "Left" if looks == "Right" else "Right"
+        weights = tracker.process(picture, still=True).faces[0].blendshapes
+        assert weights[f"eyeLookOut{looks}"] > 0.6 and weights[f"eyeLookIn{away}"] > 0.6
+        assert weights[f"eyeLookIn{looks}"] == 0.0 and weights[f"eyeLookOut{away}"] == 0.0
+
+
+def test_gaze_off_leaves_the_fits_own_eye_weights():
+    image = read_frame(265)
+    on = FaceTracker(TrackerConfig(backend="onnxruntime")).process(image, still=True).faces[0].blendshapes
+    off = FaceTracker(TrackerConfig(backend="onnxruntime", gaze=False)).process(image, still=True).faces[0].blendshapes
+    assert off["eyeLookOutLeft"] < 0.3 < on["eyeLookOutLeft"]
+    assert {k: v for k, v in on.items() if not k.startswith("eyeLook")} == pytest.approx(
+        {k: v for k, v in off.items() if not k.startswith("eyeLook")})
+
+
+def test_a_track_holds_its_last_gaze_while_the_eyes_are_shut():
+    """talking_d14: open eyes at frame 107, shut at 108 (a blink). Unsmoothed, frame 108 keeps 107's gaze,
+    where a still of 108 alone has none to give."""
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d14.mp4")))
+    frames = [cap.read()[1] for _ in range(109)][100:]
+    cap.release()
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
+    looks = []
+    for i, frame in enumerate(frames):
+        weights = tracker.process(frame, frame=100 + i, time_s=(100 + i) / 25).faces[0].blendshapes
+        looks.append({k: v for k, v in weights.items() if k.startswith("eyeLook")})
+    assert any(looks[7].values())  # frame 107 shows a gaze
+    assert looks[8] == looks[7]
+    alone = FaceTracker(TrackerConfig(backend="onnxruntime")).process(frames[8], still=True).faces[0].blendshapes
+    assert not any(v for k, v in alone.items() if k.startswith("eyeLook"))
