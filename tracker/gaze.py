@@ -11,10 +11,12 @@ together), each weighted by how open it is and how much of it faces the camera.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from tracker.engines import ENGINES_DIR, BackendError
 from tracker.fitting import FaceModel, FitState
@@ -60,10 +62,13 @@ def iris_points(mesh: MeshResult) -> np.ndarray:
 
 def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     """Lid gap over eye width of each eye (subject's right, then left) from the 68 landmarks."""
-    lm = np.asarray(landmarks, np.float64)
-    width = np.linalg.norm(lm[EYE_CORNERS[:, 0]] - lm[EYE_CORNERS[:, 1]], axis=1)
-    gap = np.linalg.norm(lm[EYE_LIDS[:, 0]] - lm[EYE_LIDS[:, 1]], axis=2).mean(1)
-    return gap / np.maximum(width, 1e-9)
+    lm = np.asarray(landmarks, np.float64)[36:48].tolist()  # floats: a dozen points, numpy calls would dominate
+    out = np.empty(2)
+    for k, ((outer, inner), lids) in enumerate(zip(EYE_CORNERS.tolist(), EYE_LIDS.tolist())):
+        (ox, oy), (ix, iy) = lm[outer - 36], lm[inner - 36]
+        gap = sum(math.dist(lm[a - 36], lm[b - 36]) for a, b in zip(*lids)) / len(lids[0])
+        out[k] = gap / max(math.hypot(ox - ix, oy - iy), 1e-9)
+    return out
 
 
 def eye_weights(landmarks: np.ndarray, facing: np.ndarray | None = None) -> np.ndarray:
@@ -71,7 +76,7 @@ def eye_weights(landmarks: np.ndarray, facing: np.ndarray | None = None) -> np.n
     and OPEN, times the share of its six landmarks that face the camera (``facing``, 68 bool) if given."""
     weights = np.clip((eye_openness(landmarks) - SHUT) / (OPEN - SHUT), 0.0, 1.0)
     if facing is not None:
-        weights = weights * np.array([np.mean(facing[36:42]), np.mean(facing[42:48])])
+        weights *= np.count_nonzero(np.reshape(facing[36:48], (2, 6)), axis=1) / 6.0
     return weights
 
 
@@ -89,8 +94,15 @@ class GazeEstimator:
             raise BackendError(f"gaze calibration {path} is missing; refit it with `python tools/calibrate_gaze.py`")
         return cls(model, np.load(path)["centre_offset"])
 
+    def warm_up(self) -> None:
+        """Compile (or load from Numba's cache) the ray-sphere kernel now, not on the first face."""
+        eye_angles(np.zeros((2, 2)), np.zeros((2, 3)), np.eye(3), np.array([0.0, 0.0, 60.0]),
+                   np.array([640.0, 319.5, 239.5]))
+
     def eye_centres(self, state: FitState) -> np.ndarray:
         """The two eyeball centres (subject's right, then left) in model axes, cm, for the fit's identity."""
+        if state.neutral is not None:  # the held identity's shape, built once by the fit
+            return _centres(state.neutral[self.model.landmarks[EYE_CORNERS]], self.centre_offset)
         return eye_centres(self.model, state.identity, self.centre_offset)
 
     def estimate(self, iris_px: np.ndarray, landmarks: np.ndarray, state: FitState, camera: np.ndarray,
@@ -98,14 +110,17 @@ class GazeEstimator:
         """Gaze from the iris centres (image px), the 68 landmarks (how open each eye is) and the fit;
         ``facing`` (68 bool, optional) marks the landmarks that face the camera. None when neither eye is
         usable (both shut or turned away)."""
-        weights = eye_weights(landmarks, facing)
-        if not weights.sum() > 0:
+        weights = eye_weights(landmarks, facing).tolist()
+        if not sum(weights) > 0:
             return None
-        angles = eye_angles(iris_px, self.eye_centres(state), state.rotation, state.translation, camera)
-        usable = np.isfinite(angles).all(1) & (weights > 0)
-        if not usable.any():
+        angles = eye_angles(iris_px, self.eye_centres(state), state.rotation, state.translation, camera).tolist()
+        total = yaw = pitch = 0.0
+        for w, (y, p) in zip(weights, angles):
+            if w > 0 and math.isfinite(y) and math.isfinite(p):
+                total, yaw, pitch = total + w, yaw + w * y, pitch + w * p
+        if total == 0:
             return None
-        yaw, pitch = np.average(angles[usable], axis=0, weights=weights[usable])
+        yaw, pitch = yaw / total, pitch / total
         return Gaze(yaw=float(yaw), pitch=float(pitch))
 
 
@@ -113,11 +128,14 @@ def eye_centres(model: FaceModel, identity: np.ndarray, centre_offset: np.ndarra
     """Eyeball centres (subject's right, then left; model cm) at ``centre_offset`` (outward, up, forward)
     from the midpoints of the eye corners of the face with this identity."""
     corners = model.landmarks[EYE_CORNERS]  # 2×2 indices into the model's points
-    shape = model.mean[corners] + np.einsum("k,kijc->ijc", identity, model.identity[:, corners])
-    mid = shape.mean(1)
-    outward = np.array([-1.0, 1.0])  # model +x is the subject's left
-    return mid + np.stack([outward * centre_offset[0], np.full(2, centre_offset[1]),
-                           np.full(2, centre_offset[2])], 1)
+    return _centres(model.mean[corners] + np.einsum("k,kijc->ijc", identity, model.identity[:, corners]),
+                    centre_offset)
+
+
+def _centres(corners: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:
+    """Eyeball centres from the two eyes' corners (2×2×3, model cm); model +x is the subject's left."""
+    dx, dy, dz = centre_offset
+    return corners.mean(1) + np.array([[-dx, dy, dz], [dx, dy, dz]])
 
 
 def eye_angles(iris_px: np.ndarray, centres: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
@@ -126,33 +144,42 @@ def eye_angles(iris_px: np.ndarray, centres: np.ndarray, rotation: np.ndarray, t
     sphere of ``distance`` about its centre (nearest the camera; where the ray misses, its closest point).
     ``rotation`` and ``translation`` are the fit's: a model point X is at rotation · MODEL_TO_CAMERA · X +
     translation in camera axes (x right, y down, z forward, cm)."""
-    f, cx, cy = camera
-    to_camera = rotation @ MODEL_TO_CAMERA
-    centres_cam = centres @ to_camera.T + translation
-    rays = np.column_stack([(iris_px[:, 0] - cx) / f, (iris_px[:, 1] - cy) / f, np.ones(len(iris_px))])
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-    along = (rays * centres_cam).sum(1)
-    reach = along ** 2 - (centres_cam ** 2).sum(1) + distance ** 2
-    s = along - np.sqrt(np.maximum(reach, 0.0))
-    direction = s[:, None] * rays - centres_cam
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    head = direction @ to_camera  # into model axes: x the subject's left, y up, z out of the face
-    return np.column_stack([np.arctan2(head[:, 0], head[:, 2]),
-                            np.arctan2(head[:, 1], np.hypot(head[:, 0], head[:, 2]))])
+    to_camera = np.ascontiguousarray(rotation @ MODEL_TO_CAMERA, np.float64)
+    return _eye_angles(np.ascontiguousarray(iris_px, np.float64), np.ascontiguousarray(centres, np.float64),
+                       to_camera, np.asarray(translation, np.float64), np.asarray(camera, np.float64),
+                       float(distance))
+
+
+# fastmath without its no-NaN and no-inf flags: a NaN in must come out as a NaN angle, which the caller skips.
+@njit(cache=True, fastmath={"contract", "arcp", "reassoc", "nsz"})
+def _eye_angles(iris_px, centres, to_camera, translation, camera, distance):
+    # float64 throughout: the angles come from differences of camera-space points tens of cm away.
+    f, cx, cy = camera[0], camera[1], camera[2]
+    out = np.empty((iris_px.shape[0], 2))
+    for e in range(iris_px.shape[0]):
+        c = to_camera @ centres[e] + translation  # the eyeball centre, camera axes
+        ray = np.array([(iris_px[e, 0] - cx) / f, (iris_px[e, 1] - cy) / f, 1.0])
+        ray /= np.sqrt(ray @ ray)
+        along = ray @ c
+        reach = along * along - c @ c + distance * distance
+        s = along - np.sqrt(max(reach, 0.0))
+        d = s * ray - c
+        head = to_camera.T @ (d / np.sqrt(d @ d))  # model axes: x the subject's left, y up, z out of the face
+        out[e, 0] = np.arctan2(head[0], head[2])
+        out[e, 1] = np.arctan2(head[1], np.sqrt(head[0] * head[0] + head[2] * head[2]))
+    return out
+
+
+# Each eyeLook weight's share of (sideways toward the subject's left, up, down), in LOOK_NAMES order.
+_LOOK_TABLE = np.array([[-1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1],   # Left eye: In, Out, Up, Down
+                        [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, 0, 1]],  # Right eye: its In is toward the left
+                       np.float64)
 
 
 def look_weights(gaze: Gaze | None) -> dict[str, float]:
     """The eight eyeLook weights of a gaze (both eyes turn together); all 0 without one."""
     if gaze is None:
         return dict.fromkeys(LOOK_NAMES, 0.0)
-    sideways = np.degrees(gaze.yaw) / FULL_SIDEWAYS_DEG  # > 0: toward the subject's left
-    up = np.degrees(gaze.pitch)
-    level = {"Up": max(up, 0.0) / FULL_UP_DEG, "Down": max(-up, 0.0) / FULL_DOWN_DEG}
-    toward = {"Left": {"Out": sideways, "In": -sideways}, "Right": {"Out": -sideways, "In": sideways}}
-    weights = {}
-    for name in LOOK_NAMES:
-        side = "Left" if name.endswith("Left") else "Right"
-        kind = name[len("eyeLook"):-len(side)]
-        value = level[kind] if kind in level else toward[side][kind]
-        weights[name] = float(np.clip(value, 0.0, 1.0))
-    return weights
+    up = math.degrees(gaze.pitch)
+    turn = np.array([math.degrees(gaze.yaw) / FULL_SIDEWAYS_DEG, up / FULL_UP_DEG, -up / FULL_DOWN_DEG])
+    return dict(zip(LOOK_NAMES, np.clip(_LOOK_TABLE @ turn, 0.0, 1.0).tolist()))

@@ -113,6 +113,7 @@ class FaceTracker:
         if self.fitter is not None:
             if c.gaze:
                 self.gaze = GazeEstimator.load(self.fitter.model)
+                self.gaze.warm_up()
             self.fitter.warm_up()  # JIT compile or cache load now, not on the first face
             names = self.fitter.model.names
             self.expression_calibration = (ExpressionCalibration.load(names) if c.calibrate_expression
