@@ -15,6 +15,7 @@ from tracker.gaze import (
     eye_angles,
     eye_centres,
     eye_weights,
+    gaze_from_weights,
     iris_points,
     look_weights,
 )
@@ -95,6 +96,14 @@ def test_look_weights_keep_arkit_sides_and_scale():
         a, b = look_weights(Gaze(yaw, pitch)), look_weights(Gaze(-yaw, pitch))
         swapped = {n.replace("Left", "_").replace("Right", "Left").replace("_", "Right"): v for n, v in b.items()}
         assert a == pytest.approx(swapped)
+
+
+def test_the_weights_give_back_their_gaze_within_the_weights_range():
+    rng = np.random.default_rng(2)
+    for yaw, pitch in np.radians(rng.uniform([-29, -24], [29, 24], (30, 2))):
+        back = gaze_from_weights(look_weights(Gaze(yaw, pitch)))
+        assert back.yaw == pytest.approx(yaw, abs=1e-12) and back.pitch == pytest.approx(pitch, abs=1e-12)
+    assert gaze_from_weights(look_weights(None)) is None and gaze_from_weights({"jawOpen": 0.5}) is None
 
 
 def mesh_with_irises(iris: np.ndarray, mirror: np.ndarray | None) -> MeshResult:

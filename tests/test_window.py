@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -243,3 +244,20 @@ def test_overlay_video_of_a_source_with_an_unplayable_rate_plays_at_30(tmp_path,
     writer.close()
     cap = cv2.VideoCapture(str(path))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_the_overlay_draws_each_eyes_gaze_the_way_it_looks() -> None:
+    from tracker.gaze import Gaze, look_weights
+
+    def magenta(view: np.ndarray) -> np.ndarray:  # the arrows' colour, antialiased edges included
+        b, g, r = (view[..., k].astype(int) for k in range(3))
+        return (b > 120) & (g < 100) & (r > 120)
+
+    still = make_face()  # no eyeLook weights: no gaze arrows
+    base = magenta(draw_overlay(blank(), make_result(still)))
+    for side in (1, -1):  # 20° toward the subject's left, then right
+        face = make_face(blendshapes={**SHAPES, **look_weights(Gaze(yaw=side * math.radians(20.0), pitch=0.0))})
+        xs = np.nonzero(magenta(draw_overlay(blank(), make_result(face))) & ~base)[1]
+        assert len(xs) > 20
+        # The frontal face's left is the image's right: the arrows reach out on that side of the eyes.
+        assert side * (xs.mean() - face.landmarks[36:48, 0].mean()) > 5

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tracker.gaze import gaze_from_weights
 from tracker.pose import MODEL_TO_CAMERA
 from tracker.types import FrameResult, record_json
 
@@ -76,7 +77,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray | None = None, *,
                  mirror: bool = False, panel: bool = False) -> np.ndarray:
     """A copy of the frame with boxes, IDs, landmarks (coloured by confidence when known, occluded ones
-    hollow), pose axes and, given the mesh's triangles, its wireframe.
+    hollow), pose axes, each eye's gaze and, given the mesh's triangles, its wireframe.
 
     ``mirror`` flips the picture horizontally after the geometry is drawn and before any text, so the view
     is a mirror while labels stay readable; ``result`` is only read, never changed. ``panel`` appends a
@@ -92,6 +93,7 @@ def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray |
         _draw_landmarks(out, face, scale)
         if face.pose is not None:
             _draw_axes(out, face, scale)
+            _draw_gaze(out, face, scale)
     if mirror:
         # Pixels only: the geometry above was drawn in the image's own coordinates, so the mirrored view
         # is exactly cv2.flip of the plain one and no output (JSON/CSV/VMC Left/Right) is affected.
@@ -137,6 +139,25 @@ def _draw_axes(out: np.ndarray, face, scale: int) -> None:
         tip = origin + length * axes[:2, k]
         cv2.arrowedLine(out, tuple(np.round(origin).astype(int).tolist()), tuple(np.round(tip).astype(int).tolist()),
                         colour, scale + 1, cv2.LINE_AA, tipLength=0.15)
+
+
+GAZE_COLOUR = (255, 0, 255)  # BGR magenta: apart from the confidence colours and the axes
+
+
+def _draw_gaze(out: np.ndarray, face, scale: int) -> None:
+    # Each eye's gaze as an arrow from the eye's centre: the eyeLook weights' angles turned with the head, so
+    # eyes looking into the camera draw a short arrow, seen end on.
+    gaze = gaze_from_weights(face.blendshapes)
+    if gaze is None or len(face.landmarks) != 68:
+        return
+    head = np.array([math.cos(gaze.pitch) * math.sin(gaze.yaw), math.sin(gaze.pitch),
+                     math.cos(gaze.pitch) * math.cos(gaze.yaw)])
+    step = 0.3 * (face.bbox[2] - face.bbox[0]) * (face.pose.rotation @ MODEL_TO_CAMERA @ head)[:2]
+    for eye in (face.landmarks[36:42], face.landmarks[42:48]):
+        origin = np.asarray(eye, np.float64).mean(0)
+        cv2.arrowedLine(out, tuple(np.round(origin).astype(int).tolist()),
+                        tuple(np.round(origin + step).astype(int).tolist()), GAZE_COLOUR, scale, cv2.LINE_AA,
+                        tipLength=0.25)
 
 
 def _put_text(out: np.ndarray, text: str, org: tuple[int, int], size: float, colour: tuple[int, int, int],
