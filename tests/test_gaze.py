@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from tracker.fitting import FaceModel, FitState
+from tracker.fitting import FaceModel, FitState, identity_shape
 from tracker.gaze import (
     IRIS_DISTANCE_CM,
     LOOK_NAMES,
@@ -14,6 +14,7 @@ from tracker.gaze import (
     GazeEstimator,
     eye_angles,
     eye_centres,
+    eye_readings,
     eye_weights,
     gaze_from_weights,
     iris_points,
@@ -62,6 +63,19 @@ def test_eye_angles_recover_known_eye_turns(model):
                 break
         found = eye_angles(project(iris_cam, camera), centres, state.rotation, state.translation, camera)
         np.testing.assert_allclose(found, angles, atol=1e-9)
+
+
+def test_the_eye_centres_of_a_held_identity_are_those_of_its_coefficients(model):
+    rng = np.random.default_rng(4)
+    alpha = rng.normal(0, 1, model.identity.shape[0])
+    offset = np.array([0.2, 0.3, -0.1])
+    held = FitState(rotation=np.eye(3), translation=np.zeros(3), expression=np.zeros(52), identity=alpha,
+                    neutral=identity_shape(model.mean, model.identity_by_point, alpha))
+    estimator = GazeEstimator(model, offset)
+    np.testing.assert_allclose(estimator.eye_centres(held), eye_centres(model, alpha, offset), atol=1e-12)
+    # The right eye's centre sits outward (towards -x, the subject's right) of its corners' midpoint.
+    corners = held.neutral[model.landmarks[[36, 39]]].mean(0)
+    np.testing.assert_allclose(estimator.eye_centres(held)[0] - corners, [-0.2, 0.3, -0.1], atol=1e-12)
 
 
 def test_an_iris_off_the_sphere_reads_the_nearest_turn_not_nan(model):
@@ -149,12 +163,21 @@ def test_a_shut_or_turned_away_eye_tells_no_gaze(model):
     centres = eye_centres(model, state.identity, np.zeros(3)) @ MODEL_TO_CAMERA.T + state.translation
     iris = project(centres, camera)  # both eyes on the camera
     assert estimator.estimate(iris, eye_landmarks(0.05, 0.05), state, camera) is None
-    wild = iris + np.array([[0.0, 0.0], [25.0, 0.0]])  # the left eye's iris far off: only counted if open
-    gaze = estimator.estimate(wild, eye_landmarks(0.3, 0.05), state, camera)
+    turned = iris + np.array([[0.0, 0.0], [4.0, 0.0]])  # the left eye turned ~20° to the subject's left
+    gaze = estimator.estimate(turned, eye_landmarks(0.3, 0.05), state, camera)  # ...but shut: not counted
     toward = -centres[0] @ MODEL_TO_CAMERA  # the right eye's direction to the camera, in model axes
     assert gaze.yaw == pytest.approx(np.arctan2(toward[0], toward[2]), abs=1e-9)
     assert gaze.pitch == pytest.approx(np.arctan2(toward[1], np.hypot(toward[0], toward[2])), abs=1e-9)
-    assert estimator.estimate(wild, eye_landmarks(0.3, 0.3), state, camera).yaw > np.radians(10)
+    assert estimator.estimate(turned, eye_landmarks(0.3, 0.3), state, camera).yaw > gaze.yaw + np.radians(5)
+    # An iris off the ball (25 px is over 2 cm at 60 cm) is at the rim as the camera sees it: it counts for
+    # nothing, open or not.
+    wild = iris + np.array([[0.0, 0.0], [25.0, 0.0]])
+    model_centres = eye_centres(model, state.identity, np.zeros(3))
+    readings = eye_readings(wild, model_centres, state.rotation, state.translation, camera)
+    assert readings[1, 2] == pytest.approx(0.0, abs=1e-6) and readings[0, 2] > 0.99
+    assert estimator.estimate(wild, eye_landmarks(0.3, 0.3), state, camera).yaw == pytest.approx(gaze.yaw)
+    # An eye barely open (a blink starting or ending) moves no gaze on its own.
+    assert estimator.estimate(iris, eye_landmarks(0.09, 0.05), state, camera) is None
 
 
 def read_frame(index: int) -> np.ndarray:
@@ -164,6 +187,25 @@ def read_frame(index: int) -> np.ndarray:
     cap.release()
     assert ok, f"talking_d10.mp4 has no frame {index}"
     return frame
+
+
+def test_each_iris_sits_in_its_eye_and_the_eyes_converge_on_the_camera():
+    """talking_d10 frame 20: the speaker looks into her phone, about 37 cm away. Each iris output lies between
+    its own eye's corners, and read one by one the two eyes turn towards each other (the subject's right eye
+    to her left, the left eye to her right), as eyes on a near camera do: a wrong side for the eyeballs'
+    offset, or the two irises swapped, reads them diverging."""
+    image = read_frame(20)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    face = tracker.process(image, still=True).faces[0]
+    crop_iris = face.mesh.iris_crop_points[:, 0, 0]
+    corners = face.mesh.crop_points[[33, 133, 362, 263], 0]
+    assert corners[0] < crop_iris[0] < corners[1] and corners[2] < crop_iris[1] < corners[3]
+    state = tracker.tracks.tracks[0].fit
+    camera = np.array([image.shape[1], 0.5 * (image.shape[1] - 1), 0.5 * (image.shape[0] - 1)], np.float64)
+    readings = eye_readings(iris_points(face.mesh), tracker.gaze.eye_centres(state), state.rotation,
+                            state.translation, camera)
+    assert np.degrees(readings[0, 0] - readings[1, 0]) > 10.0  # right eye's yaw (to her left) above the left's
+    assert np.all(readings[:, 2] > 0.8)
 
 
 @pytest.mark.parametrize("frame, side", [(245, "Right"), (265, "Left")])

@@ -205,10 +205,11 @@ class FaceTracker:
                 face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
                 if self.gaze is not None:
                     # The face model's eyeLook shapes only move the lids; the eyes' turn comes from the irises.
-                    # Shut or turned-away eyes show none: the track keeps the last, so a blink is no jump.
-                    gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
-                                              facing=~face.occluded)
-                    t.gaze = gaze or t.gaze
+                    # Shut or turned-away eyes show none, nor does a failed fit: the track keeps the last gaze,
+                    # so a blink is no jump.
+                    if fit.ok:
+                        t.gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
+                                                    facing=~face.occluded) or t.gaze
                     face.blendshapes.update(look_weights(t.gaze))
             elif visibility is not None:
                 face.occluded = hidden
