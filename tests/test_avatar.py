@@ -216,6 +216,36 @@ def test_vmc_bundle_content_and_order(receiver):
     assert msgs[55][0] == "/VMC/Ext/T" and msgs[55][1][0] == pytest.approx(1.25)
 
 
+def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
+    """A gaze 15° to the subject's left and 10° up, sent as the eyeLook weights hold it: with eye_bones both
+    eye bones turn as a head would at yaw 15, pitch 10 (Unity Y and X negative), and mirrored the other way."""
+    from tracker.gaze import Gaze, look_weights
+
+    shapes = {**make_shapes(), **look_weights(Gaze(yaw=math.radians(15.0), pitch=math.radians(10.0)))}
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), shapes)])
+    bones = {}
+    for mirror in (False, True):
+        with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, eye_bones=True) as sender:
+            sender.send(frame)
+            msgs = receive_bundle(receiver)
+        bones[mirror] = {p[0]: tuple(p[4:]) for a, p in msgs if a == "/VMC/Ext/Bone/Pos"}
+    assert list(bones[False]) == ["Head", "LeftEye", "RightEye"]
+    assert bones[False]["LeftEye"] == bones[False]["RightEye"]
+    ex, ey, ez = unity_euler(bones[False]["LeftEye"])
+    head = unity_euler(camera_to_unity_quaternion(make_pose(15.0, 10.0, 0.0).quaternion))
+    assert (ex, ey, ez) == pytest.approx(head, abs=1e-3) and ey == pytest.approx(-15.0, abs=0.5) and ex < -5
+    assert unity_euler(bones[True]["LeftEye"])[1] == pytest.approx(15.0, abs=0.5)
+    # Without the option, or with no gaze in the weights (eyes at rest), nothing new or the rest pose.
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(frame)
+        assert [p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"] == ["Head"]
+    with VmcSender("127.0.0.1", receiver.getsockname()[1], eye_bones=True) as sender:
+        at_rest = {**make_shapes(), **look_weights(None)}
+        sender.send(FakeFrame(2, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), at_rest)]))
+        rest = {p[0]: tuple(p[4:]) for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"}
+    assert rest["LeftEye"] == pytest.approx((0.0, 0.0, 0.0, 1.0))
+
+
 def test_vmc_no_face_sends_ok0_and_time(receiver):
     with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
         sender.send(FakeFrame(3, 0.5, "cam0", []))

@@ -22,8 +22,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
+from tracker.gaze import gaze_from_weights
+from tracker.pose import euler_to_matrix, matrix_to_quaternion
 from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name, record_json
 
 if TYPE_CHECKING:  # typing.Self is 3.11+, the project supports 3.10
@@ -228,6 +231,23 @@ def camera_to_unity_quaternion(q_wxyz: Iterable[float], mirror: bool = False) ->
     return x, y, z, w
 
 
+def eye_rotation(shapes: Mapping[str, float]) -> np.ndarray:
+    """The eyes' turn in the head held by the eyeLook weights, as a quaternion [w, x, y, z] in the head
+    pose's convention (a gaze to the subject's left turns the eye as a head turning left turns the head);
+    the rest pose when the weights hold no gaze."""
+    gaze = gaze_from_weights(dict(shapes))
+    if gaze is None:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    return matrix_to_quaternion(euler_to_matrix(math.degrees(gaze.yaw), math.degrees(gaze.pitch), 0.0))
+
+
+def _bone(name: str, q_xyzw: tuple[float, float, float, float]) -> Any:
+    """A VMC bone message with no position offset (receivers read face-tracking bones' rotations only)."""
+    qx, qy, qz, qw = q_xyzw
+    return _message("/VMC/Ext/Bone/Pos", (name, "s"), (0.0, "f"), (0.0, "f"), (0.0, "f"),
+                    (qx, "f"), (qy, "f"), (qz, "f"), (qw, "f"))
+
+
 def _message(address: str, *args: tuple[Any, str]) -> Any:
     builder = osc_message_builder.OscMessageBuilder(address=address)
     for value, kind in args:
@@ -266,6 +286,8 @@ class VmcSender(_Sender):
       ``/VMC/Ext/Blend/Apply``,
       ``/VMC/Ext/Bone/Pos`` ("Head", 0, 0, 0, qx, qy, qz, qw) — Unity axes, see
       :func:`camera_to_unity_quaternion`,
+      with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the gaze the eyeLook
+      weights hold, relative to the head (:func:`eye_rotation`),
       ``/VMC/Ext/OK`` 1, ``/VMC/Ext/T`` time_s.
     A frame without that face sends ``/VMC/Ext/OK`` 0 and ``/VMC/Ext/T`` only; a face
     without pose (or blendshapes) skips the Bone (or Blend) messages.
@@ -276,9 +298,11 @@ class VmcSender(_Sender):
     Head rotation only. The translation stays available in the JSON outputs.
     """
 
-    def __init__(self, host: str, port: int = VMC_DEFAULT_PORT, *, mirror: bool = False) -> None:
+    def __init__(self, host: str, port: int = VMC_DEFAULT_PORT, *, mirror: bool = False,
+                 eye_bones: bool = False) -> None:
         self._link = _UdpLink(host, port, "VMC")
         self.mirror = mirror
+        self.eye_bones = eye_bones
         self.sent = 0  # bundles handed to the kernel
 
 
@@ -294,11 +318,11 @@ class VmcSender(_Sender):
                 bundle.add_content(_message("/VMC/Ext/Blend/Apply"))
             pose = getattr(face, "pose", None)
             if pose is not None and getattr(pose, "quaternion", None) is not None:
-                qx, qy, qz, qw = camera_to_unity_quaternion(pose.quaternion, self.mirror)
-                bundle.add_content(_message(
-                    "/VMC/Ext/Bone/Pos", ("Head", "s"),
-                    (0.0, "f"), (0.0, "f"), (0.0, "f"), (qx, "f"), (qy, "f"), (qz, "f"), (qw, "f"),
-                ))
+                bundle.add_content(_bone("Head", camera_to_unity_quaternion(pose.quaternion, self.mirror)))
+            if self.eye_bones and shapes is not None:
+                eyes = camera_to_unity_quaternion(eye_rotation(shapes), self.mirror)
+                for bone in ("LeftEye", "RightEye"):  # both eyes turn together
+                    bundle.add_content(_bone(bone, eyes))
         bundle.add_content(_message("/VMC/Ext/OK", (1 if face is not None else 0, "i")))
         bundle.add_content(_message("/VMC/Ext/T", (float(result.time_s), "f")))
         return bundle.build().dgram

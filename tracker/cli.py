@@ -56,9 +56,9 @@ def _positive_float(text: str) -> float:
 
 
 def _output_clashes(args: argparse.Namespace) -> str | None:
-    """Why the output options cannot all be honoured, or None: an empty value, --vmc-mirror without --vmc,
-    two outputs on one file (or both on stdout), or an output on the source itself (it would be overwritten
-    before it is read)."""
+    """Why the output options cannot all be honoured, or None: an empty value, --vmc-mirror or --vmc-eye-bones
+    without --vmc, two outputs on one file (or both on stdout), or an output on the source itself (it would be
+    overwritten before it is read)."""
     named = {"--json": args.json, "--csv": args.csv, "--output": args.output, "--vmc": args.vmc,
              "--udp-json": args.udp_json}
     for option, value in named.items():
@@ -66,6 +66,8 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} needs a value, got an empty one"
     if args.vmc_mirror and not args.vmc:
         return "--vmc-mirror mirrors what --vmc sends; give --vmc HOST[:PORT] too"
+    if args.vmc_eye_bones and not args.vmc:
+        return "--vmc-eye-bones adds to what --vmc sends; give --vmc HOST[:PORT] too"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[str, str] = {}
     for option, value in files.items():
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="send blendshapes and head rotation to a VMC receiver over OSC/UDP (default port 39539)")
     io.add_argument("--vmc-mirror", action="store_true",
                     help="with --vmc: the avatar moves as your mirror image (your left is its right)")
+    io.add_argument("--vmc-eye-bones", action="store_true",
+                    help="with --vmc: also turn the avatar's LeftEye and RightEye bones with your gaze "
+                         "(for avatars without eyeLook blendshapes)")
     io.add_argument("--udp-json", metavar="HOST[:PORT]",
                     help=f"send each frame's JSON record as one UDP datagram (default port {UDP_JSON_PORT})")
     io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
@@ -194,7 +199,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         if table:
             outputs.append(table)
         if args.vmc:
-            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror))
+            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
+                                     eye_bones=args.vmc_eye_bones))
         if args.udp_json:
             outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
         senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
