@@ -245,3 +245,28 @@ def test_a_track_holds_its_last_gaze_while_the_eyes_are_shut():
     assert looks[8] == looks[7]
     alone = FaceTracker(TrackerConfig(backend="onnxruntime")).process(frames[8], still=True).faces[0].blendshapes
     assert not any(v for k, v in alone.items() if k.startswith("eyeLook"))
+
+
+def test_the_gaze_field_is_the_eyelook_weights_angle_smoothed_alike():
+    """Tracked and smoothed (talking_d13), the output's gaze in degrees is the angle its eyeLook weights hold:
+    both go through the same filter, and agree while neither angle crosses 0 or leaves the weights' range (the
+    weights are clipped there, the angles not). The JSON record carries it; a still of shut eyes has none."""
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d13.mp4")))
+    frames = [cap.read()[1] for _ in range(25)]
+    cap.release()
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    compared = 0
+    for i, frame in enumerate(frames):
+        face = tracker.process(frame, frame=i, time_s=i / 25).faces[0]
+        yaw, pitch = face.gaze
+        assert face.to_record()["gaze"] == {"yaw": round(yaw, 2), "pitch": round(pitch, 2)}
+        if abs(yaw) < 29 and -24 < pitch < 24:  # inside the weights' range, where they lose nothing
+            back = gaze_from_weights(face.blendshapes)
+            assert np.degrees([back.yaw, back.pitch]) == pytest.approx([yaw, pitch], abs=1e-6)
+            compared += 1
+    assert compared > 20
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d14.mp4")))
+    shut = [cap.read()[1] for _ in range(109)][108]  # eyes shut (see the hold test above)
+    cap.release()
+    face = FaceTracker(TrackerConfig(backend="onnxruntime")).process(shut, still=True).faces[0]
+    assert face.gaze is None and "gaze" not in face.to_record()

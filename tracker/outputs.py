@@ -203,7 +203,8 @@ def _with_blendshape_panel(view: np.ndarray, face, scale: int) -> np.ndarray:
 
 
 class CsvWriter:
-    """One row per face per frame: identity, box, pose, the 68 landmarks, occlusion and the 52 blendshapes."""
+    """One row per face per frame: identity, box, pose, gaze, the 68 landmarks, occlusion and the 52
+    blendshapes."""
 
     kind = "CSV"
 
@@ -221,7 +222,8 @@ class CsvWriter:
         self._csv = csv.writer(self._file)
         header = ["frame", "time_s", "source", "id", "score", "x0", "y0", "x1", "y1"]
         if self.names:
-            header += ["fit_ok", "yaw", "pitch", "roll", "qw", "qx", "qy", "qz", "tx_mm", "ty_mm", "tz_mm"]
+            header += ["fit_ok", "yaw", "pitch", "roll", "qw", "qx", "qy", "qz", "tx_mm", "ty_mm", "tz_mm",
+                       "gaze_yaw", "gaze_pitch"]
         header += [f"lm{i}_{axis}" for i in range(68) for axis in "xy"]
         if self.occlusion:
             header += [f"occluded{i}" for i in range(68)]
@@ -242,6 +244,7 @@ class CsvWriter:
                 p = face.pose
                 row += [int(face.fit_ok), f"{p.yaw:.2f}", f"{p.pitch:.2f}", f"{p.roll:.2f}"]
                 row += [f"{v:.5f}" for v in p.quaternion] + [f"{v:.1f}" for v in p.translation_mm]
+                row += ["", ""] if face.gaze is None else [f"{v:.2f}" for v in face.gaze]
             row += [f"{v:.2f}" for v in face.landmarks.reshape(-1)]
             if self.occlusion:
                 row += [""] * 68 if face.occluded is None else [int(v) for v in face.occluded]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from threadpoolctl import ThreadpoolController
 from tracker.detector import FaceDetector
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
-from tracker.gaze import GazeEstimator, iris_points, look_weights
+from tracker.gaze import FULL_SIDEWAYS_DEG, FULL_UP_DEG, GazeEstimator, iris_points, look_weights
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
@@ -35,6 +36,8 @@ from tracker.types import FaceResult, FrameResult, Pose
 # 4.13-4.27%, failures 2.1% -> 2.7-3.9%), and so did a confidence-weighted blend: the fit's jaw (afw jaw
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
+# Degrees per unit of the gaze filter: a full eyeLook weight's turn, so angles and weights are filtered alike.
+_GAZE_SCALE = np.array([FULL_SIDEWAYS_DEG, FULL_UP_DEG])
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -211,10 +214,11 @@ class FaceTracker:
                         t.gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
                                                     facing=~face.occluded) or t.gaze
                     face.blendshapes.update(look_weights(t.gaze))
+                    face.gaze = None if t.gaze is None else (math.degrees(t.gaze.yaw), math.degrees(t.gaze.pitch))
             elif visibility is not None:
                 face.occluded = hidden
             if self.config.smooth and not still:
-                _smooth(face, t.smoother, time_s)
+                _smooth(face, t.smoother, time_s, gaze=self.gaze is not None)
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
             extent = np.concatenate([face.landmarks, t.mesh.points[:, :2]])
             face.bbox = np.concatenate([extent.min(0), extent.max(0)])
@@ -238,8 +242,10 @@ class FaceTracker:
         return self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
 
 
-def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float) -> None:
-    """Replace the face's outputs by their smoothed values; the fit keeps its raw state."""
+def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool = False) -> None:
+    """Replace the face's outputs by their smoothed values; the fit keeps its raw state. With ``gaze`` the
+    gaze angles go through the smoother's gaze filter at the eyeLook weights' scale (NaN before the first
+    reading, which the filter passes through)."""
     pose = face.pose
     eyes = float(np.linalg.norm(face.landmarks[36] - face.landmarks[45]))
     names = list(face.blendshapes) if face.blendshapes is not None else []
@@ -257,3 +263,7 @@ def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float) -> None:
                          rotation=rotation)
     if expression is not None:
         face.blendshapes = dict(zip(names, expression.tolist()))
+    if gaze:
+        angles = np.array(face.gaze if face.gaze is not None else (math.nan, math.nan)) / _GAZE_SCALE
+        yaw, pitch = (smoother.gaze(angles, time_s) * _GAZE_SCALE).tolist()
+        face.gaze = (yaw, pitch) if math.isfinite(yaw + pitch) else None

@@ -276,10 +276,13 @@ class FaceSmoother:
         self.expression = OneEuro(*expression_params)
         self.rotation = QuaternionOneEuro(*rotation_params)
         self.translation = OneEuro(*translation_params)
+        # The gaze's angles, with the expression filter's settings: the caller scales them as it scales the
+        # eyeLook weights, so both move alike.
+        self.gaze = OneEuro(*expression_params)
         self._scale: float | None = None  # last usable inter-ocular distance (px)
 
     def reset(self) -> None:
-        for f in (self.landmarks, self.expression, self.rotation, self.translation):
+        for f in (self.landmarks, self.expression, self.rotation, self.translation, self.gaze):
             f.reset()
         self._scale = None
 

@@ -77,6 +77,8 @@ class FaceResult:
     occluded: np.ndarray | None = None  # 68 bool: hidden by the head itself or by something in front of it
     pose: Pose | None = None
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
+    # The eyes' turn in the head, degrees: (yaw > 0 toward the subject's left, pitch > 0 up); None until read.
+    gaze: tuple[float, float] | None = None
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
 
     def to_record(self) -> dict:
@@ -97,6 +99,8 @@ class FaceResult:
             record["pose"] = self.pose.to_record()
         if self.blendshapes is not None:
             record["blendshapes"] = {k: round(float(v), 4) for k, v in self.blendshapes.items()}
+        if self.gaze is not None:
+            record["gaze"] = {"yaw": round(float(self.gaze[0]), 2), "pitch": round(float(self.gaze[1]), 2)}
         if not self.fit_ok:
             record["fit_ok"] = False
         return record
