@@ -20,6 +20,7 @@ from tracker.avatar import (
     UdpJsonSender,
     VmcSender,
     camera_to_unity_quaternion,
+    eye_rotation,
     parse_host_port,
 )
 from tracker.pose import euler_to_matrix, matrix_to_quaternion, quaternion_to_matrix
@@ -41,6 +42,7 @@ class FakeFace:
     pose: FakePose | None = None
     blendshapes: dict[str, float] | None = None
     landmarks: list = field(default_factory=list)
+    gaze: tuple[float, float] | None = None
 
     def to_record(self) -> dict:
         rec: dict = {"id": self.id, "landmarks": self.landmarks}
@@ -216,32 +218,44 @@ def test_vmc_bundle_content_and_order(receiver):
     assert msgs[55][0] == "/VMC/Ext/T" and msgs[55][1][0] == pytest.approx(1.25)
 
 
-def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
-    """A gaze 15° to the subject's left and 10° up, sent as the eyeLook weights hold it: with eye_bones both
-    eye bones turn as a head would at yaw 15, pitch 10 (Unity Y and X negative), and mirrored the other way."""
-    from tracker.gaze import Gaze, look_weights
+def test_eye_rotation_turns_the_line_of_sight_onto_the_gaze():
+    """The eye's rotation carries its line of sight at rest (out of the face: -z in camera axes) onto the
+    gaze's direction, diagonal gazes included (pitch within the yaw, as the gaze's angles are measured)."""
+    rng = np.random.default_rng(5)
+    for yaw, pitch in rng.uniform([-40, -30], [40, 30], (20, 2)):
+        sight = quaternion_to_matrix(eye_rotation((yaw, pitch))) @ np.array([0.0, 0.0, -1.0])
+        y, p = math.radians(yaw), math.radians(pitch)
+        gaze = np.diag([1.0, -1.0, -1.0]) @ [math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y)]
+        np.testing.assert_allclose(sight, gaze, atol=1e-12)
+    assert eye_rotation(None) == pytest.approx([1, 0, 0, 0]) and eye_rotation((math.nan, 0.0))[0] == 1.0
 
-    shapes = {**make_shapes(), **look_weights(Gaze(yaw=math.radians(15.0), pitch=math.radians(10.0)))}
-    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), shapes)])
+
+def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
+    """A gaze 15° to the subject's left: with eye_bones both eye bones turn as a head would at yaw 15 (Unity
+    Y negative), and mirrored the other way; 10° up stays up (Unity X negative) either way."""
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=(15.0, 0.0))])
+    up = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=(0.0, 10.0))])
     bones = {}
     for mirror in (False, True):
-        with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, eye_bones=True) as sender:
-            sender.send(frame)
-            msgs = receive_bundle(receiver)
-        bones[mirror] = {p[0]: tuple(p[4:]) for a, p in msgs if a == "/VMC/Ext/Bone/Pos"}
-    assert list(bones[False]) == ["Head", "LeftEye", "RightEye"]
-    assert bones[False]["LeftEye"] == bones[False]["RightEye"]
-    ex, ey, ez = unity_euler(bones[False]["LeftEye"])
-    head = unity_euler(camera_to_unity_quaternion(make_pose(15.0, 10.0, 0.0).quaternion))
-    assert (ex, ey, ez) == pytest.approx(head, abs=1e-3) and ey == pytest.approx(-15.0, abs=0.5) and ex < -5
-    assert unity_euler(bones[True]["LeftEye"])[1] == pytest.approx(15.0, abs=0.5)
-    # Without the option, or with no gaze in the weights (eyes at rest), nothing new or the rest pose.
+        for name, f in (("side", frame), ("up", up)):
+            with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, eye_bones=True) as sender:
+                sender.send(f)
+                msgs = receive_bundle(receiver)
+            bones[mirror, name] = {p[0]: tuple(p[4:]) for a, p in msgs if a == "/VMC/Ext/Bone/Pos"}
+    assert list(bones[False, "side"]) == ["Head", "LeftEye", "RightEye"]
+    assert bones[False, "side"]["LeftEye"] == bones[False, "side"]["RightEye"]
+    head = unity_euler(camera_to_unity_quaternion(make_pose(15.0, 0.0, 0.0).quaternion))
+    assert unity_euler(bones[False, "side"]["LeftEye"]) == pytest.approx(head, abs=1e-3)
+    assert unity_euler(bones[False, "side"]["LeftEye"])[1] == pytest.approx(-15.0, abs=1e-3)
+    assert unity_euler(bones[True, "side"]["LeftEye"])[1] == pytest.approx(15.0, abs=1e-3)
+    for mirror in (False, True):
+        assert unity_euler(bones[mirror, "up"]["RightEye"])[0] == pytest.approx(-10.0, abs=1e-3)
+    # Without the option nothing new; with it but no gaze read yet, the rest pose.
     with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
         sender.send(frame)
         assert [p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"] == ["Head"]
     with VmcSender("127.0.0.1", receiver.getsockname()[1], eye_bones=True) as sender:
-        at_rest = {**make_shapes(), **look_weights(None)}
-        sender.send(FakeFrame(2, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), at_rest)]))
+        sender.send(FakeFrame(2, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes())]))
         rest = {p[0]: tuple(p[4:]) for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"}
     assert rest["LeftEye"] == pytest.approx((0.0, 0.0, 0.0, 1.0))
 

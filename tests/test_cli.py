@@ -289,6 +289,26 @@ def test_vmc_mirror_sends_the_mirror_image_of_the_same_face(afw_dir):
     assert abs(y) > 1e-3  # and the head is turned enough to tell
 
 
+def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir):
+    """--vmc-eye-bones sends both eye bones after the head's, turned as the face's gaze in the JSON says."""
+    from pythonosc.osc_bundle import OscBundle
+
+    from tracker.avatar import camera_to_unity_quaternion, eye_rotation
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5.0)
+        proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--vmc", f"127.0.0.1:{sock.getsockname()[1]}",
+                       "--vmc-eye-bones", "--json", "-", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        bones = {p[0]: p[4:] for m in OscBundle(sock.recvfrom(65536)[0]) if m.address == "/VMC/Ext/Bone/Pos"
+                 for p in [list(m.params)]}
+    gaze = json.loads(proc.stdout.splitlines()[0])["faces"][0]["gaze"]
+    assert list(bones) == ["Head", "LeftEye", "RightEye"]
+    expected = camera_to_unity_quaternion(eye_rotation((gaze["yaw"], gaze["pitch"])))
+    assert bones["LeftEye"] == pytest.approx(expected, abs=1e-3) and abs(expected[3]) < 0.99999
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
 def test_a_full_disk_is_a_one_line_output_error(afw_dir):
     for option in ("--json", "--csv"):

@@ -274,7 +274,8 @@ def test_linear_filter_design_trades_jitter_for_lag(jitter_tool):
     nan = np.full((frames, 468, 2), np.nan)
     clip = jitter_tool.Clip("synthetic", FPS, np.arange(frames) / FPS, np.zeros(frames, dtype=int), raw, nan,
                             np.full((frames, 4), np.nan), np.full((frames, 3), np.nan),
-                            np.full((frames, 52), np.nan), nan, np.full((frames, 68), np.nan))
+                            np.full((frames, 52), np.nan), nan, np.full((frames, 68), np.nan),
+                            np.full((frames, 2), np.nan))
     designs = jitter_tool.design_linear_filter([clip])
     assert len(designs) == len(jitter_tool.LINEAR_DELAYS) * len(jitter_tool.LINEAR_WEIGHTS)
     for h in designs:

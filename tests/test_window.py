@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from tracker.outputs import (
     _top_blendshapes,
     draw_overlay,
 )
+from tracker.pose import euler_to_matrix
 from tracker.types import FaceResult, FrameResult, Pose
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,17 +247,30 @@ def test_overlay_video_of_a_source_with_an_unplayable_rate_plays_at_30(tmp_path,
 
 
 def test_the_overlay_draws_each_eyes_gaze_the_way_it_looks() -> None:
-    from tracker.gaze import Gaze, look_weights
-
     def magenta(view: np.ndarray) -> np.ndarray:  # the arrows' colour, antialiased edges included
         b, g, r = (view[..., k].astype(int) for k in range(3))
         return (b > 120) & (g < 100) & (r > 120)
 
-    still = make_face()  # no eyeLook weights: no gaze arrows
+    def arrows(face: FaceResult) -> tuple[np.ndarray, np.ndarray]:
+        """Where the arrows' pixels lie relative to the eyes' centre (x, y)."""
+        ys, xs = np.nonzero(magenta(draw_overlay(blank(), make_result(face))) & ~base)
+        return xs - face.landmarks[36:48, 0].mean(), ys - face.landmarks[36:48, 1].mean()
+
+    still = make_face()  # no gaze read: no arrows
     base = magenta(draw_overlay(blank(), make_result(still)))
-    for side in (1, -1):  # 20° toward the subject's left, then right
-        face = make_face(blendshapes={**SHAPES, **look_weights(Gaze(yaw=side * math.radians(20.0), pitch=0.0))})
-        xs = np.nonzero(magenta(draw_overlay(blank(), make_result(face))) & ~base)[1]
-        assert len(xs) > 20
-        # The frontal face's left is the image's right: the arrows reach out on that side of the eyes.
-        assert side * (xs.mean() - face.landmarks[36:48, 0].mean()) > 5
+    # The frontal face's left is the image's right, and up is up.
+    for side in (1, -1):
+        dx, _ = arrows(make_face(gaze=(side * 20.0, 0.0)))
+        assert len(dx) > 20 and side * dx.mean() > 5
+    _, dy = arrows(make_face(gaze=(0.0, 20.0)))
+    assert dy.mean() < -5
+    # With the head turned 40° to its left, eyes on the camera (gaze 40° to its right) point at the camera:
+    # short arrows; looking straight out of the head, they follow the head, to the image's right.
+    turned = Pose(yaw=40.0, pitch=0.0, roll=0.0, quaternion=np.array([1.0, 0, 0, 0]),
+                  translation_mm=np.array([0.0, 0.0, 600.0]), rotation=euler_to_matrix(40.0, 0.0, 0.0))
+    on_camera = arrows(make_face(pose=turned, gaze=(-40.0, 0.0)))[0]
+    ahead = arrows(make_face(pose=turned, gaze=(0.0, 0.0)))[0]
+    assert len(ahead) > 20 and ahead.mean() > 5
+    assert len(on_camera) < len(ahead) / 2 and np.abs(on_camera).max(initial=0) < ahead.max() / 2
+    # A gaze that is not a number draws nothing and raises nothing.
+    assert not (magenta(draw_overlay(blank(), make_result(make_face(gaze=(float("nan"), 0.0))))) & ~base).any()

@@ -66,6 +66,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
 from report import update_section
 
+from tracker.gaze import GAZE_UNITS, Gaze, look_weights
 from tracker.smoothing import (
     EXPRESSION_PARAMS,
     LANDMARK_PARAMS,
@@ -133,6 +134,7 @@ class Clip:
     expr: np.ndarray  # N×52
     mp_mesh: np.ndarray  # N×468×2 MediaPipe mesh (px)
     conf: np.ndarray  # N×68 our landmark confidence (NaN where the tracker gives none)
+    gaze: np.ndarray  # N×2 our raw gaze, degrees (NaN before the eyes are read)
 
 
 def read_frames(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
@@ -158,7 +160,7 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
     nan = np.nan
     clip = Clip(path.name, fps, np.arange(n) / fps, -np.ones(n, dtype=np.int64), np.full((n, 68, 2), nan),
                 np.full((n, 468, 2), nan), np.full((n, 4), nan), np.full((n, 3), nan), np.full((n, 52), nan),
-                np.full((n, 468, 2), nan), np.full((n, 68), nan))
+                np.full((n, 468, 2), nan), np.full((n, 68), nan), np.full((n, 2), nan))
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1, smooth=False))
     mp_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
     for i, image in enumerate(frames):
@@ -175,6 +177,8 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
                 clip.trans[i] = face.pose.translation_mm
             if face.blendshapes is not None:
                 clip.expr[i] = [face.blendshapes[name] for name in ARKIT_BLENDSHAPES]
+            if face.gaze is not None:
+                clip.gaze[i] = face.gaze
         res = mp_mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if res.multi_face_landmarks:
             h, w = image.shape[:2]
@@ -206,6 +210,11 @@ def smooth_clip(clip: Clip, params: dict[str, OneEuroParams] | None = None) -> t
         for dst, value in zip((lm, quat, trans, expr), out):
             if value is not None:
                 dst[i] = value
+        if np.isfinite(clip.expr[i]).all():
+            # As tracker.pipeline._smooth: the eyeLook weights are made from the gaze smoothed on its own.
+            angles = (smoother.gaze(clip.gaze[i] / GAZE_UNITS, float(clip.time[i])) * GAZE_UNITS).tolist()
+            gaze = None if not np.isfinite(angles).all() else Gaze(*np.radians(angles))
+            expr[i, GAZE_COLUMNS] = [look_weights(gaze)[name] for name in np.array(ARKIT_BLENDSHAPES)[GAZE_COLUMNS]]
     return lm, quat, trans, expr
 
 
@@ -405,6 +414,7 @@ def load_cache(path: Path) -> list[Clip]:
     for k in range(count):
         fields = {f: d[f"{k}/{f}"] for f in Clip.__dataclass_fields__ if f"{k}/{f}" in d.files}
         fields.setdefault("conf", np.full(fields["lm"].shape[:2], np.nan))  # caches from before confidence
+        fields.setdefault("gaze", np.full((len(fields["time"]), 2), np.nan))  # caches from before the gaze
         fields["name"], fields["fps"] = str(fields["name"]), float(fields["fps"])
         clips.append(Clip(**fields))
     return clips

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
-from tracker.gaze import gaze_from_weights
 from tracker.pose import euler_to_matrix, matrix_to_quaternion
 from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name, record_json
 
@@ -231,14 +230,15 @@ def camera_to_unity_quaternion(q_wxyz: Iterable[float], mirror: bool = False) ->
     return x, y, z, w
 
 
-def eye_rotation(shapes: Mapping[str, float]) -> np.ndarray:
-    """The eyes' turn in the head held by the eyeLook weights, as a quaternion [w, x, y, z] in the head
-    pose's convention (a gaze to the subject's left turns the eye as a head turning left turns the head);
-    the rest pose when the weights hold no gaze."""
-    gaze = gaze_from_weights(dict(shapes))
-    if gaze is None:
+def eye_rotation(gaze_deg: tuple[float, float] | None) -> np.ndarray:
+    """The eyes' turn in the head for a face's ``gaze`` (degrees, yaw > 0 towards the subject's left,
+    pitch > 0 up), as a quaternion [w, x, y, z] in the head pose's convention: the eye's line of sight is
+    turned up by the pitch, then sideways by the yaw, as the gaze's angles are measured. The rest pose
+    without a gaze."""
+    if gaze_deg is None or not all(math.isfinite(v) for v in gaze_deg):
         return np.array([1.0, 0.0, 0.0, 0.0])
-    return matrix_to_quaternion(euler_to_matrix(math.degrees(gaze.yaw), math.degrees(gaze.pitch), 0.0))
+    yaw, pitch = gaze_deg
+    return matrix_to_quaternion(euler_to_matrix(yaw, 0.0, 0.0) @ euler_to_matrix(0.0, pitch, 0.0))
 
 
 def _bone(name: str, q_xyzw: tuple[float, float, float, float]) -> Any:
@@ -286,8 +286,8 @@ class VmcSender(_Sender):
       ``/VMC/Ext/Blend/Apply``,
       ``/VMC/Ext/Bone/Pos`` ("Head", 0, 0, 0, qx, qy, qz, qw) — Unity axes, see
       :func:`camera_to_unity_quaternion`,
-      with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the gaze the eyeLook
-      weights hold, relative to the head (:func:`eye_rotation`),
+      with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the face's gaze,
+      relative to the head (:func:`eye_rotation`),
       ``/VMC/Ext/OK`` 1, ``/VMC/Ext/T`` time_s.
     A frame without that face sends ``/VMC/Ext/OK`` 0 and ``/VMC/Ext/T`` only; a face
     without pose (or blendshapes) skips the Bone (or Blend) messages.
@@ -319,8 +319,8 @@ class VmcSender(_Sender):
             pose = getattr(face, "pose", None)
             if pose is not None and getattr(pose, "quaternion", None) is not None:
                 bundle.add_content(_bone("Head", camera_to_unity_quaternion(pose.quaternion, self.mirror)))
-            if self.eye_bones and shapes is not None:
-                eyes = camera_to_unity_quaternion(eye_rotation(shapes), self.mirror)
+            if self.eye_bones and pose is not None:
+                eyes = camera_to_unity_quaternion(eye_rotation(getattr(face, "gaze", None)), self.mirror)
                 for bone in ("LeftEye", "RightEye"):  # both eyes turn together
                     bundle.add_content(_bone(bone, eyes))
         bundle.add_content(_message("/VMC/Ext/OK", (1 if face is not None else 0, "i")))

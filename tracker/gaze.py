@@ -39,6 +39,9 @@ MIN_WEIGHT = 0.5
 # Eye-in-head angles that ARKit's eyeLook weights reach 1 at. ARKit does not document them; these are
 # about the range people turn their eyes before turning the head.
 FULL_SIDEWAYS_DEG, FULL_UP_DEG, FULL_DOWN_DEG = 30.0, 25.0, 25.0
+# Degrees per unit of the gaze's smoothing filter (yaw, pitch): a full eyeLook weight's turn, so that the
+# angles are filtered as the weights would be.
+GAZE_UNITS = np.array([FULL_SIDEWAYS_DEG, FULL_UP_DEG])
 LOOK_NAMES = ("eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeLookDownLeft",
               "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "eyeLookDownRight")
 
@@ -202,15 +205,3 @@ def look_weights(gaze: Gaze | None) -> dict[str, float]:
     up = math.degrees(gaze.pitch)
     turn = np.array([math.degrees(gaze.yaw) / FULL_SIDEWAYS_DEG, up / FULL_UP_DEG, -up / FULL_DOWN_DEG])
     return dict(zip(LOOK_NAMES, np.clip(_LOOK_TABLE @ turn, 0.0, 1.0).tolist()))
-
-
-def gaze_from_weights(weights: dict[str, float] | None) -> Gaze | None:
-    """The gaze that :func:`look_weights` turns into these eyeLook weights (beyond a weight of 1 the angle is
-    lost; the two eyes' readings are averaged); None when the weights hold no eyeLook shape or all are 0."""
-    if not weights or not any(weights.get(name, 0.0) for name in LOOK_NAMES):
-        return None
-    w = {name: weights.get(name, 0.0) for name in LOOK_NAMES}
-    sideways = 0.5 * (w["eyeLookOutLeft"] - w["eyeLookInLeft"] + w["eyeLookInRight"] - w["eyeLookOutRight"])
-    up = 0.5 * (w["eyeLookUpLeft"] + w["eyeLookUpRight"]) * FULL_UP_DEG
-    down = 0.5 * (w["eyeLookDownLeft"] + w["eyeLookDownRight"]) * FULL_DOWN_DEG
-    return Gaze(yaw=math.radians(sideways * FULL_SIDEWAYS_DEG), pitch=math.radians(up - down))

@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tracker.gaze import gaze_from_weights
 from tracker.pose import MODEL_TO_CAMERA
 from tracker.types import FrameResult, record_json
 
@@ -145,13 +144,13 @@ GAZE_COLOUR = (255, 0, 255)  # BGR magenta: apart from the confidence colours an
 
 
 def _draw_gaze(out: np.ndarray, face, scale: int) -> None:
-    # Each eye's gaze as an arrow from the eye's centre: the eyeLook weights' angles turned with the head, so
-    # eyes looking into the camera draw a short arrow, seen end on.
-    gaze = gaze_from_weights(face.blendshapes)
-    if gaze is None or len(face.landmarks) != 68:
+    # Each eye's gaze as an arrow from the eye's centre: the gaze turned with the head, so eyes looking into
+    # the camera draw a short arrow, seen end on.
+    gaze = getattr(face, "gaze", None)  # degrees (yaw, pitch) in the head, or None
+    if gaze is None or not all(math.isfinite(v) for v in gaze) or len(face.landmarks) != 68:
         return
-    head = np.array([math.cos(gaze.pitch) * math.sin(gaze.yaw), math.sin(gaze.pitch),
-                     math.cos(gaze.pitch) * math.cos(gaze.yaw)])
+    yaw, pitch = math.radians(gaze[0]), math.radians(gaze[1])
+    head = np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
     step = 0.3 * (face.bbox[2] - face.bbox[0]) * (face.pose.rotation @ MODEL_TO_CAMERA @ head)[:2]
     for eye in (face.landmarks[36:42], face.landmarks[42:48]):
         origin = np.asarray(eye, np.float64).mean(0)

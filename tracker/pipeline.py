@@ -15,7 +15,7 @@ from threadpoolctl import ThreadpoolController
 from tracker.detector import FaceDetector
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
-from tracker.gaze import FULL_SIDEWAYS_DEG, FULL_UP_DEG, GazeEstimator, iris_points, look_weights
+from tracker.gaze import GAZE_UNITS, Gaze, GazeEstimator, iris_points, look_weights
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
@@ -36,8 +36,6 @@ from tracker.types import FaceResult, FrameResult, Pose
 # 4.13-4.27%, failures 2.1% -> 2.7-3.9%), and so did a confidence-weighted blend: the fit's jaw (afw jaw
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
-# Degrees per unit of the gaze filter: a full eyeLook weight's turn, so angles and weights are filtered alike.
-_GAZE_SCALE = np.array([FULL_SIDEWAYS_DEG, FULL_UP_DEG])
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -245,7 +243,7 @@ class FaceTracker:
 def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool = False) -> None:
     """Replace the face's outputs by their smoothed values; the fit keeps its raw state. With ``gaze`` the
     gaze angles go through the smoother's gaze filter at the eyeLook weights' scale (NaN before the first
-    reading, which the filter passes through)."""
+    reading, which the filter passes through), and the eyeLook weights are made from the smoothed angles."""
     pose = face.pose
     eyes = float(np.linalg.norm(face.landmarks[36] - face.landmarks[45]))
     names = list(face.blendshapes) if face.blendshapes is not None else []
@@ -264,6 +262,12 @@ def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool 
     if expression is not None:
         face.blendshapes = dict(zip(names, expression.tolist()))
     if gaze:
-        angles = np.array(face.gaze if face.gaze is not None else (math.nan, math.nan)) / _GAZE_SCALE
-        yaw, pitch = (smoother.gaze(angles, time_s) * _GAZE_SCALE).tolist()
+        angles = np.array(face.gaze if face.gaze is not None else (math.nan, math.nan)) / GAZE_UNITS
+        yaw, pitch = (smoother.gaze(angles, time_s) * GAZE_UNITS).tolist()
         face.gaze = (yaw, pitch) if math.isfinite(yaw + pitch) else None
+        if face.blendshapes is not None:  # the eyeLook weights are the smoothed gaze's, not smoothed apart
+            face.blendshapes.update(look_weights(_as_gaze(face.gaze)))
+
+
+def _as_gaze(degrees: tuple[float, float] | None) -> Gaze | None:
+    return None if degrees is None else Gaze(yaw=math.radians(degrees[0]), pitch=math.radians(degrees[1]))

@@ -281,6 +281,7 @@ class TrackSet:
                 # The same face after a long absence or elsewhere: its ID carries on; the fit restarts
                 # (a warm start from a pose long gone could fail to converge) and so does smoothing.
                 returning.fit = None
+                returning.gaze = None
                 returning.smoother.reset()
                 self._revive(returning, mesh, seen)
                 continue
