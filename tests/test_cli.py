@@ -289,8 +289,9 @@ def test_vmc_mirror_sends_the_mirror_image_of_the_same_face(afw_dir):
     assert abs(y) > 1e-3  # and the head is turned enough to tell
 
 
-def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir):
-    """--vmc-eye-bones sends both eye bones after the head's, turned as the face's gaze in the JSON says."""
+def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir, tmp_path):
+    """--vmc-eye-bones sends both eye bones after the head's, turned as the face's gaze in the JSON says; the
+    CSV's gaze cells say the same, in their columns."""
     from pythonosc.osc_bundle import OscBundle
 
     from tracker.avatar import camera_to_unity_quaternion, eye_rotation
@@ -299,7 +300,7 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir):
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5.0)
         proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--vmc", f"127.0.0.1:{sock.getsockname()[1]}",
-                       "--vmc-eye-bones", "--json", "-", "--quiet")
+                       "--vmc-eye-bones", "--json", "-", "--csv", str(tmp_path / "faces.csv"), "--quiet")
         assert proc.returncode == 0, proc.stderr
         bones = {p[0]: p[4:] for m in OscBundle(sock.recvfrom(65536)[0]) if m.address == "/VMC/Ext/Bone/Pos"
                  for p in [list(m.params)]}
@@ -307,6 +308,12 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir):
     assert list(bones) == ["Head", "LeftEye", "RightEye"]
     expected = camera_to_unity_quaternion(eye_rotation((gaze["yaw"], gaze["pitch"])))
     assert bones["LeftEye"] == pytest.approx(expected, abs=1e-3) and abs(expected[3]) < 0.99999
+    with open(tmp_path / "faces.csv", newline="") as f:
+        header, row = list(csv.reader(f))
+    assert len(row) == len(header)
+    at = header.index("gaze_yaw")
+    assert header[at - 1:at + 3] == ["tz_mm", "gaze_yaw", "gaze_pitch", "lm0_x"]
+    assert [float(v) for v in row[at:at + 2]] == pytest.approx([gaze["yaw"], gaze["pitch"]], abs=0.011)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
