@@ -36,12 +36,14 @@ def test_a_face_missed_briefly_keeps_its_id_and_state():
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
     tracks.tracks[0].fit = "fit state of face 1"
+    tracks.tracks[0].gaze = "gaze of face 1"
     tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100)])
     assert [t.id for t in tracks.tracks] == [2]
     for _ in range(5):
         tracks.update([mesh_at(300, 100)])
     tracks.add([mesh_at(104, 98)])
     assert [t.id for t in tracks.tracks] == [2, 1] and tracks.tracks[1].fit == "fit state of face 1"
+    assert tracks.tracks[1].gaze == "gaze of face 1"
 
 
 def test_a_face_gone_for_long_gets_a_new_id_and_ids_are_not_reused():
@@ -164,6 +166,7 @@ def test_a_face_covered_by_another_is_lost_behind_it_and_comes_out_under_its_own
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)], faces_image((100, 100, RED), (300, 100, BLUE)))
     assert [t.id for t in tracks.tracks] == [1, 2]
+    tracks.tracks[1].fit, tracks.tracks[1].gaze = "fit state of face 2", "gaze of face 2"
     # The blue face walks behind the red one. While its crop still shows it, it is tracked.
     tracks.update([mesh_at(100, 100), mesh_at(160, 100)], faces_image((160, 100, BLUE), (100, 100, RED)))
     assert [t.id for t in tracks.tracks] == [1, 2]
@@ -181,6 +184,8 @@ def test_a_face_covered_by_another_is_lost_behind_it_and_comes_out_under_its_own
     tracks.update([mesh_at(100, 100)], image)
     assert tracks.add([mesh_at(45, 100)], image) is False
     assert [t.id for t in tracks.tracks] == [1, 2]
+    # Back from elsewhere: its ID carries on, but its fit and gaze start afresh.
+    assert tracks.tracks[1].fit is None and tracks.tracks[1].gaze is None
 
 
 def test_someone_else_beside_the_face_a_track_was_lost_behind_gets_a_new_id():
