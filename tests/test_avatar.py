@@ -24,6 +24,7 @@ from tracker.avatar import (
     parse_host_port,
 )
 from tracker.pose import euler_to_matrix, matrix_to_quaternion, quaternion_to_matrix
+from tracker.types import Gaze
 
 
 # Local stand-ins with the attributes the senders read (duck typing; no dependency on tracker.types).
@@ -42,7 +43,7 @@ class FakeFace:
     pose: FakePose | None = None
     blendshapes: dict[str, float] | None = None
     landmarks: list = field(default_factory=list)
-    gaze: tuple[float, float] | None = None
+    gaze: Gaze | None = None
 
     def to_record(self) -> dict:
         rec: dict = {"id": self.id, "landmarks": self.landmarks}
@@ -223,18 +224,18 @@ def test_eye_rotation_turns_the_line_of_sight_onto_the_gaze():
     gaze's direction, diagonal gazes included (pitch within the yaw, as the gaze's angles are measured)."""
     rng = np.random.default_rng(5)
     for yaw, pitch in rng.uniform([-40, -30], [40, 30], (20, 2)):
-        sight = quaternion_to_matrix(eye_rotation((yaw, pitch))) @ np.array([0.0, 0.0, -1.0])
+        sight = quaternion_to_matrix(eye_rotation(Gaze(yaw, pitch))) @ np.array([0.0, 0.0, -1.0])
         y, p = math.radians(yaw), math.radians(pitch)
         gaze = np.diag([1.0, -1.0, -1.0]) @ [math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y)]
         np.testing.assert_allclose(sight, gaze, atol=1e-12)
-    assert eye_rotation(None) == pytest.approx([1, 0, 0, 0]) and eye_rotation((math.nan, 0.0))[0] == 1.0
+    assert eye_rotation(None) == pytest.approx([1, 0, 0, 0]) and eye_rotation(Gaze(math.nan, 0.0))[0] == 1.0
 
 
 def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
     """A gaze 15° to the subject's left: with eye_bones both eye bones turn as a head would at yaw 15 (Unity
     Y negative), and mirrored the other way; 10° up stays up (Unity X negative) either way."""
-    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=(15.0, 0.0))])
-    up = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=(0.0, 10.0))])
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=Gaze(15.0, 0.0))])
+    up = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes(), gaze=Gaze(0.0, 10.0))])
     bones = {}
     for mirror in (False, True):
         for name, f in (("side", frame), ("up", up)):

@@ -295,6 +295,7 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir, tmp_path
     from pythonosc.osc_bundle import OscBundle
 
     from tracker.avatar import camera_to_unity_quaternion, eye_rotation
+    from tracker.types import Gaze
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -306,7 +307,7 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir, tmp_path
                  for p in [list(m.params)]}
     gaze = json.loads(proc.stdout.splitlines()[0])["faces"][0]["gaze"]
     assert list(bones) == ["Head", "LeftEye", "RightEye"]
-    expected = camera_to_unity_quaternion(eye_rotation((gaze["yaw"], gaze["pitch"])))
+    expected = camera_to_unity_quaternion(eye_rotation(Gaze(gaze["yaw"], gaze["pitch"])))
     assert bones["LeftEye"] == pytest.approx(expected, abs=1e-3) and abs(expected[3]) < 0.99999
     with open(tmp_path / "faces.csv", newline="") as f:
         header, row = list(csv.reader(f))

@@ -10,7 +10,6 @@ from tracker.fitting import FaceModel, FitState, identity_shape
 from tracker.gaze import (
     IRIS_DISTANCE_CM,
     LOOK_NAMES,
-    Gaze,
     GazeEstimator,
     eye_angles,
     eye_centres,
@@ -23,6 +22,7 @@ from tracker.mesh import MESH_INPUT, MeshResult
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
 from tracker.roi import Roi
+from tracker.types import Gaze
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +96,16 @@ def test_an_iris_off_the_sphere_reads_the_nearest_turn_not_nan(model):
 def test_look_weights_keep_arkit_sides_and_scale():
     zero = look_weights(None)
     assert set(zero) == set(LOOK_NAMES) and not any(zero.values())
-    left = look_weights(Gaze(yaw=np.radians(15.0), pitch=np.radians(10.0)))  # toward the subject's left, up
+    left = look_weights(Gaze(yaw=15.0, pitch=10.0))  # toward the subject's left, up
     assert left["eyeLookOutLeft"] == pytest.approx(0.5) and left["eyeLookInRight"] == pytest.approx(0.5)
     assert left["eyeLookInLeft"] == 0.0 and left["eyeLookOutRight"] == 0.0
     assert left["eyeLookUpLeft"] == pytest.approx(0.4) and left["eyeLookUpRight"] == pytest.approx(0.4)
     assert left["eyeLookDownLeft"] == 0.0
-    far = look_weights(Gaze(yaw=np.radians(-80.0), pitch=np.radians(-80.0)))
+    far = look_weights(Gaze(yaw=-80.0, pitch=-80.0))
     assert far["eyeLookOutRight"] == 1.0 and far["eyeLookDownLeft"] == 1.0
     # The mirror image of a gaze swaps the sides' names.
     rng = np.random.default_rng(0)
-    for yaw, pitch in np.radians(rng.uniform(-40, 40, (20, 2))):
+    for yaw, pitch in rng.uniform(-40, 40, (20, 2)):
         a, b = look_weights(Gaze(yaw, pitch)), look_weights(Gaze(-yaw, pitch))
         swapped = {n.replace("Left", "_").replace("Right", "Left").replace("_", "Right"): v for n, v in b.items()}
         assert a == pytest.approx(swapped)
@@ -157,9 +157,9 @@ def test_a_shut_or_turned_away_eye_tells_no_gaze(model):
     turned = iris + np.array([[0.0, 0.0], [4.0, 0.0]])  # the left eye turned ~20° to the subject's left
     gaze = estimator.estimate(turned, eye_landmarks(0.3, 0.05), state, camera)  # ...but shut: not counted
     toward = -centres[0] @ MODEL_TO_CAMERA  # the right eye's direction to the camera, in model axes
-    assert gaze.yaw == pytest.approx(np.arctan2(toward[0], toward[2]), abs=1e-9)
-    assert gaze.pitch == pytest.approx(np.arctan2(toward[1], np.hypot(toward[0], toward[2])), abs=1e-9)
-    assert estimator.estimate(turned, eye_landmarks(0.3, 0.3), state, camera).yaw > gaze.yaw + np.radians(5)
+    assert gaze.yaw == pytest.approx(np.degrees(np.arctan2(toward[0], toward[2])), abs=1e-9)
+    assert gaze.pitch == pytest.approx(np.degrees(np.arctan2(toward[1], np.hypot(toward[0], toward[2]))), abs=1e-9)
+    assert estimator.estimate(turned, eye_landmarks(0.3, 0.3), state, camera).yaw > gaze.yaw + 5.0
     # An iris off the ball (25 px is over 2 cm at 60 cm) is at the rim as the camera sees it: it counts for
     # nothing, open or not.
     wild = iris + np.array([[0.0, 0.0], [25.0, 0.0]])
@@ -249,12 +249,12 @@ def test_the_gaze_field_is_smoothed_and_the_eyelook_weights_are_made_from_it():
     sides, differs = set(), 0
     for i, frame in enumerate(frames[40:100], start=40):
         face = smoothed.process(frame, frame=i, time_s=i / 25).faces[0]
-        yaw, pitch = face.gaze
+        yaw, pitch = face.gaze.yaw, face.gaze.pitch
         assert face.to_record()["gaze"] == {"yaw": round(yaw, 2), "pitch": round(pitch, 2)}
-        expected = look_weights(Gaze(yaw=np.radians(yaw), pitch=np.radians(pitch)))
+        expected = look_weights(Gaze(yaw=yaw, pitch=pitch))
         assert {k: v for k, v in face.blendshapes.items() if k.startswith("eyeLook")} == pytest.approx(expected)
         sides.add(np.sign(yaw))
-        differs += abs(raw.process(frame, frame=i, time_s=i / 25).faces[0].gaze[0] - yaw) > 0.5
+        differs += abs(raw.process(frame, frame=i, time_s=i / 25).faces[0].gaze.yaw - yaw) > 0.5
     assert sides == {-1.0, 1.0} and differs > 5  # both ways, and the smoothing did something
     face = FaceTracker(TrackerConfig(backend="onnxruntime")).process(frames[108], still=True).faces[0]
     assert face.gaze is None and "gaze" not in face.to_record()  # eyes shut (see the hold test above)

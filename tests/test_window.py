@@ -23,7 +23,7 @@ from tracker.outputs import (
     draw_overlay,
 )
 from tracker.pose import euler_to_matrix
-from tracker.types import FaceResult, FrameResult, Pose
+from tracker.types import FaceResult, FrameResult, Gaze, Pose
 
 REPO = Path(__file__).resolve().parent.parent
 H, W = 480, 640
@@ -260,17 +260,17 @@ def test_the_overlay_draws_each_eyes_gaze_the_way_it_looks() -> None:
     base = magenta(draw_overlay(blank(), make_result(still)))
     # The frontal face's left is the image's right, and up is up.
     for side in (1, -1):
-        dx, _ = arrows(make_face(gaze=(side * 20.0, 0.0)))
+        dx, _ = arrows(make_face(gaze=Gaze(side * 20.0, 0.0)))
         assert len(dx) > 20 and side * dx.mean() > 5
-    _, dy = arrows(make_face(gaze=(0.0, 20.0)))
+    _, dy = arrows(make_face(gaze=Gaze(0.0, 20.0)))
     assert dy.mean() < -5
     # With the head turned 40° to its left, eyes on the camera (gaze 40° to its right) point at the camera:
     # short arrows; looking straight out of the head, they follow the head, to the image's right.
     turned = Pose(yaw=40.0, pitch=0.0, roll=0.0, quaternion=np.array([1.0, 0, 0, 0]),
                   translation_mm=np.array([0.0, 0.0, 600.0]), rotation=euler_to_matrix(40.0, 0.0, 0.0))
-    on_camera = arrows(make_face(pose=turned, gaze=(-40.0, 0.0)))[0]
-    ahead = arrows(make_face(pose=turned, gaze=(0.0, 0.0)))[0]
+    on_camera = arrows(make_face(pose=turned, gaze=Gaze(-40.0, 0.0)))[0]
+    ahead = arrows(make_face(pose=turned, gaze=Gaze(0.0, 0.0)))[0]
     assert len(ahead) > 20 and ahead.mean() > 5
     assert len(on_camera) < len(ahead) / 2 and np.abs(on_camera).max(initial=0) < ahead.max() / 2
     # A gaze that is not a number draws nothing and raises nothing.
-    assert not (magenta(draw_overlay(blank(), make_result(make_face(gaze=(float("nan"), 0.0))))) & ~base).any()
+    assert not (magenta(draw_overlay(blank(), make_result(make_face(gaze=Gaze(float("nan"), 0.0))))) & ~base).any()

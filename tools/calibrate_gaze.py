@@ -40,7 +40,6 @@ from tracker.gaze import (
     FULL_SIDEWAYS_DEG,
     FULL_UP_DEG,
     IRIS_DISTANCE_CM,
-    Gaze,
     GazeEstimator,
     eye_centres,
     eye_weights,
@@ -48,6 +47,7 @@ from tracker.gaze import (
 )
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.pose import MODEL_TO_CAMERA
+from tracker.types import Gaze
 
 
 def track(folder: Path) -> list[dict]:
@@ -96,15 +96,12 @@ def toward_camera(model: FaceModel, sample: dict, offset: np.ndarray) -> Gaze:
     state = sample["state"]
     centre = centres_in_camera(model, sample, offset).mean(0)
     head = (-centre / np.linalg.norm(centre)) @ (state.rotation @ MODEL_TO_CAMERA)
-    return Gaze(yaw=float(np.arctan2(head[0], head[2])), pitch=float(np.arctan2(head[1], np.hypot(head[0], head[2]))))
+    return Gaze(yaw=float(np.degrees(np.arctan2(head[0], head[2]))),
+                pitch=float(np.degrees(np.arctan2(head[1], np.hypot(head[0], head[2])))))
 
 
 # Bands of the camera direction's yaw in the head (degrees), for the table of medians.
 YAW_BANDS = ((-60, -30), (-30, -15), (-15, -5), (-5, 5), (5, 15), (15, 30), (30, 60))
-
-
-def direction(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
-    return np.stack([np.cos(pitch) * np.sin(yaw), np.sin(pitch), np.cos(pitch) * np.cos(yaw)], -1)
 
 
 def score(estimator: GazeEstimator, samples: list[dict]) -> dict:
@@ -113,13 +110,12 @@ def score(estimator: GazeEstimator, samples: list[dict]) -> dict:
     for s in samples:
         gaze = estimator.estimate(s["iris"], s["landmarks"], s["state"], s["camera"], facing=s["facing"])
         if gaze is not None:
-            measured.append([gaze.yaw, gaze.pitch])
-            t = toward_camera(estimator.model, s, estimator.centre_offset)
-            truth.append([t.yaw, t.pitch])
-    m, t = np.degrees(np.array(measured)), np.degrees(np.array(truth))
-    cos = (direction(*np.radians(m).T) * direction(*np.radians(t).T)).sum(-1)
+            measured.append(gaze)
+            truth.append(toward_camera(estimator.model, s, estimator.centre_offset))
+    m, t = (np.array([[g.yaw, g.pitch] for g in gazes]) for gazes in (measured, truth))
+    cos = np.array([a.direction() @ b.direction() for a, b in zip(measured, truth)])
     error = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-    ahead = np.degrees(np.arccos(np.clip(direction(*np.radians(t).T)[:, 2], -1.0, 1.0)))
+    ahead = np.degrees(np.arccos(np.clip([b.direction()[2] for b in truth], -1.0, 1.0)))
     fit = {k: np.polyfit(t[:, i], m[:, i], 1) for i, k in enumerate(("yaw", "pitch"))}
     bands = []
     for lo, hi in YAW_BANDS:

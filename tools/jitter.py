@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
 from report import update_section
 
-from tracker.gaze import GAZE_UNITS, Gaze, look_weights
+from tracker.gaze import look_weights, smooth_gaze
 from tracker.smoothing import (
     EXPRESSION_PARAMS,
     LANDMARK_PARAMS,
@@ -76,7 +76,7 @@ from tracker.smoothing import (
     FaceSmoother,
     OneEuroParams,
 )
-from tracker.types import ARKIT_BLENDSHAPES
+from tracker.types import ARKIT_BLENDSHAPES, Gaze
 
 EYES68 = (36, 45)  # outer eye corners, iBUG 68
 EYES468 = (33, 263)  # outer eye corners, MediaPipe mesh
@@ -178,7 +178,7 @@ def track_clip(path: Path, max_frames: int | None, bar: tqdm) -> Clip:
             if face.blendshapes is not None:
                 clip.expr[i] = [face.blendshapes[name] for name in ARKIT_BLENDSHAPES]
             if face.gaze is not None:
-                clip.gaze[i] = face.gaze
+                clip.gaze[i] = (face.gaze.yaw, face.gaze.pitch)
         res = mp_mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if res.multi_face_landmarks:
             h, w = image.shape[:2]
@@ -212,8 +212,8 @@ def smooth_clip(clip: Clip, params: dict[str, OneEuroParams] | None = None) -> t
                 dst[i] = value
         if np.isfinite(clip.expr[i]).all():
             # As tracker.pipeline._smooth: the eyeLook weights are made from the gaze smoothed on its own.
-            angles = (smoother.gaze(clip.gaze[i] / GAZE_UNITS, float(clip.time[i])) * GAZE_UNITS).tolist()
-            gaze = None if not np.isfinite(angles).all() else Gaze(*np.radians(angles))
+            raw = Gaze(*clip.gaze[i]) if np.isfinite(clip.gaze[i]).all() else None
+            gaze = smooth_gaze(smoother, float(clip.time[i]), raw)
             expr[i, GAZE_COLUMNS] = [look_weights(gaze)[name] for name in np.array(ARKIT_BLENDSHAPES)[GAZE_COLUMNS]]
     return lm, quat, trans, expr
 

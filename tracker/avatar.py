@@ -26,7 +26,7 @@ import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 
 from tracker.pose import euler_to_matrix, matrix_to_quaternion
-from tracker.types import ARKIT_BLENDSHAPES, mirror_blendshape_name, record_json
+from tracker.types import ARKIT_BLENDSHAPES, Gaze, mirror_blendshape_name, record_json
 
 if TYPE_CHECKING:  # typing.Self is 3.11+, the project supports 3.10
     from typing_extensions import Self
@@ -230,15 +230,13 @@ def camera_to_unity_quaternion(q_wxyz: Iterable[float], mirror: bool = False) ->
     return x, y, z, w
 
 
-def eye_rotation(gaze_deg: tuple[float, float] | None) -> np.ndarray:
-    """The eyes' turn in the head for a face's ``gaze`` (degrees, yaw > 0 towards the subject's left,
-    pitch > 0 up), as a quaternion [w, x, y, z] in the head pose's convention: the eye's line of sight is
-    turned up by the pitch, then sideways by the yaw, as the gaze's angles are measured. The rest pose
-    without a gaze."""
-    if gaze_deg is None or not all(math.isfinite(v) for v in gaze_deg):
+def eye_rotation(gaze: Gaze | None) -> np.ndarray:
+    """The eyes' turn in the head for a face's ``gaze``, as a quaternion [w, x, y, z] in the head pose's
+    convention: the eye's line of sight is turned up by the pitch, then sideways by the yaw, as the gaze's
+    angles are measured. The rest pose without a gaze."""
+    if gaze is None or not math.isfinite(gaze.yaw + gaze.pitch):
         return np.array([1.0, 0.0, 0.0, 0.0])
-    yaw, pitch = gaze_deg
-    return matrix_to_quaternion(euler_to_matrix(yaw, 0.0, 0.0) @ euler_to_matrix(0.0, pitch, 0.0))
+    return matrix_to_quaternion(euler_to_matrix(gaze.yaw, 0.0, 0.0) @ euler_to_matrix(0.0, gaze.pitch, 0.0))
 
 
 def _bone(name: str, q_xyzw: tuple[float, float, float, float]) -> Any:

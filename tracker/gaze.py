@@ -12,7 +12,6 @@ together), each weighted by how open it is and how much of it faces the camera.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from tracker.fitting import FaceModel, FitState
 from tracker.mesh import MESH_INPUT, MeshResult
 from tracker.pose import MODEL_TO_CAMERA
 from tracker.roi import crop_points_to_image
+from tracker.smoothing import FaceSmoother
+from tracker.types import Gaze
 
 CALIBRATION_FILE = "gaze_calibration.npz"
 # Eyeball centre to iris centre (the pupil sits about 3.6 mm behind the cornea's apex, which is about
@@ -41,17 +42,9 @@ MIN_WEIGHT = 0.5
 FULL_SIDEWAYS_DEG, FULL_UP_DEG, FULL_DOWN_DEG = 30.0, 25.0, 25.0
 # Degrees per unit of the gaze's smoothing filter (yaw, pitch): a full eyeLook weight's turn, so that the
 # angles are filtered as the weights would be.
-GAZE_UNITS = np.array([FULL_SIDEWAYS_DEG, FULL_UP_DEG])
+_GAZE_UNITS = np.array([FULL_SIDEWAYS_DEG, FULL_UP_DEG])
 LOOK_NAMES = ("eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeLookDownLeft",
               "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "eyeLookDownRight")
-
-
-@dataclass(frozen=True)
-class Gaze:
-    """Eye-in-head gaze, radians: ``yaw`` > 0 toward the subject's left, ``pitch`` > 0 up."""
-
-    yaw: float
-    pitch: float
 
 
 def iris_points(mesh: MeshResult) -> np.ndarray:
@@ -130,8 +123,7 @@ class GazeEstimator:
                 total, yaw, pitch = total + w * sure, yaw + w * sure * y, pitch + w * sure * p
         if not total >= MIN_WEIGHT:
             return None
-        yaw, pitch = yaw / total, pitch / total
-        return Gaze(yaw=float(yaw), pitch=float(pitch))
+        return Gaze(yaw=math.degrees(yaw / total), pitch=math.degrees(pitch / total))
 
 
 def eye_centres(model: FaceModel, identity: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:
@@ -202,6 +194,13 @@ def look_weights(gaze: Gaze | None) -> dict[str, float]:
     """The eight eyeLook weights of a gaze (both eyes turn together); all 0 without one."""
     if gaze is None:
         return dict.fromkeys(LOOK_NAMES, 0.0)
-    up = math.degrees(gaze.pitch)
-    turn = np.array([math.degrees(gaze.yaw) / FULL_SIDEWAYS_DEG, up / FULL_UP_DEG, -up / FULL_DOWN_DEG])
+    turn = np.array([gaze.yaw / FULL_SIDEWAYS_DEG, gaze.pitch / FULL_UP_DEG, -gaze.pitch / FULL_DOWN_DEG])
     return dict(zip(LOOK_NAMES, np.clip(_LOOK_TABLE @ turn, 0.0, 1.0).tolist()))
+
+
+def smooth_gaze(smoother: FaceSmoother, time_s: float, gaze: Gaze | None) -> Gaze | None:
+    """``gaze`` through the face's smoother (its gaze filter, at the eyeLook weights' scale); called every
+    frame, None while none has been read: the filter passes the gap through and starts on the first reading."""
+    angles = np.array((gaze.yaw, gaze.pitch) if gaze is not None else (math.nan, math.nan)) / _GAZE_UNITS
+    yaw, pitch = (smoother.gaze(angles, time_s) * _GAZE_UNITS).tolist()
+    return Gaze(yaw=yaw, pitch=pitch) if math.isfinite(yaw + pitch) else None

@@ -146,12 +146,10 @@ GAZE_COLOUR = (255, 0, 255)  # BGR magenta: apart from the confidence colours an
 def _draw_gaze(out: np.ndarray, face, scale: int) -> None:
     # Each eye's gaze as an arrow from the eye's centre: the gaze turned with the head, so eyes looking into
     # the camera draw a short arrow, seen end on.
-    gaze = getattr(face, "gaze", None)  # degrees (yaw, pitch) in the head, or None
-    if gaze is None or not all(math.isfinite(v) for v in gaze) or len(face.landmarks) != 68:
+    gaze = getattr(face, "gaze", None)  # tracker.types.Gaze, or None
+    if gaze is None or not math.isfinite(gaze.yaw + gaze.pitch) or len(face.landmarks) != 68:
         return
-    yaw, pitch = math.radians(gaze[0]), math.radians(gaze[1])
-    head = np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
-    step = 0.3 * (face.bbox[2] - face.bbox[0]) * (face.pose.rotation @ MODEL_TO_CAMERA @ head)[:2]
+    step = 0.3 * (face.bbox[2] - face.bbox[0]) * (face.pose.rotation @ MODEL_TO_CAMERA @ gaze.direction())[:2]
     for eye in (face.landmarks[36:42], face.landmarks[42:48]):
         origin = np.asarray(eye, np.float64).mean(0)
         cv2.arrowedLine(out, tuple(np.round(origin).astype(int).tolist()),
@@ -243,7 +241,7 @@ class CsvWriter:
                 p = face.pose
                 row += [int(face.fit_ok), f"{p.yaw:.2f}", f"{p.pitch:.2f}", f"{p.roll:.2f}"]
                 row += [f"{v:.5f}" for v in p.quaternion] + [f"{v:.1f}" for v in p.translation_mm]
-                row += ["", ""] if face.gaze is None else [f"{v:.2f}" for v in face.gaze]
+                row += ["", ""] if face.gaze is None else [f"{face.gaze.yaw:.2f}", f"{face.gaze.pitch:.2f}"]
             row += [f"{v:.2f}" for v in face.landmarks.reshape(-1)]
             if self.occlusion:
                 row += [""] * 68 if face.occluded is None else [int(v) for v in face.occluded]

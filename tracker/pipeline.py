@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from threadpoolctl import ThreadpoolController
 from tracker.detector import FaceDetector
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
-from tracker.gaze import GAZE_UNITS, Gaze, GazeEstimator, iris_points, look_weights
+from tracker.gaze import GazeEstimator, iris_points, look_weights, smooth_gaze
 from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
@@ -212,7 +211,7 @@ class FaceTracker:
                         t.gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
                                                     facing=~face.occluded) or t.gaze
                     face.blendshapes.update(look_weights(t.gaze))
-                    face.gaze = None if t.gaze is None else (math.degrees(t.gaze.yaw), math.degrees(t.gaze.pitch))
+                    face.gaze = t.gaze
             elif visibility is not None:
                 face.occluded = hidden
             if self.config.smooth and not still:
@@ -242,8 +241,7 @@ class FaceTracker:
 
 def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool = False) -> None:
     """Replace the face's outputs by their smoothed values; the fit keeps its raw state. With ``gaze`` the
-    gaze angles go through the smoother's gaze filter at the eyeLook weights' scale (NaN before the first
-    reading, which the filter passes through), and the eyeLook weights are made from the smoothed angles."""
+    gaze is smoothed too (tracker.gaze.smooth_gaze) and the eyeLook weights are made from the smoothed gaze."""
     pose = face.pose
     eyes = float(np.linalg.norm(face.landmarks[36] - face.landmarks[45]))
     names = list(face.blendshapes) if face.blendshapes is not None else []
@@ -262,12 +260,6 @@ def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool 
     if expression is not None:
         face.blendshapes = dict(zip(names, expression.tolist()))
     if gaze:
-        angles = np.array(face.gaze if face.gaze is not None else (math.nan, math.nan)) / GAZE_UNITS
-        yaw, pitch = (smoother.gaze(angles, time_s) * GAZE_UNITS).tolist()
-        face.gaze = (yaw, pitch) if math.isfinite(yaw + pitch) else None
+        face.gaze = smooth_gaze(smoother, time_s, face.gaze)
         if face.blendshapes is not None:  # the eyeLook weights are the smoothed gaze's, not smoothed apart
-            face.blendshapes.update(look_weights(_as_gaze(face.gaze)))
-
-
-def _as_gaze(degrees: tuple[float, float] | None) -> Gaze | None:
-    return None if degrees is None else Gaze(yaw=math.radians(degrees[0]), pitch=math.radians(degrees[1]))
+            face.blendshapes.update(look_weights(face.gaze))

@@ -21,10 +21,10 @@ import numpy as np
 
 from tracker.detector import box_iou
 from tracker.fitting import FitState
-from tracker.gaze import Gaze
 from tracker.mesh import MeshResult
 from tracker.roi import Roi, crop, follow
 from tracker.smoothing import FaceSmoother
+from tracker.types import Gaze
 
 # A tracked face's next crop moves only as far as it must to stay within this band of where this frame's
 # points put it (a fraction of the crop's side for the centre and the side, radians for the angle): a still

@@ -65,6 +65,24 @@ class Pose:
         }
 
 
+@dataclass(frozen=True)
+class Gaze:
+    """The eyes' turn in the head, degrees, in the head pose's sense: ``yaw`` > 0 toward the subject's own left,
+    ``pitch`` > 0 up (tracker/gaze.py measures it)."""
+
+    yaw: float
+    pitch: float
+
+    def direction(self) -> np.ndarray:
+        """The line of sight, a unit vector in the face model's axes (x the subject's left, y up, z out of the
+        face): turned up by the pitch, then sideways by the yaw."""
+        yaw, pitch = math.radians(self.yaw), math.radians(self.pitch)
+        return np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
+
+    def to_record(self) -> dict:
+        return {"yaw": round(float(self.yaw), 2), "pitch": round(float(self.pitch), 2)}
+
+
 @dataclass
 class FaceResult:
     id: int
@@ -77,8 +95,7 @@ class FaceResult:
     occluded: np.ndarray | None = None  # 68 bool: hidden by the head itself or by something in front of it
     pose: Pose | None = None
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
-    # The eyes' turn in the head, degrees: (yaw > 0 toward the subject's left, pitch > 0 up); None until read.
-    gaze: tuple[float, float] | None = None
+    gaze: Gaze | None = None  # the eyes' turn in the head; None until the eyes are read
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
 
     def to_record(self) -> dict:
@@ -100,7 +117,7 @@ class FaceResult:
         if self.blendshapes is not None:
             record["blendshapes"] = {k: round(float(v), 4) for k, v in self.blendshapes.items()}
         if self.gaze is not None:
-            record["gaze"] = {"yaw": round(float(self.gaze[0]), 2), "pitch": round(float(self.gaze[1]), 2)}
+            record["gaze"] = self.gaze.to_record()
         if not self.fit_ok:
             record["fit_ok"] = False
         return record
