@@ -19,7 +19,7 @@ from numba import njit
 
 from tracker.engines import ENGINES_DIR, BackendError
 from tracker.fitting import FaceModel, FitState
-from tracker.mesh import MESH_INPUT, MeshResult
+from tracker.mesh import MESH_INPUT, MeshResult, unmirror_crop_x
 from tracker.pose import MODEL_TO_CAMERA
 from tracker.roi import crop_points_to_image
 from tracker.smoothing import FaceSmoother
@@ -53,10 +53,10 @@ def iris_points(mesh: MeshResult) -> np.ndarray:
     centres = mesh.iris_crop_points[:, 0]
     if mesh.mirror_iris_crop_points is not None:
         back = mesh.mirror_iris_crop_points[::-1, 0].copy()  # the mirror's crop-left iris is the subject's left
-        # Mapped back as the landmarks are (reliability.mirror_back). The two passes then disagree by 0.7 crop
-        # px (median of 80 afw faces; 0.3 px the other way with MESH_INPUT - x), but their average reads the
-        # gaze of helen_train faces looking into the camera with less sideways bias (+0.7° against +3.7°).
-        back[:, 0] = (MESH_INPUT - 1) - back[:, 0]
+        # Mapped back as the landmarks are. The two passes then disagree by 0.7 crop px (median of 80 afw
+        # faces; 0.3 px the other way with MESH_INPUT - x), but their average reads the gaze of helen_train
+        # faces looking into the camera with less sideways bias (+0.7° against +3.7°).
+        back[:, 0] = unmirror_crop_x(back[:, 0])
         centres = 0.5 * (centres + back)
     return crop_points_to_image(centres, mesh.roi, MESH_INPUT)
 

@@ -65,6 +65,12 @@ def roi_from_mesh(points: np.ndarray) -> Roi:
     return roi_from_points(points[:, :2], points[MESH_RIGHT_EYE_OUTER, :2], points[MESH_LEFT_EYE_OUTER, :2], ROI_SCALE)
 
 
+def unmirror_crop_x(x: np.ndarray) -> np.ndarray:
+    """x of points the mesh found on a mirrored crop, in the unmirrored crop's pixels: the pixel-centre flip,
+    shared by every prediction mapped back from the mirror pass (landmarks, irises)."""
+    return (MESH_INPUT - 1) - x
+
+
 FEATURE_MAPS = ("features_48", "features_24")  # what the refiner samples
 # The network's "left" iris is the one on the crop's left: the subject's right eye (mesh points 33-133).
 IRIS_OUTPUTS = ("left_iris", "right_iris")

@@ -29,7 +29,7 @@ import numpy as np
 
 from tracker.backends import ENGINES_DIR, BackendError
 from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
-from tracker.mesh import MESH_INPUT
+from tracker.mesh import MESH_INPUT, unmirror_crop_x
 from tracker.roi import Roi, crop_points_to_image
 from tracker.types import ARKIT_MIRROR
 
@@ -51,7 +51,7 @@ class Reliability:
 def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
     """68 landmarks predicted on a mirrored crop, in the unmirrored crop's pixels and iBUG order."""
     back = np.array(mirror_crop_landmarks, dtype=np.float64, copy=True)
-    back[:, 0] = (MESH_INPUT - 1) - back[:, 0]
+    back[:, 0] = unmirror_crop_x(back[:, 0])
     return back[IBUG68_MIRROR]
 
 
