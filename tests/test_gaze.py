@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_path
-from tracker.fitting import FaceModel, FitState, identity_shape
+from tracker.fitting import FaceModel, FitState, camera_for, identity_shape
 from tracker.gaze import (
     IRIS_DISTANCE_CM,
     LOOK_NAMES,
     GazeEstimator,
-    eye_angles,
     eye_centres,
     eye_readings,
     eye_weights,
@@ -45,7 +44,7 @@ def project(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
     return camera[0] * points[:, :2] / points[:, 2:] + camera[1:]
 
 
-def test_eye_angles_recover_known_eye_turns(model):
+def test_eye_readings_recover_known_eye_turns(model):
     rng = np.random.default_rng(3)
     camera = np.array([640.0, 319.5, 239.5])
     for _ in range(50):
@@ -60,7 +59,7 @@ def test_eye_angles_recover_known_eye_turns(model):
             outward = iris_cam - centres_cam
             if np.all((outward * iris_cam).sum(1) < -0.2 * np.linalg.norm(iris_cam, axis=1) * IRIS_DISTANCE_CM):
                 break
-        found = eye_angles(project(iris_cam, camera), centres, state.rotation, state.translation, camera)
+        found = eye_readings(project(iris_cam, camera), centres, state.rotation, state.translation, camera)[:, :2]
         np.testing.assert_allclose(found, angles, atol=1e-9)
 
 
@@ -83,7 +82,7 @@ def test_an_iris_off_the_sphere_reads_the_nearest_turn_not_nan(model):
     camera = np.array([640.0, 319.5, 239.5])
     centres = eye_centres(model, state.identity, np.zeros(3))
     iris = project(centres @ MODEL_TO_CAMERA.T + state.translation, camera) + np.array([[-200.0, 0.0], [200.0, 0.0]])
-    angles = eye_angles(iris, centres, state.rotation, state.translation, camera)
+    angles = eye_readings(iris, centres, state.rotation, state.translation, camera)[:, :2]
     # 200 px sideways at 60 cm is ~19 cm: far off the 1 cm sphere. Each eye reads the sphere's rim as the
     # camera sees it (the turn at right angles to the ray through the iris point), on the iris's side:
     # image left is the subject's right (yaw < 0).
@@ -192,7 +191,7 @@ def test_each_iris_sits_in_its_eye_and_the_eyes_converge_on_the_camera():
     corners = face.mesh.crop_points[[33, 133, 362, 263], 0]
     assert corners[0] < crop_iris[0] < corners[1] and corners[2] < crop_iris[1] < corners[3]
     state = tracker.tracks.tracks[0].fit
-    camera = np.array([image.shape[1], 0.5 * (image.shape[1] - 1), 0.5 * (image.shape[0] - 1)], np.float64)
+    camera = camera_for((image.shape[1], image.shape[0]))  # as the pipeline's, focal unset
     readings = eye_readings(iris_points(face.mesh), tracker.gaze.eye_centres(state), state.rotation,
                             state.translation, camera)
     assert np.degrees(readings[0, 0] - readings[1, 0]) > 10.0  # right eye's yaw (to her left) above the left's

@@ -33,7 +33,7 @@ from landmark_data import LANDMARKS68, load_folder, match_face
 from report import update_section
 
 from tracker.backends import ENGINES_DIR
-from tracker.fitting import FaceModel
+from tracker.fitting import FaceModel, camera_for
 from tracker.gaze import (
     CALIBRATION_FILE,
     FULL_DOWN_DEG,
@@ -64,8 +64,7 @@ def track(folder: Path) -> list[dict]:
             continue
         face = faces[k]
         samples.append({"iris": iris_points(face.mesh), "landmarks": face.landmarks, "facing": ~face.occluded,
-                        "state": state, "camera": np.array([image.shape[1], 0.5 * (image.shape[1] - 1),
-                                                            0.5 * (image.shape[0] - 1)], np.float64)})
+                        "state": state, "camera": camera_for((image.shape[1], image.shape[0]))})
     return samples
 
 

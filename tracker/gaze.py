@@ -140,21 +140,17 @@ def _centres(corners: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:
     return corners.mean(1) + np.array([[-dx, dy, dz], [dx, dy, dz]])
 
 
-def eye_angles(iris_px: np.ndarray, centres: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
-               camera: np.ndarray, distance: float = IRIS_DISTANCE_CM) -> np.ndarray:
-    """Each eye's (yaw, pitch), radians, eye-in-head: the camera ray through its iris point meets the
-    sphere of ``distance`` about its centre (nearest the camera; where the ray misses, its closest point).
-    ``rotation`` and ``translation`` are the fit's: a model point X is at rotation · MODEL_TO_CAMERA · X +
-    translation in camera axes (x right, y down, z forward, cm)."""
-    return eye_readings(iris_px, centres, rotation, translation, camera, distance)[:, :2]
-
-
 def eye_readings(iris_px: np.ndarray, centres: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
                  camera: np.ndarray, distance: float = IRIS_DISTANCE_CM) -> np.ndarray:
-    """:func:`eye_angles` with a third column: how well each eye's turn can be read, the squared cosine of
-    the angle between its gaze and the direction back to the camera. An iris near the ball's rim as the
-    camera sees it moves little for a large turn, so its reading's variance grows as 1 / cos²: 1 for an eye
-    looking into the camera, 0 at the rim (and where the ray misses the ball)."""
+    """Each eye's (yaw, pitch), radians, eye-in-head, and how well that turn can be read.
+
+    The camera ray through the eye's iris point meets the sphere of ``distance`` about its centre (nearest
+    the camera; where the ray misses, its closest point). ``rotation`` and ``translation`` are the fit's: a
+    model point X is at rotation · MODEL_TO_CAMERA · X + translation in camera axes (x right, y down,
+    z forward, cm). The third column is the squared cosine of the angle between the eye's gaze and the
+    direction back to the camera: an iris near the ball's rim as the camera sees it moves little for a large
+    turn, so its reading's variance grows as 1 / cos². It is 1 for an eye looking into the camera, 0 at the
+    rim (and where the ray misses the ball)."""
     to_camera = np.ascontiguousarray(rotation @ MODEL_TO_CAMERA, np.float64)
     return _eye_readings(np.ascontiguousarray(iris_px, np.float64), np.ascontiguousarray(centres, np.float64),
                          to_camera, np.asarray(translation, np.float64), np.asarray(camera, np.float64),
