@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
 from report import update_section
 
-from tracker.gaze import look_weights, smooth_gaze
+from tracker.gaze import LOOK_NAMES, look_weights, smooth_gaze
 from tracker.smoothing import (
     EXPRESSION_PARAMS,
     LANDMARK_PARAMS,
@@ -214,7 +214,8 @@ def smooth_clip(clip: Clip, params: dict[str, OneEuroParams] | None = None) -> t
             # As tracker.pipeline._smooth: the eyeLook weights are made from the gaze smoothed on its own.
             raw = Gaze(*clip.gaze[i]) if np.isfinite(clip.gaze[i]).all() else None
             gaze = smooth_gaze(smoother, float(clip.time[i]), raw)
-            expr[i, GAZE_COLUMNS] = [look_weights(gaze)[name] for name in np.array(ARKIT_BLENDSHAPES)[GAZE_COLUMNS]]
+            looks = look_weights(gaze)
+            expr[i, GAZE_COLUMNS] = [looks[name] for name in np.array(ARKIT_BLENDSHAPES)[GAZE_COLUMNS]]
     return lm, quat, trans, expr
 
 
@@ -348,7 +349,7 @@ PART_UNITS = {"landmarks": "IOD", "rotation": "deg", "expression": "weight", "ga
 BETA_UNITS = {"landmarks": "IOD/s", "rotation": "rad/s", "expression": "weight/s", "gaze": "weight/s",
               "translation": "mm/s"}
 PART_INDEX = {"landmarks": 0, "rotation": 1, "translation": 2, "expression": 3, "gaze": 3}
-GAZE_COLUMNS = np.array([name.startswith("eyeLook") for name in ARKIT_BLENDSHAPES])
+GAZE_COLUMNS = np.isin(ARKIT_BLENDSHAPES, LOOK_NAMES)
 PART_FILTER = {"gaze": "expression"}  # the parts without a filter of their own
 
 
