@@ -405,6 +405,17 @@ class _Converter:
         paddings = self.need_const(ins[1], "PAD paddings").astype(np.int64)  # [rank, 2] in NHWC
         if paddings.shape != (4, 2):
             raise ConversionError(f"PAD of a rank-{paddings.shape[0]} tensor is not supported")
+        channels, extra = self.shape(ins[0])[3], int(paddings[3, 1])
+        if extra > 0 and not paddings[:3].any() and paddings[3, 0] == 0:
+            # Zero channels appended to a residual's skip: a 1×1 conv with an identity block,
+            # exact, which keeps the skip and the Adds after it in ONNX Runtime's blocked conv
+            # layout (a Pad takes them out of it: 0.3-0.4 ms of the face mesh's 3 ms went to
+            # the layout changes around it).
+            eye = np.zeros((channels + extra, channels, 1, 1), np.float32)
+            eye[np.arange(channels), np.arange(channels)] = 1.0
+            weight = self.initializer(f"pad_{channels}_{extra}", eye)
+            self.emit("Conv", [self.names[ins[0]], weight], self.names[out], kernel_shape=[1, 1])
+            return
         nchw = paddings[list(TO_NCHW)]
         pads = self.initializer(f"t{ins[1]}_nchw", np.concatenate([nchw[:, 0], nchw[:, 1]]))
         self.emit("Pad", [self.names[ins[0]], pads], self.names[out], mode="constant")

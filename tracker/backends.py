@@ -45,8 +45,10 @@ class OnnxRuntimeSession:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # One thread by default: at batch 1-2 these small models lose more to thread
-        # hand-offs than a second core gains (face mesh: 1.2 ms on one thread, 3.0 ms on two).
+        # One thread by default: at batch 1-2 these small models lose more to thread hand-offs
+        # than a second core gains. The face mesh alone is 2.7 ms on one thread and 2.3 on two,
+        # but the tracker (landmarks only) read 4.6-5.5 ms a frame on one and 5.1-6.0 on two,
+        # using twice the CPU time (2026-12-06, this 2-core machine).
         opts.intra_op_num_threads = threads or 1
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
