@@ -6,6 +6,7 @@ import itertools
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from scipy.interpolate import CubicSpline
@@ -289,3 +290,38 @@ def test_linear_filter_design_trades_jitter_for_lag(jitter_tool):
     best, count = jitter_tool.linear_bound([clip])
     assert count == len(designs) and best is not None
     assert best.lag <= 1.0 and best.reduction > 80.0
+
+
+@pytest.mark.parametrize("motion_px, noise_px", [(1.0, 0.0), (1.0, 0.6), (0.0, 0.6)])
+def test_image_motion_share_tells_the_images_motion_from_landmark_noise(jitter_tool, motion_px, noise_px):
+    # The share BENCHMARKS.md gives beside the jitter: a textured picture moved along a jerky path (each
+    # frame's step drawn afresh, as with camera shake), landmarks that follow it with noise of their own.
+    # The optical flow sees only the picture's motion (and the sensor's noise), so the share it reads is the energy of the true
+    # acceleration over the raw landmarks' (measured here from the known path): 1 for noiseless points,
+    # about 2·motion²/(2·motion² + 6·noise²) = 0.48 for the mixed case, 0 for noise on a still picture.
+    rng = np.random.default_rng(11)
+    frames, side = 90, 320
+    texture = gaussian_filter1d(gaussian_filter1d(rng.uniform(0, 255, (side, side)), 2.0, axis=0), 2.0, axis=1)
+    texture = np.clip((texture - texture.mean()) * 4 + 128, 0, 255).astype(np.uint8)
+    path = np.cumsum(rng.normal(0.0, motion_px, (frames, 2)), axis=0)
+    # Sensor noise on every frame: the flow has errors of its own, independent of the landmarks'.
+    images = [np.clip(cv2.warpAffine(texture, np.float32([[1, 0, dx], [0, 1, dy]]), (side, side),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                      + rng.normal(0.0, 3.0, (side, side)), 0, 255).astype(np.uint8) for dx, dy in path]
+    face = rng.uniform(-50.0, 50.0, (68, 2))
+    face[36], face[45] = (-30.0, 0.0), (30.0, 0.0)
+    clean = face[None] + path[:, None, :] + side / 2
+    raw = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px else clean.copy()
+    nan = np.full((frames, 468, 2), np.nan)
+    clip = jitter_tool.Clip("synthetic", FPS, np.arange(frames) / FPS, np.zeros(frames, dtype=int), raw, nan,
+                            np.full((frames, 4), np.nan), np.full((frames, 3), np.nan),
+                            np.full((frames, 52), np.nan), nan, np.full((frames, 68), np.nan),
+                            np.full((frames, 2), np.nan))
+    clip.flow = jitter_tool.image_flow(images, clip)
+    assert np.isnan(clip.flow[0]).all() and np.isfinite(clip.flow[1:]).all()
+    cross, energy = jitter_tool.image_motion_share(clip)
+    accel = raw[2:] - 2 * raw[1:-1] + raw[:-2]
+    true_accel = clean[2:] - 2 * clean[1:-1] + clean[:-2]
+    truth = float((accel * true_accel).sum() / (accel**2).sum())
+    assert abs(cross / energy - truth) < 0.05
+    assert {(1.0, 0.0): 0.99, (1.0, 0.6): 0.48, (0.0, 0.6): 0.0}[(motion_px, noise_px)] == pytest.approx(truth, abs=0.1)
