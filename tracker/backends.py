@@ -47,8 +47,9 @@ class OnnxRuntimeSession:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # One thread by default: at batch 1-2 these small models lose more to thread hand-offs
         # than a second core gains. The face mesh alone is 2.7 ms on one thread and 2.3 on two,
-        # but the tracker (landmarks only) read 4.6-5.5 ms a frame on one and 5.1-6.0 on two,
-        # using twice the CPU time (2026-12-06, this 2-core machine).
+        # but on a 2-core machine the tracker read 4.7-5.5 ms a frame on one and 4.4-6.0 on two
+        # for landmarks alone (five runs each, twice the CPU time), and 26 against 13-15 ms for
+        # the default pipeline, whose three networks' threads spin while the next one runs.
         opts.intra_op_num_threads = threads or 1
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
