@@ -393,3 +393,25 @@ def test_unavailable_backend_is_one_line(afw_dir, backend):
     if proc.returncode == 0:
         pytest.skip("TensorRT is installed and usable here")
     assert_clean_failure(proc, 1, "TensorRT")
+
+
+def test_a_slow_start_says_why_unless_quiet(caplog):
+    # The first start after installing compiles the 3D fit's kernels for half a minute; past the notice time
+    # the command says so (here the notice time is 0 s, so any start is "slow"), and a quiet run stays quiet.
+    from tracker.cli import load_tracker
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    config = TrackerConfig(backend="onnxruntime", refiner=False, mirror_check=False)
+    with caplog.at_level("INFO", logger="tracker"):
+        tracker = load_tracker(config, notice_after_s=0.0)
+        for _ in range(200):  # the notice comes from a timer thread: give it a moment if the load beat it
+            if caplog.records:
+                break
+            time.sleep(0.01)
+    assert isinstance(tracker, FaceTracker)
+    assert [r.getMessage() for r in caplog.records if "first start after installing" in r.getMessage()], caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tracker"):
+        load_tracker(config, quiet=True, notice_after_s=0.0)
+        time.sleep(0.2)
+    assert not caplog.records, caplog.text

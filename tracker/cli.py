@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -21,6 +22,9 @@ from tracker.sources import SourceError, open_source
 UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Loading the tracker takes about a second once Numba's cache holds its kernels. Slower than this, it is the
+# first start after installing, which compiles them (20-30 s on a 2-core machine): the user is told so.
+SLOW_START_S = 3.0
 
 log = logging.getLogger("tracker")
 
@@ -166,6 +170,21 @@ class StopRequest:
         signal.signal(signal.SIGTERM, handler)
 
 
+def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: float = SLOW_START_S) -> FaceTracker:
+    """FaceTracker(config), with a note on stderr when it takes longer than ``notice_after_s``: the first start
+    after installing compiles the 3D fit's kernels, and a silent half minute looks like a hang."""
+    message = ("still loading: the first start after installing compiles the 3D fit's kernels (about half a "
+               "minute); later starts load them from Numba's cache")
+    notice = threading.Timer(notice_after_s, log.info, (message,))
+    notice.daemon = True
+    if not quiet:
+        notice.start()
+    try:
+        return FaceTracker(config)
+    finally:
+        notice.cancel()
+
+
 def run(args: argparse.Namespace, stop: StopRequest) -> int:
     config = TrackerConfig(
         backend=args.backend,
@@ -186,7 +205,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        tracker = FaceTracker(config)
+        tracker = load_tracker(config, quiet=args.quiet)
         wireframe = tracker.fitter.model.mesh468_tris if (args.wireframe and tracker.fitter) else None
         window = Window(wireframe) if args.show else None
         if window:
