@@ -190,7 +190,7 @@ def test_each_iris_sits_in_its_eye_and_the_eyes_converge_on_the_camera():
     crop_iris = face.mesh.iris_crop_points[:, 0, 0]
     corners = face.mesh.crop_points[[33, 133, 362, 263], 0]
     assert corners[0] < crop_iris[0] < corners[1] and corners[2] < crop_iris[1] < corners[3]
-    state = tracker.tracks.tracks[0].fit
+    state = tracker.tracks.tracks[0].state.fit
     camera = camera_for((image.shape[1], image.shape[0]))  # as the pipeline's, focal unset
     readings = eye_readings(iris_points(face.mesh), tracker.gaze.eye_centres(state), state.rotation,
                             state.translation, camera)

@@ -166,7 +166,8 @@ def test_a_face_covered_by_another_is_lost_behind_it_and_comes_out_under_its_own
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)], faces_image((100, 100, RED), (300, 100, BLUE)))
     assert [t.id for t in tracks.tracks] == [1, 2]
-    tracks.tracks[1].fit, tracks.tracks[1].gaze = "fit state of face 2", "gaze of face 2"
+    tracks.tracks[1].state.fit, tracks.tracks[1].state.gaze = "fit state of face 2", "gaze of face 2"
+    old_state = tracks.tracks[1].state
     # The blue face walks behind the red one. While its crop still shows it, it is tracked.
     tracks.update([mesh_at(100, 100), mesh_at(160, 100)], faces_image((160, 100, BLUE), (100, 100, RED)))
     assert [t.id for t in tracks.tracks] == [1, 2]
@@ -184,8 +185,10 @@ def test_a_face_covered_by_another_is_lost_behind_it_and_comes_out_under_its_own
     tracks.update([mesh_at(100, 100)], image)
     assert tracks.add([mesh_at(45, 100)], image) is False
     assert [t.id for t in tracks.tracks] == [1, 2]
-    # Back from elsewhere: its ID carries on, but its fit and gaze start afresh.
-    assert tracks.tracks[1].fit is None and tracks.tracks[1].gaze is None
+    # Back from elsewhere: its ID carries on, but its fit and gaze start afresh, in a new state: a frame
+    # still being described with the old one (FaceTracker.process_stream) keeps it as it was.
+    assert tracks.tracks[1].state.fit is None and tracks.tracks[1].state.gaze is None
+    assert tracks.tracks[1].state is not old_state and old_state.fit == "fit state of face 2"
 
 
 def test_someone_else_beside_the_face_a_track_was_lost_behind_gets_a_new_id():
@@ -212,8 +215,8 @@ def test_each_new_track_gets_its_own_smoother_of_the_kind_asked_for():
     tracks = TrackSet(max_faces=2, min_presence=0.5, make_smoother=partial(FaceSmoother, **STEADY_PARAMS))
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
     a, b = tracks.tracks
-    assert a.smoother is not b.smoother
-    assert a.smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff / 2
+    assert a.state.smoother is not b.state.smoother
+    assert a.state.smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff / 2
     plain = TrackSet(1, 0.5)
     plain.add([mesh_at(100, 100)])
-    assert plain.tracks[0].smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff
+    assert plain.tracks[0].state.smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff

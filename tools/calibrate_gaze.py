@@ -59,7 +59,7 @@ def track(folder: Path) -> list[dict]:
         image = cv2.imread(str(item.image_path))
         faces = tracker.process(image, still=True).faces
         k = match_face([f.landmarks for f in faces], item.points)
-        state = None if k is None else tracker.tracks.tracks[k].fit
+        state = None if k is None else tracker.tracks.tracks[k].state.fit
         if state is None:
             continue
         face = faces[k]

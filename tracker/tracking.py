@@ -128,15 +128,24 @@ def _box(points: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class FaceState:
+    """What the stages after the mesh carry from frame to frame for one face. Only they change it; a face
+    that starts afresh is given a new one, never a cleared one, so a frame still being described
+    (FaceTracker.process_stream) keeps the state it started with."""
+
+    smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state
+    fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
+    gaze: Gaze | None = None  # the last gaze its eyes showed: held while they are shut
+
+
+@dataclass
 class Track:
     id: int
     mesh: MeshResult
     frames: int = 1
-    fit: FitState | None = None  # the 3D fit of the last frame: warm start and held identity
-    gaze: Gaze | None = None  # the last gaze its eyes showed: held while they are shut
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
     hidden_by: int | None = None  # the ID of the face it was lost behind, if it was lost behind one
-    smoother: FaceSmoother = field(default_factory=FaceSmoother)  # output smoothing state
+    state: FaceState = field(default_factory=FaceState)  # the fit, gaze and smoothing carried on
     appearance: np.ndarray | None = None  # running appearance histogram (None without images)
 
     @property
@@ -257,7 +266,7 @@ class TrackSet:
                 break
             if mesh.presence < self.min_presence:
                 continue
-            track = Track(id=self._next_id, mesh=mesh, smoother=self.make_smoother())
+            track = Track(id=self._next_id, mesh=mesh, state=FaceState(self.make_smoother()))
             if not self.is_new_face(track.bbox):
                 continue
             if image is not None and any(box_iou(track.bbox, t.bbox[None])[0] > 0 for t in self.tracks):
@@ -280,9 +289,7 @@ class TrackSet:
             if returning is not None:
                 # The same face after a long absence or elsewhere: its ID carries on; the fit restarts
                 # (a warm start from a pose long gone could fail to converge) and so does smoothing.
-                returning.fit = None
-                returning.gaze = None
-                returning.smoother.reset()
+                returning.state = FaceState(self.make_smoother())
                 self._revive(returning, mesh, seen)
                 continue
             track._see(seen)

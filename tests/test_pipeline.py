@@ -1,0 +1,83 @@
+"""FaceTracker.process_stream: the two stages on two threads give process()'s results, frame for frame."""
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.types import FrameResult
+
+
+def read_frames(path, start: int, count: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = []
+    while len(frames) < count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def summary(result: FrameResult) -> list[tuple]:
+    """Everything a face carries, as exact values (no rounding: the two ways must agree bit for bit)."""
+    faces = []
+    for f in result.faces:
+        faces.append((
+            f.id, f.bbox.tobytes(), f.landmarks.tobytes(), f.mesh.points.tobytes(),
+            None if f.landmark_confidence is None else f.landmark_confidence.tobytes(),
+            None if f.occluded is None else f.occluded.tobytes(),
+            None if f.pose is None else (f.pose.quaternion.tobytes(), f.pose.translation_mm.tobytes()),
+            None if f.blendshapes is None else tuple(f.blendshapes.items()),
+            None if f.gaze is None else (f.gaze.yaw, f.gaze.pitch),
+        ))
+    return [result.frame, result.time_s, result.source, *faces]
+
+
+def both_ways(config: TrackerConfig, items: list[tuple]) -> tuple[list, list]:
+    one_by_one = FaceTracker(config)
+    expected = [summary(one_by_one.process(*item)) for item in items]
+    pipelined = FaceTracker(config)
+    got = [summary(result) for result in pipelined.process_stream(iter(items))]
+    return expected, got
+
+
+def test_a_talking_head_reads_the_same_pipelined():
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 40)
+    items = [(image, i, i / 30.0, "talking_d10") for i, image in enumerate(frames)]
+    expected, got = both_ways(TrackerConfig(backend="onnxruntime"), items)
+    assert len(expected) == len(got) == 40 and all(len(s) == 4 for s in expected)  # a face in every frame
+    assert got == expected
+
+
+def test_a_cut_lost_and_new_faces_read_the_same_pipelined():
+    # multi_face cuts to another shot at frame 211 (a new face, a new ID), loses it at 234 and finds one at 237.
+    frames = read_frames(shared_path("video", "multi_face_640x360.mp4"), 200, 45)
+    items = [(image, 200 + i, (200 + i) / 25.0) for i, image in enumerate(frames)]
+    expected, got = both_ways(TrackerConfig(backend="onnxruntime", max_faces=4), items)
+    ids = [{face[0] for face in s[3:]} for s in expected]
+    assert len(set().union(*ids)) >= 3  # the test saw faces come and go
+    assert got == expected
+
+
+def test_still_images_read_the_same_pipelined(afw_dir):
+    paths = sorted(afw_dir.glob("*.jpg"))[:6]
+    items = [(cv2.imread(str(p)), k, 0.0, p.name, True) for k, p in enumerate(paths)]
+    items.insert(3, (cv2.cvtColor(items[2][0], cv2.COLOR_BGR2GRAY), 99, 0.0, "grey", True))  # converted as process()
+    expected, got = both_ways(TrackerConfig(backend="onnxruntime", max_faces=2), items)
+    assert sum(len(s) > 3 for s in expected) >= 5
+    assert got == expected
+
+
+def test_a_frame_that_is_no_image_ends_the_stream_after_the_frames_before_it():
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
+    items = [(frames[0], 0), (frames[1], 1), ("not an image", 2), (frames[2], 3)]
+    stream = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False)).process_stream(items)
+    got = []
+    with pytest.raises(ValueError):
+        for result in stream:
+            got.append(result.frame)
+    assert got == [0, 1]
