@@ -399,3 +399,9 @@ def test_the_readme_python_example_runs(capsys):
     index, face_id, yaw, jaw = lines[-1].split()
     assert int(index) == 77
     assert int(face_id) == 1 and abs(float(yaw)) < 60 and 0.0 <= float(jaw) <= 1.0
+    # The second block: the same clip pipelined, every frame in order.
+    code = section.split("```python\n")[2].split("```", 1)[0]
+    assert code.count('"clip.mp4"') == 1 and "process_stream" in code
+    exec(code.replace('"clip.mp4"', repr(str(clip))), {})  # noqa: S102 -- the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(line.split()[0]) for line in lines] == list(range(78))
