@@ -1,4 +1,5 @@
-"""The per-frame pipeline: detect or track ROIs → face mesh → 68 landmarks → results."""
+"""The per-frame pipeline: detect or track ROIs → face mesh → 68 landmarks → results; frame by frame, or
+pipelined over two threads (the mesh stage of the next frame beside the later stages of this one)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class TrackerConfig:
 
 
 class FaceTracker:
-    """Stateful tracker: feed it frames in order with :meth:`process`."""
+    """Stateful tracker: feed it frames in order with :meth:`process`, or a whole sequence with
+    :meth:`process_stream` (the same results, pipelined)."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
