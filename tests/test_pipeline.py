@@ -81,3 +81,27 @@ def test_a_frame_that_is_no_image_ends_the_stream_after_the_frames_before_it():
         for result in stream:
             got.append(result.frame)
     assert got == [0, 1]
+
+
+def test_items_that_are_not_argument_tuples_are_a_clear_error_after_the_frames_before_them():
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    for bad in (frames[1], (frames[1], 1, 0.0, "", False, "sixth")):
+        got = []
+        with pytest.raises(ValueError, match="tuples of process"):
+            for result in tracker.process_stream([(frames[0], 0), bad]):
+                got.append(result.frame)
+        assert got == [0]
+        tracker.reset()
+
+
+def test_a_stream_closed_early_stops_its_worker():
+    import threading
+
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 4)
+    stream = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False)).process_stream(
+        (image, i) for i, image in enumerate(frames))
+    assert next(stream).frame == 0
+    assert any(t.name.startswith("face-finder") for t in threading.enumerate())
+    stream.close()
+    assert not any(t.name.startswith("face-finder") for t in threading.enumerate())

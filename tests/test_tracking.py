@@ -35,15 +35,16 @@ def test_ids_are_stable_and_new_faces_get_new_ids():
 def test_a_face_missed_briefly_keeps_its_id_and_state():
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)])
-    tracks.tracks[0].fit = "fit state of face 1"
-    tracks.tracks[0].gaze = "gaze of face 1"
+    tracks.tracks[0].state.fit = "fit state of face 1"
+    tracks.tracks[0].state.gaze = "gaze of face 1"
+    state = tracks.tracks[0].state
     tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100)])
     assert [t.id for t in tracks.tracks] == [2]
     for _ in range(5):
         tracks.update([mesh_at(300, 100)])
     tracks.add([mesh_at(104, 98)])
-    assert [t.id for t in tracks.tracks] == [2, 1] and tracks.tracks[1].fit == "fit state of face 1"
-    assert tracks.tracks[1].gaze == "gaze of face 1"
+    assert [t.id for t in tracks.tracks] == [2, 1] and tracks.tracks[1].state is state
+    assert state.fit == "fit state of face 1" and state.gaze == "gaze of face 1"
 
 
 def test_a_face_gone_for_long_gets_a_new_id_and_ids_are_not_reused():

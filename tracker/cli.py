@@ -243,7 +243,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
 
         # Files and folders are tracked pipelined (FaceTracker.process_stream: the mesh of the next frame runs
-        # while this one is described, about 1.6× the frames per second on two cores). A live source is
+        # while this one is described: 1.6-1.9× the frames per second on two cores). A live source is
         # tracked frame by frame: pipelined, each frame's result would wait for the next frame to arrive.
         results = ((tracker.process(*item) for item in inputs()) if source.is_live
                    else tracker.process_stream(inputs()))

@@ -161,27 +161,34 @@ class FaceTracker:
             return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
 
     def process_stream(self, frames: Iterable[tuple]) -> Iterator[FrameResult]:
-        """:meth:`process` over frames in order, pipelined on two threads. Each item holds process()'s
+        """:meth:`process` over frames in order, pipelined on two threads. Each item is a tuple of process()'s
         arguments, (image, frame, time_s, source, still), the last four optional; the results are the ones
         process() gives frame by frame, in order. While one frame's faces are described (refiner, 3D fit,
         gaze, smoothing) in the calling thread, a worker finds the next frame's (mesh, tracking, detection):
         the networks of the two stages run at once, so a video is tracked in about the time of the slower
-        stage. The generator reads one frame ahead. Should reading or converting a frame fail, the frame
-        before it is still described before the error is raised."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker, one_blas_thread():
+        stage. The generator reads one frame ahead: should reading or converting a frame fail, the frame
+        before it is still described before the error is raised; stopped early (closed, or an error), the
+        tracker has found one frame more than it described, so reset() it before using it again. Close a
+        stream left unfinished: until then BLAS stays on one thread and the worker waits."""
+        # The worker is joined before BLAS's thread count is restored (with-blocks exit in reverse).
+        with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker:
             pending = None  # (the finding of the frame read last, its image shape, its arguments)
             items = iter(frames)
             while True:
                 try:
-                    image, *args = next(items)
+                    item = next(items)
+                    if not isinstance(item, tuple) or not 1 <= len(item) <= 5:
+                        raise ValueError("process_stream takes tuples of process()'s arguments: (image, frame, "
+                                         f"time_s, source, still), the last four optional; got {type(item).__name__}"
+                                         + (f" of {len(item)}" if isinstance(item, tuple) else ""))
+                    image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
                     image = _bgr8(image)
                 except StopIteration:
                     break
-                except BaseException:
+                except Exception:
                     if pending is not None:
                         yield self._describe(pending[0].result(), *pending[1:])
                     raise
-                frame, time_s, source, still = (*args, *(0, 0.0, "", False)[len(args):])
                 found = worker.submit(self._find, image, still)
                 if pending is not None:
                     yield self._describe(pending[0].result(), *pending[1:])
