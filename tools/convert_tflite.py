@@ -189,6 +189,16 @@ def same_pads(in_size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
+def zero_channel_embedding(channels: int, padded: int, groups: int = 1) -> np.ndarray:
+    """Weights of a 1×1 conv (``groups`` groups) that keeps each group's ``channels`` channels and appends zero
+    ones up to ``padded``: [groups·padded, channels, 1, 1], an identity block per group. The exact form of a
+    channel padding."""
+    weight = np.zeros((groups * padded, channels, 1, 1), np.float32)
+    for g in range(groups):
+        weight[g * padded + np.arange(channels), np.arange(channels)] = 1.0
+    return weight
+
+
 def _options(op: tflite.Operator, cls: type) -> object:
     table = op.BuiltinOptions()
     opts = cls()
@@ -411,9 +421,7 @@ class _Converter:
             # exact, which keeps the skip and the Adds after it in ONNX Runtime's blocked conv
             # layout (a Pad takes them out of it: 0.3-0.4 ms of the face mesh's 3 ms went to
             # the layout changes around it).
-            eye = np.zeros((channels + extra, channels, 1, 1), np.float32)
-            eye[np.arange(channels), np.arange(channels)] = 1.0
-            weight = self.initializer(f"pad_{channels}_{extra}", eye)
+            weight = self.initializer(f"pad_{channels}_{extra}", zero_channel_embedding(channels, channels + extra))
             self.emit("Conv", [self.names[ins[0]], weight], self.names[out], kernel_shape=[1, 1])
             return
         nchw = paddings[list(TO_NCHW)]
@@ -601,9 +609,7 @@ class _Converter:
             if paddings[:3].any() or paddings[3, 0]:
                 raise ConversionError("twin PAD must only add channels at the end")
             # Each half keeps its channels and gains zero ones: a 2-group 1×1 conv with 0/1 weights (exact).
-            embed = np.zeros((2 * padded, channels, 1, 1), np.float32)
-            embed[np.arange(channels), np.arange(channels)] = 1.0
-            embed[padded + np.arange(channels), np.arange(channels)] = 1.0
+            embed = zero_channel_embedding(channels, padded, groups=2)
             self.emit("Conv", [x, self.initializer(f"embed_{channels}_{padded}", embed)], y, group=2,
                       kernel_shape=[1, 1])
         else:
