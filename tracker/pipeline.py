@@ -170,9 +170,13 @@ class FaceTracker:
         before it is still described before the error is raised; stopped early (closed, or an error), the
         tracker has found one frame more than it described, so reset() it before using it again. Close a
         stream left unfinished: until then BLAS stays on one thread and the worker waits."""
+        def described(pending: tuple) -> FrameResult:  # (the finding of a frame read, the rest of its arguments)
+            found, *args = pending
+            return self._describe(found.result(), *args)
+
         # The worker is joined before BLAS's thread count is restored (with-blocks exit in reverse).
         with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker:
-            pending = None  # (the finding of the frame read last, its image shape, its arguments)
+            pending = None  # the frame read last, as described() takes it
             items = iter(frames)
             while True:
                 try:
@@ -187,14 +191,14 @@ class FaceTracker:
                     break
                 except Exception:
                     if pending is not None:
-                        yield self._describe(pending[0].result(), *pending[1:])
+                        yield described(pending)
                     raise
                 found = worker.submit(self._find, image, still)
                 if pending is not None:
-                    yield self._describe(pending[0].result(), *pending[1:])
+                    yield described(pending)
                 pending = (found, image.shape, frame, time_s, source, still)
             if pending is not None:
-                yield self._describe(pending[0].result(), *pending[1:])
+                yield described(pending)
 
     def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
         """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and

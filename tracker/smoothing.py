@@ -281,11 +281,6 @@ class FaceSmoother:
         self.gaze = OneEuro(*expression_params)
         self._scale: float | None = None  # last usable inter-ocular distance (px)
 
-    def reset(self) -> None:
-        for f in (self.landmarks, self.expression, self.rotation, self.translation, self.gaze):
-            f.reset()
-        self._scale = None
-
     def __call__(self, t: float, landmarks: np.ndarray | None, scale_px: float,
                  rotation_quat: np.ndarray | None = None, translation: np.ndarray | None = None,
                  expression: np.ndarray | None = None, confidence: np.ndarray | None = None,
