@@ -105,3 +105,30 @@ def test_a_stream_closed_early_stops_its_worker():
     assert any(t.name.startswith("face-finder") for t in threading.enumerate())
     stream.close()
     assert not any(t.name.startswith("face-finder") for t in threading.enumerate())
+
+
+def test_a_result_does_not_wait_for_the_next_frame():
+    """The worker reads the items: a live source's next frame comes a frame period later, and the result of
+    the frame before it is given meanwhile (read in the calling thread, it would wait for that frame)."""
+    import threading
+
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    second_arrived = threading.Event()
+    arrival = threading.Timer(5.0, second_arrived.set)
+
+    def camera():
+        yield frames[0], 0
+        second_arrived.wait()
+        yield frames[1], 1
+
+    stream = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False)).process_stream(camera())
+    arrival.start()
+    try:
+        first = next(stream)
+        assert first.frame == 0 and len(first.faces) == 1
+        assert not second_arrived.is_set()  # given before the next frame came
+        assert [r.frame for r in stream] == [1]
+    finally:
+        arrival.cancel()
+        second_arrived.set()
+        stream.close()

@@ -235,18 +235,16 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         if args.max_frames and total:
             total = min(total, args.max_frames)
         bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-        read: deque = deque()  # frames read and not yet described: a pipelined run reads one ahead
+        read: deque = deque()  # frames read and not yet described: the pipeline's worker reads one ahead
 
-        def inputs() -> Iterator[tuple]:
+        def inputs() -> Iterator[tuple]:  # iterated on the worker thread
             for frame in source:
                 read.append(frame)
                 yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
 
-        # Files and folders are tracked pipelined (FaceTracker.process_stream: the mesh of the next frame runs
-        # while this one is described: 1.6-1.9× the frames per second on two cores). A live source is
-        # tracked frame by frame: pipelined, each frame's result would wait for the next frame to arrive.
-        results = ((tracker.process(*item) for item in inputs()) if source.is_live
-                   else tracker.process_stream(inputs()))
+        # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
+        # described, 1.6-1.9× the frames per second on two cores; a result never waits for the next frame.
+        results = tracker.process_stream(inputs())
         started = time.perf_counter()
         try:
             for result in results:
@@ -274,7 +272,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            results.close()  # a pipelined run's worker finishes the frame it has begun
+            source.close()  # first: the worker may be waiting for a live source's next frame
+            results.close()  # the worker finishes the frame it has begun
             bar.close()
     finally:
         for out in outputs:

@@ -164,41 +164,35 @@ class FaceTracker:
         """:meth:`process` over frames in order, pipelined on two threads. Each item is a tuple of process()'s
         arguments, (image, frame, time_s, source, still), the last four optional; the results are the ones
         process() gives frame by frame, in order. While one frame's faces are described (refiner, 3D fit,
-        gaze, smoothing) in the calling thread, a worker finds the next frame's (mesh, tracking, detection):
-        the networks of the two stages run at once, so a video is tracked in about the time of the slower
-        stage. The generator reads one frame ahead: should reading or converting a frame fail, the frame
-        before it is still described before the error is raised; stopped early (closed, or an error), the
-        tracker has found one frame more than it described, so reset() it before using it again. Close a
-        stream left unfinished: until then BLAS stays on one thread and the worker waits."""
-        def described(pending: tuple) -> FrameResult:  # (the finding of a frame read, the rest of its arguments)
-            found, *args = pending
-            return self._describe(found.result(), *args)
+        gaze, smoothing) in the calling thread, a worker reads the next item and finds its faces (mesh,
+        tracking, detection): the networks of the two stages run at once, so a video is tracked in about the
+        time of the slower stage. The worker takes the items, so a result never waits for the next frame to
+        arrive (a live source's next frame comes a frame period later), and `frames` is read on that thread.
+        Should reading or converting an item fail, the frames before it are described before the error is
+        raised. Stopped early (closed, or an error), the tracker has found one frame more than it described,
+        so reset() it before using it again. Close a stream left unfinished: until then BLAS stays on one
+        thread and the worker waits; close() waits for the item the worker is reading."""
+        items = iter(frames)
+
+        def read_and_find() -> tuple | None:  # on the worker: _describe's arguments for the next item, or None
+            try:
+                item = next(items)
+            except StopIteration:
+                return None
+            if not isinstance(item, tuple) or not 1 <= len(item) <= 5:
+                raise ValueError("process_stream takes tuples of process()'s arguments: (image, frame, time_s, "
+                                 f"source, still), the last four optional; got {type(item).__name__}"
+                                 + (f" of {len(item)}" if isinstance(item, tuple) else ""))
+            image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
+            image = _bgr8(image)
+            return self._find(image, still), image.shape, frame, time_s, source, still
 
         # The worker is joined before BLAS's thread count is restored (with-blocks exit in reverse).
         with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker:
-            pending = None  # the frame read last, as described() takes it
-            items = iter(frames)
-            while True:
-                try:
-                    item = next(items)
-                    if not isinstance(item, tuple) or not 1 <= len(item) <= 5:
-                        raise ValueError("process_stream takes tuples of process()'s arguments: (image, frame, "
-                                         f"time_s, source, still), the last four optional; got {type(item).__name__}"
-                                         + (f" of {len(item)}" if isinstance(item, tuple) else ""))
-                    image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
-                    image = _bgr8(image)
-                except StopIteration:
-                    break
-                except Exception:
-                    if pending is not None:
-                        yield described(pending)
-                    raise
-                found = worker.submit(self._find, image, still)
-                if pending is not None:
-                    yield described(pending)
-                pending = (found, image.shape, frame, time_s, source, still)
-            if pending is not None:
-                yield described(pending)
+            next_found = worker.submit(read_and_find)
+            while (found := next_found.result()) is not None:
+                next_found = worker.submit(read_and_find)
+                yield self._describe(*found)
 
     def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
         """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and
