@@ -196,7 +196,7 @@ def main() -> int:
         ("Start-up: a fresh process from interpreter start to the first frame tracked (imports and model loading "
          "included). Peak RSS: that process after tracking the whole clip. Pipelined: the next frame's mesh "
          "stage runs on a second thread while this frame is described (refiner, 3D fit, gaze, smoothing); the "
-         "results are the same, and a live source is tracked frame by frame (its latency is the row above's)."),
+         "results are the same; live sources are tracked pipelined too (their latency: the latency section)."),
         "",
         f"Command: `{command} --repeats {args.repeats}`",
     ])
