@@ -155,7 +155,7 @@ def test_a_shut_or_turned_away_eye_tells_no_gaze(model):
     assert estimator.estimate(iris, eye_landmarks(0.05, 0.05), state, camera) is None
     turned = iris + np.array([[0.0, 0.0], [4.0, 0.0]])  # the left eye turned ~20° to the subject's left
     gaze = estimator.estimate(turned, eye_landmarks(0.3, 0.05), state, camera)  # ...but shut: not counted
-    toward = -centres[0] @ MODEL_TO_CAMERA  # the right eye's direction to the camera, in model axes
+    toward = -centres.mean(0) @ MODEL_TO_CAMERA  # from between the eyes to the camera, in model axes
     assert gaze.yaw == pytest.approx(np.degrees(np.arctan2(toward[0], toward[2])), abs=1e-9)
     assert gaze.pitch == pytest.approx(np.degrees(np.arctan2(toward[1], np.hypot(toward[0], toward[2]))), abs=1e-9)
     assert estimator.estimate(turned, eye_landmarks(0.3, 0.3), state, camera).yaw > gaze.yaw + 5.0
@@ -257,3 +257,45 @@ def test_the_gaze_field_is_smoothed_and_the_eyelook_weights_are_made_from_it():
     assert sides == {-1.0, 1.0} and differs > 5  # both ways, and the smoothing did something
     face = FaceTracker(TrackerConfig(backend="onnxruntime")).process(frames[108], still=True).faces[0]
     assert face.gaze is None and "gaze" not in face.to_record()  # eyes shut (see the hold test above)
+
+
+def test_one_eye_reads_the_gaze_of_two_on_a_target_at_the_cameras_distance(model):
+    """Eyes converging on a point as far away as the camera (the camera itself, or a spot on a screen beside
+    it) read the direction from between the eyes to that point, with both eyes, the right alone or the left
+    alone; eyes looking in parallel at a far target read its direction with both. Averaging the two eyes'
+    angles, one eye alone read its own inward lean (a few degrees at webcam distance)."""
+    rng = np.random.default_rng(7)
+    camera = np.array([640.0, 319.5, 239.5])
+    estimator = GazeEstimator(model, np.array([0.2, 0.3, -0.1]))
+    open_eyes = eye_landmarks(0.3, 0.3)
+    only = {"right": np.ones(68, bool), "left": np.ones(68, bool)}
+    only["right"][42:48] = False  # the left eye's points turned away: it counts for nothing
+    only["left"][36:42] = False
+    for _ in range(30):
+        state = random_state(rng, model)
+        to_camera = state.rotation @ MODEL_TO_CAMERA
+        centres = estimator.eye_centres(state)
+        camera_at = -to_camera.T @ state.translation  # model axes
+        middle = centres.mean(0)
+        # A target at the camera's distance from between the eyes: the camera, or off to one side of it.
+        target = camera_at + (rng.uniform(-12, 12, 3) if rng.random() < 0.7 else 0.0)
+        target = middle + (target - middle) * np.linalg.norm(camera_at - middle) / np.linalg.norm(target - middle)
+        sight = (target - centres) / np.linalg.norm(target - centres, axis=1, keepdims=True)
+        iris = project((centres + IRIS_DISTANCE_CM * sight) @ to_camera.T + state.translation, camera)
+        want = target - middle
+        want_yaw, want_pitch = np.degrees([np.arctan2(want[0], want[2]), np.arctan2(want[1], np.hypot(want[0], want[2]))])
+        for facing in (None, only["right"], only["left"]):
+            gaze = estimator.estimate(iris, open_eyes, state, camera, facing=facing)
+            assert gaze.yaw == pytest.approx(want_yaw, abs=1e-6) and gaze.pitch == pytest.approx(want_pitch, abs=1e-6)
+        # Parallel lines of sight (a target far away): both eyes read their common direction, to within about the
+        # lean of one eye (half the eyes' distance over the camera's) times how unequally the two count (each
+        # by how squarely it faces the camera).
+        to_lens = camera_at - middle  # a far target within 20° of the camera's direction: irises it can read
+        angles = (np.array([np.arctan2(to_lens[0], to_lens[2]), np.arctan2(to_lens[1], np.hypot(to_lens[0], to_lens[2]))])
+                  + np.radians(rng.uniform([-20, -12], [20, 12])))
+        far = head_direction(*angles)
+        iris = project((centres + IRIS_DISTANCE_CM * far) @ to_camera.T + state.translation, camera)
+        sure = eye_readings(iris, centres, state.rotation, state.translation, camera)[:, 2]
+        lean = np.degrees(np.arctan(np.linalg.norm(centres[0] - middle) / np.linalg.norm(camera_at - middle)))
+        off = np.degrees(np.arccos(min(estimator.estimate(iris, open_eyes, state, camera).direction() @ far, 1.0)))
+        assert off <= 1.05 * lean * abs(sure[0] - sure[1]) / sure.sum() + 1e-6  # (first order; 5% for the rest)

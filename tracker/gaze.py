@@ -5,8 +5,13 @@ the midpoint of the eye's corners in the fitted face model (``engines/gaze_calib
 ``tools/calibrate_gaze.py`` on helen_train faces, whose subjects mostly look into the camera: their irises
 then lie on the line from the camera through that centre). The iris centre is where the camera's ray
 through the mesh's iris point meets a sphere of IRIS_DISTANCE_CM about the eye's centre; the direction from
-the centre to it, turned into the head's axes, is the eye's gaze. The two eyes are averaged (they turn
-together), each weighted by how open it is and how much of it faces the camera.
+the centre to it, turned into the head's axes, is the eye's gaze. The two eyes' lines of sight are taken to
+meet as far away as the camera is (a user looking at the screen beside a webcam): where each leaves the
+sphere about the midpoint of the two centres through the camera, the two points weighted by how open the
+eye is and how much of it faces the camera, seen from that midpoint, is the face's gaze. Eyes on the camera then read the
+same with one eye as with two; averaging the two eyes' angles instead, one eye alone (a wink, a head
+turned away) read its own inward lean, atan(half the eyes' distance / the camera's), 3° at 60 cm. A far
+target seen with one eye reads that lean the other way.
 """
 
 from __future__ import annotations
@@ -116,14 +121,26 @@ class GazeEstimator:
         weights = eye_weights(landmarks, facing).tolist()
         if not sum(weights) >= MIN_WEIGHT:
             return None
-        readings = eye_readings(iris_px, self.eye_centres(state), state.rotation, state.translation, camera)
-        total = yaw = pitch = 0.0
-        for w, (y, p, sure) in zip(weights, readings.tolist()):
+        centres = self.eye_centres(state)
+        readings = eye_readings(iris_px, centres, state.rotation, state.translation, camera)
+        # Model axes, relative to the midpoint of the two centres: the eyes and the camera (where
+        # to_camera · X + translation = 0; to_camera is a rotation).
+        middle = centres.mean(0)
+        camera_at = -(state.rotation @ MODEL_TO_CAMERA).T @ state.translation - middle
+        reach2 = float(camera_at @ camera_at)  # the squared distance of the sphere the lines of sight meet on
+        total, fixation = 0.0, [0.0, 0.0, 0.0]  # the weighted sum of the eyes' points on that sphere
+        for w, eye, (y, p, sure) in zip(weights, (centres - middle).tolist(), readings.tolist()):
             if math.isfinite(y) and math.isfinite(p) and math.isfinite(sure):
-                total, yaw, pitch = total + w * sure, yaw + w * sure * y, pitch + w * sure * p
+                sight = (math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y))
+                along = sum(e * d for e, d in zip(eye, sight))
+                # Where the line of sight from inside the sphere leaves it: |eye + s · sight|² = reach2, s > 0.
+                s = math.sqrt(max(along * along - sum(e * e for e in eye) + reach2, 0.0)) - along
+                fixation = [f + w * sure * (e + s * d) for f, e, d in zip(fixation, eye, sight)]
+                total += w * sure
         if not total >= MIN_WEIGHT:
             return None
-        return Gaze(yaw=math.degrees(yaw / total), pitch=math.degrees(pitch / total))
+        x, y, z = fixation
+        return Gaze(yaw=math.degrees(math.atan2(x, z)), pitch=math.degrees(math.atan2(y, math.hypot(x, z))))
 
 
 def eye_centres(model: FaceModel, identity: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:
