@@ -8,10 +8,10 @@ through the mesh's iris point meets a sphere of IRIS_DISTANCE_CM about the eye's
 the centre to it, turned into the head's axes, is the eye's gaze. The two eyes' lines of sight are taken to
 meet as far away as the camera is (a user looking at the screen beside a webcam): where each leaves the
 sphere about the midpoint of the two centres through the camera, the two points weighted by how open the
-eye is and how much of it faces the camera, seen from that midpoint, is the face's gaze. Eyes on the camera then read the
-same with one eye as with two; averaging the two eyes' angles instead, one eye alone (a wink, a head
-turned away) read its own inward lean, atan(half the eyes' distance / the camera's), 3° at 60 cm. A far
-target seen with one eye reads that lean the other way.
+eye is and how much of it faces the camera, seen from that midpoint, is the face's gaze. Eyes on the camera
+then read the same with one eye as with two; averaging the two eyes' angles instead, one eye alone (a wink,
+a head turned away) read its own inward lean, atan(half the eyes' distance / the camera's), 3° at 60 cm.
+A far target seen with one eye reads that lean the other way.
 """
 
 from __future__ import annotations
