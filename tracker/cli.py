@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inference runtime; auto = TensorRT when usable, else ONNX Runtime")
     model.add_argument("--detector", choices=sorted(DETECTOR_MODELS), default="short",
                        help="BlazeFace model: short (faces within ~2 m) or full range (small, distant faces)")
-    model.add_argument("--max-faces", type=_positive_int, default=1, help="track at most this many faces")
+    model.add_argument("--max-faces", type=_positive_int, default=1, metavar="N", help="track at most this many faces")
     model.add_argument("--redetect-interval", type=_positive_int, default=10, metavar="N",
                        help="while fewer than --max-faces are tracked, look for new faces every N frames")
     model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the mirror-image pass (no landmark confidence; about 5 ms faster per face on a 2-core CPU)")
     smoothing = model.add_mutually_exclusive_group()
     smoothing.add_argument("--no-smooth", action="store_true",
-                           help="no temporal smoothing of landmarks, pose and blendshapes (raw per-frame values)")
+                           help="no temporal smoothing of landmarks, pose, blendshapes and gaze (raw per-frame values)")
     smoothing.add_argument("--steady", action="store_true",
                            help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (under 1 without it)")
     model.add_argument("--focal", type=_positive_float, metavar="PX",
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
 
         # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
-        # described, 1.6-1.9× the frames per second on two cores; a result never waits for the next frame.
+        # described, 1.5-1.95× the frames per second on two cores; a result never waits for the next frame.
         results = tracker.process_stream(inputs())
         started = time.perf_counter()
         try:

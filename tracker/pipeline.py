@@ -85,7 +85,7 @@ class TrackerConfig:
     focal_px: float | None = None
     # Run each face's mirror image through the mesh too: landmark confidence, fused landmarks.
     mirror_check: bool = True
-    # One Euro smoothing (no look-ahead) of landmarks, pose and blendshapes in video and live input.
+    # One Euro smoothing (no look-ahead) of landmarks, pose, blendshapes and gaze in video and live input.
     smooth: bool = True
     # Stronger smoothing (smoothing.STEADY_PARAMS): less jitter, more lag; for avatars.
     steady: bool = False
