@@ -460,3 +460,50 @@ def test_a_live_source_is_tracked_pipelined_to_the_end(monkeypatch, tmp_path):
     assert frames == sorted(set(frames)) and frames[-1] == 77
     assert len(records) + source.dropped == 78
     assert sum(len(r["faces"]) == 1 for r in records) >= 0.9 * len(records)
+
+
+def test_a_stream_url_is_tracked_to_its_end(tmp_path):
+    """An http:// URL (a clip served by a local HTTP server, as MJPEG in AVI, which reads without seeking) is a
+    live source: read on the newest-frame thread at the rate it arrives, tracked pipelined. The run ends
+    cleanly when the stream does, the stream's last frame tracked, with a warning that it stopped."""
+    import functools
+    import http.server
+    import threading
+
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d0.mp4")))
+    clip = tmp_path / "clip.avi"
+    writer = None
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        if writer is None:
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, image.shape[1::-1])
+        writer.write(image)
+    writer.release()
+    cap.release()
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(QuietHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+    try:
+        probe = cv2.VideoCapture(url)
+        readable = probe.isOpened() and probe.read()[0]
+        probe.release()
+        if not readable:
+            pytest.skip("this OpenCV build cannot read http:// streams")
+        out = tmp_path / "stream.jsonl"
+        proc = run_cli("--source", url, "--json", str(out), "--quiet")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "stopped delivering frames" in proc.stderr
+    records = read_jsonl(out)
+    frames = [r["frame"] for r in records]
+    assert frames and frames == sorted(set(frames)) and frames[-1] == 77  # the newest frame at the end is given
+    assert all(r["source"] == url and len(r["faces"]) == 1 for r in records)
