@@ -133,3 +133,46 @@ def test_a_result_does_not_wait_for_the_next_frame():
         arrival.cancel()
         second_arrived.set()
         stream.close()
+
+
+def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
+    """A camera that stops answering leaves the worker waiting for its next frame. Ctrl-C (SIGINT to the main
+    thread) while the caller waits for that frame ends the stream at once; the worker finishes its item on its
+    own once the frame comes, and the tracker's next use waits for that."""
+    import signal
+    import threading
+    import time
+
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
+    answered = threading.Event()
+    safety = threading.Timer(15.0, answered.set)  # the build before waited for the frame: let it come, late
+
+    def stalled_camera():
+        yield frames[0], 0
+        answered.wait()
+        yield frames[1], 1
+
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    stream = tracker.process_stream(stalled_camera())
+    assert next(stream).frame == 0
+    main = threading.main_thread().ident
+    ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    safety.start()
+    ctrl_c.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+        assert time.monotonic() - started < 5.0
+        assert not answered.is_set()
+        assert any(t.name == "face-finder" and t.is_alive() for t in threading.enumerate())  # still waiting
+    finally:
+        ctrl_c.cancel()
+        safety.cancel()
+        answered.set()
+    after = tracker.process(frames[2], 2)  # waits for the worker's frame 1 first
+    assert after.frame == 2 and len(after.faces) == 1
+    deadline = time.monotonic() + 5.0
+    while any(t.name == "face-finder" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "face-finder" for t in threading.enumerate())

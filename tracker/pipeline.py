@@ -3,9 +3,10 @@ pipelined over two threads (the mesh stage of the next frame beside the later st
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -69,6 +70,33 @@ def one_blas_thread() -> Iterator[None]:
                 _blas_limit = None
 
 
+class _Worker:
+    """process_stream's second thread: one call at a time, in order. A daemon thread, so that a call blocked
+    on a stalled source (a camera that stopped answering) never holds up the interpreter's exit."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="face-finder", daemon=True)
+        self.thread.start()
+
+    def submit(self, call: Callable[[], object]) -> Future:
+        future: Future = Future()
+        self._calls.put((call, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the call it is on, if any, returns."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._calls.get()) is not None:
+            call, future = job
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 -- raised in the caller's thread by future.result()
+                future.set_exception(exc)
+
+
 @dataclass
 class TrackerConfig:
     backend: str = "auto"
@@ -125,6 +153,7 @@ class FaceTracker:
         self.tracks = TrackSet(c.max_faces, c.presence_threshold, smoother)
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
+        self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
 
     @property
     def mapping(self) -> Mesh68Mapping:
@@ -146,7 +175,14 @@ class FaceTracker:
     def backend(self) -> str:
         return self.mesh.session.backend
 
+    def _await_unfinished(self) -> None:
+        """Wait for the worker of a stream stopped by an error or Ctrl-C to finish the item it was on."""
+        if self._unfinished is not None:
+            wait([self._unfinished])
+            self._unfinished = None
+
     def reset(self) -> None:
+        self._await_unfinished()
         self.tracks.clear()
         self._since_detection = 0
         self._deferred = False
@@ -157,6 +193,7 @@ class FaceTracker:
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
         unrelated to the previous one."""
         image = _bgr8(image)
+        self._await_unfinished()
         with one_blas_thread():
             return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
 
@@ -169,9 +206,11 @@ class FaceTracker:
         time of the slower stage. The worker takes the items, so a result never waits for the next frame to
         arrive (a live source's next frame comes a frame period later), and `frames` is read on that thread.
         Should reading or converting an item fail, the frames before it are described before the error is
-        raised. Stopped early (closed, or an error), the tracker has found one frame more than it described,
-        so reset() it before using it again. Close a stream left unfinished: until then BLAS stays on one
-        thread and the worker waits; close() waits for the item the worker is reading."""
+        raised. Close a stream left unfinished: until then BLAS stays on one thread and the worker waits;
+        close() waits for the item the worker is on. Stopped by an error or Ctrl-C instead, the stream does
+        not wait for it (the worker may be waiting on a stalled source), and the tracker's next use does.
+        Stopped early, the tracker may have found a frame more than it described: reset() it before reuse."""
+        self._await_unfinished()
         items = iter(frames)
 
         def read_and_find() -> tuple | None:  # on the worker: _describe's arguments for the next item, or None
@@ -187,12 +226,24 @@ class FaceTracker:
             image = _bgr8(image)
             return self._find(image, still), image.shape, frame, time_s, source, still
 
-        # The worker is joined before BLAS's thread count is restored (with-blocks exit in reverse).
-        with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-finder") as worker:
-            next_found = worker.submit(read_and_find)
-            while (found := next_found.result()) is not None:
-                next_found = worker.submit(read_and_find)
-                yield self._describe(*found)
+        worker = _Worker()
+        pending: Future | None = None  # the worker's current call
+        try:
+            with one_blas_thread():
+                try:
+                    pending = worker.submit(read_and_find)
+                    while (found := pending.result()) is not None:
+                        pending = worker.submit(read_and_find)
+                        yield self._describe(*found)
+                except GeneratorExit:
+                    wait([pending])  # closed by the consumer: the item the worker is on is finished first
+                    raise
+        finally:
+            worker.stop()
+            if pending is not None and not pending.done():
+                self._unfinished = pending  # stopped by an error or Ctrl-C: left to finish on its own
+            else:
+                worker.thread.join()
 
     def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
         """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and
