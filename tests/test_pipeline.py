@@ -158,10 +158,10 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     main = threading.main_thread().ident
     ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
     safety.start()
-    ctrl_c.start()
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
+            ctrl_c.start()  # in the block: however late the signal comes, it comes while next() waits
             next(stream)
         assert time.monotonic() - started < 5.0
         assert not answered.is_set()
