@@ -170,6 +170,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
         ctrl_c.cancel()
         safety.cancel()
         answered.set()
+        stream.close()  # a no-op once interrupted
     after = tracker.process(frames[2], 2)  # waits for the worker's frame 1 first
     assert after.frame == 2 and len(after.faces) == 1
     deadline = time.monotonic() + 5.0
