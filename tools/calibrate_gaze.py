@@ -98,8 +98,7 @@ def toward_camera(model: FaceModel, sample: dict, offset: np.ndarray) -> Gaze:
     state = sample["state"]
     centre = centres_in_camera(model, sample, offset).mean(0)
     head = (-centre / np.linalg.norm(centre)) @ (state.rotation @ MODEL_TO_CAMERA)
-    return Gaze(yaw=float(np.degrees(np.arctan2(head[0], head[2]))),
-                pitch=float(np.degrees(np.arctan2(head[1], np.hypot(head[0], head[2])))))
+    return Gaze.from_direction(*head.tolist())
 
 
 # Bands of the camera direction's yaw in the head (degrees), for the table of medians.

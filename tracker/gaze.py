@@ -139,8 +139,7 @@ class GazeEstimator:
                 total += w * sure
         if not total >= MIN_WEIGHT:
             return None
-        x, y, z = fixation
-        return Gaze(yaw=math.degrees(math.atan2(x, z)), pitch=math.degrees(math.atan2(y, math.hypot(x, z))))
+        return Gaze.from_direction(*fixation)
 
 
 def eye_centres(model: FaceModel, identity: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:

@@ -79,6 +79,11 @@ class Gaze:
         yaw, pitch = math.radians(self.yaw), math.radians(self.pitch)
         return np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
 
+    @classmethod
+    def from_direction(cls, x: float, y: float, z: float) -> Gaze:
+        """The gaze along (x, y, z) in the face model's axes, of any length: the inverse of :meth:`direction`."""
+        return cls(yaw=math.degrees(math.atan2(x, z)), pitch=math.degrees(math.atan2(y, math.hypot(x, z))))
+
     def to_record(self) -> dict:
         return {"yaw": round(float(self.yaw), 2), "pitch": round(float(self.pitch), 2)}
 
