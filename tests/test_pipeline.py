@@ -1,5 +1,9 @@
 """FaceTracker.process_stream: the two stages on two threads give process()'s results, frame for frame."""
 
+import signal
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -96,8 +100,6 @@ def test_items_that_are_not_argument_tuples_are_a_clear_error_after_the_frames_b
 
 
 def test_a_stream_closed_early_stops_its_worker():
-    import threading
-
     frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 4)
     stream = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False)).process_stream(
         (image, i) for i, image in enumerate(frames))
@@ -110,8 +112,6 @@ def test_a_stream_closed_early_stops_its_worker():
 def test_a_result_does_not_wait_for_the_next_frame():
     """The worker reads the items: a live source's next frame comes a frame period later, and the result of
     the frame before it is given meanwhile (read in the calling thread, it would wait for that frame)."""
-    import threading
-
     frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
     second_arrived = threading.Event()
     arrival = threading.Timer(20.0, second_arrived.set)  # a safety net: the build before would wait for it
@@ -139,10 +139,6 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     """A camera that stops answering leaves the worker waiting for its next frame. Ctrl-C (SIGINT to the main
     thread) while the caller waits for that frame ends the stream at once; the worker finishes its item on its
     own once the frame comes, and the tracker's next use waits for that."""
-    import signal
-    import threading
-    import time
-
     frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
     answered = threading.Event()
     safety = threading.Timer(15.0, answered.set)  # the build before waited for the frame: let it come, late
