@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-
-pytest.importorskip("pythonosc")
 from pythonosc.osc_bundle import OscBundle
 
 from tracker.avatar import (
@@ -394,13 +392,16 @@ def test_receiver_down_never_raises_or_blocks(kind, caplog):
     frame = FakeFrame(0, 0.0, "cam0", [FakeFace(1, make_pose(10, 0, 0), make_shapes())])
     sender = VmcSender("127.0.0.1", port) if kind == "vmc" else UdpJsonSender("127.0.0.1", port)
     caplog.set_level(logging.WARNING, logger="tracker.avatar")
-    t0 = time.perf_counter()
+    slowest = 0.0
     for i in range(200):
         frame.frame, frame.time_s = i, i / 30
+        t0 = time.perf_counter()
         sender.send(frame)
-    elapsed = time.perf_counter() - t0
+        slowest = max(slowest, time.perf_counter() - t0)
     sender.close()
-    assert elapsed < 1.0
+    # No send waits on the receiver (a blocking one would take seconds; each took about 1 ms here). The bound
+    # is loose so that a slow, shared machine does not fail it.
+    assert slowest < 0.5
     # Linux reports the ICMP "port unreachable" of each datagram as ECONNREFUSED on the next send.
     assert sender.errors >= 50
     assert sender.sent + sender.errors == 200

@@ -35,6 +35,28 @@ def test_onnxruntime_and_opencv_agree(afw_dir, name):
         assert np.abs(a[key] - b[key]).max() <= 1e-3 * scale, key
 
 
+def test_the_whole_tracker_on_opencv_gives_onnxruntimes_results(afw_dir):
+    """`--backend opencv` end to end (detector, mesh, refiner and its mirror pass, fit, gaze) on real faces."""
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    trackers = [FaceTracker(TrackerConfig(backend=b)) for b in ("onnxruntime", "opencv")]
+    assert [t.backend for t in trackers] == ["onnxruntime", "opencv"]
+    compared = 0
+    for path in sorted(afw_dir.glob("*.jpg"))[:3]:
+        image = cv2.imread(str(path))
+        a, b = (t.process(image, still=True).faces for t in trackers)
+        assert len(a) == len(b)
+        for fa, fb in zip(a, b):
+            iod = np.linalg.norm(fa.landmarks[36] - fa.landmarks[45])
+            # Measured on these faces: 3e-4 IOD, 0.004, 0.005° and 0.002 at most.
+            assert np.abs(fa.landmarks - fb.landmarks).max() < 0.002 * iod
+            assert np.abs(fa.landmark_confidence - fb.landmark_confidence).max() < 0.02
+            assert abs(fa.pose.yaw - fb.pose.yaw) < 0.1 and abs(fa.pose.pitch - fb.pose.pitch) < 0.1
+            assert max(abs(fa.blendshapes[k] - fb.blendshapes[k]) for k in fa.blendshapes) < 0.01
+            compared += 1
+    assert compared >= 3
+
+
 def test_a_batch_over_the_maximum_runs_in_chunks_with_the_same_outputs(afw_dir):
     """What the TensorRT session does with more crops than its engine was built for (several faces and
     their mirrors): consecutive chunks, joined in order, give what one batch gives."""

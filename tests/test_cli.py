@@ -98,14 +98,36 @@ def test_no_fit_no_mirror_leaves_those_fields_out(afw_dir, tmp_path):
     assert "occluded" not in face and "landmark_visibility" not in face
 
 
-def test_csv_has_one_row_per_face_with_all_columns(talking_clip, tmp_path):
-    out = tmp_path / "faces.csv"
-    proc = run_cli("--source", str(talking_clip), "--csv", str(out), "--max-frames", "5", "--quiet")
+def test_csv_rows_hold_the_same_values_as_the_json(talking_clip, tmp_path):
+    """One run writes both: every CSV cell is the JSON's value for that face, in its column."""
+    out, ref = tmp_path / "faces.csv", tmp_path / "faces.jsonl"
+    proc = run_cli("--source", str(talking_clip), "--csv", str(out), "--json", str(ref), "--max-frames", "5",
+                   "--quiet")
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(out.open()))
+    rows, records = list(csv.DictReader(out.open())), read_jsonl(ref)
     assert len(rows) == 5 and [int(r["frame"]) for r in rows] == list(range(5))
-    assert {"yaw", "qw", "tz_mm", "lm67_y", "occluded67", "jawOpen", "eyeBlinkLeft", "tongueOut"} <= set(rows[0])
-    assert float(rows[0]["tongueOut"]) == 0.0
+    for row, record in zip(rows, records):
+        (face,) = record["faces"]
+        assert float(row["time_s"]) == pytest.approx(record["time_s"], abs=1e-4) and row["source"] == record["source"]
+        assert int(row["id"]) == face["id"] and float(row["score"]) == pytest.approx(face["score"], abs=1e-4)
+        assert [float(row[k]) for k in ("x0", "y0", "x1", "y1")] == pytest.approx(face["bbox"], abs=0.006)
+        assert row["fit_ok"] == str(int(face.get("fit_ok", True)))
+        pose = face["pose"]
+        assert [float(row[k]) for k in ("yaw", "pitch", "roll")] == pytest.approx(
+            [pose["yaw"], pose["pitch"], pose["roll"]], abs=0.006)
+        assert [float(row[k]) for k in ("qw", "qx", "qy", "qz")] == pytest.approx(pose["quaternion"], abs=1e-5)
+        assert [float(row[k]) for k in ("tx_mm", "ty_mm", "tz_mm")] == pytest.approx(pose["translation_mm"], abs=0.06)
+        assert [float(row[k]) for k in ("gaze_yaw", "gaze_pitch")] == pytest.approx(
+            [face["gaze"]["yaw"], face["gaze"]["pitch"]], abs=0.006)
+        landmarks = [[float(row[f"lm{i}_x"]), float(row[f"lm{i}_y"])] for i in range(68)]
+        assert np.abs(np.array(landmarks) - np.array(face["landmarks"])).max() < 0.006
+        assert [int(row[f"occluded{i}"]) for i in range(68)] == [int(v) for v in face["occluded"]]
+        assert len(face["blendshapes"]) == 52
+        for name, value in face["blendshapes"].items():
+            assert float(row[name]) == pytest.approx(value, abs=1e-4), name
+        assert float(row["tongueOut"]) == 0.0
+    # The faces move between these frames, so a column filled from the wrong field would not pass.
+    assert len({row["lm30_x"] for row in rows}) > 1 and len({row["yaw"] for row in rows}) > 1
 
 
 def test_missing_source(tmp_path):
@@ -123,18 +145,24 @@ def test_corrupt_video(tmp_path):
 
 
 def test_truncated_video_keeps_what_was_read(talking_clip, tmp_path):
-    cut = tmp_path / "cut.mp4"
-    data = talking_clip.read_bytes()
-    cut.write_bytes(data[: len(data) // 3])
+    """A video cut halfway through its frame data (an AVI keeps its header, so it still opens): the frames
+    before the cut are tracked and written, and the run ends with a warning, not an error."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    cap = cv2.VideoCapture(str(talking_clip))
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 25, (256, 256))
+    for _ in range(30):
+        writer.write(cv2.resize(cap.read()[1], (256, 256)))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: (data.index(b"movi") + data.index(b"idx1")) // 2])
     out = tmp_path / "cut.jsonl"
     proc = run_cli("--source", str(cut), "--json", str(out), "--quiet")
-    assert "Traceback" not in proc.stderr
-    if proc.returncode == 0:
-        records = read_jsonl(out)
-        assert 0 < len(records) < 448
-        assert [r["frame"] for r in records] == list(range(len(records)))
-    else:  # the container index may be gone entirely: then it must say so cleanly
-        assert_clean_failure(proc, 2, "cut.mp4")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "truncated" in proc.stderr, proc.stderr
+    records = read_jsonl(out)
+    assert 5 < len(records) < 30
+    assert [r["frame"] for r in records] == list(range(len(records)))
+    assert all(len(r["faces"]) == 1 for r in records)
 
 
 def test_folder_with_junk_zero_byte_and_odd_images(afw_dir, tmp_path):
@@ -179,9 +207,12 @@ def test_ctrl_c_mid_file_leaves_valid_jsonl(talking_clip, tmp_path):
     out = tmp_path / "partial.jsonl"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
                              str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 120  # a fresh clone compiles the 3D fit's kernels first (about 25 s)
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
         time.sleep(0.05)
+    if not out.exists() or out.read_text().count("\n") < 20:
+        proc.kill()
+        pytest.fail(f"the tracker did not write 20 frames in 120 s: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
@@ -353,11 +384,16 @@ def test_a_camera_index_beyond_opencv_and_a_file_named_by_digits(talking_clip, t
 
 
 def test_csv_keeps_the_occlusion_flags_without_the_fit(afw_dir, tmp_path):
-    out = tmp_path / "faces.csv"
-    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--csv", str(out), "--quiet", "--no-fit")
+    out, ref = tmp_path / "faces.csv", tmp_path / "faces.jsonl"
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--csv", str(out), "--json", str(ref), "--quiet",
+                   "--no-fit")
     assert proc.returncode == 0, proc.stderr
     (row,) = list(csv.DictReader(out.open()))
     assert "occluded67" in row and "yaw" not in row and "jawOpen" not in row
+    (face,) = read_jsonl(ref)[0]["faces"]
+    assert [int(row[f"occluded{i}"]) for i in range(68)] == [int(v) for v in face["occluded"]]
+    landmarks = [[float(row[f"lm{i}_x"]), float(row[f"lm{i}_y"])] for i in range(68)]
+    assert np.abs(np.array(landmarks) - np.array(face["landmarks"])).max() < 0.006
     proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--csv", str(out), "--quiet", "--no-fit", "--refiner", "none")
     assert proc.returncode == 0, proc.stderr
     (row,) = list(csv.DictReader(out.open()))

@@ -25,7 +25,6 @@ SEED = 5000
 def scene():
     if not ICT.is_file():
         pytest.skip(f"shared face model {ICT} is absent")
-    pytest.importorskip("onnxruntime")
     spec = importlib.util.spec_from_file_location("render_ict", REPO / "tools" / "render_ict.py")
     ri = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("render_ict", ri)

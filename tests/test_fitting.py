@@ -1,5 +1,10 @@
 """The 3D fit recovers known pose, expression and identity from synthetic landmarks."""
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,7 +55,7 @@ def test_recovers_pose_and_expression_with_one_pixel_noise(fitter):
     rng = np.random.default_rng(1)
     identity = np.zeros(IDENTITY_COMPONENTS)
     identity[:10] = rng.normal(0, 0.5, 10)
-    pose_err, expr_err = [], []
+    pose_err, expr_err, zero_err, off_read = [], [], [], []
     state = None
     # A track: identity converges over the first frames, later frames are scored.
     for frame in range(IDENTITY_FRAMES + 20):
@@ -63,10 +68,16 @@ def test_recovers_pose_and_expression_with_one_pixel_noise(fitter):
         if frame >= IDENTITY_FRAMES:
             got = np.array(matrix_to_euler(state.rotation))
             pose_err.append(np.abs(got - (yaw, pitch, roll)))
-            expr_err.append(np.abs(state.expression - truth.expression).mean())
+            # Scored on the shapes that are on: a fit reading all zeros would score 0.032 over all 52.
+            on = [fitter.model.names.index(name) for name in active]
+            expr_err.append(np.abs(state.expression[on] - truth.expression[on]).mean())
+            zero_err.append(np.abs(truth.expression[on]).mean())
+            off_read.append(np.delete(state.expression, on).mean())
     pose_err = np.array(pose_err)
     assert pose_err.mean(0).max() < 1.0, pose_err.mean(0)
-    assert np.mean(expr_err) < 0.05
+    # Measured: 0.13 against 0.59 for reading zeros (the shapes weakly seen at 55 cm with 1 px noise err most).
+    assert np.mean(expr_err) < 0.35 * np.mean(zero_err), (np.mean(expr_err), np.mean(zero_err))
+    assert np.mean(off_read) < 0.08, np.mean(off_read)  # the shapes that are off read nearly off (measured 0.04)
     assert state.identity_frames == IDENTITY_FRAMES
 
 
@@ -188,16 +199,38 @@ def test_depth_rows_recover_pose_and_pull_pitch(fitter, monkeypatch):
     assert 0.5 < pitches[1] < pitches[2] < 15.0
 
 
-def test_warm_up_runs_the_kernels_on_a_real_problem(fitter):
-    # The warm-up fits the mean face; it must converge there (a broken kernel would not).
-    fitter.warm_up()
-    camera = camera_for((640, 480))
-    m = fitter.model
-    points = m.mean[m.candidates[:, 0]] @ MODEL_TO_CAMERA.T + np.array([0.0, 0.0, 60.0])
-    rows = camera[0] * points[:, :2] / points[:, 2:3] + camera[1:]
-    result = fitter.fit(rows, camera)
-    assert result.ok
-    assert np.abs(matrix_to_euler(result.state.rotation)).max() < 1.0
+WARM_UP_CHECK = """
+import sys
+import cv2
+from numba.core.registry import CPUDispatcher
+from tracker import fitting, gaze
+from tracker.pipeline import FaceTracker, TrackerConfig
+
+def compiled():
+    return {f"{m.__name__}.{k}": len(v.signatures) for m in (fitting, gaze) for k, v in vars(m).items()
+            if isinstance(v, CPUDispatcher)}
+
+before = compiled()
+tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+warm = compiled()
+cap = cv2.VideoCapture(sys.argv[1])
+for i in range(10):
+    tracker.process(cap.read()[1], i, i / 30.0)
+tracker.process(cv2.imread(sys.argv[2]), still=True)
+print(before, warm, compiled(), sep="\\n")
+"""
+
+
+def test_warm_up_compiles_every_kernel_a_tracked_face_needs(talking_clip, afw_dir):
+    """In a fresh process, building the tracker (which warms the fit and the gaze up) leaves nothing for its
+    first faces to compile: the kernels' compiled signatures do not change while it tracks a clip and a still."""
+    proc = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, str(talking_clip), str(afw_dir / "1051618982_1.jpg")],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    before, warm, after = (ast.literal_eval(line) for line in proc.stdout.splitlines()[-3:])
+    assert not any(before.values())  # nothing compiled at import
+    assert warm["tracker.fitting._fit_rows"] >= 1 and warm["tracker.gaze._eye_readings"] >= 1
+    assert after == warm
 
 
 def test_expression_hint_is_a_prior_between_the_points_and_the_reading(fitter):
@@ -455,3 +488,25 @@ def test_strided_inputs_fit_as_their_copies_without_another_compilation(fitter):
     assert len(fitting._fit_rows.signatures) == compiled
     np.testing.assert_array_equal(strided.state.expression, copied.state.expression)
     np.testing.assert_array_equal(strided.state.rotation, copied.state.rotation)
+
+
+def test_a_fit_that_cannot_use_its_rows_keeps_the_previous_state_and_says_so(fitter):
+    """Rows the fit cannot use (lost or absurd points) leave the track's pose and expression as they were
+    and mark the face `fit_ok: false` in the output; a new track with no usable rows has no fit at all."""
+    from tracker.fitting import head_pose
+    from tracker.types import FaceResult
+
+    rng = np.random.default_rng(11)
+    pts, _ = synthetic(fitter, rng, 15.0, -5.0, 2.0, np.zeros(IDENTITY_COMPONENTS), ["jawOpen"])
+    good = fitter.fit(pts, CAMERA)
+    assert good.ok
+    for rows in (np.full_like(pts, np.nan), np.full_like(pts, 1e30)):
+        failed = fitter.fit(rows, CAMERA, state=good.state)
+        assert not failed.ok and failed.state is good.state and not failed.self_occluded.any()
+        assert failed.rms == np.inf
+    assert not fitter.fit(np.full_like(pts, np.nan), CAMERA).ok
+    face = FaceResult(id=1, bbox=np.zeros(4), score=0.9, landmarks=np.zeros((68, 2)), mesh=None,
+                      pose=head_pose(good.state), fit_ok=False)
+    assert face.to_record()["fit_ok"] is False
+    face.fit_ok = True
+    assert "fit_ok" not in face.to_record()  # written only when it fails, as README says

@@ -68,7 +68,7 @@ def face_crops(size: int, value_range: tuple[float, float]) -> np.ndarray:
 
 def tflite_reference(path: Path, images: np.ndarray, tensors: list[str]) -> list[list[np.ndarray]]:
     """Per image, the named TFLite tensors in ONNX layout (4-D NHWC -> NCHW; flat outputs flattened)."""
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    import ai_edge_litert.interpreter as litert
     # preserve_all_tensors keeps intermediates (feature maps) readable; the reference kernels
     # (no XNNPACK delegate) are TFLite's canonical semantics.
     interp = litert.Interpreter(
@@ -93,8 +93,8 @@ def to_onnx_layout(value: np.ndarray, onnx_shape: list) -> np.ndarray:
 @pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")
 @pytest.mark.parametrize("case", CASES, ids=[c.onnx_file for c in CASES])
 def test_onnx_matches_tflite_on_faces(case: Case) -> None:
-    mediapipe = pytest.importorskip("mediapipe")
-    ort = pytest.importorskip("onnxruntime")
+    import mediapipe
+    import onnxruntime as ort
     images = face_crops(case.size, case.value_range)
     tflite_path = Path(os.path.dirname(mediapipe.__file__)) / "modules" / case.tflite_file
     reference = tflite_reference(tflite_path, images, list(case.outputs.values()))
@@ -102,7 +102,7 @@ def test_onnx_matches_tflite_on_faces(case: Case) -> None:
     if case.shipped:
         model = (ENGINES / case.onnx_file).read_bytes()
     else:
-        pytest.importorskip("tflite")
+        import tflite  # noqa: F401  (the converter reads the flatbuffer with it)
         tool = converter()
         spec = next(s for s in tool.MODELS if s.target == case.onnx_file)
         model = tool.convert(tflite_path.read_bytes(), spec).SerializeToString()
@@ -158,12 +158,12 @@ def converter():
 
 
 def attention_source() -> bytes:
-    mediapipe = pytest.importorskip("mediapipe")
+    import mediapipe
     return (Path(os.path.dirname(mediapipe.__file__)) / "modules" / ATTENTION_SOURCE).read_bytes()
 
 
 def test_attention_mesh_file_is_a_fresh_conversion() -> None:
-    pytest.importorskip("tflite")
+    import tflite  # noqa: F401  (the converter reads the flatbuffer with it)
     tool = converter()
     spec = next(s for s in tool.MODELS if s.target == ATTENTION)
     shipped = (ENGINES / ATTENTION).read_bytes()
@@ -174,8 +174,8 @@ def test_attention_mesh_file_is_a_fresh_conversion() -> None:
 
 
 def test_attention_custom_ops_match_their_kernels() -> None:
-    pytest.importorskip("tflite")
     import onnx
+    import tflite  # noqa: F401  (the converter reads the flatbuffer with it)
 
     tool = converter()
     model = onnx.load(str(ENGINES / ATTENTION))
@@ -186,7 +186,7 @@ def test_attention_custom_ops_match_their_kernels() -> None:
 
 
 def test_attention_mesh_batches_and_runs_on_opencv() -> None:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     images = face_crops(192, (0.0, 1.0)).transpose(0, 3, 1, 2).copy()
     session = ort.InferenceSession(str(ENGINES / ATTENTION), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
@@ -211,8 +211,9 @@ def test_attention_mesh_matches_mediapipe_facemesh() -> None:
     0.17%, worst 1.1% of the crop's side (irises 0.19%). The plain mesh, run the same way, misses the
     median bar (0.71%), so the test tells the networks apart, and a wrong lips/eyes mapping or crop
     matrix shows up here."""
-    mediapipe = pytest.importorskip("mediapipe")
-    ort = pytest.importorskip("onnxruntime")
+    import mediapipe
+    import onnxruntime as ort
+
     from tracker.mesh import roi_from_mesh
     from tracker.roi import crop, crop_points_to_image
 
