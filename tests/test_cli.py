@@ -364,6 +364,27 @@ def test_an_overlay_frame_that_cannot_be_written_is_an_output_error(afw_dir, tmp
     assert_clean_failure(proc, 1, "cannot write overlay frame")
 
 
+def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tmp_path):
+    """A video has one frame size: later images are scaled to the first's, each frame drawn on its own image."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    face = cv2.imread(str(afw_dir / FACE_IMAGE))
+    h, w = face.shape[:2]
+    cv2.imwrite(str(folder / "a.png"), face)
+    cv2.imwrite(str(folder / "b.png"), cv2.resize(face, (w // 2, h // 2)))
+    cv2.imwrite(str(folder / "c.png"), cv2.resize(face, (w * 3 // 2, h)))
+    video = tmp_path / "overlay.avi"
+    proc = run_cli("--source", str(folder), "--output", str(video), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    assert len(frames) == 3 and all(f.shape == (h, w, 3) for f in frames)
+    # The half-size image's overlay, scaled back up, shows the same picture as the first.
+    assert np.abs(frames[1].astype(float) - frames[0].astype(float)).mean() < 12
+
+
 def test_tiny_frames_make_a_readable_overlay_video(tmp_path):
     for w, h in ((1, 1), (2, 600)):
         image = tmp_path / f"tiny_{w}x{h}.png"

@@ -221,3 +221,24 @@ def test_each_new_track_gets_its_own_smoother_of_the_kind_asked_for():
     plain = TrackSet(1, 0.5)
     plain.add([mesh_at(100, 100)])
     assert plain.tracks[0].state.smoother.landmarks.min_cutoff == LANDMARK_PARAMS.min_cutoff
+
+
+def test_converged_tracks_keep_the_one_whose_face_it_is():
+    """Two tracks drift onto one face that both could be (neither clearly someone else): it stays with the
+    track whose learnt appearance it matches better, even the newer one (without appearances the older
+    keeps it, as above)."""
+    def frame(*faces):
+        image = np.full((300, 700, 3), 90, np.uint8)
+        for cx, red_share in faces:  # stripes of red and green, red_share of them red
+            stripes = (np.arange(70) % 10 < 10 * red_share)[:, None, None]
+            image[115:185, cx - 35:cx + 35] = np.where(stripes, np.uint8([40, 40, 200]), np.uint8([40, 160, 40]))
+        return image
+
+    tracks = TrackSet(max_faces=2, min_presence=0.5)
+    tracks.add([mesh_at(150, 150), mesh_at(550, 150)], frame((150, 0.8), (550, 0.3)))
+    for _ in range(5):
+        tracks.update([mesh_at(150, 150), mesh_at(550, 150)], frame((150, 0.8), (550, 0.3)))
+    # Both drift onto a face 40% red: nearer the newer track's (ID 2) 30% than the older's 80%.
+    tracks.update([mesh_at(350, 150), mesh_at(351, 150)], frame((350, 0.4)))
+    assert [t.id for t in tracks.tracks] == [2]
+    assert [t.id for t in tracks.lost] == [1]
