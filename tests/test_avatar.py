@@ -474,6 +474,8 @@ def test_parse_host_port_ok(text, expected):
     ("", "empty"),
     ("host:abc", "not a number"),
     ("host:", "not a number"),
+    ("host:\u00b9\u00b2", "not a number"),  # superscript digits, which str.isdigit accepts
+    ("host:\u0663\u0663", "not a number"),  # Arabic-Indic digits, which int() reads as 33
     ("host:0", "outside 1-65535"),
     ("host:70000", "outside 1-65535"),
     ("[::1", "missing ']'"),

@@ -519,56 +519,235 @@ def test_a_live_source_is_tracked_pipelined_to_the_end(monkeypatch, tmp_path):
     assert sum(len(r["faces"]) == 1 for r in records) >= 0.9 * len(records)
 
 
-def test_a_stream_url_is_tracked_to_its_end(tmp_path):
-    """An http:// URL (a clip served by a local HTTP server as MJPEG in AVI, which reads without seeking, at
-    about 20 frames a second) is a live source: read on the newest-frame thread as it arrives, tracked
-    pipelined. The run ends cleanly when the stream does, the stream's last frame tracked, with a warning
-    that it stopped."""
+def _serve_paced(folder: Path, name: str, frames: int):
+    """A local HTTP server giving ``folder/name`` a frame's worth of bytes every 50 ms, as a camera would;
+    yields its URL."""
     import functools
     import http.server
     import threading
 
-    cap = cv2.VideoCapture(str(shared_path("video", "talking_d0.mp4")))
-    clip = tmp_path / "clip.avi"
-    writer = None
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, image.shape[1::-1])
-        writer.write(image)
-    writer.release()
-    cap.release()
+    path = folder / name
+
     class PacedHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
-        def copyfile(self, source, outputfile) -> None:  # a frame's worth of bytes every 50 ms, as a camera
-            chunk = clip.stat().st_size // 78 + 1
+        def copyfile(self, source, outputfile) -> None:
+            chunk = path.stat().st_size // frames + 1
             while data := source.read(chunk):
                 outputfile.write(data)
                 time.sleep(0.05)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(PacedHandler, directory=str(tmp_path)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(PacedHandler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+    url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
     try:
         probe = cv2.VideoCapture(url)
         readable = probe.isOpened() and probe.read()[0]
         probe.release()
         if not readable:
             pytest.skip("this OpenCV build cannot read http:// streams")
-        out = tmp_path / "stream.jsonl"
-        proc = run_cli("--source", url, "--json", str(out), "--quiet")
+        yield url
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _talking_d0_frames() -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_d0.mp4")))
+    frames = []
+    while (read := cap.read())[0]:
+        frames.append(read[1])
+    cap.release()
+    return frames
+
+
+def _write_avi(path: Path, frames: list[np.ndarray], length: bool = True) -> None:
+    """MJPEG in AVI, which reads without seeking; without ``length`` its headers give no frame count, as a
+    live stream's do not (FFmpeg's raw MJPEG reader would buffer the whole short clip while probing it)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    if not length:
+        data = bytearray(path.read_bytes())
+        for chunk, offset in ((b"avih", 16), (b"strh", 32)):  # dwTotalFrames, the stream's dwLength
+            at = data.index(chunk) + 8 + offset
+            data[at:at + 4] = bytes(4)
+        path.write_bytes(bytes(data))
+
+
+def test_a_stream_url_is_tracked_to_its_end(tmp_path):
+    """An http:// URL to a live stream (no length, served at about 20 frames a second, as a camera) is a live
+    source: read on the newest-frame thread as it arrives, tracked pipelined. The run ends cleanly when the
+    stream does, the stream's last frame tracked, with a warning that it stopped."""
+    frames = _talking_d0_frames()
+    _write_avi(tmp_path / "live.avi", frames, length=False)
+    out = tmp_path / "stream.jsonl"
+    for url in _serve_paced(tmp_path, "live.avi", len(frames)):
+        proc = run_cli("--source", url, "--json", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "stopped delivering frames" in proc.stderr
     records = read_jsonl(out)
-    frames = [r["frame"] for r in records]
-    assert len(frames) >= 5 and frames == sorted(set(frames)) and frames[-1] == 77  # the last frame is given
+    indices = [r["frame"] for r in records]
+    assert len(indices) >= 5 and indices == sorted(set(indices)) and indices[-1] == len(frames) - 1  # the last
     assert all(r["source"] == url for r in records)
     assert sum(len(r["faces"]) == 1 for r in records) >= 0.9 * len(records)
+
+
+def test_a_video_file_served_over_http_is_read_whole(tmp_path):
+    """A video file behind an http:// URL knows its length: every frame is read and tracked, as from a local
+    file, however slowly the server sends it, and its end is no warning."""
+    frames = _talking_d0_frames()
+    _write_avi(tmp_path / "clip.avi", frames)
+    out = tmp_path / "file.jsonl"
+    for url in _serve_paced(tmp_path, "clip.avi", len(frames)):
+        proc = run_cli("--source", url, "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    records = read_jsonl(out)
+    assert [r["frame"] for r in records] == list(range(len(frames)))
+    assert [r["time_s"] for r in records] == pytest.approx([i / 25.0 for i in range(len(frames))], abs=1e-3)
+
+
+# ------------------------------------------------------------------ a failed start leaves earlier files alone
+
+EARLIER = '{"frame": 0, "note": "an earlier run\'s output"}\n' * 3
+
+
+@pytest.mark.parametrize("options, code, words", [
+    (["--vmc", "127.0.0.1:abc"], 2, ["--vmc", "not a number"]),
+    (["--udp-json", "127.0.0.1:\u00b9\u00b2"], 2, ["--udp-json", "not a number"]),
+    (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "no folder"]),
+])
+def test_an_option_that_cannot_be_honoured_leaves_the_earlier_json_alone(afw_dir, tmp_path, options, code, words):
+    """Addresses and the overlay video's folder are checked before the JSON and CSV files are opened (which
+    empties them): the user's earlier results survive a typo."""
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text(EARLIER)
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier), *options, "--quiet")
+    if code == 2:
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and all(w in proc.stderr for w in words)
+    else:
+        assert_clean_failure(proc, code, *words)
+    assert earlier.read_text() == EARLIER
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the X display check is Linux's")
+def test_show_on_a_display_that_cannot_be_used_is_one_line_and_touches_nothing(afw_dir, tmp_path):
+    """A DISPLAY that names no X server: OpenCV's Qt would abort the whole process at the first frame; the
+    window is tried first, in a child process."""
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text(EARLIER)
+    env = {**os.environ, "DISPLAY": ":97"}
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--show", "--json", str(earlier), env=env)
+    assert_clean_failure(proc, 1, "cannot open a window", ":97")
+    assert earlier.read_text() == EARLIER
+
+
+def test_a_stop_while_the_tracker_loads_writes_nothing(afw_dir, tmp_path):
+    """Ctrl-C while the models load (half a minute on a first start): the run ends there, before any output
+    is opened, so the earlier files are as they were."""
+    from tracker.cli import EXIT_INTERRUPTED, StopRequest, build_parser, run
+
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text(EARLIER)
+    video = tmp_path / "overlay.mp4"
+    args = build_parser().parse_args(["--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier),
+                                      "--output", str(video), "--quiet"])
+    stop = StopRequest()
+    stop.requested = True  # as the handler sets it
+    try:
+        assert run(args, stop) == EXIT_INTERRUPTED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    assert earlier.read_text() == EARLIER and not video.exists()
+
+
+def test_threads_beyond_the_cpu_count_are_refused():
+    proc = run_cli("--threads", str((os.cpu_count() or 1) + 1))
+    assert proc.returncode == 2 and "at most" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ names that are not UTF-8, a full disk
+
+def _bytes_name(folder: Path, name: bytes) -> Path:
+    return Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes in a name")
+def test_file_names_that_are_not_utf8(afw_dir, tmp_path, talking_clip):
+    """OpenCV's file functions crash the process on such names: images are decoded from their bytes, their
+    overlays encoded and written by Python, and a video in or out is refused in one line. The outputs write
+    the name readably (\\xff), as strict JSON and CSV readers take it."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    odd = _bytes_name(folder, b"a_\xff.jpg")
+    odd.write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    (folder / "b_ok.jpg").write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    out, table, overlays = tmp_path / "faces.jsonl", tmp_path / "faces.csv", tmp_path / "overlays"
+    proc = run_cli("--source", str(folder), "--json", str(out), "--csv", str(table), "--output", str(overlays),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    raw = out.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8 throughout
+    records = [json.loads(line) for line in raw.decode().splitlines()]
+    assert [Path(r["source"]).name for r in records] == ["a_\\xff.jpg", "b_ok.jpg"]
+    assert all(len(r["faces"]) == 1 for r in records)
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert [Path(r["source"]).name for r in rows] == ["a_\\xff.jpg", "b_ok.jpg"]
+    assert len(list(overlays.glob("*.png"))) == 2
+    video = _bytes_name(tmp_path, b"v_\xff.mp4")
+    video.write_bytes(talking_clip.read_bytes())
+    assert_clean_failure(run_cli("--source", str(video), "--quiet"), 2, "not UTF-8")
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--output", str(_bytes_name(tmp_path, b"w_\xff.mp4")))
+    assert_clean_failure(proc, 1, "not UTF-8")
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail (EFBIG), as on a full disk
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_FSIZE to make writes fail")
+def test_a_write_that_fails_part_way_leaves_whole_records_and_says_so(talking_clip, tmp_path):
+    """A full disk (here: a file size limit) mid-run: exit 1 with one line; the JSON Lines and CSV are cut
+    back to their last whole record, and an overlay video that could not be finished is reported, not left
+    silently unplayable."""
+    out, table, video = tmp_path / "faces.jsonl", tmp_path / "faces.csv", tmp_path / "overlay.mp4"
+    args = [sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--quiet"]
+    proc = subprocess.run([*args, "--json", str(out), "--csv", str(table)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, preexec_fn=_file_size_limit(200_000), check=False)
+    assert_clean_failure(proc, 1, "cannot write")
+    text = out.read_text()
+    assert text.endswith("\n") and 10 < len(text.splitlines()) < 448
+    assert all(json.loads(line)["frame"] == i for i, line in enumerate(text.splitlines()))
+    rows = list(csv.reader(table.open()))
+    assert len(rows) > 10 and len({len(row) for row in rows}) == 1
+    proc = subprocess.run([*args, "--output", str(video)], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          preexec_fn=_file_size_limit(200_000), check=False)
+    assert_clean_failure(proc, 1, "could not be completed")
+
+
+def test_sighup_mid_file_closes_every_output_whole(talking_clip, tmp_path):
+    """The terminal closing (SIGHUP) ends the run as Ctrl-C does: the overlay video plays."""
+    out, video = tmp_path / "faces.jsonl", tmp_path / "overlay.mp4"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
+                             str(out), "--output", str(video), "--quiet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    n = len(read_jsonl(out))
+    cap = cv2.VideoCapture(str(video))
+    played = 0
+    while cap.read()[0]:
+        played += 1
+    assert 10 <= n < 448 and played == n

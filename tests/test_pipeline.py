@@ -173,3 +173,19 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     while any(t.name == "face-finder" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name == "face-finder" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("settings", [
+    {"max_faces": 0}, {"max_faces": -1}, {"max_faces": 1.5}, {"redetect_interval": 0}, {"threads": 0},
+    {"threads": True}, {"focal_px": 0}, {"focal_px": -600.0}, {"focal_px": float("nan")},
+    {"presence_threshold": 1.5}, {"detection_threshold": -0.1},
+])
+def test_a_config_out_of_range_is_refused_at_once(settings):
+    """README: bad arguments raise ValueError. Out of range, these would not fail later: they would track
+    nothing, or put every face at a wrong distance."""
+    from tracker.pipeline import TrackerConfig
+
+    name = next(iter(settings))
+    with pytest.raises(ValueError, match=f"TrackerConfig.{name}"):
+        TrackerConfig(**settings)
+    TrackerConfig(max_faces=np.int64(2), focal_px=np.float32(600.0), threads=1)  # NumPy numbers are numbers

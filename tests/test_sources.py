@@ -405,3 +405,15 @@ def test_the_readme_python_example_runs(capsys):
     exec(code.replace('"clip.mp4"', repr(str(clip))), {})  # noqa: S102 -- the README's own example
     lines = capsys.readouterr().out.splitlines()
     assert [int(line.split()[0]) for line in lines] == list(range(78))
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:secret@10.0.0.2/live", "rtsp://admin:***@10.0.0.2/live"),
+    ("http://admin:p@ss@127.0.0.1:9/x", "http://admin:***@127.0.0.1:9/x"),  # '@' inside the password
+    ("http://user@host/path@x", "http://user@host/path@x"),  # no password; '@' in the path is not one
+    ("http://host/a:b@c", "http://host/a:b@c"),
+])
+def test_stream_passwords_are_never_shown(url, shown):
+    from tracker.sources import _redact_url
+
+    assert _redact_url(url) == shown

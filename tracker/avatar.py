@@ -94,7 +94,7 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def _parse_port(port_text: str, text: str) -> int:
-    if not port_text.isdigit():
+    if not (port_text.isascii() and port_text.isdigit()):  # isdigit alone takes '¹²' and other scripts' digits
         raise ValueError(f"bad address {text!r}: port {port_text!r} is not a number")
     return _check_port(int(port_text), text)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
-from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window
+from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window, probe_display
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.sources import SourceError, open_source
 
@@ -51,6 +51,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    cpus = os.cpu_count() or 1
+    if value > cpus:  # more threads than cores only wait for each other (64 ran 6 times slower than 2 here)
+        raise argparse.ArgumentTypeError(f"at most the {cpus} CPUs this machine has, got '{text}'")
+    return value
+
+
+def _focal_length(text: str) -> float:
+    value = _positive_float(text)
+    if not 1.0 <= value <= 1e6:  # 1 px is a 180° view, 1e6 px a telescope's: outside, a typo
+        raise argparse.ArgumentTypeError(f"expected a focal length of 1 to 1000000 pixels, got '{text}'")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -63,8 +78,8 @@ def _positive_float(text: str) -> float:
 
 def _output_clashes(args: argparse.Namespace) -> str | None:
     """Why the output options cannot all be honoured, or None: an empty value, --vmc-mirror or --vmc-eye-bones
-    without --vmc, two outputs on one file (or both on stdout), or an output on the source itself (it would be
-    overwritten before it is read)."""
+    without --vmc, an address that is not one, two outputs on one file (or both on stdout), or an output on the
+    source itself (it would be overwritten before it is read)."""
     named = {"--json": args.json, "--csv": args.csv, "--output": args.output, "--vmc": args.vmc,
              "--udp-json": args.udp_json}
     for option, value in named.items():
@@ -74,6 +89,12 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
         return "--vmc-mirror mirrors what --vmc sends; give --vmc HOST[:PORT] too"
     if args.vmc_eye_bones and not args.vmc:
         return "--vmc-eye-bones adds to what --vmc sends; give --vmc HOST[:PORT] too"
+    for option, value, port in (("--vmc", args.vmc, VMC_DEFAULT_PORT), ("--udp-json", args.udp_json, UDP_JSON_PORT)):
+        if value:
+            try:
+                parse_host_port(value, port)
+            except ValueError as exc:
+                return f"{option}: {exc}"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[str, str] = {}
     for option, value in files.items():
@@ -142,22 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help="no temporal smoothing of landmarks, pose, blendshapes and gaze (raw per-frame values)")
     smoothing.add_argument("--steady", action="store_true",
                            help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (under 1 without it)")
-    model.add_argument("--focal", type=_positive_float, metavar="PX",
+    model.add_argument("--focal", type=_focal_length, metavar="PX",
                        help="camera focal length in pixels, for translation_mm (the image width if not given)")
-    model.add_argument("--threads", type=_positive_int, metavar="N",
-                       help="CPU threads per model for ONNX Runtime (1 if not given: fastest for one or two faces)")
+    model.add_argument("--threads", type=_thread_count, metavar="N",
+                       help="CPU threads per model for ONNX Runtime, at most the CPU count (1 if not given: fastest "
+                            "for one or two faces)")
     misc = p.add_argument_group("misc")
     misc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     misc.add_argument("--debug", action="store_true", help="show full tracebacks of unexpected errors")
     return p
 
 
+# The stops a run honours: Ctrl-C, `kill`, and the terminal going away (a closed window, a dropped SSH link).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class StopRequest:
-    """Ctrl-C and SIGTERM ask the frame loop to stop after the current frame.
+    """Ctrl-C, SIGTERM and SIGHUP ask the frame loop to stop after the current frame.
 
     Raising KeyboardInterrupt inside native code (ONNX Runtime, a Numba kernel) can surface
     as another error; a flag checked between frames always ends the run cleanly, with every
-    output flushed. A second Ctrl-C interrupts at once.
+    output flushed. A second Ctrl-C interrupts at once; once the outputs are being closed,
+    further stops are ignored, so that they are closed whole.
     """
 
     def __init__(self) -> None:
@@ -168,8 +195,14 @@ class StopRequest:
             self.requested = True
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def hold() -> None:
+        """From here on, stops are ignored: the outputs are being closed."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: float = SLOW_START_S) -> FaceTracker:
@@ -207,11 +240,32 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        tracker = load_tracker(config, quiet=args.quiet)
-        wireframe = tracker.fitter.model.mesh468_tris if (args.wireframe and tracker.fitter) else None
-        window = Window(wireframe) if args.show else None
+        # Whatever could refuse to run is opened first, and the JSON and CSV files (which opening empties)
+        # last, once everything else has worked: a failed start leaves the user's earlier files as they were.
+        if args.vmc:
+            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
+                                     eye_bones=args.vmc_eye_bones))
+        if args.vmc and args.no_fit:
+            log.warning("--vmc with --no-fit sends no head pose or blendshapes (the 3D fit makes them), only "
+                        "VMC's status messages")
+        if args.udp_json:
+            outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
+        senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
+        overlay = OverlayWriter(args.output, source.fps) if args.output else None
+        if overlay:
+            outputs.append(overlay)
+        if args.show:
+            probe_display()
+        window = Window() if args.show else None
         if window:
             outputs.append(window)
+        tracker = load_tracker(config, quiet=args.quiet)
+        if stop.requested:  # asked to stop while loading: nothing is tracked, nothing written
+            return EXIT_INTERRUPTED
+        wireframe = tracker.fitter.model.mesh468_tris if (args.wireframe and tracker.fitter) else None
+        for drawn in (overlay, window):
+            if drawn:
+                drawn.wireframe = wireframe
         jsonl = JsonlWriter(args.json) if args.json else None
         if jsonl:
             outputs.append(jsonl)
@@ -219,15 +273,6 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                            occlusion=config.fit_3d or config.refiner) if args.csv else None)
         if table:
             outputs.append(table)
-        if args.vmc:
-            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
-                                     eye_bones=args.vmc_eye_bones))
-        if args.udp_json:
-            outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
-        senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
-        overlay = OverlayWriter(args.output, source.fps, wireframe) if args.output else None
-        if overlay:
-            outputs.append(overlay)
 
         from tqdm import tqdm
 
@@ -272,12 +317,13 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            stop.hold()
             source.close()  # first: the worker may be waiting for a live source's next frame
             results.close()  # the worker finishes the frame it has begun
             bar.close()
     finally:
-        for out in outputs:
-            out.close()
+        stop.hold()
+        _close_all(outputs)
         source.close()
     elapsed = time.perf_counter() - started
     if source.error:
@@ -293,6 +339,18 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         log.error("no frames were read from '%s'", args.source)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _close_all(outputs: list) -> None:
+    """Close every output, even when one fails to (a full disk); then raise the first failure."""
+    failure = None
+    for out in outputs:
+        try:
+            out.close()
+        except OutputError as exc:
+            failure = failure or exc
+    if failure:
+        raise failure
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,18 @@
 """Where results go: JSON Lines, CSV, an overlay video (or image folder), a live window.
 
-Every writer survives an interrupted run: JSON Lines are written and flushed a
-whole line at a time, and ``close`` is safe to call more than once.
+Every writer survives an interrupted run: JSON Lines and CSV rows reach the file a
+whole frame at a time (a write that fails part-way is cut back to the last whole one),
+and ``close`` is safe to call more than once.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ import cv2
 import numpy as np
 
 from tracker.pose import MODEL_TO_CAMERA
-from tracker.types import FrameResult, record_json
+from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
@@ -39,7 +42,45 @@ def _write_errors(kind: str, path: str | Path) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise OutputError(f"cannot write {kind} to '{path}': {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {kind} to '{readable_path(str(path))}': {exc.strerror or exc}") from None
+
+
+class _RecordFile:
+    """A file (or stdout, ``-``) written a whole record at a time: each frame's text goes out in one write and
+    reaches the file at once. Should a write fail part-way (a full disk), the file is cut back to the last
+    whole record before the error is raised, so what a stopped run leaves is always valid."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        self.path, self.kind = path, kind
+        self._good = 0  # bytes of whole records in the file
+        try:
+            self._file = None if path == "-" else open(path, "wb", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise OutputError(f"cannot write {kind} to '{readable_path(path)}': {exc.strerror}") from None
+
+    def write(self, text: str) -> None:
+        if self._file is None:
+            with _write_errors(self.kind, self.path):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            return
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._file.fileno(), self._good)
+            except OSError:
+                pass
+            raise OutputError(f"cannot write {self.kind} to '{readable_path(self.path)}': "
+                              f"{exc.strerror or exc}") from None
+        self._good += len(data.obj)
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            with _write_errors(self.kind, self.path):
+                self._file.close()
 
 
 class JsonlWriter:
@@ -47,21 +88,14 @@ class JsonlWriter:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            self._file = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise OutputError(f"cannot write JSON Lines to '{path}': {exc.strerror}") from None
+        self._out = _RecordFile(path, self.kind)
 
     def write(self, result: FrameResult) -> None:
-        # One write + flush per record: an interrupted run leaves only whole lines.
-        with _write_errors(self.kind, self.path):
-            self._file.write(record_json(result.to_record()) + "\n")
-            self._file.flush()
+        # One line per frame, written whole: an interrupted run leaves only whole lines.
+        self._out.write(record_json(result.to_record()) + "\n")
 
     def close(self) -> None:
-        if self._file is not sys.stdout and not self._file.closed:
-            with _write_errors(self.kind, self.path):  # what a failed write left buffered is flushed again here
-                self._file.close()
+        self._out.close()
 
 
 # Blendshape panel: how many bars, and colours the tests look for (BGR).
@@ -212,11 +246,9 @@ class CsvWriter:
         self.path = path
         self.names = list(blendshape_names)
         self.occlusion = bool(self.names) if occlusion is None else occlusion
-        try:
-            self._file = sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise OutputError(f"cannot write CSV to '{path}': {exc.strerror}") from None
-        self._csv = csv.writer(self._file)
+        self._out = _RecordFile(path, self.kind)
+        self._rows = io.StringIO()  # a frame's rows, written to the file in one piece
+        self._csv = csv.writer(self._rows)
         header = ["frame", "time_s", "source", "id", "score", "x0", "y0", "x1", "y1"]
         if self.names:
             header += ["fit_ok", "yaw", "pitch", "roll", "qw", "qx", "qy", "qz", "tx_mm", "ty_mm", "tz_mm",
@@ -225,17 +257,20 @@ class CsvWriter:
         if self.occlusion:
             header += [f"occluded{i}" for i in range(68)]
         header += self.names
-        with _write_errors(self.kind, path):
-            self._csv.writerow(header)
-            self._file.flush()
+        self._csv.writerow(header)
+        self._emit()
+
+    def _emit(self) -> None:
+        text = self._rows.getvalue()
+        self._rows.seek(0)
+        self._rows.truncate()
+        if text:
+            self._out.write(text)
 
     def write(self, result: FrameResult) -> None:
-        with _write_errors(self.kind, self.path):
-            self._write(result)
-
-    def _write(self, result: FrameResult) -> None:
+        source = readable_path(result.source)
         for face in result.faces:
-            row = [result.frame, f"{result.time_s:.4f}", result.source, face.id, f"{face.score:.4f}"]
+            row = [result.frame, f"{result.time_s:.4f}", source, face.id, f"{face.score:.4f}"]
             row += [f"{v:.2f}" for v in face.bbox]
             if self.names:
                 p = face.pose
@@ -247,16 +282,17 @@ class CsvWriter:
                 row += [""] * 68 if face.occluded is None else [int(v) for v in face.occluded]
             row += [f"{face.blendshapes[n]:.4f}" for n in self.names]
             self._csv.writerow(row)
-        self._file.flush()
+        self._emit()
 
     def close(self) -> None:
-        if self._file is not sys.stdout and not self._file.closed:
-            with _write_errors(self.kind, self.path):  # what a failed write left buffered is flushed again here
-                self._file.close()
+        self._out.close()
 
 
 class OverlayWriter:
-    """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder."""
+    """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder.
+
+    A video is only readable once closed (its index is written last), so the writer keeps room for that: it
+    stops before the disk is full, closes the video whole, and raises OutputError."""
 
     def __init__(self, path: str, fps: float | None, wireframe: np.ndarray | None = None) -> None:
         self.path = Path(path)
@@ -265,20 +301,36 @@ class OverlayWriter:
         self.fps = fps if fps and 0.01 <= fps <= 1000 else 30.0
         self._video: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
+        self._frames = 0
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        shown = readable_path(path)
         if not self._is_video:
+            if self.path.suffix and not self.path.is_dir():
+                logging.getLogger("tracker").warning(
+                    "'%s' is not a video file this writer makes (%s): the overlay frames go to a folder of that "
+                    "name, as PNGs", shown, " ".join(VIDEO_SUFFIXES))
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise OutputError(f"cannot create overlay folder '{path}': {exc.strerror}") from None
+                raise OutputError(f"cannot create overlay folder '{shown}': {exc.strerror}") from None
+            return
+        # The video file is made at the first frame (its size is not known before): what would stop it is
+        # checked now, before any other output is opened.
+        if not is_utf8_path(path):
+            raise OutputError(f"cannot write video '{shown}': OpenCV cannot write a file whose name is not "
+                              "UTF-8; choose another name")
+        folder = self.path.parent
+        if self.path.is_dir():
+            raise OutputError(f"cannot write video '{shown}': it is a folder")
+        if not folder.is_dir():
+            raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
+        if not os.access(folder, os.W_OK):
+            raise OutputError(f"cannot write video '{shown}': the folder is not writable")
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         overlay = draw_overlay(image, result, self.wireframe)
         if not self._is_video:
-            stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
-            name = self.path / f"{result.frame:06d}_{stem}.png"
-            if not cv2.imwrite(str(name), overlay):
-                raise OutputError(f"cannot write overlay frame '{name}'")
+            self._write_png(overlay, result)
             return
         # MPEG-4 encoders refuse frames under a few pixels a side, and OpenCV's crashes on very narrow ones:
         # a tiny frame is padded (black, right and bottom), which the overlay can afford.
@@ -292,16 +344,77 @@ class OverlayWriter:
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.path.suffix.lower()])
             self._video = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not self._video.isOpened():
-                raise OutputError(f"cannot write video '{self.path}'")
+                raise OutputError(f"cannot write video '{readable_path(str(self.path))}'")
         if (overlay.shape[1], overlay.shape[0]) != self._size:
             # Images of a folder differ in size; a video needs one frame size.
             overlay = cv2.resize(overlay, self._size, interpolation=cv2.INTER_AREA)
+        self._keep_room()
         self._video.write(overlay)
+        self._frames += 1
+
+    def _keep_room(self) -> None:
+        """Stop, with the video closed whole, while the disk still has room for another frame and the index."""
+        try:
+            stat = os.statvfs(self.path.parent)
+            written = self.path.stat().st_size
+        except OSError:
+            return  # nothing to tell from; the close check below still looks at the result
+        per_frame = max(written // max(self._frames, 1), 3 * self._size[0] * self._size[1] // 10)
+        needed = 4 * per_frame + 64 * (self._frames + 1) + (1 << 20)  # frames the encoder holds, the index, slack
+        free = stat.f_bavail * stat.f_frsize
+        if free < needed:
+            self.close()
+            raise OutputError(f"stopped the overlay video '{readable_path(str(self.path))}' after {self._frames} "
+                              f"frames: the disk is nearly full ({free / 1e6:.1f} MB free); it is closed and "
+                              "plays up to there")
+
+    def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
+        stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
+        name = self.path / f"{result.frame:06d}_{stem}.png"
+        # Encoded here and written by Python: OpenCV's own file functions crash on names that are not UTF-8.
+        ok, data = cv2.imencode(".png", overlay)
+        try:
+            if not ok:
+                raise OSError("the PNG encoder failed")
+            name.write_bytes(data.tobytes())
+        except OSError as exc:
+            raise OutputError(f"cannot write overlay frame '{readable_path(str(name))}': "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
 
     def close(self) -> None:
-        if self._video is not None:
-            self._video.release()
-            self._video = None
+        if self._video is None:
+            return
+        self._video.release()
+        self._video = None
+        # OpenCV's writer reports no failure: a disk that filled up leaves a file without its index. (FFmpeg's
+        # complaint about such a file is silenced by tracker.sources, as for any video read.)
+        readable = cv2.VideoCapture(str(self.path))
+        opened = readable.isOpened() and readable.read()[0]
+        readable.release()
+        if not opened:
+            raise OutputError(f"the overlay video '{readable_path(str(self.path))}' could not be completed "
+                              "(a full disk?); it does not play")
+
+
+# Opens and closes one window in a child process: with a display that is named but cannot be used (no X
+# server there, Wayland alone for an X build), OpenCV's Qt aborts the whole process, which no code can catch.
+_WINDOW_PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+
+
+def probe_display(timeout_s: float = 20.0) -> None:
+    """Raise OutputError unless a window can be opened here (a second or so: a child process opens one)."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise OutputError(f"cannot open a window: the display did not answer in {timeout_s:.0f} s; drop --show "
+                          "or use --output") from None
+    if proc.returncode != 0:
+        said = next((line.strip() for line in proc.stderr.splitlines() if line.strip()), "no reason given")
+        where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "the desktop"
+        raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
 
 
 class Window:

@@ -3,6 +3,8 @@ pipelined over two threads (the mesh stage of the next frame beside the later st
 
 from __future__ import annotations
 
+import math
+import numbers
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -123,6 +125,25 @@ class TrackerConfig:
     calibrate_expression: bool = True
     # The eyeLook weights from the irises (tracker/gaze.py); off, they are the fit's own (lids only).
     gaze: bool = True
+
+    def __post_init__(self) -> None:
+        # A value out of range would not fail: it would track nothing, or give a pose at a wrong distance.
+        def whole(value: object) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+        def number(value: object) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        for name in ("max_faces", "redetect_interval"):
+            if not whole(getattr(self, name)):
+                raise ValueError(f"TrackerConfig.{name} must be a positive whole number, got {getattr(self, name)!r}")
+        if self.threads is not None and not whole(self.threads):
+            raise ValueError(f"TrackerConfig.threads must be None or a positive whole number, got {self.threads!r}")
+        if self.focal_px is not None and not (number(self.focal_px) and self.focal_px > 0):
+            raise ValueError(f"TrackerConfig.focal_px must be None or a positive number of pixels, got {self.focal_px!r}")
+        for name in ("detection_threshold", "presence_threshold"):
+            if not (number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
+                raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
 
 
 class FaceTracker:

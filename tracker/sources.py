@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from tracker.types import is_utf8_path, readable_path
+
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs 3.11; the project supports 3.10
 
@@ -503,10 +505,11 @@ def _open_camera(index: int, camera_size: tuple[int, int] | None, camera_fps: fl
 
 def _redact_url(url: str) -> str:
     # rtsp://user:password@host/... -> rtsp://user:***@host/...: names end up in logs and output files.
-    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    # The password runs to the authority's last '@' (a password may hold '@' itself).
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
 
 
-def _open_url(url: str, live: bool) -> FrameSource:
+def _open_url(url: str, live: bool | None) -> FrameSource:
     shown = _redact_url(url)
     label = f"stream '{shown}'"
     with _opencv_quieter():
@@ -519,7 +522,12 @@ def _open_url(url: str, live: bool) -> FrameSource:
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open {label}: unreachable, wrong address, or unsupported protocol")
-    return _capture_source(cap, label=label, source=shown, is_file=False, live=live,
+    # A video file served over the network knows its length; a live stream (a camera's MJPEG or RTSP) does
+    # not. The file is read like a local one, every frame, unless asked to play live.
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    is_file = math.isfinite(count) and count > 0
+    return _capture_source(cap, label=label, source=shown, is_file=is_file,
+                           live=(not is_file) if live is None else live,
                            fail=lambda: SourceError(f"{label} opened but delivered no frames"))
 
 
@@ -527,6 +535,9 @@ def _open_video(path: str, live: bool) -> FrameSource:
     def fail() -> SourceError:
         return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
 
+    if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
+        raise SourceError(f"cannot read video '{readable_path(path)}': OpenCV cannot open a file whose name is not "
+                          "UTF-8; rename it")
     with _opencv_quieter():
         # FFmpeg only, when present: after it fails, CAP_ANY would also try OpenCV's built-in MJPEG/AVI
         # reader, which prints "Unexpected element. Expected: LIST. Got: JUNK." on broken files with a
@@ -553,13 +564,14 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
 
     - int or all-digit string: webcam index (live); ``camera_size`` (width, height) and ``camera_fps``
       are requested from the driver, which may pick the nearest mode it supports.
-    - string containing ``://``: stream URL (rtsp/http/udp/...), live.
+    - string containing ``://``: stream URL (rtsp/http/udp/...), live; a video file served over http(s)
+      (one that knows its frame count) is read whole, as a local file is.
     - existing folder: its image files in sorted name order (not recursive; hidden files ignored; other
       files and undecodable images skipped with a warning).
     - existing file with an image extension: that single image.
     - any other existing file: a video, every frame delivered.
 
-    ``live``: None = auto (cameras/URLs live, files not). True plays a video file as a live source paced
+    ``live``: None = auto (cameras and live streams live, files not). True plays a video file as a live source paced
     at its own frame rate, dropping frames the consumer has not taken (for latency benchmarks). False
     reads a camera/URL synchronously without dropping. Ignored for images.
 
@@ -577,7 +589,7 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
                 raise SourceError(f"{exc}; to read the file '{spec}' instead, pass it as './{spec}'") from None
             raise
     if "://" in spec:
-        return _open_url(spec, live=live is not False)
+        return _open_url(spec, live=live)
     if os.path.isdir(spec):
         return _open_folder(spec)
     if os.path.isfile(spec):

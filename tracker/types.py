@@ -139,9 +139,24 @@ class FrameResult:
         return {
             "frame": self.frame,
             "time_s": round(self.time_s, 4),
-            "source": self.source,
+            "source": readable_path(self.source),
             "faces": [f.to_record() for f in self.faces],
         }
+
+
+def readable_path(name: str) -> str:
+    """A file name as text that any JSON or CSV reader takes: bytes that are not UTF-8 (which Python keeps as
+    lone surrogates) become ``\\xNN``, so ``a_\\xff.jpg`` names the file ``a_<0xff>.jpg``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8_path(name: str) -> bool:
+    """Whether a path's name is valid UTF-8 (OpenCV's file functions crash on one that is not)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
