@@ -218,3 +218,44 @@ def test_tensorrt_versions_get_their_network_and_precision_flags(monkeypatch, tm
     assert asked["flags"] == [explicit_flag]
     assert asked["builder_flags"] == (["FP16"] if fp16_used else [])
     assert ("fp16" if fp16_used else "fp32") in next((tmp_path / "trt_cache").glob("*.engine")).name
+
+
+def test_engine_files_missing_damaged_or_old_name_the_file_and_the_fix(tmp_path):
+    from tracker.engines import load_engine_arrays
+
+    path = tmp_path / "calibration.npz"
+    with pytest.raises(BackendError, match=r"calibration .*calibration\.npz is missing; rebuild it"):
+        load_engine_arrays(path, "calibration", "rebuild it")
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(BackendError, match=r"calibration\.npz cannot be read .*; rebuild it"):
+        load_engine_arrays(path, "calibration", "rebuild it")
+    np.savez(path, offsets=np.arange(3.0))
+    arrays = load_engine_arrays(path, "calibration", "rebuild it")
+    assert np.array_equal(arrays["offsets"], np.arange(3.0)) and arrays.get("scale") is None
+    with pytest.raises(BackendError, match=r"has no 'scale' \(it is from another version\); rebuild it"):
+        arrays["scale"]
+
+
+def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, tmp_path):
+    """A damaged refiner.onnx (loaded lazily by the library) is loaded at start-up by the command: one line,
+    exit 1, and the earlier JSON is left as it was."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tracker.engines import ENGINES_DIR
+
+    engines = tmp_path / "engines"
+    shutil.copytree(ENGINES_DIR, engines)
+    (engines / "refiner.onnx").write_bytes((ENGINES_DIR / "refiner.onnx").read_bytes()[:1000])
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text('{"frame": 0}\n')
+    repo = ENGINES_DIR.parent
+    proc = subprocess.run([sys.executable, str(repo / "run_tracker.py"), "--source", str(next(afw_dir.glob("*.jpg"))),
+                           "--json", str(earlier), "--quiet"], capture_output=True, text=True, cwd=repo, timeout=300,
+                          env={**os.environ, "FACE_TRACKER_ENGINES": str(engines)}, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "refiner.onnx" in errors[0] and "damaged" in errors[0], proc.stderr
+    assert earlier.read_text() == '{"frame": 0}\n'

@@ -122,6 +122,14 @@ def create_session(
             if backend == "tensorrt":
                 raise
             log.warning("%s; using ONNX Runtime for %s", exc, name)
-    if backend == "opencv":
-        return OpenCvDnnSession(path, outputs)
-    return OnnxRuntimeSession(path, outputs, threads)
+    try:
+        if backend == "opencv":
+            return OpenCvDnnSession(path, outputs)
+        return OnnxRuntimeSession(path, outputs, threads)
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a damaged model file fails inside the runtime, in its own words
+        said = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise BackendError(f"cannot load model {path} with {backend if backend != 'auto' else 'onnxruntime'} "
+                           f"({type(exc).__name__}: {said}); the file may be damaged: restore it from the "
+                           "project (git checkout -- engines/)") from None

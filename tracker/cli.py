@@ -215,7 +215,13 @@ def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: flo
     if not quiet:
         notice.start()
     try:
-        return FaceTracker(config)
+        tracker = FaceTracker(config)
+        # The stages loaded on first use are loaded now, so that a damaged file stops the run before any
+        # output is opened, not at the first face.
+        _ = tracker.mapping
+        if config.mirror_check:
+            _ = tracker.calibration
+        return tracker
     finally:
         notice.cancel()
 

@@ -36,3 +36,27 @@ def run_in_chunks(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
         return run(inputs)
     parts = [run({k: v[i:i + max_batch] for k, v in inputs.items()}) for i in range(0, n, max_batch)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class EngineArrays(dict):
+    """The arrays of one engine file; asking for one it lacks is a BackendError that says how to rebuild it."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], described: str, fix: str) -> None:
+        super().__init__(arrays)
+        self._described, self._fix = described, fix
+
+    def __missing__(self, key: str) -> np.ndarray:
+        raise BackendError(f"{self._described} has no '{key}' (it is from another version); {self._fix}")
+
+
+def load_engine_arrays(path: Path, what: str, fix: str) -> EngineArrays:
+    """The arrays of an engine's .npz file, read whole now; BackendError naming the file and ``fix`` (how to
+    rebuild it) when it is missing or unreadable (NumPy's own errors name neither)."""
+    described = f"{what} {path}"
+    if not path.is_file():
+        raise BackendError(f"{described} is missing; {fix}")
+    try:
+        with np.load(path) as data:
+            return EngineArrays({key: data[key] for key in data.files}, described, fix)
+    except Exception as exc:  # noqa: BLE001 -- a damaged file fails in many ways (zip, pickle, npy header)
+        raise BackendError(f"{described} cannot be read ({type(exc).__name__}: {exc}); {fix}") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.engines import ENGINES_DIR, BackendError
+from tracker.engines import ENGINES_DIR, BackendError, load_engine_arrays
 
 CALIBRATION_FILE = "expression_calibration.npz"
 FAR_YAW_DEG = 45.0  # the yaw at which a side counts as fully turned away (far = 1)
@@ -66,10 +66,7 @@ class ExpressionCalibration:
     @classmethod
     def load(cls, names: list[str], path: Path | None = None) -> ExpressionCalibration:
         path = path or ENGINES_DIR / CALIBRATION_FILE
-        if not path.is_file():
-            raise BackendError(f"expression calibration {path} is missing; rebuild it with "
-                               "`python tools/calibrate_expression.py`")
-        data = np.load(path)
+        data = load_engine_arrays(path, "expression calibration", "rebuild it with `python tools/calibrate_expression.py`")
         stored = [str(n) for n in data["names"]]
         if stored != list(names):
             raise BackendError(f"expression calibration {path} does not match the face model's shapes; rebuild it "

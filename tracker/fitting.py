@@ -37,7 +37,8 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  Numba runs the kernels' @ and np.linalg in SciPy's BLAS and LAPACK
 from numba import njit
 
-from tracker.backends import ENGINES_DIR, BackendError
+from tracker.backends import ENGINES_DIR
+from tracker.engines import load_engine_arrays
 from tracker.pose import MODEL_TO_CAMERA, matrix_to_euler, matrix_to_quaternion
 from tracker.types import Pose
 
@@ -123,9 +124,7 @@ class FaceModel:
         """Load the reduced model; ``offsets`` (None to skip) moves each observed point to where our
         detector puts it (tools/calibrate_landmarks.py)."""
         path = path or ENGINES_DIR / MODEL_FILE
-        if not path.is_file():
-            raise BackendError(f"face model {path} is missing; rebuild it with `python tools/build_face_model.py`")
-        d = np.load(path)
+        d = load_engine_arrays(path, "face model", "rebuild it with `python tools/build_face_model.py`")
         lm68, contour, mesh = d["lm68"].astype(np.int64), d["contour"].astype(np.int64), d["mesh468"].astype(np.int64)
         rows = [[int(lm68[k]), *(int(p) for p in contour[k] if p >= 0 and p != lm68[k])] for k in range(JAW_ROWS)]
         rows += [[int(lm68[k])] for k in LID_LANDMARKS]
@@ -135,10 +134,9 @@ class FaceModel:
         remap[used] = np.arange(len(used))
         mean = d["mean"].astype(np.float64)
         if offsets is not None:
-            if not offsets.is_file():
-                raise BackendError(f"landmark offsets {offsets} are missing; recompute them with "
-                                   "`python tools/calibrate_landmarks.py`")
-            mean = mean + point_offsets(np.load(offsets)["offsets"], rows, len(mean))
+            moved = load_engine_arrays(offsets, "landmark offsets", "recompute them with "
+                                       "`python tools/calibrate_landmarks.py`")["offsets"]
+            mean = mean + point_offsets(moved, rows, len(mean))
         candidates = -np.ones((len(rows), max(len(r) for r in rows)), dtype=np.int64)
         slide = np.zeros(len(rows), dtype=np.int8)
         for i, row in enumerate(rows):
@@ -154,7 +152,7 @@ class FaceModel:
             candidates=candidates,
             slide=slide,
             landmarks=remap[lm68],
-            mesh468_tris=d["mesh468_tris"] if "mesh468_tris" in d.files else None,
+            mesh468_tris=d.get("mesh468_tris"),
         )
 
 

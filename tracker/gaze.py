@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from tracker.engines import ENGINES_DIR, BackendError
+from tracker.engines import ENGINES_DIR, load_engine_arrays
 from tracker.fitting import FaceModel, FitState
 from tracker.mesh import MESH_INPUT, MeshResult, unmirror_crop_x
 from tracker.pose import MODEL_TO_CAMERA
@@ -96,9 +96,8 @@ class GazeEstimator:
     @classmethod
     def load(cls, model: FaceModel, path: Path | None = None) -> GazeEstimator:
         path = path or ENGINES_DIR / CALIBRATION_FILE
-        if not path.is_file():
-            raise BackendError(f"gaze calibration {path} is missing; refit it with `python tools/calibrate_gaze.py`")
-        return cls(model, np.load(path)["centre_offset"])
+        data = load_engine_arrays(path, "gaze calibration", "refit it with `python tools/calibrate_gaze.py`")
+        return cls(model, data["centre_offset"])
 
     def warm_up(self) -> None:
         """Compile (or load from Numba's cache) the ray-sphere kernel now, not on the first face."""

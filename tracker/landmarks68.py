@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.backends import ENGINES_DIR, BackendError
+from tracker.backends import ENGINES_DIR
+from tracker.engines import load_engine_arrays
 from tracker.mesh import MESH_INPUT, MeshResult
 from tracker.refiner import Refiner
 from tracker.roi import crop_points_to_image
@@ -83,19 +84,14 @@ class Mesh68Mapping:
         """``offsets``: 4×2 (rows OFFSET_ROWS, crop px) to subtract; None reads engines/crop_offsets.npz."""
         self.refiner = refiner
         path = path or ENGINES_DIR / MAPPING_FILE
-        if not path.is_file():
-            raise BackendError(f"landmark mapping {path} is missing; refit it with `python tools/fit_mesh68.py`")
-        data = np.load(path)
+        data = load_engine_arrays(path, "landmark mapping", "refit it with `python tools/fit_mesh68.py`")
         # float32 as stored: the per-frame product reads all 190k weights, mostly from memory, and half
         # the bytes take half the time (the points differ by under 1e-4 crop px from a float64 product).
         self.weights = np.ascontiguousarray(data["weights"], dtype=np.float32)  # 1404×136
         self.bias = np.asarray(data["bias"], dtype=np.float32)  # 136
         if offsets is None:
-            offsets_path = ENGINES_DIR / OFFSETS_FILE
-            if not offsets_path.is_file():
-                raise BackendError(f"crop offsets {offsets_path} are missing; measure them with "
-                                   "`python tools/calibrate_crop_offsets.py`")
-            offsets = np.load(offsets_path)["offsets"]
+            offsets = load_engine_arrays(ENGINES_DIR / OFFSETS_FILE, "crop offsets", "measure them with "
+                                         "`python tools/calibrate_crop_offsets.py`")["offsets"]
         self.offsets = np.asarray(offsets, dtype=np.float64).reshape(len(OFFSET_ROWS), 2)
 
     def _unbiased(self, points: np.ndarray, row: str) -> np.ndarray:

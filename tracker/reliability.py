@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tracker.backends import ENGINES_DIR, BackendError
+from tracker.engines import load_engine_arrays
 from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
 from tracker.mesh import MESH_INPUT, unmirror_crop_x
 from tracker.roi import Roi, crop_points_to_image
@@ -64,11 +65,8 @@ class ConfidenceCalibration:
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or ENGINES_DIR / CALIBRATION_FILE
-        if not path.is_file():
-            raise BackendError(f"confidence calibration {path} is missing; rebuild it with "
-                               "`python tools/calibrate_confidence.py`")
-        data = np.load(path)
-        if "signal_scale" not in data.files:
+        data = load_engine_arrays(path, "confidence calibration", "rebuild it with `python tools/calibrate_confidence.py`")
+        if "signal_scale" not in data:
             raise BackendError(f"confidence calibration {path} is from an older version; rebuild it with "
                                "`python tools/calibrate_confidence.py`")
         self.mirror_error = data["mirror_error"]
