@@ -619,6 +619,7 @@ EARLIER = '{"frame": 0, "note": "an earlier run\'s output"}\n' * 3
     (["--vmc", "127.0.0.1:abc"], 2, ["--vmc", "not a number"]),
     (["--udp-json", "127.0.0.1:\u00b9\u00b2"], 2, ["--udp-json", "not a number"]),
     (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "no folder"]),
+    (["--csv", "/nonexistent-folder/faces.csv"], 1, ["cannot write CSV", "No such file"]),
 ])
 def test_an_option_that_cannot_be_honoured_leaves_the_earlier_json_alone(afw_dir, tmp_path, options, code, words):
     """Addresses and the overlay video's folder are checked before the JSON and CSV files are opened (which
@@ -650,19 +651,18 @@ def test_a_stop_while_the_tracker_loads_writes_nothing(afw_dir, tmp_path):
     is opened, so the earlier files are as they were."""
     from tracker.cli import EXIT_INTERRUPTED, StopRequest, build_parser, run
 
-    earlier = tmp_path / "faces.jsonl"
+    earlier, table = tmp_path / "faces.jsonl", tmp_path / "faces.csv"
     earlier.write_text(EARLIER)
-    video = tmp_path / "overlay.mp4"
+    table.write_text("frame,id\n0,1\n")
     args = build_parser().parse_args(["--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier),
-                                      "--output", str(video), "--quiet"])
+                                      "--csv", str(table), "--quiet"])
+    handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
     stop = StopRequest()
     stop.requested = True  # as the handler sets it
-    try:
-        assert run(args, stop) == EXIT_INTERRUPTED
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-    assert earlier.read_text() == EARLIER and not video.exists()
+    assert run(args, stop) == EXIT_INTERRUPTED
+    assert earlier.read_text() == EARLIER and table.read_text() == "frame,id\n0,1\n"
+    # The stops ignored while the outputs closed are honoured again afterwards.
+    assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
 
 
 def test_threads_beyond_the_cpu_count_are_refused():
@@ -721,6 +721,9 @@ def test_a_write_that_fails_part_way_leaves_whole_records_and_says_so(talking_cl
     silently unplayable."""
     out, table, video = tmp_path / "faces.jsonl", tmp_path / "faces.csv", tmp_path / "overlay.mp4"
     args = [sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--quiet"]
+    # The limit holds for every file the process writes, Numba's cache of the fit's kernels too (about 0.8 MB
+    # each): a first start must not hit it, so the cache is filled first.
+    assert run_cli("--source", str(talking_clip), "--max-frames", "1", "--quiet").returncode == 0
     proc = subprocess.run([*args, "--json", str(out), "--csv", str(table)], capture_output=True, text=True,
                           cwd=REPO, timeout=120, preexec_fn=_file_size_limit(200_000), check=False)
     assert_clean_failure(proc, 1, "cannot write")
@@ -742,6 +745,9 @@ def test_sighup_mid_file_closes_every_output_whole(talking_clip, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
         time.sleep(0.05)
+    if not out.exists() or out.read_text().count("\n") < 10:
+        proc.kill()
+        pytest.fail(f"the tracker did not write 10 frames in 120 s: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGHUP)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
@@ -751,3 +757,59 @@ def test_sighup_mid_file_closes_every_output_whole(talking_clip, tmp_path):
     while cap.read()[0]:
         played += 1
     assert 10 <= n < 448 and played == n
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses a pseudo-terminal")
+def test_the_terminal_closing_mid_file_ends_as_a_stop(talking_clip, tmp_path):
+    """A run with its progress bar on a terminal that goes away (a closed window, a dropped SSH link): SIGHUP,
+    and every later write to the terminal fails. Exit 130, the outputs whole."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    def own_terminal() -> None:  # in the child: a session of its own, with the pty as controlling terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    out, video = tmp_path / "faces.jsonl", tmp_path / "overlay.mp4"
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
+                             str(out), "--output", str(video)], cwd=REPO, stdin=terminal, stdout=terminal,
+                            stderr=terminal, preexec_fn=own_terminal)  # noqa: PLW1509 -- two system calls, no locks
+    os.close(terminal)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
+            if select.select([controller], [], [], 0.05)[0]:
+                os.read(controller, 65536)  # the progress bar; unread, it would fill the terminal and block
+    finally:
+        os.close(controller)  # the terminal goes away: SIGHUP to its session, EIO on every write
+    assert proc.wait(timeout=60) == 130
+    records = read_jsonl(out)
+    cap = cv2.VideoCapture(str(video))
+    played = 0
+    while cap.read()[0]:
+        played += 1
+    assert 10 <= len(records) < 448 and played == len(records)
+    assert [r["frame"] for r in records] == list(range(len(records)))
+
+
+def test_json_to_stdout_read_by_head_ends_quietly_and_cut_back_when_redirected(talking_clip, tmp_path):
+    """`--json /dev/stdout | head -1` ends with exit 0 as `--json -` does; `--json - > file` on a full disk
+    (here a file size limit) is cut back to whole lines like a named file."""
+    proc = subprocess.Popen(f"{sys.executable} run_tracker.py --source {talking_clip} --json /dev/stdout --quiet "
+                            "| head -1", shell=True, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, executable="/bin/bash")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert json.loads(stdout)["frame"] == 0 and "ERROR" not in stderr and "Traceback" not in stderr, stderr
+    assert run_cli("--source", str(talking_clip), "--max-frames", "1", "--quiet").returncode == 0  # cache filled
+    out = tmp_path / "redirected.jsonl"
+    with out.open("wb") as target:
+        done = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip),
+                               "--json", "-", "--quiet"], stdout=target, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              timeout=120, preexec_fn=_file_size_limit(150_000), check=False)
+    assert_clean_failure(done, 1, "cannot write JSON Lines")
+    text = out.read_text()
+    assert text.endswith("\n") and 10 < len(text.splitlines()) < 448
+    assert all(json.loads(line)["frame"] == i for i, line in enumerate(text.splitlines()))

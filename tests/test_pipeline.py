@@ -104,9 +104,9 @@ def test_a_stream_closed_early_stops_its_worker():
     stream = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False)).process_stream(
         (image, i) for i, image in enumerate(frames))
     assert next(stream).frame == 0
-    assert any(t.name.startswith("face-finder") for t in threading.enumerate())
+    assert any(t.name.startswith("tracker.pipeline worker") for t in threading.enumerate())
     stream.close()
-    assert not any(t.name.startswith("face-finder") for t in threading.enumerate())
+    assert not any(t.name.startswith("tracker.pipeline worker") for t in threading.enumerate())
 
 
 def test_a_result_does_not_wait_for_the_next_frame():
@@ -161,7 +161,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
             next(stream)
         assert time.monotonic() - started < 5.0
         assert not answered.is_set()
-        assert any(t.name == "face-finder" and t.is_alive() for t in threading.enumerate())  # still waiting
+        assert any(t.name == "tracker.pipeline worker" and t.is_alive() for t in threading.enumerate())  # still waiting
     finally:
         ctrl_c.cancel()
         safety.cancel()
@@ -170,9 +170,9 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     after = tracker.process(frames[2], 2)  # waits for the worker's frame 1 first
     assert after.frame == 2 and len(after.faces) == 1
     deadline = time.monotonic() + 5.0
-    while any(t.name == "face-finder" for t in threading.enumerate()) and time.monotonic() < deadline:
+    while any(t.name == "tracker.pipeline worker" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not any(t.name == "face-finder" for t in threading.enumerate())
+    assert not any(t.name == "tracker.pipeline worker" for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("settings", [

@@ -274,3 +274,56 @@ def test_the_overlay_draws_each_eyes_gaze_the_way_it_looks() -> None:
     assert len(on_camera) < len(ahead) / 2 and np.abs(on_camera).max(initial=0) < ahead.max() / 2
     # A gaze that is not a number draws nothing and raises nothing.
     assert not (magenta(draw_overlay(blank(), make_result(make_face(gaze=Gaze(float("nan"), 0.0))))) & ~base).any()
+
+
+def _frame_result(i: int) -> FrameResult:
+    return FrameResult(i, i / 30, "x")
+
+
+def test_overlay_video_stops_whole_while_the_disk_still_has_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk nearly full after 5 frames: the writer closes the video (which then plays those 5) and says
+    so; nearly full before the first frame: no file at all rather than one that does not play."""
+    from tracker.outputs import OutputError, OverlayWriter
+
+    real = shutil.disk_usage
+    free = {"bytes": None}
+
+    def disk_usage(path):  # the real figures, or a disk with `free["bytes"]` left
+        usage = real(path)
+        return usage if free["bytes"] is None else usage._replace(free=free["bytes"])
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    path = tmp_path / "overlay.avi"
+    writer = OverlayWriter(str(path), 25.0)
+    image = np.full((120, 160, 3), 90, np.uint8)
+    for i in range(5):
+        writer.write(image, _frame_result(i))
+    free["bytes"] = 200_000
+    with pytest.raises(OutputError, match="after 5 frames: the disk is nearly full"):
+        writer.write(image, _frame_result(5))
+    writer.close()  # closing again is harmless
+    cap = cv2.VideoCapture(str(path))
+    played = 0
+    while cap.read()[0]:
+        played += 1
+    assert played == 5
+    empty = tmp_path / "empty.avi"
+    writer = OverlayWriter(str(empty), 25.0)
+    with pytest.raises(OutputError, match="the disk is full"):
+        writer.write(image, _frame_result(0))
+    writer.close()
+    assert not empty.exists()
+
+
+def test_an_overlay_png_that_cannot_be_written_whole_leaves_no_part(tmp_path: Path) -> None:
+    """A PNG is written under a temporary name and renamed: a failure leaves neither a half PNG nor the part."""
+    from tracker.outputs import OutputError, OverlayWriter
+
+    folder = tmp_path / "pngs"
+    writer = OverlayWriter(str(folder), None)
+    writer.write(np.zeros((40, 60, 3), np.uint8), _frame_result(0))
+    (folder / "000001_frame.png").mkdir()  # where the next PNG must go: the rename fails
+    with pytest.raises(OutputError, match="cannot write overlay frame"):
+        writer.write(np.zeros((40, 60, 3), np.uint8), _frame_result(1))
+    assert sorted(p.name for p in folder.iterdir()) == ["000000_frame.png", "000001_frame.png"]
+    assert cv2.imread(str(folder / "000000_frame.png")) is not None

@@ -131,5 +131,5 @@ def create_session(
     except Exception as exc:  # noqa: BLE001 -- a damaged model file fails inside the runtime, in its own words
         said = (str(exc).strip().splitlines() or [""])[0][:200]
         raise BackendError(f"cannot load model {path} with {backend if backend != 'auto' else 'onnxruntime'} "
-                           f"({type(exc).__name__}: {said}); the file may be damaged: restore it from the "
-                           "project (git checkout -- engines/)") from None
+                           f"({type(exc).__name__}: {said}); the file may be damaged: reinstall the face tracker, "
+                           "or restore the file from the project's engines/ folder") from None

@@ -189,6 +189,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self._held: dict[int, object] = {}  # while the outputs close: each stop signal's handler before
 
     def install(self) -> None:
         def handler(signum, frame):
@@ -198,11 +199,16 @@ class StopRequest:
         for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
 
-    @staticmethod
-    def hold() -> None:
-        """From here on, stops are ignored: the outputs are being closed."""
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+    def hold(self) -> None:
+        """Stops are ignored until :meth:`release`: the outputs are being closed."""
+        if not self._held:
+            self._held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+
+    def release(self) -> None:
+        """The handlers :meth:`hold` replaced are back."""
+        for sig, handler in self._held.items():
+            signal.signal(sig, handler)
+        self._held = {}
 
 
 def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: float = SLOW_START_S) -> FaceTracker:
@@ -261,7 +267,12 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         if overlay:
             outputs.append(overlay)
         if args.show:
-            probe_display()
+            try:
+                probe_display()
+            except OutputError:
+                if stop.requested:  # Ctrl-C reached the probe's child process too: a stop, not a display fault
+                    return EXIT_INTERRUPTED
+                raise
         window = Window() if args.show else None
         if window:
             outputs.append(window)
@@ -272,13 +283,16 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         for drawn in (overlay, window):
             if drawn:
                 drawn.wireframe = wireframe
-        jsonl = JsonlWriter(args.json) if args.json else None
+        jsonl = JsonlWriter(args.json, start=False) if args.json else None
         if jsonl:
             outputs.append(jsonl)
         table = (CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else [],
-                           occlusion=config.fit_3d or config.refiner) if args.csv else None)
+                           occlusion=config.fit_3d or config.refiner, start=False) if args.csv else None)
         if table:
             outputs.append(table)
+        for written in (jsonl, table):  # both opened: now they are emptied
+            if written:
+                written.start()
 
         from tqdm import tqdm
 
@@ -329,16 +343,22 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
             bar.close()
     finally:
         stop.hold()
-        _close_all(outputs)
-        source.close()
+        try:
+            _close_all(outputs)
+            source.close()
+        finally:
+            stop.release()
     elapsed = time.perf_counter() - started
     if source.error:
         log.warning(source.error)
     if not args.quiet:
         fps = frames / elapsed if elapsed > 0 else 0.0
         note = "interrupted; " if interrupted else ""
-        print(f"{note}{frames} frames, {with_faces} with faces, mean {fps:.1f} fps ({tracker.backend})",
-              file=sys.stderr)
+        try:
+            print(f"{note}{frames} frames, {with_faces} with faces, mean {fps:.1f} fps ({tracker.backend})",
+                  file=sys.stderr)
+        except OSError:
+            pass  # the terminal has gone (SIGHUP): the outputs are what matters, and they are closed
     if interrupted:
         return EXIT_INTERRUPTED
     if frames == 0:

@@ -26,10 +26,11 @@ def main() -> int:
     if stops:
         return EXIT_INTERRUPTED
     code = cli_main()
-    if threading.active_count() > 1:
-        # A run stopped by Ctrl-C or an error may leave the pipeline's worker (a daemon thread) inside ONNX
-        # Runtime; tearing the interpreter down under it can abort the process ("terminate called without an
-        # active exception"). Every output is closed by now, so the process ends here, its streams flushed.
+    # A run stopped by Ctrl-C or an error may leave one of the tracker's own daemon threads (the pipeline's
+    # worker, a live source's reader; named "tracker. ...") inside ONNX Runtime or a camera driver. Tearing the
+    # interpreter down under it can abort the process ("terminate called without an active exception"), so
+    # then the process ends here, its outputs long closed and its streams flushed.
+    if any(t.name.startswith("tracker.") and t.is_alive() for t in threading.enumerate()):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

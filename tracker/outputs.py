@@ -8,10 +8,13 @@ and ``close`` is safe to call more than once.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import math
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -48,18 +51,46 @@ def _write_errors(kind: str, path: str | Path) -> Iterator[None]:
 class _RecordFile:
     """A file (or stdout, ``-``) written a whole record at a time: each frame's text goes out in one write and
     reaches the file at once. Should a write fail part-way (a full disk), the file is cut back to the last
-    whole record before the error is raised, so what a stopped run leaves is always valid."""
+    whole record before the error is raised, so what a stopped run leaves is always valid (stdout too, when
+    it is a file; a pipe cannot be cut back).
+
+    Opening does not empty the file: :meth:`start` does, so that a caller opening several outputs can empty
+    them only once every one has opened."""
 
     def __init__(self, path: str, kind: str) -> None:
         self.path, self.kind = path, kind
-        self._good = 0  # bytes of whole records in the file
+        self._good = 0  # where the last whole record ends
+        self._fd: int | None = None  # written through the descriptor, with cut-back; None: sys.stdout's text
+        self._owned = path != "-"
+        if not self._owned:
+            try:
+                fd = sys.stdout.fileno()
+                if stat.S_ISREG(os.fstat(fd).st_mode):  # `--json - > file`: cut back like any file
+                    sys.stdout.flush()
+                    self._fd = fd
+            except (OSError, ValueError, AttributeError):  # no descriptor (a captured stdout): written as text
+                pass
+            return
         try:
-            self._file = None if path == "-" else open(path, "wb", buffering=0)  # noqa: SIM115
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as exc:
             raise OutputError(f"cannot write {kind} to '{readable_path(path)}': {exc.strerror}") from None
 
+    def start(self) -> None:
+        """Empty the file (a file of one's own), or note where stdout's file stands, before the first record."""
+        if self._fd is None:
+            return
+        with _write_errors(self.kind, self.path):
+            if self._owned:
+                try:
+                    os.ftruncate(self._fd, 0)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # a device or pipe (/dev/stdout, a FIFO) has nothing to empty
+                        raise
+            self._good = os.lseek(self._fd, 0, os.SEEK_CUR) if not self._owned else 0
+
     def write(self, text: str) -> None:
-        if self._file is None:
+        if self._fd is None:
             with _write_errors(self.kind, self.path):
                 sys.stdout.write(text)
                 sys.stdout.flush()
@@ -67,10 +98,13 @@ class _RecordFile:
         data = memoryview(text.encode("utf-8", "backslashreplace"))
         try:
             while data:
-                data = data[self._file.write(data):]
+                data = data[os.write(self._fd, data):]
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): an end, not an error
         except OSError as exc:
             try:
-                os.ftruncate(self._file.fileno(), self._good)
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
             except OSError:
                 pass
             raise OutputError(f"cannot write {self.kind} to '{readable_path(self.path)}': "
@@ -78,17 +112,24 @@ class _RecordFile:
         self._good += len(data.obj)
 
     def close(self) -> None:
-        if self._file is not None and not self._file.closed:
+        if self._owned and self._fd is not None:
+            fd, self._fd = self._fd, None
             with _write_errors(self.kind, self.path):
-                self._file.close()
+                os.close(fd)
 
 
 class JsonlWriter:
     kind = "JSON Lines"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, start: bool = True) -> None:
+        """``start=False`` leaves an existing file as it is until :meth:`start`."""
         self.path = path
         self._out = _RecordFile(path, self.kind)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self._out.start()
 
     def write(self, result: FrameResult) -> None:
         # One line per frame, written whole: an interrupted run leaves only whole lines.
@@ -239,10 +280,11 @@ class CsvWriter:
 
     kind = "CSV"
 
-    def __init__(self, path: str, blendshape_names: list[str], occlusion: bool | None = None) -> None:
+    def __init__(self, path: str, blendshape_names: list[str], occlusion: bool | None = None, *,
+                 start: bool = True) -> None:
         """``blendshape_names``: the fit's (none without the 3D fit: no pose or blendshape columns);
         ``occlusion``: whether faces carry ``occluded`` flags (the fit's or the refiner's), by default
-        when there are blendshapes."""
+        when there are blendshapes; ``start=False`` leaves an existing file as it is until :meth:`start`."""
         self.path = path
         self.names = list(blendshape_names)
         self.occlusion = bool(self.names) if occlusion is None else occlusion
@@ -257,7 +299,14 @@ class CsvWriter:
         if self.occlusion:
             header += [f"occluded{i}" for i in range(68)]
         header += self.names
-        self._csv.writerow(header)
+        self._header = header
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Empty the file and write the header row."""
+        self._out.start()
+        self._csv.writerow(self._header)
         self._emit()
 
     def _emit(self) -> None:
@@ -355,29 +404,38 @@ class OverlayWriter:
     def _keep_room(self) -> None:
         """Stop, with the video closed whole, while the disk still has room for another frame and the index."""
         try:
-            stat = os.statvfs(self.path.parent)
+            free = shutil.disk_usage(self.path.parent).free
             written = self.path.stat().st_size
         except OSError:
             return  # nothing to tell from; the close check below still looks at the result
         per_frame = max(written // max(self._frames, 1), 3 * self._size[0] * self._size[1] // 10)
         needed = 4 * per_frame + 64 * (self._frames + 1) + (1 << 20)  # frames the encoder holds, the index, slack
-        free = stat.f_bavail * stat.f_frsize
-        if free < needed:
-            self.close()
-            raise OutputError(f"stopped the overlay video '{readable_path(str(self.path))}' after {self._frames} "
-                              f"frames: the disk is nearly full ({free / 1e6:.1f} MB free); it is closed and "
-                              "plays up to there")
+        if free >= needed:
+            return
+        shown = readable_path(str(self.path))
+        if self._frames == 0:  # nothing to keep: no file rather than one that does not play
+            self._video.release()
+            self._video = None
+            self.path.unlink(missing_ok=True)
+            raise OutputError(f"cannot write video '{shown}': the disk is full ({free / 1e6:.1f} MB free)")
+        self.close()
+        raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
+                          f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
 
     def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
         stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
         name = self.path / f"{result.frame:06d}_{stem}.png"
         # Encoded here and written by Python: OpenCV's own file functions crash on names that are not UTF-8.
+        # Written under a temporary name and then renamed, so a full disk leaves no half-written PNG.
         ok, data = cv2.imencode(".png", overlay)
+        partial = name.with_name(name.name + ".part")
         try:
             if not ok:
                 raise OSError("the PNG encoder failed")
-            name.write_bytes(data.tobytes())
+            partial.write_bytes(data.tobytes())
+            os.replace(partial, name)
         except OSError as exc:
+            partial.unlink(missing_ok=True)
             raise OutputError(f"cannot write overlay frame '{readable_path(str(name))}': "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
 
@@ -412,7 +470,9 @@ def probe_display(timeout_s: float = 20.0) -> None:
         raise OutputError(f"cannot open a window: the display did not answer in {timeout_s:.0f} s; drop --show "
                           "or use --output") from None
     if proc.returncode != 0:
-        said = next((line.strip() for line in proc.stderr.splitlines() if line.strip()), "no reason given")
+        # Qt says why on its first line; a Python exception (a build without a GUI) on its last.
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or ["no reason given"]
+        said = lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
         where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "the desktop"
         raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
 

@@ -78,7 +78,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="face-finder", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="tracker.pipeline worker", daemon=True)
         self.thread.start()
 
     def submit(self, call: Callable[[], object]) -> Future:

@@ -355,7 +355,12 @@ class _CaptureReader:
         # FRAME_COUNT is an estimate (duration x fps) for some containers and can be a frame off on
         # healthy files, hence the small tolerance. n == 0 is reported as a SourceError by the caller.
         if n > 0 and m is not None and m - n > max(1, m // 100):
-            log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
+            if "://" in self.source:  # a video file read over the network
+                # FFmpeg gives up on a connection silent for _URL_READ_TIMEOUT_MS and cannot resume it.
+                log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s; "
+                            "the rest was not read", self.label, n, m, _URL_READ_TIMEOUT_MS // 1000)
+            else:
+                log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
 
     def release(self) -> None:
         self.cap.release()
