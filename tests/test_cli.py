@@ -816,3 +816,97 @@ def test_json_to_stdout_read_by_head_ends_quietly_and_cut_back_when_redirected(t
     text = out.read_text()
     assert text.endswith("\n") and 10 < len(text.splitlines()) < 448
     assert all(json.loads(line)["frame"] == i for i, line in enumerate(text.splitlines()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_FSIZE and shell redirections")
+def test_appending_to_stdout_and_a_full_disk_at_the_start_keep_earlier_contents(talking_clip, tmp_path):
+    """`--json - >> log` on a full disk is cut back to where the log stood, never to its start; a CSV that
+    cannot take its header on a full disk leaves the JSON of an earlier run as it was (the CSV is started
+    first)."""
+    assert run_cli("--source", str(talking_clip), "--max-frames", "1", "--quiet").returncode == 0  # cache filled
+    log = tmp_path / "log.jsonl"
+    earlier = '{"earlier": 1}\n' * 5000
+    log.write_text(earlier)
+    with log.open("ab") as target:
+        proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
+                               "-", "--quiet"], stdout=target, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              timeout=120, preexec_fn=_file_size_limit(len(earlier) + 30_000), check=False)
+    assert_clean_failure(proc, 1, "cannot write JSON Lines")
+    text = log.read_text()
+    assert text.startswith(earlier) and text.endswith("\n") and len(text) > len(earlier)
+    added = text[len(earlier):].splitlines()
+    assert [json.loads(line)["frame"] for line in added] == list(range(len(added)))
+    json_file = tmp_path / "faces.jsonl"
+    json_file.write_text(EARLIER)
+    proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
+                           str(json_file), "--csv", str(tmp_path / "faces.csv"), "--quiet"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, preexec_fn=_file_size_limit(0), check=False)
+    assert_clean_failure(proc, 1, "cannot write CSV")
+    assert json_file.read_text() == EARLIER
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses shell redirections and /dev/stdout")
+def test_stdout_and_stderr_that_are_closed_gone_or_shared(talking_clip, tmp_path):
+    """A reader of the log that goes away (`2>&1 | head -c 20`) stops the progress bar, not the run; `--json -`
+    with stdout closed is one line; two outputs reaching one file through /dev/stdout are refused."""
+    out = tmp_path / "faces.jsonl"
+    shell = f"{sys.executable} run_tracker.py --source {talking_clip} --max-frames 60 --json {out}"
+    proc = subprocess.run(f"{shell} 2>&1 | head -c 20 >/dev/null; exit ${{PIPESTATUS[0]}}", shell=True, cwd=REPO,
+                          executable="/bin/bash", timeout=120, check=False)
+    assert proc.returncode == 0 and len(read_jsonl(out)) == 60
+    proc = subprocess.run(f"{sys.executable} run_tracker.py --source {talking_clip} --json - >&-", shell=True,
+                          cwd=REPO, executable="/bin/bash", capture_output=True, text=True, timeout=120, check=False)
+    assert_clean_failure(proc, 1, "standard output is closed")
+    proc = subprocess.run(f"{sys.executable} run_tracker.py --source {talking_clip} --json /dev/stdout --csv - "
+                          f"> {tmp_path / 'both.txt'}", shell=True, cwd=REPO, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "both write to stdout" in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="an X display is a Unix socket here")
+def test_a_stop_during_the_display_probe_ends_at_once(afw_dir, tmp_path):
+    """A display that accepts and never answers (a hung X server) holds the window probe; SIGTERM to the run
+    alone still ends it within a second, 130, the earlier JSON untouched."""
+    import socket
+
+    number = 90 + os.getpid() % 9
+    sockets = Path("/tmp/.X11-unix")
+    sockets.mkdir(exist_ok=True)
+    path = sockets / f"X{number}"
+    if path.exists():
+        pytest.skip(f"display :{number} is in use")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(8)
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text(EARLIER)
+    try:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(afw_dir / FACE_IMAGE),
+                                 "--show", "--json", str(earlier)], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "DISPLAY": f":{number}"})
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(  # the probe's child is connecting
+                "_WINDOW_PROBE" in c or "namedWindow" in c for c in _children_command_lines(proc.pid)):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        waited = time.monotonic() - sent
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert waited < 5.0  # the probe's 10 s timeout was not waited out
+    assert earlier.read_text() == EARLIER
+
+
+def _children_command_lines(pid: int) -> list[str]:
+    lines = []
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((child / "stat").read_text().split(") ")[1].split()[1]) == pid:
+                lines.append((child / "cmdline").read_text().replace("\0", " "))
+        except (OSError, ValueError, IndexError):
+            continue
+    return lines

@@ -282,7 +282,8 @@ def _frame_result(i: int) -> FrameResult:
 
 def test_overlay_video_stops_whole_while_the_disk_still_has_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk nearly full after 5 frames: the writer closes the video (which then plays those 5) and says
-    so; nearly full before the first frame: no file at all rather than one that does not play."""
+    so; full before the first frame: no file at all rather than one that does not play, and a disk full
+    already is refused when the writer is made (before a run empties its other outputs)."""
     from tracker.outputs import OutputError, OverlayWriter
 
     real = shutil.disk_usage
@@ -308,11 +309,15 @@ def test_overlay_video_stops_whole_while_the_disk_still_has_room(tmp_path: Path,
         played += 1
     assert played == 5
     empty = tmp_path / "empty.avi"
+    free["bytes"] = None
     writer = OverlayWriter(str(empty), 25.0)
+    free["bytes"] = 200_000  # full between opening and the first frame
     with pytest.raises(OutputError, match="the disk is full"):
         writer.write(image, _frame_result(0))
     writer.close()
     assert not empty.exists()
+    with pytest.raises(OutputError, match="the disk is full"):  # full already: refused before any frame
+        OverlayWriter(str(empty), 25.0)
 
 
 def test_an_overlay_png_that_cannot_be_written_whole_leaves_no_part(tmp_path: Path) -> None:

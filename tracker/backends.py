@@ -35,7 +35,9 @@ def model_path(name: str) -> Path:
     """Path of a bundled ONNX model, with a clear error when it is missing."""
     path = ENGINES_DIR / name
     if not path.is_file():
-        raise BackendError(f"model file {path} is missing; regenerate it with `python tools/convert_tflite.py`")
+        tool = ("python tools/train_refiner.py export" if name == "refiner.onnx"
+                else "python tools/convert_tflite.py")  # the refiner is trained here, the rest converted
+        raise BackendError(f"model file {path} is missing; regenerate it with `{tool}`")
     return path
 
 

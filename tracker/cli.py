@@ -7,12 +7,14 @@ import logging
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
+from typing import TextIO
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
@@ -96,16 +98,33 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             except ValueError as exc:
                 return f"{option}: {exc}"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}
     for option, value in files.items():
-        key = "stdout" if value == "-" else os.path.realpath(value)
-        if key in seen:
-            where = "stdout" if value == "-" else f"'{value}'"
-            return f"{seen[key]} and {option} both write to {where}"
-        seen[key] = option
+        where = "stdout" if value == "-" else f"'{value}'"
+        keys = [_file_identity(value)]
+        if value != "-":
+            keys.append(os.path.realpath(value))
+        for key in keys:
+            if key is not None and key in seen:
+                return f"{seen[key]} and {option} both write to {where}"
+        for key in keys:
+            if key is not None:
+                seen[key] = option
         if value != "-" and os.path.exists(args.source) and os.path.realpath(args.source) == key:
             return f"{option} '{value}' is the source itself; it would be overwritten"
     return None
+
+
+def _file_identity(path: str) -> tuple[int, int] | str | None:
+    """What a path (``-``: stdout) writes to, so that two names for one file are told: its device and inode when
+    it exists (a link, `/dev/stdout`, stdout redirected to a named file), else "stdout" for ``-``."""
+    try:
+        info = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return "stdout" if path == "-" else None
+    if stat.S_ISCHR(info.st_mode) and path != "-" and os.path.realpath(path) == "/dev/null":
+        return None  # any number of outputs may be thrown away
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) or path == "-" else None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -268,11 +287,12 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
             outputs.append(overlay)
         if args.show:
             try:
-                probe_display()
+                probe_display(cancelled=lambda: stop.requested)
             except OutputError:
-                if stop.requested:  # Ctrl-C reached the probe's child process too: a stop, not a display fault
-                    return EXIT_INTERRUPTED
-                raise
+                if not stop.requested:  # Ctrl-C reaches the probe's child too: then a stop, not a display fault
+                    raise
+            if stop.requested:
+                return EXIT_INTERRUPTED
         window = Window() if args.show else None
         if window:
             outputs.append(window)
@@ -290,7 +310,9 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                            occlusion=config.fit_3d or config.refiner, start=False) if args.csv else None)
         if table:
             outputs.append(table)
-        for written in (jsonl, table):  # both opened: now they are emptied
+        # Both opened: now they are emptied. The CSV first: its header is a write, which a full disk can
+        # refuse, and then the JSON is still as it was.
+        for written in (table, jsonl):
             if written:
                 written.start()
 
@@ -379,7 +401,39 @@ def _close_all(outputs: list) -> None:
         raise failure
 
 
+class _StderrThatMayGo:
+    """sys.stderr for a run whose terminal or log reader may go away (a closed window, `2>&1 | head`, `2>&-`):
+    the progress bar and messages stop, the run and its outputs go on. Anything else it passes through."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self.gone = stream is None
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError):  # BrokenPipeError, EIO from a hung-up terminal, a closed file
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.gone = True
+
+    def isatty(self) -> bool:
+        return not self.gone and self._stream.isatty()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stderr, _StderrThatMayGo):
+        sys.stderr = _StderrThatMayGo(sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     clash = _output_clashes(args)
@@ -390,11 +444,23 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
     stop.install()
     try:
+        return _run_reporting(args, stop)
+    finally:
+        stop.hold()  # the run is over: a late Ctrl-C must not turn its exit code into a signal's
+
+
+def _run_reporting(args: argparse.Namespace, stop: StopRequest) -> int:
+    """run(), with each way it can fail as one line and an exit code."""
+    try:
         return run(args, stop)
     except SourceError as exc:
+        if stop.requested:  # a stop while a stream took its time to open (or refuse): a stop
+            return EXIT_INTERRUPTED
         log.error(str(exc))
         return EXIT_BAD_INPUT
     except (BackendError, OutputError, ValueError) as exc:
+        if stop.requested:  # the terminal hung up: writes to it fail, and the hang-up is what happened
+            return EXIT_INTERRUPTED
         log.error(str(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:

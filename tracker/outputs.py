@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +63,8 @@ class _RecordFile:
         self._fd: int | None = None  # written through the descriptor, with cut-back; None: sys.stdout's text
         self._owned = path != "-"
         if not self._owned:
+            if sys.stdout is None:
+                raise OutputError(f"cannot write {kind} to '-': standard output is closed")
             try:
                 fd = sys.stdout.fileno()
                 if stat.S_ISREG(os.fstat(fd).st_mode):  # `--json - > file`: cut back like any file
@@ -87,7 +89,7 @@ class _RecordFile:
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:  # a device or pipe (/dev/stdout, a FIFO) has nothing to empty
                         raise
-            self._good = os.lseek(self._fd, 0, os.SEEK_CUR) if not self._owned else 0
+            self._good = 0 if self._owned else _write_position(self._fd)
 
     def write(self, text: str) -> None:
         if self._fd is None:
@@ -116,6 +118,17 @@ class _RecordFile:
             fd, self._fd = self._fd, None
             with _write_errors(self.kind, self.path):
                 os.close(fd)
+
+
+def _write_position(fd: int) -> int:
+    """Where the next write to ``fd`` lands: the end of the file when it appends (`>>`), else its offset."""
+    try:
+        import fcntl
+
+        appends = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+    except (ImportError, OSError):  # no fcntl (Windows): its appending streams seek to the end themselves
+        appends = False
+    return os.fstat(fd).st_size if appends else os.lseek(fd, 0, os.SEEK_CUR)
 
 
 class JsonlWriter:
@@ -337,6 +350,14 @@ class CsvWriter:
         self._out.close()
 
 
+_VIDEO_SLACK = 1 << 20  # bytes an overlay video leaves free: its index and the file system's own
+
+
+def _free_bytes(path: Path) -> int:
+    """Free space where ``path`` is written (a link's target: it may be on another disk)."""
+    return shutil.disk_usage(Path(os.path.realpath(path)).parent).free
+
+
 class OverlayWriter:
     """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder.
 
@@ -375,6 +396,9 @@ class OverlayWriter:
             raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")
+        if _free_bytes(self.path) < _VIDEO_SLACK:
+            raise OutputError(f"cannot write video '{shown}': the disk is full ({_free_bytes(self.path) / 1e6:.1f} "
+                              "MB free)")
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         overlay = draw_overlay(image, result, self.wireframe)
@@ -404,12 +428,12 @@ class OverlayWriter:
     def _keep_room(self) -> None:
         """Stop, with the video closed whole, while the disk still has room for another frame and the index."""
         try:
-            free = shutil.disk_usage(self.path.parent).free
-            written = self.path.stat().st_size
+            free = _free_bytes(self.path)
+            written = self.path.stat().st_size if self.path.exists() else 0  # the encoder makes it at its leisure
         except OSError:
             return  # nothing to tell from; the close check below still looks at the result
         per_frame = max(written // max(self._frames, 1), 3 * self._size[0] * self._size[1] // 10)
-        needed = 4 * per_frame + 64 * (self._frames + 1) + (1 << 20)  # frames the encoder holds, the index, slack
+        needed = 4 * per_frame + 64 * (self._frames + 1) + _VIDEO_SLACK  # frames the encoder holds, the index
         if free >= needed:
             return
         shown = readable_path(str(self.path))
@@ -459,16 +483,24 @@ class OverlayWriter:
 _WINDOW_PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
 
 
-def probe_display(timeout_s: float = 20.0) -> None:
-    """Raise OutputError unless a window can be opened here (a second or so: a child process opens one)."""
+def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambda: False) -> None:
+    """Raise OutputError unless a window can be opened here (a second or so: a child process opens one).
+    Returns at once, the child killed, when ``cancelled()`` turns true (a stop asked for meanwhile)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
-    try:
-        proc = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise OutputError(f"cannot open a window: the display did not answer in {timeout_s:.0f} s; drop --show "
-                          "or use --output") from None
+    child = subprocess.Popen([sys.executable, "-c", _WINDOW_PROBE], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while child.poll() is None:  # a display that never answers blocks the child, whatever signal it gets
+        if cancelled() or time.monotonic() > deadline:
+            child.kill()
+            child.communicate()
+            if cancelled():
+                return
+            raise OutputError(f"cannot open a window: the display did not answer in {timeout_s:.0f} s; drop "
+                              "--show or use --output")
+        time.sleep(0.02)
+    proc = subprocess.CompletedProcess(child.args, child.returncode, None, child.communicate()[1])
     if proc.returncode != 0:
         # Qt says why on its first line; a Python exception (a build without a GUI) on its last.
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or ["no reason given"]
