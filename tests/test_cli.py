@@ -41,6 +41,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def wait_for_lines(proc: subprocess.Popen, path: Path, lines: int, timeout: float = 120) -> None:
+    """Until a running command has written ``lines`` lines to ``path``; a failure (with its stderr) if it has
+    not within ``timeout`` s (a fresh clone compiles the 3D fit's kernels first, about 25 s)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < lines):
+        time.sleep(0.05)
+    if not path.exists() or path.read_text().count("\n") < lines:
+        proc.kill()
+        pytest.fail(f"the tracker did not write {lines} lines in {timeout:.0f} s: {proc.communicate()[1][-2000:]}")
+
+
+def frames_played(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    played = 0
+    while cap.read()[0]:
+        played += 1
+    return played
+
+
 def test_help_and_readme_document_every_option():
     from tracker.cli import build_parser
 
@@ -207,12 +226,7 @@ def test_ctrl_c_mid_file_leaves_valid_jsonl(talking_clip, tmp_path):
     out = tmp_path / "partial.jsonl"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
                              str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120  # a fresh clone compiles the 3D fit's kernels first (about 25 s)
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
-        time.sleep(0.05)
-    if not out.exists() or out.read_text().count("\n") < 20:
-        proc.kill()
-        pytest.fail(f"the tracker did not write 20 frames in 120 s: {proc.communicate()[1][-2000:]}")
+    wait_for_lines(proc, out, 20)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
@@ -742,21 +756,12 @@ def test_sighup_mid_file_closes_every_output_whole(talking_clip, tmp_path):
     out, video = tmp_path / "faces.jsonl", tmp_path / "overlay.mp4"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json",
                              str(out), "--output", str(video), "--quiet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
-        time.sleep(0.05)
-    if not out.exists() or out.read_text().count("\n") < 10:
-        proc.kill()
-        pytest.fail(f"the tracker did not write 10 frames in 120 s: {proc.communicate()[1][-2000:]}")
+    wait_for_lines(proc, out, 10)
     proc.send_signal(signal.SIGHUP)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     n = len(read_jsonl(out))
-    cap = cv2.VideoCapture(str(video))
-    played = 0
-    while cap.read()[0]:
-        played += 1
-    assert 10 <= n < 448 and played == n
+    assert 10 <= n < 448 and frames_played(video) == n
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses a pseudo-terminal")
@@ -790,11 +795,7 @@ def test_the_terminal_closing_mid_file_ends_as_a_stop(talking_clip, tmp_path):
         os.close(controller)  # the terminal goes away: SIGHUP to its session, EIO on every write
     assert proc.wait(timeout=60) == 130
     records = read_jsonl(out)
-    cap = cv2.VideoCapture(str(video))
-    played = 0
-    while cap.read()[0]:
-        played += 1
-    assert 10 <= len(records) < 448 and played == len(records)
+    assert 10 <= len(records) < 448 and frames_played(video) == len(records)
     assert [r["frame"] for r in records] == list(range(len(records)))
 
 
