@@ -53,6 +53,8 @@ class OnnxRuntimeSession:
         # for landmarks alone (five runs each, twice the CPU time), and 26 against 13-15 ms for
         # the default pipeline, whose three networks' threads spin while the next one runs.
         opts.intra_op_num_threads = threads or 1
+        # Its own error lines (a node that fails on damaged weights) would add to the one line we report.
+        opts.log_severity_level = 4
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

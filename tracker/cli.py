@@ -241,9 +241,9 @@ def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: flo
         notice.start()
     try:
         tracker = FaceTracker(config)
-        # The stages loaded on first use are loaded now, so that a damaged file stops the run before any
-        # output is opened, not at the first face.
-        _ = tracker.mapping
+        # Every stage loaded and every network run once now, so that a damaged file stops the run before any
+        # output is opened, not at the first face, and the first face is not slowed by first-call allocations.
+        tracker.warm_up()
         if config.mirror_check:
             _ = tracker.calibration
         return tracker

@@ -16,16 +16,17 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from tracker.detector import FaceDetector
+from tracker.detector import DETECTOR_MODELS, FaceDetector
+from tracker.engines import BackendError
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.gaze import GazeEstimator, iris_points, look_weights, smooth_gaze
 from tracker.landmarks68 import Mesh68Mapping
-from tracker.mesh import MESH_INPUT, FaceMesh, MeshResult, roi_from_detection
+from tracker.mesh import MESH_INPUT, MESH_MODEL, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
-from tracker.refiner import Refiner
+from tracker.refiner import REFINER_FILE, Refiner
 from tracker.reliability import ConfidenceCalibration, assess
-from tracker.roi import crop_camera_to_image, crop_points_to_image
+from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image
 from tracker.smoothing import STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
 from tracker.tracking import FaceState, TrackSet
@@ -175,6 +176,30 @@ class FaceTracker:
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
+
+    def warm_up(self) -> None:
+        """Run every network once on a made-up frame: their first-call allocations happen here, not on the first
+        face (about 0.1 s), and a model file that loads but cannot run (damaged weights) fails here, as a
+        BackendError naming it."""
+        frame = np.full((256, 256, 3), 128, np.uint8)
+        roi = Roi(cx=128.0, cy=128.0, size=200.0, angle=0.0)
+        stages = [(DETECTOR_MODELS[self.config.detector][0], lambda: self.detector.detect(frame)),
+                  (MESH_MODEL, lambda: [m.points for m in self.mesh.run(frame, [roi], mirror=self.config.mirror_check)])]
+        if self.config.refiner:
+            stages.append((REFINER_FILE, lambda: [p.direct for p in self.mapping.predict_batch(
+                self.mesh.run(frame, [roi], mirror=self.config.mirror_check))]))
+        for model, run in stages:
+            try:
+                out = run()
+            except BackendError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- a runtime fails on bad weights in its own words
+                said = (str(exc).strip().splitlines() or [""])[0][:160]
+                raise BackendError(f"{model} failed on a test frame ({type(exc).__name__}: {said}); the file may be "
+                                   "damaged: reinstall the face tracker") from None
+            if model != DETECTOR_MODELS[self.config.detector][0] and not all(np.isfinite(v).all() for v in out):
+                raise BackendError(f"{model} gave numbers that are not finite on a test frame; the file may be "
+                                   "damaged: reinstall the face tracker")
 
     @property
     def mapping(self) -> Mesh68Mapping:
