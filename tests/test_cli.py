@@ -289,9 +289,14 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
     """Caught before anything is opened: the source is never overwritten, and no output is mixed into another."""
     source = tmp_path / "clip.mp4"
     source.write_bytes(talking_clip.read_bytes())
+    os.link(source, tmp_path / "hard.mp4")  # the same file under another name
+    (tmp_path / "earlier.jsonl").write_text("{}\n")
+    os.symlink(tmp_path / "earlier.jsonl", tmp_path / "link.jsonl")
     cases = {
         ("--json", str(source)): "source itself",
         ("--output", str(source)): "source itself",
+        ("--output", str(tmp_path / "hard.mp4")): "source itself",
+        ("--json", str(tmp_path / "earlier.jsonl"), "--csv", str(tmp_path / "link.jsonl")): "both write to",
         ("--json", str(tmp_path / "a.out"), "--csv", str(tmp_path / "a.out")): "both write to",
         ("--json", "-", "--csv", "-"): "both write to stdout",
         ("--json", ""): "empty",
@@ -304,7 +309,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert words in proc.stderr, (args, proc.stderr)
     assert source.read_bytes() == talking_clip.read_bytes()
-    assert not (tmp_path / "a.out").exists()
+    assert not (tmp_path / "a.out").exists() and (tmp_path / "earlier.jsonl").read_text() == "{}\n"
 
 
 def test_vmc_mirror_sends_the_mirror_image_of_the_same_face(afw_dir):

@@ -312,11 +312,11 @@ def test_overlay_video_stops_whole_while_the_disk_still_has_room(tmp_path: Path,
     free["bytes"] = None
     writer = OverlayWriter(str(empty), 25.0)
     free["bytes"] = 200_000  # full between opening and the first frame
-    with pytest.raises(OutputError, match="the disk is full"):
+    with pytest.raises(OutputError, match="the disk is too full"):
         writer.write(image, _frame_result(0))
     writer.close()
     assert not empty.exists()
-    with pytest.raises(OutputError, match="the disk is full"):  # full already: refused before any frame
+    with pytest.raises(OutputError, match="the disk is too full"):  # full already: refused before any frame
         OverlayWriter(str(empty), 25.0)
 
 

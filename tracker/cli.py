@@ -110,8 +110,11 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
         for key in keys:
             if key is not None:
                 seen[key] = option
-        if value != "-" and os.path.exists(args.source) and os.path.realpath(args.source) == key:
-            return f"{option} '{value}' is the source itself; it would be overwritten"
+        if value != "-" and os.path.exists(args.source):
+            source_file = _file_identity(args.source)  # a hard link is the same file under another name
+            if (os.path.realpath(args.source) == os.path.realpath(value)
+                    or source_file is not None and source_file == _file_identity(value)):
+                return f"{option} '{value}' is the source itself; it would be overwritten"
     return None
 
 

@@ -397,8 +397,8 @@ class OverlayWriter:
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")
         if _free_bytes(self.path) < _VIDEO_SLACK:
-            raise OutputError(f"cannot write video '{shown}': the disk is full ({_free_bytes(self.path) / 1e6:.1f} "
-                              "MB free)")
+            raise OutputError(f"cannot write video '{shown}': the disk is too full ({_free_bytes(self.path) / 1e6:.1f} "
+                              f"MB free; a video keeps {_VIDEO_SLACK >> 20} MB for its index)")
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         overlay = draw_overlay(image, result, self.wireframe)
@@ -441,7 +441,8 @@ class OverlayWriter:
             self._video.release()
             self._video = None
             self.path.unlink(missing_ok=True)
-            raise OutputError(f"cannot write video '{shown}': the disk is full ({free / 1e6:.1f} MB free)")
+            raise OutputError(f"cannot write video '{shown}': the disk is too full ({free / 1e6:.1f} MB free; a video "
+                              f"keeps {_VIDEO_SLACK >> 20} MB for its index)")
         self.close()
         raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")

@@ -238,8 +238,8 @@ class _ImageFilesSource(FrameSource):
             img, why = _read_image(path)
             if img is None:
                 if self._strict:
-                    raise SourceError(f"cannot read image '{path}': {why}")
-                note = f"skipped '{path}': {why}"
+                    raise SourceError(f"cannot read image '{readable_path(path)}': {why}")
+                note = f"skipped '{readable_path(path)}': {why}"
                 log.warning(note)
                 self.skipped.append(note)
                 continue
@@ -275,12 +275,12 @@ def _open_folder(path: str) -> FrameSource:
             continue  # hidden files (.DS_Store, ._foo.jpg from macOS) are never meant as input
         full = os.path.join(path, entry.name)
         if entry.is_dir():
-            note = f"skipped '{full}': subfolders are not searched"
+            note = f"skipped '{readable_path(full)}': subfolders are not searched"
         elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
             candidates.append(full)
             continue
         else:
-            note = f"skipped '{full}': not an image file"
+            note = f"skipped '{readable_path(full)}': not an image file"
         log.warning(note)
         skipped.append(note)
     return _ImageFilesSource(f"folder '{path}'", candidates, strict=False, skipped=skipped)
