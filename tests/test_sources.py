@@ -417,3 +417,46 @@ def test_stream_passwords_are_never_shown(url, shown):
     from tracker.sources import _redact_url
 
     assert _redact_url(url) == shown
+
+
+def _exif_orientation(value: int) -> bytes:
+    """A big-endian TIFF block with one IFD entry: Orientation (0x0112, SHORT) = value."""
+    return (b"MM\x00*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + (0x0112).to_bytes(2, "big")
+            + (3).to_bytes(2, "big") + (1).to_bytes(4, "big") + value.to_bytes(2, "big") + b"\x00\x00"
+            + bytes(4))
+
+
+def _webp_with_exif(image: np.ndarray, orientation: int) -> bytes:
+    """The extended WebP layout: VP8X (EXIF flag, canvas size), the picture's chunk, then the EXIF chunk."""
+    simple = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 100])[1].tobytes()
+    picture = simple[12:]  # the 'VP8 ' or 'VP8L' chunk
+    h, w = image.shape[:2]
+    vp8x = b"VP8X" + (10).to_bytes(4, "little") + bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little") \
+        + (h - 1).to_bytes(3, "little")
+    exif = _exif_orientation(orientation)
+    chunk = b"EXIF" + len(exif).to_bytes(4, "little") + exif + (b"\x00" if len(exif) % 2 else b"")
+    body = b"WEBP" + vp8x + picture + chunk
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _jpeg_with_exif(image: np.ndarray, orientation: int) -> bytes:
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+    app1 = b"Exif\x00\x00" + _exif_orientation(orientation)
+    return jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_webp_is_turned_upright_by_its_exif_as_jpeg_is(tmp_path, orientation):
+    """OpenCV turns a JPEG upright by its EXIF orientation but not a WebP: the WebP with the same orientation
+    tag reads as the JPEG does (all eight tags; a picture that no turn or flip leaves alike)."""
+    image = np.zeros((48, 80, 3), np.uint8)
+    image[:24, :40] = (0, 0, 255)
+    image[:24, 40:] = (0, 255, 0)
+    image[24:, :20] = (255, 0, 0)
+    image[24:, 20:] = (255, 255, 255)
+    (tmp_path / "a.webp").write_bytes(_webp_with_exif(image, orientation))
+    (tmp_path / "a.jpg").write_bytes(_jpeg_with_exif(image, orientation))
+    frames = {name: next(iter(open_source(str(tmp_path / name)))).image for name in ("a.webp", "a.jpg")}
+    assert frames["a.webp"].shape == frames["a.jpg"].shape
+    assert np.abs(frames["a.webp"].astype(int) - frames["a.jpg"].astype(int)).mean() < 4
+    assert (frames["a.webp"].shape[0] == 48) == (orientation <= 4)

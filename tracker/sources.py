@@ -190,6 +190,40 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
+# EXIF orientation (1-8) as the turns that make the picture upright: (rotate code or None, then flip code or None).
+_ORIENTATION_FIX = {
+    2: (None, 1), 3: (cv2.ROTATE_180, None), 4: (None, 0), 5: (cv2.ROTATE_90_CLOCKWISE, 1),
+    6: (cv2.ROTATE_90_CLOCKWISE, None), 7: (cv2.ROTATE_90_COUNTERCLOCKWISE, 1), 8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None),
+}
+
+
+def webp_orientation(data: bytes | memoryview) -> int:
+    """The EXIF orientation a WebP file's EXIF chunk holds (1, upright, when it has none). OpenCV turns JPEG,
+    PNG and TIFF upright by their EXIF, but not WebP. Only the chunk headers are read on the way (the EXIF
+    chunk comes after the picture's)."""
+    data = memoryview(data)
+    if len(data) < 12 or bytes(data[:4]) != b"RIFF" or bytes(data[8:12]) != b"WEBP":
+        return 1
+    at = 12
+    while at + 8 <= len(data):
+        fourcc, size = bytes(data[at:at + 4]), int.from_bytes(data[at + 4:at + 8], "little")
+        if fourcc == b"EXIF":
+            exif = bytes(data[at + 8:at + 8 + size])
+            exif = exif[6:] if exif.startswith(b"Exif\0\0") else exif
+            order = {b"II": "little", b"MM": "big"}.get(exif[:2])
+            if order is None or len(exif) < 8:
+                return 1
+            ifd = int.from_bytes(exif[4:8], order)
+            count = int.from_bytes(exif[ifd:ifd + 2], order) if ifd + 2 <= len(exif) else 0
+            for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(exif) - 11), 12):
+                if int.from_bytes(exif[entry:entry + 2], order) == 0x0112:  # Orientation, a SHORT
+                    value = int.from_bytes(exif[entry + 8:entry + 10], order)
+                    return value if 1 <= value <= 8 else 1
+            return 1
+        at += 8 + size + (size & 1)
+    return 1
+
+
 def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     """Decode one image file -> (BGR uint8 image, "") or (None, why it could not be read)."""
     try:
@@ -206,6 +240,11 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         img = None
     if img is None:
         return None, "not an image or the file is corrupt"
+    rotate, flip = _ORIENTATION_FIX.get(webp_orientation(data.data), (None, None))
+    if rotate is not None:
+        img = cv2.rotate(img, rotate)
+    if flip is not None:
+        img = cv2.flip(img, flip)
     try:
         return to_bgr8(img), ""
     except ValueError as e:
