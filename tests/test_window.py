@@ -332,3 +332,17 @@ def test_an_overlay_png_that_cannot_be_written_whole_leaves_no_part(tmp_path: Pa
         writer.write(np.zeros((40, 60, 3), np.uint8), _frame_result(1))
     assert sorted(p.name for p in folder.iterdir()) == ["000000_frame.png", "000001_frame.png"]
     assert cv2.imread(str(folder / "000000_frame.png")) is not None
+
+
+def test_an_overlay_folder_with_an_earlier_runs_frames_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tracker.outputs import OverlayWriter
+
+    folder = tmp_path / "pngs"
+    first = OverlayWriter(str(folder), None)
+    for i in range(3):
+        first.write(np.zeros((40, 60, 3), np.uint8), _frame_result(i))
+    with caplog.at_level(logging.WARNING, logger="tracker"):
+        OverlayWriter(str(tmp_path / "fresh"), None)
+        assert not caplog.records  # a new or empty folder: nothing to say
+        OverlayWriter(str(folder), None)
+    assert len(caplog.records) == 1 and "already holds 3 frames" in caplog.records[0].getMessage()

@@ -381,8 +381,13 @@ class OverlayWriter:
                     "name, as PNGs", shown, " ".join(VIDEO_SUFFIXES))
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
+                earlier = sum(1 for _ in self.path.glob("[0-9][0-9][0-9][0-9][0-9][0-9]_*.png"))
             except OSError as exc:
                 raise OutputError(f"cannot create overlay folder '{shown}': {exc.strerror}") from None
+            if earlier:  # mixed with this run's, they would read as one sequence
+                logging.getLogger("tracker").warning(
+                    "overlay folder '%s' already holds %d frames of an earlier run: this run's overwrite those of "
+                    "the same number and name, the others stay", shown, earlier)
             return
         # The video file is made at the first frame (its size is not known before): what would stop it is
         # checked now, before any other output is opened.
