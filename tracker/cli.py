@@ -274,8 +274,9 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        # Whatever could refuse to run is opened first, and the JSON and CSV files (which opening empties)
-        # last, once everything else has worked: a failed start leaves the user's earlier files as they were.
+        # Whatever could refuse to run is opened first (senders, the overlay's folder, the display, the models)
+        # and the JSON and CSV files are emptied last, once everything else has worked: a failed start leaves
+        # the user's earlier files as they were.
         if args.vmc:
             outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
                                      eye_bones=args.vmc_eye_bones))
