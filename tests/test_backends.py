@@ -267,3 +267,26 @@ def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, t
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # the runtime's own error lines silenced
     assert proc.stderr.startswith("ERROR") and "refiner.onnx" in proc.stderr and "damaged" in proc.stderr
     assert earlier.read_text() == '{"frame": 0}\n'
+
+
+def test_a_damaged_68_point_map_without_the_refiner_is_one_line_before_any_output(afw_dir, tmp_path):
+    """`--refiner none` still loads the 68-point map at start-up (the library loads it at the first face)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tracker.engines import ENGINES_DIR
+
+    engines = tmp_path / "engines"
+    shutil.copytree(ENGINES_DIR, engines)
+    (engines / "mesh68_ridge.npz").write_bytes((ENGINES_DIR / "mesh68_ridge.npz").read_bytes()[:500])
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text('{"frame": 0}\n')
+    repo = ENGINES_DIR.parent
+    proc = subprocess.run([sys.executable, str(repo / "run_tracker.py"), "--source", str(next(afw_dir.glob("*.jpg"))),
+                           "--refiner", "none", "--json", str(earlier), "--quiet"], capture_output=True, text=True,
+                          cwd=repo, timeout=300, env={**os.environ, "FACE_TRACKER_ENGINES": str(engines)}, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "mesh68_ridge.npz" in proc.stderr and "fit_mesh68.py" in proc.stderr
+    assert earlier.read_text() == '{"frame": 0}\n'

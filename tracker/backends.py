@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tracker.engines import ENGINES_DIR, BackendError, as_inputs
+from tracker.engines import ENGINES_DIR, BackendError, as_inputs, runtime_said
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
 log = logging.getLogger("tracker.backends")
@@ -133,7 +133,6 @@ def create_session(
     except BackendError:
         raise
     except Exception as exc:  # noqa: BLE001 -- a damaged model file fails inside the runtime, in its own words
-        said = (str(exc).strip().splitlines() or [""])[0][:200]
         raise BackendError(f"cannot load model {path} with {backend if backend != 'auto' else 'onnxruntime'} "
-                           f"({type(exc).__name__}: {said}); the file may be damaged: reinstall the face tracker, "
+                           f"({runtime_said(exc)}); the file may be damaged: reinstall the face tracker, "
                            "or restore the file from the project's engines/ folder") from None

@@ -100,34 +100,26 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[object, str] = {}
     for option, value in files.items():
-        where = "stdout" if value == "-" else f"'{value}'"
-        keys = [_file_identity(value)]
-        if value != "-":
-            keys.append(os.path.realpath(value))
-        for key in keys:
-            if key is not None and key in seen:
-                return f"{seen[key]} and {option} both write to {where}"
-        for key in keys:
-            if key is not None:
-                seen[key] = option
-        if value != "-" and os.path.exists(args.source):
-            source_file = _file_identity(args.source)  # a hard link is the same file under another name
-            if (os.path.realpath(args.source) == os.path.realpath(value)
-                    or source_file is not None and source_file == _file_identity(value)):
-                return f"{option} '{value}' is the source itself; it would be overwritten"
+        key = _written_file(value)
+        if key in seen:
+            return f"{seen[key]} and {option} both write to " + ("stdout" if value == "-" else f"'{value}'")
+        seen[key] = option
+        if value != "-" and os.path.exists(args.source) and _written_file(args.source) == key:
+            return f"{option} '{value}' is the source itself; it would be overwritten"
     return None
 
 
-def _file_identity(path: str) -> tuple[int, int] | str | None:
-    """What a path (``-``: stdout) writes to, so that two names for one file are told: its device and inode when
-    it exists (a link, `/dev/stdout`, stdout redirected to a named file), else "stdout" for ``-``."""
+def _written_file(path: str) -> object:
+    """What an output path (``-``: stdout) writes to, the same for every name of one file: the device and inode
+    of an existing file (so a link, a hard link, `/dev/stdout` or a redirect to it are told), else the real
+    path; stdout that is not a file is "stdout"."""
     try:
         info = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(path)
     except (OSError, ValueError, AttributeError):
-        return "stdout" if path == "-" else None
-    if stat.S_ISCHR(info.st_mode) and path != "-" and os.path.realpath(path) == "/dev/null":
-        return None  # any number of outputs may be thrown away
-    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) or path == "-" else None
+        return "stdout" if path == "-" else os.path.realpath(path)
+    if stat.S_ISREG(info.st_mode):
+        return info.st_dev, info.st_ino
+    return "stdout" if path == "-" else os.path.realpath(path)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -247,8 +239,6 @@ def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: flo
         # Every stage loaded and every network run once now, so that a damaged file stops the run before any
         # output is opened, not at the first face, and the first face is not slowed by first-call allocations.
         tracker.warm_up()
-        if config.mirror_check:
-            _ = tracker.calibration
         return tracker
     finally:
         notice.cancel()

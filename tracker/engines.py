@@ -38,6 +38,12 @@ def run_in_chunks(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def runtime_said(exc: Exception) -> str:
+    """A runtime's failure (ONNX Runtime's, OpenCV's: many lines, often a graph dump) as one short clause."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
 class EngineArrays(dict):
     """The arrays of one engine file; asking for one it lacks is a BackendError that says how to rebuild it."""
 

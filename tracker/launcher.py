@@ -18,7 +18,7 @@ EXIT_INTERRUPTED = 130  # as tracker.cli exits on Ctrl-C
 
 def main() -> int:
     stops: list[int] = []
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # tracker.cli.STOP_SIGNALS, which cannot be imported yet
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), lambda signum, _frame: stops.append(signum))
     from tracker.cli import main as cli_main

@@ -73,10 +73,8 @@ class _RecordFile:
             except (OSError, ValueError, AttributeError):  # no descriptor (a captured stdout): written as text
                 pass
             return
-        try:
+        with _write_errors(kind, path):
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-        except OSError as exc:
-            raise OutputError(f"cannot write {kind} to '{readable_path(path)}': {exc.strerror}") from None
 
     def start(self) -> None:
         """Empty the file (a file of one's own), or note where stdout's file stands, before the first record."""
@@ -98,19 +96,19 @@ class _RecordFile:
                 sys.stdout.flush()
             return
         data = memoryview(text.encode("utf-8", "backslashreplace"))
-        try:
-            while data:
-                data = data[os.write(self._fd, data):]
-        except BrokenPipeError:
-            raise  # the reader went away (`| head`): an end, not an error
-        except OSError as exc:
+        with _write_errors(self.kind, self.path):
             try:
-                os.ftruncate(self._fd, self._good)
-                os.lseek(self._fd, self._good, os.SEEK_SET)
+                while data:
+                    data = data[os.write(self._fd, data):]
+            except BrokenPipeError:
+                raise  # the reader went away (`| head`): nothing to cut back for
             except OSError:
-                pass
-            raise OutputError(f"cannot write {self.kind} to '{readable_path(self.path)}': "
-                              f"{exc.strerror or exc}") from None
+                try:
+                    os.ftruncate(self._fd, self._good)
+                    os.lseek(self._fd, self._good, os.SEEK_SET)
+                except OSError:
+                    pass
+                raise
         self._good += len(data.obj)
 
     def close(self) -> None:
@@ -358,6 +356,11 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(Path(os.path.realpath(path)).parent).free
 
 
+def _too_full(shown: str, free: int) -> OutputError:
+    return OutputError(f"cannot write video '{shown}': the disk is too full ({free / 1e6:.1f} MB free; a video "
+                       f"keeps {_VIDEO_SLACK >> 20} MB for its index)")
+
+
 class OverlayWriter:
     """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder.
 
@@ -401,9 +404,8 @@ class OverlayWriter:
             raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")
-        if _free_bytes(self.path) < _VIDEO_SLACK:
-            raise OutputError(f"cannot write video '{shown}': the disk is too full ({_free_bytes(self.path) / 1e6:.1f} "
-                              f"MB free; a video keeps {_VIDEO_SLACK >> 20} MB for its index)")
+        if (free := _free_bytes(self.path)) < _VIDEO_SLACK:
+            raise _too_full(shown, free)
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         overlay = draw_overlay(image, result, self.wireframe)
@@ -446,8 +448,7 @@ class OverlayWriter:
             self._video.release()
             self._video = None
             self.path.unlink(missing_ok=True)
-            raise OutputError(f"cannot write video '{shown}': the disk is too full ({free / 1e6:.1f} MB free; a video "
-                              f"keeps {_VIDEO_SLACK >> 20} MB for its index)")
+            raise _too_full(shown, free)
         self.close()
         raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
@@ -489,11 +490,15 @@ class OverlayWriter:
 _WINDOW_PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
 
 
+def _require_a_named_display() -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
+
+
 def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambda: False) -> None:
     """Raise OutputError unless a window can be opened here (a second or so: a child process opens one).
     Returns at once, the child killed, when ``cancelled()`` turns true (a stop asked for meanwhile)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
+    _require_a_named_display()
     child = subprocess.Popen([sys.executable, "-c", _WINDOW_PROBE], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
@@ -506,10 +511,10 @@ def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambd
             raise OutputError(f"cannot open a window: the display did not answer in {timeout_s:.0f} s; drop "
                               "--show or use --output")
         time.sleep(0.02)
-    proc = subprocess.CompletedProcess(child.args, child.returncode, None, child.communicate()[1])
-    if proc.returncode != 0:
+    said_lines = child.communicate()[1]
+    if child.returncode != 0:
         # Qt says why on its first line; a Python exception (a build without a GUI) on its last.
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or ["no reason given"]
+        lines = [line.strip() for line in said_lines.splitlines() if line.strip()] or ["no reason given"]
         said = lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
         where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "the desktop"
         raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
@@ -528,8 +533,7 @@ class Window:
 
     def __init__(self, wireframe: np.ndarray | None = None, *, mirror: bool = False) -> None:
         self.wireframe = wireframe
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise OutputError("cannot open a window: no display (DISPLAY is not set); drop --show or use --output")
+        _require_a_named_display()
         self.mirror = mirror
         self._open = False
         self._view: np.ndarray | None = None

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from tracker.detector import DETECTOR_MODELS, FaceDetector
-from tracker.engines import BackendError
+from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
 from tracker.gaze import GazeEstimator, iris_points, look_weights, smooth_gaze
@@ -178,28 +178,20 @@ class FaceTracker:
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
 
     def warm_up(self) -> None:
-        """Run every network once on a made-up frame: their first-call allocations happen here, not on the first
-        face (about 0.1 s), and a model file that loads but cannot run (damaged weights) fails here, as a
-        BackendError naming it."""
+        """Load every stage and run every network once on a made-up frame: their first-call allocations happen
+        here, not on the first face (about 0.1 s), and a model or engine file that is missing or damaged (weights
+        that load but cannot run) fails here, as a BackendError naming it."""
         frame = np.full((256, 256, 3), 128, np.uint8)
-        roi = Roi(cx=128.0, cy=128.0, size=200.0, angle=0.0)
-        stages = [(DETECTOR_MODELS[self.config.detector][0], lambda: self.detector.detect(frame)),
-                  (MESH_MODEL, lambda: [m.points for m in self.mesh.run(frame, [roi], mirror=self.config.mirror_check)])]
-        if self.config.refiner:
-            stages.append((REFINER_FILE, lambda: [p.direct for p in self.mapping.predict_batch(
-                self.mesh.run(frame, [roi], mirror=self.config.mirror_check))]))
-        for model, run in stages:
-            try:
-                out = run()
-            except BackendError:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- a runtime fails on bad weights in its own words
-                said = (str(exc).strip().splitlines() or [""])[0][:160]
-                raise BackendError(f"{model} failed on a test frame ({type(exc).__name__}: {said}); the file may be "
-                                   "damaged: reinstall the face tracker") from None
-            if model != DETECTOR_MODELS[self.config.detector][0] and not all(np.isfinite(v).all() for v in out):
-                raise BackendError(f"{model} gave numbers that are not finite on a test frame; the file may be "
-                                   "damaged: reinstall the face tracker")
+        with _blamed_on(DETECTOR_MODELS[self.config.detector][0]):
+            self.detector.detect(frame)
+        with _blamed_on(MESH_MODEL):
+            meshes = self.mesh.run(frame, [Roi(cx=128.0, cy=128.0, size=200.0, angle=0.0)],
+                                   mirror=self.config.mirror_check)
+            _require_finite([m.points for m in meshes])
+        with _blamed_on(REFINER_FILE if self.config.refiner else "the 68-point map"):
+            _require_finite([p.direct for p in self.mapping.predict_batch(meshes)])
+        if self.config.mirror_check:
+            _ = self.calibration
 
     @property
     def mapping(self) -> Mesh68Mapping:
@@ -376,6 +368,23 @@ class FaceTracker:
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
         return self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
+
+
+@contextmanager
+def _blamed_on(model: str) -> Iterator[None]:
+    """A network failing on warm_up's test frame, as a BackendError naming its file."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a runtime fails on bad weights in its own words
+        raise BackendError(f"{model} failed on a test frame ({runtime_said(exc)}); the file may be damaged: "
+                           "reinstall the face tracker") from None
+
+
+def _require_finite(values: list[np.ndarray]) -> None:
+    if not all(np.isfinite(v).all() for v in values):
+        raise ValueError("it gave numbers that are not finite")
 
 
 def _bgr8(image: np.ndarray) -> np.ndarray:
