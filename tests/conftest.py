@@ -1,5 +1,8 @@
-"""Shared fixtures: paths to the shared data, skipping cleanly when it is absent."""
+"""Shared fixtures: paths to the shared data, skipping cleanly when it is absent; a stream host that never
+answers."""
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,27 @@ def afw_dir() -> Path:
 @pytest.fixture
 def talking_clip() -> Path:
     return shared_path("video", "talking_d10.mp4")
+
+
+@pytest.fixture
+def silent_host():
+    """An http:// address whose server accepts the connection and never answers (a hung camera or server):
+    FFmpeg waits its whole open timeout on it. Yields (url, accepted: threading.Event)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted, held = threading.Event(), []
+
+    def accept() -> None:
+        try:
+            while True:
+                held.append(server.accept()[0])
+                accepted.set()
+        except OSError:  # the server closed: the test is over
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/live.mjpg", accepted
+    server.close()
+    for conn in held:
+        conn.close()

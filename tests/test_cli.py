@@ -907,6 +907,30 @@ def test_a_stop_during_the_display_probe_ends_at_once(afw_dir, tmp_path):
     assert earlier.read_text() == EARLIER
 
 
+def test_ctrl_c_while_a_stream_takes_its_time_to_open_ends_at_once(silent_host, tmp_path):
+    """A stream host that accepts and never answers holds the open for FFmpeg's 10 s timeout; Ctrl-C ends
+    the run within a second or two, 130, no traceback, the earlier JSON untouched."""
+    if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        pytest.skip("this OpenCV build has no FFmpeg backend, which is what waits on a stream")
+    url, accepted = silent_host
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text(EARLIER)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", url, "--json", str(earlier)],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert accepted.wait(60), "the run never connected"
+        time.sleep(0.3)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        waited = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert waited < 4.0  # FFmpeg's 10 s open timeout was not waited out
+    assert earlier.read_text() == EARLIER
+
+
 def _children_command_lines(pid: int) -> list[str]:
     lines = []
     for child in Path("/proc").glob("[0-9]*"):

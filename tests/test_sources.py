@@ -407,6 +407,17 @@ def test_the_readme_python_example_runs(capsys):
     assert [int(line.split()[0]) for line in lines] == list(range(78))
 
 
+def test_a_stop_ends_the_wait_for_a_stream_that_never_answers(silent_host):
+    url, accepted = silent_host
+    if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        pytest.skip("this OpenCV build has no FFmpeg backend, which is what waits on a stream")
+    stop_at = time.monotonic() + 0.5
+    with pytest.raises(SourceError, match="stopped while opening stream"):
+        open_source(url, cancelled=lambda: time.monotonic() > stop_at)
+    assert time.monotonic() - stop_at < 1.0  # not FFmpeg's 10 s open timeout
+    assert accepted.is_set()  # it was waiting on the server, not failing at once
+
+
 @pytest.mark.parametrize("url, shown", [
     ("rtsp://admin:secret@10.0.0.2/live", "rtsp://admin:***@10.0.0.2/live"),
     ("http://admin:p@ss@127.0.0.1:9/x", "http://admin:***@127.0.0.1:9/x"),  # '@' inside the password

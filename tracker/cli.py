@@ -258,7 +258,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         steady=args.steady,
         focal_px=args.focal,
     )
-    source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
+    source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps,
+                         cancelled=lambda: stop.requested)
     outputs: list = []
     frames = with_faces = 0
     started = time.perf_counter()

@@ -553,16 +553,54 @@ def _redact_url(url: str) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
 
 
-def _open_url(url: str, live: bool | None) -> FrameSource:
+def _open_capture_cancellably(open_capture: Callable[[], cv2.VideoCapture], label: str,
+                              cancelled: Callable[[], bool] | None) -> cv2.VideoCapture:
+    """open_capture() on a thread of its own, so that a stop ends the wait at once: a stream's host may take
+    FFmpeg's whole open timeout to answer, and a signal handler cannot run while the call blocks. A capture
+    that opens after the stop is released by that thread."""
+    if cancelled is None:
+        return open_capture()
+    lock = threading.Lock()
+    result: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            cap = open_capture()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting thread, which raises it
+            cap, result["error"] = None, exc
+        with lock:
+            if result.get("abandoned"):
+                if cap is not None:
+                    cap.release()
+            else:
+                result["cap"] = cap
+
+    opener = threading.Thread(target=target, name="tracker.stream open", daemon=True)
+    opener.start()
+    while opener.is_alive():
+        opener.join(0.05)
+        with lock:
+            if "cap" not in result and "error" not in result and cancelled():
+                result["abandoned"] = True
+                raise SourceError(f"stopped while opening {label}")
+    if "error" in result:
+        raise result["error"]
+    return result["cap"]
+
+
+def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None = None) -> FrameSource:
     shown = _redact_url(url)
     label = f"stream '{shown}'"
-    with _opencv_quieter():
-        if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _URL_OPEN_TIMEOUT_MS,
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, _URL_READ_TIMEOUT_MS]
-            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        else:
-            cap = cv2.VideoCapture(url)
+
+    def open_capture() -> cv2.VideoCapture:
+        with _opencv_quieter():
+            if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _URL_OPEN_TIMEOUT_MS,
+                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, _URL_READ_TIMEOUT_MS]
+                return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+            return cv2.VideoCapture(url)
+
+    cap = _open_capture_cancellably(open_capture, label, cancelled)
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open {label}: unreachable, wrong address, or unsupported protocol")
@@ -603,7 +641,8 @@ def _open_video(path: str, live: bool) -> FrameSource:
 
 
 def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
-                camera_fps: float | None = None, live: bool | None = None) -> FrameSource:
+                camera_fps: float | None = None, live: bool | None = None,
+                cancelled: Callable[[], bool] | None = None) -> FrameSource:
     """Open a frame source; the kind is decided from ``spec``:
 
     - int or all-digit string: webcam index (live); ``camera_size`` (width, height) and ``camera_fps``
@@ -619,6 +658,9 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
     at its own frame rate, dropping frames the consumer has not taken (for latency benchmarks). False
     reads a camera/URL synchronously without dropping. Ignored for images.
 
+    ``cancelled``: polled while a stream URL opens (which can take FFmpeg's whole 10 s timeout); once it
+    returns True, the wait ends with SourceError.
+
     Raises SourceError (one-line message) if the source cannot be opened or yields no frame at all.
     """
     if isinstance(spec, os.PathLike):
@@ -633,7 +675,7 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
                 raise SourceError(f"{exc}; to read the file '{spec}' instead, pass it as './{spec}'") from None
             raise
     if "://" in spec:
-        return _open_url(spec, live=live)
+        return _open_url(spec, live=live, cancelled=cancelled)
     if os.path.isdir(spec):
         return _open_folder(spec)
     if os.path.isfile(spec):
