@@ -271,10 +271,12 @@ def test_show_without_display_is_a_clean_error(afw_dir):
 
 
 def test_bad_option_values_are_usage_errors():
-    proc = run_cli("--max-faces", "0")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "positive integer" in proc.stderr
-    proc = run_cli("--steady", "--no-smooth")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not allowed with" in proc.stderr
+    """Exit 2 and one line that says what is wrong (no usage block: the options are --help's to list)."""
+    for args, words in ((("--max-faces", "0"), "positive integer"), (("--steady", "--no-smooth"), "not allowed with"),
+                        (("--no-such-option",), "unrecognized arguments"), (("--json", "a", "--csv", "a"), "both write")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1 and "--help" in proc.stderr, (args, proc.stderr)
 
 
 def test_numbers_that_cannot_be_a_focal_length_or_frame_rate_are_usage_errors():

@@ -1,8 +1,9 @@
 """Inference backends behind one interface.
 
-Every model in ``engines/`` has one float32 NCHW input and named outputs. A
-backend session takes a batch and returns a dict of output arrays, so the
-stages above never know which runtime served them.
+Every model in ``engines/`` takes float32 inputs (one NCHW image, or the
+refiner's named inputs: feature maps, landmarks and image) and has named
+outputs. A backend session takes a batch and returns a dict of output arrays,
+so the stages above never know which runtime served them.
 """
 
 from __future__ import annotations

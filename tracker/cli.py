@@ -14,7 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
@@ -131,8 +131,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line, as every other bad input is: argparse would print the whole usage block
+    (ten lines of options) above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run_tracker.py",
         description="Track faces in a webcam, video file, image, image folder or stream: 68 landmarks per face.",
         formatter_class=_HelpFormatter,

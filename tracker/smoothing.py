@@ -93,7 +93,7 @@ TRANSLATION_PARAMS = OneEuroParams(min_cutoff=5.0, beta=0.02, d_cutoff=0.5)  # m
 
 # --steady, for avatars that would rather trail a little than shake: every part's min_cutoff and beta halved.
 # On the real clips (python tools/jitter.py, "With --steady"): 66-70% of each part's jitter removed at up to
-# 1.7 frames of lag, against 52-58% at up to 0.93 frames with the defaults (a scratch grid on 2026-12-06: a
+# 1.7 frames of lag, against 51-56% at up to 0.94 frames with the defaults (a scratch grid on 2026-12-06: a
 # third of each read 75-79% at up to 2.7 frames). The cost: its landmarks trail the tuning render clips' quick
 # turns, 4.9% of the inter-ocular distance against 2.9% by default (1.7% raw). A higher landmark beta trails
 # less and steadies less (scratch, same clips): 5 Hz, 12: 61% at 1.49 frames, 3.9%; 5 Hz, 24: 54% at 1.20, 3.0%.
