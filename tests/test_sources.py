@@ -81,6 +81,29 @@ def test_folder_skips_junk_and_normalises(tmp_path, caplog):
     assert len(warnings) == 3
 
 
+def test_a_folder_with_many_files_that_are_not_images_warns_in_a_few_lines(tmp_path, caplog):
+    """A dataset folder (an annotation file beside every image), a subfolder and many broken images: one line
+    for what is not an image, the first five broken images named, one line counting the rest; every skipped
+    file is still listed in FrameSource.skipped."""
+    for i in range(40):
+        (tmp_path / f"face_{i:02d}.pts").write_text("version: 1")
+    (tmp_path / "README").write_text("x")
+    (tmp_path / "crops").mkdir()
+    for i in range(8):
+        (tmp_path / f"broken_{i}.png").write_bytes(b"\x89PNG garbage")
+    cv2.imwrite(str(tmp_path / "face_00.jpg"), np.full((40, 50, 3), 90, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, src = _read_all(tmp_path)
+    assert [Path(f.source).name for f in frames] == ["face_00.jpg"]
+    assert len(src.skipped) == 40 + 1 + 1 + 8
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
+    assert len(warnings) == 1 + 5 + 1, warnings
+    assert "40 '.pts' files" in warnings[0] and "1 file without extension" in warnings[0]
+    assert "1 subfolder" in warnings[0] and "not searched" in warnings[0]
+    assert all("broken_" in w for w in warnings[1:6])
+    assert "3 more unreadable images" in warnings[6]
+
+
 def test_truncated_images_skipped_quietly(tmp_path, capfd):
     img = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     for ext in (".png", ".bmp", ".ppm", ".tiff"):

@@ -41,6 +41,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 
 # Live sources: a source that has delivered nothing for this long is considered gone.
 _STALL_S = 1.0
+# An image folder names this many unreadable images (and files that are not images) one by one; more are
+# counted instead.
+_UNREADABLE_LISTED = 5
 # Used when a file does not say its frame rate (pacing with live=True, time_s fallback, image folders).
 _DEFAULT_FPS = 30.0
 # Stream URLs: without these an unreachable host can block open/read for FFmpeg's own (long) timeouts.
@@ -265,6 +268,9 @@ class _ImageFilesSource(FrameSource):
         self._strict = strict
         self._pos = 0
         self._index = 0
+        # A folder's unreadable images: the first few are named as they are met, the rest counted and told at
+        # the end (a folder of many broken files would otherwise bury the run in warnings).
+        self._listed = self._unlisted = 0
         # Decode the first readable image now, so a folder of junk fails in open_source, not mid-run.
         self._pending = self._next_frame()
         if self._pending is None:
@@ -279,14 +285,21 @@ class _ImageFilesSource(FrameSource):
                 if self._strict:
                     raise SourceError(f"cannot read image '{readable_path(path)}': {why}")
                 note = f"skipped '{readable_path(path)}': {why}"
-                log.warning(note)
                 self.skipped.append(note)
+                if self._listed < _UNREADABLE_LISTED:
+                    log.warning(note)
+                    self._listed += 1
+                else:
+                    self._unlisted += 1
                 continue
             # Stills have no time; a nominal frame rate keeps time_s strictly increasing for consumers
             # that compute time steps.
             frame = Frame(img, self._index, self._index / _DEFAULT_FPS, path, time.perf_counter())
             self._index += 1
             return frame
+        if self._unlisted:
+            log.warning("%s: %d more unreadable images skipped", self.name, self._unlisted)
+            self._unlisted = 0
         return None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -305,6 +318,7 @@ class _ImageFilesSource(FrameSource):
 def _open_folder(path: str) -> FrameSource:
     candidates: list[str] = []
     skipped: list[str] = []
+    others: dict[tuple[str, str], int] = {}  # skipped by name: (kind, its plural) -> count
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
     except OSError as e:
@@ -313,15 +327,27 @@ def _open_folder(path: str) -> FrameSource:
         if entry.name.startswith("."):
             continue  # hidden files (.DS_Store, ._foo.jpg from macOS) are never meant as input
         full = os.path.join(path, entry.name)
+        extension = os.path.splitext(entry.name)[1].lower()
         if entry.is_dir():
-            note = f"skipped '{readable_path(full)}': subfolders are not searched"
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            kind, why = ("subfolder", "subfolders"), "subfolders are not searched"
+        elif extension in IMAGE_EXTENSIONS:
             candidates.append(full)
             continue
         else:
-            note = f"skipped '{readable_path(full)}': not an image file"
-        log.warning(note)
-        skipped.append(note)
+            shown = f"'{readable_path(extension)}' "
+            kind = (f"{shown}file", f"{shown}files") if extension else ("file without extension",
+                                                                         "files without extension")
+            why = "not an image file"
+        others[kind] = others.get(kind, 0) + 1
+        skipped.append(f"skipped '{readable_path(full)}': {why}")
+    if len(skipped) <= _UNREADABLE_LISTED:
+        for note in skipped:
+            log.warning(note)
+    else:
+        # One line, not one per file: a dataset folder holds an annotation file beside every image.
+        counts = ", ".join(f"{n} {kind[n > 1]}" for kind, n in others.items())
+        why = "; subfolders are not searched" if ("subfolder", "subfolders") in others else ""
+        log.warning("folder '%s': skipped what is not an image (%s%s)", readable_path(path), counts, why)
     return _ImageFilesSource(f"folder '{path}'", candidates, strict=False, skipped=skipped)
 
 
