@@ -236,8 +236,9 @@ def test_engine_files_missing_damaged_or_old_name_the_file_and_the_fix(tmp_path)
         arrays["scale"]
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
 @pytest.mark.parametrize("damage", ["cut short", "weights overwritten"])
-def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, tmp_path, damage):
+def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, tmp_path, damage, backend):
     """A damaged refiner.onnx (loaded lazily by the library) is loaded and run once at start-up by the command:
     cut short it does not load, with weights overwritten it loads and fails on the test frame. Either way one
     line naming it, exit 1, and the earlier JSON is left as it was."""
@@ -261,7 +262,8 @@ def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, t
     earlier.write_text('{"frame": 0}\n')
     repo = ENGINES_DIR.parent
     proc = subprocess.run([sys.executable, str(repo / "run_tracker.py"), "--source", str(next(afw_dir.glob("*.jpg"))),
-                           "--json", str(earlier), "--quiet"], capture_output=True, text=True, cwd=repo, timeout=300,
+                           "--json", str(earlier), "--quiet", "--backend", backend], capture_output=True, text=True,
+                          cwd=repo, timeout=300,
                           env={**os.environ, "FACE_TRACKER_ENGINES": str(engines)}, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # the runtime's own error lines silenced

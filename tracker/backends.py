@@ -76,10 +76,7 @@ class OpenCvDnnSession:
     def __init__(self, path: Path, outputs: Sequence[str] | None) -> None:
         import cv2
 
-        try:
-            self._net = cv2.dnn.readNetFromONNX(str(path))
-        except cv2.error as exc:
-            raise BackendError(f"OpenCV DNN cannot load {path.name}: {str(exc).strip().splitlines()[-1]}") from None
+        self._net = cv2.dnn.readNetFromONNX(str(path))  # a damaged file's cv2.error: create_session reports it
         self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.backend = "opencv"

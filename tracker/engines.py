@@ -39,9 +39,12 @@ def run_in_chunks(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
 
 
 def runtime_said(exc: Exception) -> str:
-    """A runtime's failure (ONNX Runtime's, OpenCV's: many lines, often a graph dump) as one short clause."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first[:200]}"
+    """A runtime's failure (ONNX Runtime's, OpenCV's: many lines, often a graph dump) as one short clause: its
+    first line, or the line that gives OpenCV's error, without the source file and line that lead it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+    said = next((line for line in lines if "error: (" in line), lines[0])
+    said = said[said.find("error: (") + len("error: "):] if "error: (" in said else said
+    return f"{type(exc).__name__}: {said[:200]}"
 
 
 class EngineArrays(dict):
