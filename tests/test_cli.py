@@ -312,6 +312,16 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         assert words in proc.stderr, (args, proc.stderr)
     assert source.read_bytes() == talking_clip.read_bytes()
     assert not (tmp_path / "a.out").exists() and (tmp_path / "earlier.jsonl").read_text() == "{}\n"
+    # An output on one of a source folder's images (which would be emptied before it is read).
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = cv2.imencode(".png", np.full((40, 40, 3), 128, np.uint8))[1].tobytes()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(image)
+    for option in ("--json", "--csv", "--output"):
+        proc = run_cli("--source", str(folder), option, str(folder / "b.png"), "--quiet")
+        assert proc.returncode == 2 and "file in the source folder" in proc.stderr, (option, proc.stderr)
+    assert (folder / "b.png").read_bytes() == image
 
 
 def test_vmc_mirror_sends_the_mirror_image_of_the_same_face(afw_dir):

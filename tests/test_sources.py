@@ -104,6 +104,56 @@ def test_a_folder_with_many_files_that_are_not_images_warns_in_a_few_lines(tmp_p
     assert "3 more unreadable images" in warnings[6]
 
 
+def test_a_folder_reads_every_kind_of_image_and_names_what_it_cannot(tmp_path, caplog):
+    """JPEGs under other names are read; a photo this OpenCV cannot decode (AVIF, HEIC) is named as such, in a
+    folder and alone; a link in a loop is skipped with the others."""
+    image = np.full((40, 50, 3), 90, np.uint8)
+    for name in ("a.jpg", "b.jfif", "c.jpe", "d.pnm"):
+        (tmp_path / name).write_bytes(cv2.imencode(".ppm" if name.endswith(".pnm") else ".jpg", image)[1].tobytes())
+    (tmp_path / "e.avif").write_bytes(b"\0\0\0\x1cftypavif" + bytes(64))
+    os.symlink(tmp_path / "loop2.jpg", tmp_path / "loop1.jpg")
+    os.symlink(tmp_path / "loop1.jpg", tmp_path / "loop2.jpg")
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, src = _read_all(tmp_path)
+    assert [Path(f.source).name for f in frames] == ["a.jpg", "b.jfif", "c.jpe", "d.pnm"]
+    assert len(src.skipped) == 3
+    assert sum("e.avif" in s and "AVIF and HEIC images cannot be decoded" in s for s in src.skipped) == 1
+    assert sum("loop" in s and "cannot read it" in s for s in src.skipped) == 2
+    with pytest.raises(SourceError, match="e.avif.*AVIF and HEIC images cannot be decoded"):
+        open_source(str(tmp_path / "e.avif"))
+
+
+def test_a_file_or_folder_that_may_not_be_read_says_so(video, tmp_path):
+    """A video without read permission is not called "not a video", nor a file behind a folder that may not
+    be entered "not found". Root reads anything, so as root the check runs without those capabilities."""
+    import shutil
+
+    unreadable = tmp_path / "clip.avi"
+    unreadable.write_bytes(video.read_bytes())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "face.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    script = ("import sys\nfrom tracker.sources import SourceError, open_source\nfor spec in sys.argv[1:]:\n"
+              "    try:\n        open_source(spec)\n    except SourceError as e:\n        print(e)\n")
+    command = [sys.executable, "-c", script, str(unreadable), str(locked / "face.jpg")]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root, and setpriv (to drop root's right to read anything) is not installed")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    unreadable.chmod(0)
+    locked.chmod(0)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    finally:
+        locked.chmod(0o755)
+    if proc.returncode != 0 and proc.stderr.startswith("setpriv:"):
+        pytest.skip(f"setpriv cannot drop the capabilities here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout.splitlines()
+    assert said == [f"cannot read video '{unreadable}': Permission denied",
+                    f"source '{locked / 'face.jpg'}' cannot be reached: permission denied"], proc.stdout
+
+
 def test_truncated_images_skipped_quietly(tmp_path, capfd):
     img = np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     for ext in (".png", ".bmp", ".ppm", ".tiff"):
@@ -148,15 +198,17 @@ def test_single_corrupt_image_fails(tmp_path):
         open_source(str(path))
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    # A landscape JPEG tagged "rotate 90° CW" (orientation 6) must arrive as portrait, bright band on top.
+@pytest.mark.parametrize("name", ["phone.jpg", "phone.jfif", "phone.JPE"])
+def test_exif_orientation_is_applied(tmp_path, name):
+    # A landscape JPEG tagged "rotate 90° CW" (orientation 6) must arrive as portrait, bright band on top, under
+    # any of JPEG's names (a .jfif read as a video would keep neither its orientation nor its pixels' place).
     img = np.zeros((40, 80, 3), np.uint8)
     img[:, :10] = 255
     jpg = cv2.imencode(".jpg", img)[1].tobytes()
     tiff = b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
     tiff += struct.pack(">I", 0)
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
-    path = tmp_path / "phone.jpg"
+    path = tmp_path / name
     path.write_bytes(jpg[:2] + app1 + jpg[2:])
     (frame,), _ = _read_all(path)
     assert frame.image.shape == (80, 40, 3)
@@ -260,9 +312,10 @@ def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
         start += size
 
 
-def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path):
+@pytest.mark.parametrize("as_url", [False, True])
+def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path, as_url):
     """Portrait frames stored on their side with a display matrix that turns them, as phones record: the
-    frames come out as a player shows them, upright."""
+    frames come out as a player shows them, upright, from a file or from a URL (here file://)."""
     upright = np.zeros((96, 48, 3), np.uint8)
     upright[:24] = (0, 0, 255)  # red top: a sideways frame would put it on the left or the right
     path = tmp_path / "phone.mp4"
@@ -276,7 +329,7 @@ def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path):
     # tkhd version 0: its 3×3 display matrix sits 48 bytes in; this one turns the picture 90° clockwise.
     data[tkhd + 48:tkhd + 84] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
     path.write_bytes(bytes(data))
-    frames, _ = _read_all(path)
+    frames, _ = _read_all(path.as_uri() if as_url else path)
     assert len(frames) == 3 and frames[0].image.shape == (96, 48, 3)
     top, bottom = frames[0].image[:20].mean((0, 1)), frames[0].image[-40:].mean((0, 1))
     assert top[2] > 200 and top[0] < 60 and bottom.max() < 60

@@ -99,6 +99,7 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
                 return f"{option}: {exc}"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[object, str] = {}
+    inputs = _folder_files(args.source)
     for option, value in files.items():
         key = _written_file(value)
         if key in seen:
@@ -106,7 +107,25 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
         seen[key] = option
         if value != "-" and os.path.exists(args.source) and _written_file(args.source) == key:
             return f"{option} '{value}' is the source itself; it would be overwritten"
+        if value != "-" and key in inputs:
+            return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
     return None
+
+
+def _folder_files(path: str) -> set[object]:
+    """The _written_file keys of the files directly in folder `path` (none when it is not a folder)."""
+    keys = set()
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file():
+                        keys.add(_written_file(entry.path))
+                except OSError:  # a link in a loop, a file gone meanwhile: nothing to protect
+                    continue
+    except OSError:
+        pass
+    return keys
 
 
 def _written_file(path: str) -> object:

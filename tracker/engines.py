@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES", Path(__file__).resolve().parent.parent / "engines"))
+# FACE_TRACKER_ENGINES set and not empty: another folder of model files (an empty value is the default's).
+ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES") or Path(__file__).resolve().parent.parent / "engines")
 
 
 class BackendError(RuntimeError):

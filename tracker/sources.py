@@ -37,7 +37,13 @@ __all__ = ["Frame", "FrameSource", "SourceError", "open_source"]
 
 log = logging.getLogger("tracker.sources")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+# What OpenCV's image decoders read (JPEG under all its names, JPEG 2000, the Netpbm and Sun raster kinds,
+# Radiance and PFM, Windows bitmaps). An animated GIF is read as a video, by FFmpeg.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                              ".jp2", ".pbm", ".pgm", ".ppm", ".pnm", ".ras", ".sr", ".hdr", ".pic", ".pfm"})
+# Photos this OpenCV has no decoder for (phones save them): named as such instead of "not a video".
+UNREADABLE_IMAGE_EXTENSIONS = frozenset({".avif", ".heic", ".heif"})
+UNREADABLE_IMAGE_REASON = "AVIF and HEIC images cannot be decoded here; convert them to JPEG or PNG"
 
 # Live sources: a source that has delivered nothing for this long is considered gone.
 _STALL_S = 1.0
@@ -315,6 +321,24 @@ class _ImageFilesSource(FrameSource):
         self._pending = None
 
 
+def _skipped_kind(entry: os.DirEntry) -> tuple[tuple[str, str], str] | None:
+    """Why a folder entry is not read as an image: ((kind, its plural), reason), or None for an image file."""
+    extension = os.path.splitext(entry.name)[1].lower()
+    try:
+        if entry.is_dir():
+            return ("subfolder", "subfolders"), "subfolders are not searched"
+    except OSError as e:  # a link in a loop ("too many levels of symbolic links")
+        return ("unreadable entry", "unreadable entries"), f"cannot read it ({e.strerror or e})"
+    if extension in IMAGE_EXTENSIONS:
+        return None
+    if not extension:
+        return ("file without extension", "files without extension"), "not an image file"
+    shown = f"'{readable_path(extension)}' "
+    if extension in UNREADABLE_IMAGE_EXTENSIONS:
+        return (f"{shown}image", f"{shown}images"), UNREADABLE_IMAGE_REASON
+    return (f"{shown}file", f"{shown}files"), "not an image file"
+
+
 def _open_folder(path: str) -> FrameSource:
     candidates: list[str] = []
     skipped: list[str] = []
@@ -327,17 +351,11 @@ def _open_folder(path: str) -> FrameSource:
         if entry.name.startswith("."):
             continue  # hidden files (.DS_Store, ._foo.jpg from macOS) are never meant as input
         full = os.path.join(path, entry.name)
-        extension = os.path.splitext(entry.name)[1].lower()
-        if entry.is_dir():
-            kind, why = ("subfolder", "subfolders"), "subfolders are not searched"
-        elif extension in IMAGE_EXTENSIONS:
+        skip = _skipped_kind(entry)
+        if skip is None:
             candidates.append(full)
             continue
-        else:
-            shown = f"'{readable_path(extension)}' "
-            kind = (f"{shown}file", f"{shown}files") if extension else ("file without extension",
-                                                                         "files without extension")
-            why = "not an image file"
+        kind, why = skip
         others[kind] = others.get(kind, 0) + 1
         skipped.append(f"skipped '{readable_path(full)}': {why}")
     if len(skipped) <= _UNREADABLE_LISTED:
@@ -630,6 +648,7 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open {label}: unreachable, wrong address, or unsupported protocol")
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # a phone video served over http is turned upright as a local one
     # A video file served over the network knows its length; a live stream (a camera's MJPEG or RTSP) does
     # not. The file is read like a local one, every frame, unless asked to play live.
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -646,6 +665,11 @@ def _open_video(path: str, live: bool) -> FrameSource:
     if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
         raise SourceError(f"cannot read video '{readable_path(path)}': OpenCV cannot open a file whose name is not "
                           "UTF-8; rename it")
+    try:  # FFmpeg says "not a video" of a file it may not read
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise SourceError(f"cannot read video '{path}': {e.strerror or e}") from None
     with _opencv_quieter():
         # FFmpeg only, when present: after it fails, CAP_ANY would also try OpenCV's built-in MJPEG/AVI
         # reader, which prints "Unexpected element. Expected: LIST. Got: JUNK." on broken files with a
@@ -705,9 +729,17 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
     if os.path.isdir(spec):
         return _open_folder(spec)
     if os.path.isfile(spec):
+        if os.path.splitext(spec)[1].lower() in UNREADABLE_IMAGE_EXTENSIONS:
+            raise SourceError(f"cannot read image '{readable_path(spec)}': {UNREADABLE_IMAGE_REASON}")
         if os.path.splitext(spec)[1].lower() in IMAGE_EXTENSIONS:
             return _ImageFilesSource(f"image '{spec}'", [spec], strict=True, skipped=[])
         return _open_video(spec, live=live is True)
     if os.path.exists(spec):
         raise SourceError(f"source '{spec}' is neither a file nor a folder")
+    try:
+        os.stat(spec)
+    except PermissionError:  # a folder on the way that may not be entered: "not found" would mislead
+        raise SourceError(f"source '{spec}' cannot be reached: permission denied") from None
+    except OSError:
+        pass
     raise SourceError(f"source '{spec}' not found")
