@@ -1,7 +1,10 @@
 """Shared fixtures: paths to the shared data, skipping cleanly when it is absent; a stream host that never
 answers."""
 
+import os
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -50,3 +53,16 @@ def silent_host():
     server.close()
     for conn in held:
         conn.close()
+
+
+def run_without_root_rights(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(command) where file permissions hold: root reads and writes anything, so as root the
+    command runs without the capabilities that let it (setpriv); skips when that cannot be done here."""
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root, and setpriv (to drop root's right to read anything) is not installed")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+    if proc.returncode != 0 and proc.stderr.startswith("setpriv:"):
+        pytest.skip(f"setpriv cannot drop the capabilities here: {proc.stderr.strip()}")
+    return proc

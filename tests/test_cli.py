@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import run_without_root_rights, shared_path
 
 REPO = Path(__file__).resolve().parent.parent
 FACE_IMAGE = "1051618982_1.jpg"
@@ -393,6 +393,40 @@ def test_an_overlay_frame_that_cannot_be_written_is_an_output_error(afw_dir, tmp
     (folder / f"000000_{Path(FACE_IMAGE).stem}.png").mkdir(parents=True)  # a folder where the PNG must go
     proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--output", str(folder), "--quiet")
     assert_clean_failure(proc, 1, "cannot write overlay frame")
+
+
+def test_an_overlay_that_cannot_be_written_stops_before_the_earlier_outputs_are_emptied(afw_dir, tmp_path):
+    """An overlay folder that takes no files, or an earlier overlay video that may not be overwritten: refused
+    at the start, before the JSON and CSV are emptied, in one line that says why."""
+    folder, video = tmp_path / "frames", tmp_path / "earlier.mp4"
+    folder.mkdir()
+    video.write_bytes(b"an earlier run's video")
+    earlier_json, earlier_csv = tmp_path / "faces.jsonl", tmp_path / "faces.csv"
+    earlier_json.write_text(EARLIER)
+    earlier_csv.write_text("frame,id\n0,1\n")
+    folder.chmod(0o555)
+    video.chmod(0o444)
+    try:
+        for output in (folder, video):
+            proc = run_without_root_rights([sys.executable, str(REPO / "run_tracker.py"), "--source",
+                                            str(afw_dir / FACE_IMAGE), "--json", str(earlier_json), "--csv",
+                                            str(earlier_csv), "--output", str(output), "--quiet"], cwd=REPO,
+                                           timeout=120)
+            assert_clean_failure(proc, 1, "cannot write", str(output), "ermission denied")
+            assert earlier_json.read_text() == EARLIER and earlier_csv.read_text() == "frame,id\n0,1\n"
+    finally:
+        folder.chmod(0o755)
+    assert video.read_bytes() == b"an earlier run's video"
+
+
+def test_an_overlay_video_too_large_for_its_encoder_says_so_in_one_line(afw_dir, tmp_path):
+    wide = tmp_path / "wide.jpg"
+    cv2.imwrite(str(wide), cv2.resize(cv2.imread(str(afw_dir / FACE_IMAGE)), (9000, 300)))
+    proc = run_cli("--source", str(wide), "--output", str(tmp_path / "overlay.mp4"), "--quiet")
+    assert_clean_failure(proc, 1, "cannot write video", "9000x300", "8191 px", ".avi")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr  # OpenCV's own error lines silenced
+    proc = run_cli("--source", str(wide), "--output", str(tmp_path / "overlay.avi"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tmp_path):

@@ -17,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,10 +27,12 @@ import cv2
 import numpy as np
 
 from tracker.pose import MODEL_TO_CAMERA
+from tracker.sources import opencv_quieter
 from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
+MAX_MPEG4_SIDE = 8191  # pixels: MPEG-4 Part 2 (mp4v) stores a frame's width and height in 13 bits
 
 
 class OutputError(RuntimeError):
@@ -387,6 +390,11 @@ class OverlayWriter:
                 earlier = sum(1 for _ in self.path.glob("[0-9][0-9][0-9][0-9][0-9][0-9]_*.png"))
             except OSError as exc:
                 raise OutputError(f"cannot create overlay folder '{shown}': {exc.strerror}") from None
+            try:  # a folder that is there but takes no files fails now, not at the first frame
+                with tempfile.NamedTemporaryFile(dir=self.path, prefix=".overlay-check-", suffix=".part"):
+                    pass
+            except OSError as exc:
+                raise OutputError(f"cannot write overlay frames into '{shown}': {exc.strerror or exc}") from None
             if earlier:  # mixed with this run's, they would read as one sequence
                 logging.getLogger("tracker").warning(
                     "overlay folder '%s' already holds %d frames of an earlier run: this run's overwrite those of "
@@ -404,6 +412,11 @@ class OverlayWriter:
             raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")
+        if self.path.exists():
+            try:  # an earlier video that may not be overwritten (opened without emptying it)
+                os.close(os.open(self.path, os.O_WRONLY))
+            except OSError as exc:
+                raise OutputError(f"cannot write video '{shown}': {exc.strerror or exc}") from None
         if (free := _free_bytes(self.path)) < _VIDEO_SLACK:
             raise _too_full(shown, free)
 
@@ -420,11 +433,16 @@ class OverlayWriter:
                                          cv2.BORDER_CONSTANT, value=(0, 0, 0))
         if self._video is None:
             h, w = overlay.shape[:2]
-            self._size = (w, h)
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.path.suffix.lower()])
-            self._video = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
-            if not self._video.isOpened():
-                raise OutputError(f"cannot write video '{readable_path(str(self.path))}'")
+            suffix = self.path.suffix.lower()
+            with opencv_quieter():  # the encoder's own error lines: the one below says it
+                video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[suffix]), self.fps,
+                                        (w, h))
+            if not video.isOpened():
+                larger = f" (it takes at most {MAX_MPEG4_SIDE} px a side; .avi takes more)" if (
+                    suffix != ".avi" and max(w, h) > MAX_MPEG4_SIDE) else ""
+                raise OutputError(f"cannot write video '{readable_path(str(self.path))}': the {suffix} encoder "
+                                  f"refused frames of {w}x{h}{larger}")
+            self._video, self._size = video, (w, h)
         if (overlay.shape[1], overlay.shape[0]) != self._size:
             # Images of a folder differ in size; a video needs one frame size.
             overlay = cv2.resize(overlay, self._size, interpolation=cv2.INTER_AREA)

@@ -74,11 +74,12 @@ if not _USER_CV_LOG_LEVEL:
 
 
 @contextmanager
-def _opencv_quieter() -> Iterator[None]:
+def opencv_quieter() -> Iterator[None]:
+    """OpenCV's log at FATAL for the duration of the block, unless the user set OPENCV_LOG_LEVEL."""
     # Probing a missing camera also prints an ERROR-level line from the Orbbec backend
-    # ("obsensor ... Camera index out of range"), and decoding a truncated image logs ERRORs, so opening
-    # devices and decoding images run at FATAL: each failure is reported by us in one line instead. The
-    # level is process-wide; the window is only the duration of the call.
+    # ("obsensor ... Camera index out of range"), decoding a truncated image logs ERRORs, and an encoder that
+    # refuses a frame size two more, so these calls run at FATAL: each failure is reported by us in one line
+    # instead. The level is process-wide; the window is only the duration of the call.
     old = cv2.getLogLevel()
     if not _USER_CV_LOG_LEVEL and old > _CV_LOG_FATAL:
         cv2.setLogLevel(_CV_LOG_FATAL)
@@ -243,7 +244,7 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     except OSError as e:
         return None, f"cannot read the file ({e.strerror or e})"
     try:
-        with _opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
+        with opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
             img = cv2.imdecode(data, _IMREAD_FLAGS)
     except cv2.error:
         img = None
@@ -570,7 +571,7 @@ def _open_camera(index: int, camera_size: tuple[int, int] | None, camera_fps: fl
         return SourceError(f"camera {index} could not be opened (no such device or it is busy)")
 
     try:
-        with _opencv_quieter():
+        with opencv_quieter():
             cap = cv2.VideoCapture(index)
     except cv2.error:  # an index beyond what OpenCV's API takes (int32)
         raise fail() from None
@@ -637,7 +638,7 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
     label = f"stream '{shown}'"
 
     def open_capture() -> cv2.VideoCapture:
-        with _opencv_quieter():
+        with opencv_quieter():
             if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
                 params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _URL_OPEN_TIMEOUT_MS,
                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, _URL_READ_TIMEOUT_MS]
@@ -670,7 +671,7 @@ def _open_video(path: str, live: bool) -> FrameSource:
             pass
     except OSError as e:
         raise SourceError(f"cannot read video '{path}': {e.strerror or e}") from None
-    with _opencv_quieter():
+    with opencv_quieter():
         # FFmpeg only, when present: after it fails, CAP_ANY would also try OpenCV's built-in MJPEG/AVI
         # reader, which prints "Unexpected element. Expected: LIST. Got: JUNK." on broken files with a
         # plain fprintf that no log level silences, and reads nothing FFmpeg cannot.
