@@ -965,6 +965,27 @@ def test_ctrl_c_while_a_stream_takes_its_time_to_open_ends_at_once(silent_host, 
         proc.kill()
 
 
+@pytest.mark.skipif(not Path("/proc/self/wchan").exists(), reason="needs Linux /proc to see where the run waits")
+def test_a_stop_while_the_json_fifo_waits_for_its_reader_ends_at_once(afw_dir, tmp_path):
+    """--json to a FIFO that nobody reads yet: opening it waits for a reader, and SIGTERM (a `kill`) still ends
+    the run at once, 130, the CSV (opened after the JSON) untouched."""
+    fifo, earlier = tmp_path / "faces.fifo", tmp_path / "faces.csv"
+    os.mkfifo(fifo)
+    earlier.write_text(EARLIER)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(afw_dir / FACE_IMAGE),
+                             "--json", str(fifo), "--csv", str(earlier), "--quiet"], cwd=REPO, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        while time.monotonic() < deadline and wchan.read_text() != "wait_for_partner":
+            time.sleep(0.05)
+        assert wchan.read_text() == "wait_for_partner", "the run never waited on the FIFO"
+        _assert_stops_at_once(proc, signal.SIGTERM, earlier)
+    finally:
+        proc.kill()
+
+
 def _assert_stops_at_once(proc: subprocess.Popen, signum: int, earlier: Path) -> None:
     """`signum` to the run ends it within 5 s, 130, no traceback, the earlier JSON file `earlier` untouched."""
     sent = time.monotonic()

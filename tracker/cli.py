@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn, TextIO
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
@@ -224,21 +225,38 @@ class StopRequest:
 
     Raising KeyboardInterrupt inside native code (ONNX Runtime, a Numba kernel) can surface
     as another error; a flag checked between frames always ends the run cleanly, with every
-    output flushed. A second Ctrl-C interrupts at once; once the outputs are being closed,
-    further stops are ignored, so that they are closed whole.
+    output flushed. A second stop interrupts at once (KeyboardInterrupt), and so does the first
+    while the run waits in :meth:`interruptible` (opening a FIFO that has no reader yet), where the
+    flag would not be looked at. Once the outputs are being closed, further stops are ignored,
+    so that they are closed whole.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self._interrupt_now = False  # inside interruptible(): a stop raises at once
         self._held: dict[int, object] = {}  # while the outputs close: each stop signal's handler before
 
     def install(self) -> None:
         def handler(signum, frame):
+            # A write to a pipe whose reader has stopped reading blocks, and the system call is retried after
+            # the handler; a second stop raises, so that it ends the run all the same.
+            again = self.requested
             self.requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if again or self._interrupt_now:
+                raise KeyboardInterrupt
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A stop during the block raises KeyboardInterrupt at once: for calls that may wait without end and
+        leave nothing half done when cut short."""
+        self._interrupt_now = True
+        try:
+            yield
+        finally:
+            self._interrupt_now = False
 
     def hold(self) -> None:
         """Stops are ignored until :meth:`release`: the outputs are being closed."""
@@ -325,13 +343,14 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         for drawn in (overlay, window):
             if drawn:
                 drawn.wireframe = wireframe
-        jsonl = JsonlWriter(args.json, start=False) if args.json else None
-        if jsonl:
-            outputs.append(jsonl)
-        table = (CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else [],
-                           occlusion=config.fit_3d or config.refiner, start=False) if args.csv else None)
-        if table:
-            outputs.append(table)
+        with stop.interruptible():  # opening a FIFO waits for its reader
+            jsonl = JsonlWriter(args.json, start=False) if args.json else None
+            if jsonl:
+                outputs.append(jsonl)
+            table = (CsvWriter(args.csv, tracker.fitter.model.names if tracker.fitter else [],
+                               occlusion=config.fit_3d or config.refiner, start=False) if args.csv else None)
+            if table:
+                outputs.append(table)
         # Both opened: now they are emptied. The CSV first: its header is a write, which a full disk can
         # refuse, and then the JSON is still as it was.
         for written in (table, jsonl):

@@ -105,7 +105,7 @@ class _RecordFile:
                     data = data[os.write(self._fd, data):]
             except BrokenPipeError:
                 raise  # the reader went away (`| head`): nothing to cut back for
-            except OSError:
+            except (OSError, KeyboardInterrupt):  # a full disk; a stop that interrupts a write held up by a pipe
                 try:
                     os.ftruncate(self._fd, self._good)
                     os.lseek(self._fd, self._good, os.SEEK_SET)
