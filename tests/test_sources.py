@@ -294,6 +294,32 @@ def test_a_container_with_a_nonsense_frame_rate_still_gets_increasing_times(vide
     np.testing.assert_allclose([f.time_s for f in frames], np.arange(N_FRAMES) / 30.0, atol=1e-9)
 
 
+def test_timestamps_squeezed_microseconds_apart_are_spread_to_a_frame():
+    """A negative frame duration in a file makes FFmpeg report the frames after it microseconds apart; each such
+    step becomes one frame period (at 25 fps), as a step that does not increase does, so the smoothing does not
+    freeze and no two frames share a time."""
+    from tracker.sources import _CaptureReader
+
+    class Capture:  # stands in for cv2.VideoCapture: frames with these container timestamps (ms)
+        def __init__(self, stamps):
+            self.stamps, self.at = stamps, -1
+
+        def read(self):
+            self.at += 1
+            return (True, np.zeros((4, 4, 3), np.uint8)) if self.at < len(self.stamps) else (False, None)
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_COUNT: len(self.stamps),
+                    cv2.CAP_PROP_POS_MSEC: self.stamps[min(self.at, len(self.stamps) - 1)]}[prop]
+
+    reader = _CaptureReader(Capture([40.0, 80.0, 120.0, 120.08, 120.16, 240.0, 280.0]), "clip", "clip.mp4",
+                            is_file=True)
+    times = []
+    while (frame := reader.read()) is not None:
+        times.append(frame.time_s)
+    np.testing.assert_allclose(times, [0.04, 0.08, 0.12, 0.16, 0.20, 0.24, 0.28], atol=1e-9)
+
+
 def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
     """(type, offset) of every box of an MP4, descending into the containers on the way to tkhd."""
     end = len(data) if end is None else end

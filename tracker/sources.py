@@ -418,10 +418,11 @@ class _CaptureReader:
             pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
             # The container's timestamps, unless its frame rate was nonsense (then they are too: a file
             # declaring 90000 fps would put frames 11 µs apart and freeze the smoothing) or they fail to
-            # increase; the smoothing and the outputs read the time between frames.
+            # increase by a tenth of a frame (a negative duration in the file makes FFmpeg squeeze the frames
+            # after it into steps of microseconds); the smoothing and the outputs read the time between frames.
             usable = self.fps is not None and math.isfinite(pos_ms) and pos_ms > 0
             time_s = pos_ms / 1000.0 if usable else self.index / fps
-            if self._last_time is not None and time_s <= self._last_time:
+            if self._last_time is not None and time_s < self._last_time + 0.1 / fps:
                 time_s = self._last_time + 1.0 / fps
             self._last_time = time_s
         else:
