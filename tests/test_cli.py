@@ -279,6 +279,13 @@ def test_bad_option_values_are_usage_errors():
         assert len(proc.stderr.splitlines()) == 1 and "--help" in proc.stderr, (args, proc.stderr)
 
 
+def test_a_name_with_a_line_break_still_makes_one_line_of_error(tmp_path):
+    for args in (("--source", str(tmp_path / "no\nsuch.jpg")), ("--json", "a\nb", "--csv", "a\nb")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert "no\\nsuch.jpg" in proc.stderr or "a\\nb" in proc.stderr, proc.stderr
+
+
 def test_numbers_that_cannot_be_a_focal_length_or_frame_rate_are_usage_errors():
     for option, value in (("--focal", "nan"), ("--focal", "-500"), ("--focal", "0"), ("--focal", "inf"),
                           ("--camera-fps", "-5")):

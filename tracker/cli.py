@@ -151,12 +151,22 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _one_line(text: str) -> str:
+    """`text` with its line breaks written out: a file name may hold one, and a message is one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _one_line(super().format(record))
+
+
 class _Parser(argparse.ArgumentParser):
     """A bad option is one line, as every other bad input is: argparse would print the whole usage block
     (ten lines of options) above it."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (--help lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     clash = _output_clashes(args)
     if clash:
         parser.error(clash)
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLineFormatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.INFO)
     logging.getLogger("tracker").setLevel(logging.INFO)
     stop = StopRequest()
     stop.install()
