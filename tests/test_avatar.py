@@ -213,7 +213,7 @@ def test_vmc_bundle_content_and_order(receiver):
     assert (qx, qy, qz, qw) == pytest.approx((x, y, z, w), abs=1e-6)
     ex, ey, _ = unity_euler((qx, qy, qz, qw))
     assert ey < 0 and ex < 0  # turned to own left and looking up
-    assert msgs[54] == ("/VMC/Ext/OK", [1])
+    assert msgs[54] == ("/VMC/Ext/OK", [1, 3, 0, 1])  # loaded, calibrated, normal mode, tracking
     assert msgs[55][0] == "/VMC/Ext/T" and msgs[55][1][0] == pytest.approx(1.25)
 
 
@@ -259,15 +259,73 @@ def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
     assert rest["LeftEye"] == pytest.approx((0.0, 0.0, 0.0, 1.0))
 
 
-def test_vmc_no_face_sends_ok0_and_time(receiver):
+def test_vmc_no_face_sends_tracking_lost_and_time(receiver):
+    """No face yet: the model is still loaded (a receiver shows no "waiting for a model"), tracking is lost."""
     with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
         sender.send(FakeFrame(3, 0.5, "cam0", []))
         msgs = receive_bundle(receiver)
         # A requested id that is not in the frame counts as no face too.
         sender.send(FakeFrame(4, 0.6, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes())]), face_id=9)
         msgs2 = receive_bundle(receiver)
-    assert msgs[0] == ("/VMC/Ext/OK", [0]) and msgs[1][0] == "/VMC/Ext/T" and len(msgs) == 2
-    assert msgs2[0] == ("/VMC/Ext/OK", [0]) and len(msgs2) == 2
+    assert msgs[0] == ("/VMC/Ext/OK", [1, 3, 0, 0]) and msgs[1][0] == "/VMC/Ext/T" and len(msgs) == 2
+    assert msgs2[0] == ("/VMC/Ext/OK", [1, 3, 0, 0]) and len(msgs2) == 2
+
+
+def test_vmc_a_lost_face_fades_its_blendshapes_to_rest_and_holds_its_head(receiver):
+    """Lost at t = 1.0 s: the last weights go out scaled by 1, 0.6, 0.2, then 0 (0.5 s fade), then no more
+    Blend messages; no Head message while lost (the receiver holds the last rotation); found again, all as
+    before, and a second loss fades from the new weights."""
+    shapes = make_shapes()
+    seen = FakeFrame(1, 0.9, "cam0", [FakeFace(1, make_pose(10, 0, 0), shapes)])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(seen)
+        receive_bundle(receiver)
+        faded = []
+        for t in (1.0, 1.2, 1.4, 1.6, 1.8):
+            sender.send(FakeFrame(2, t, "cam0", []))
+            msgs = receive_bundle(receiver)
+            assert not any(a == "/VMC/Ext/Bone/Pos" for a, _ in msgs)
+            assert ("/VMC/Ext/OK", [1, 3, 0, 0]) in msgs
+            faded.append({p[0]: p[1] for a, p in msgs if a == "/VMC/Ext/Blend/Val"})
+        for scale, values in zip((1.0, 0.6, 0.2, 0.0), faded):
+            assert values.keys() == shapes.keys()
+            for name, value in values.items():
+                assert value == pytest.approx(shapes[name] * scale, abs=1e-6)
+        assert faded[4] == {}
+        sender.send(seen)
+        again = receive_bundle(receiver)
+        assert ("/VMC/Ext/OK", [1, 3, 0, 1]) in again and any(p[0] == "Head" for a, p in again
+                                                               if a == "/VMC/Ext/Bone/Pos")
+        sender.send(FakeFrame(3, 0.95, "cam0", []))
+        assert {p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"} == shapes.keys()
+
+
+def test_vmc_presets_follow_the_arkit_weights_and_the_mirror(receiver):
+    shapes = {name: 0.0 for name in ARKIT_BLENDSHAPES}
+    shapes.update(eyeBlinkLeft=0.9, eyeBlinkRight=0.1, jawOpen=0.4, eyeLookOutLeft=0.6, eyeLookInRight=0.4,
+                  eyeLookUpLeft=0.2, eyeLookUpRight=0.4)
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), shapes)])
+    sent = {}
+    for mirror in (False, True):
+        with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, presets=True) as sender:
+            sender.send(frame)
+            sent[mirror] = {p[0]: p[1] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"}
+    assert sent[False]["Blink_L"] == pytest.approx(0.9) and sent[False]["Blink_R"] == pytest.approx(0.1)
+    assert sent[False]["A"] == pytest.approx(0.4) and sent[False]["LookUp"] == pytest.approx(0.3)
+    assert sent[False]["LookLeft"] == pytest.approx(0.5) and sent[False]["LookRight"] == pytest.approx(0.0)
+    assert sent[True]["Blink_L"] == pytest.approx(0.1) and sent[True]["LookRight"] == pytest.approx(0.5)
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:  # without the option: ARKit names only
+        sender.send(frame)
+        assert {p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"} == set(ARKIT_BLENDSHAPES)
+
+
+def test_vmc_a_rotation_that_is_not_finite_is_left_out_not_sent_as_the_rest_pose(receiver):
+    bad = make_pose(0, 0, 0)
+    bad.quaternion = np.array([math.nan, 0.0, 0.0, 0.0])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(FakeFrame(1, 0.0, "cam0", [FakeFace(1, bad, make_shapes())]))
+        msgs = receive_bundle(receiver)
+    assert not any(a == "/VMC/Ext/Bone/Pos" for a, _ in msgs) and ("/VMC/Ext/OK", [1, 3, 0, 1]) in msgs
 
 
 def test_vmc_partial_face_and_face_id(receiver):

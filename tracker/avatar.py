@@ -35,6 +35,23 @@ log = logging.getLogger("tracker.avatar")
 
 VMC_DEFAULT_PORT = 39539
 LOG_INTERVAL_S = 5.0
+# A face lost from view: its last blendshape weights fade to 0 over this long (media seconds), so that the
+# avatar does not freeze mid-blink or with its mouth open; its head holds the last rotation.
+LOST_FACE_FADE_S = 0.5
+# VMC's /VMC/Ext/OK: loaded 1 (there is always a "model"), calibration state 3 (calibrated), calibration mode 0
+# (normal), then the tracking status of the protocol's version 2.7: 1 while the face is tracked, 0 when lost.
+_VMC_LOADED, _VMC_CALIBRATED, _VMC_NORMAL_MODE = 1, 3, 0
+# VRM 0.x preset expressions for avatars without the 52 "perfect sync" clips: each the mean of these ARKit
+# weights (names as sent, so --vmc-mirror swaps them with the rest). An avatar's own left is its "_L"/"Left".
+VRM_PRESETS = {
+    "Blink_L": ("eyeBlinkLeft",),
+    "Blink_R": ("eyeBlinkRight",),
+    "A": ("jawOpen",),
+    "LookUp": ("eyeLookUpLeft", "eyeLookUpRight"),
+    "LookDown": ("eyeLookDownLeft", "eyeLookDownRight"),
+    "LookLeft": ("eyeLookOutLeft", "eyeLookInRight"),
+    "LookRight": ("eyeLookOutRight", "eyeLookInLeft"),
+}
 
 # The 52 ARKit blendshape names, in Apple's documentation order (eyes, jaw, mouth,
 # brows, cheeks, nose, tongue). VMC "perfect sync" receivers look them up by name.
@@ -239,6 +256,13 @@ def eye_rotation(gaze: Gaze | None) -> np.ndarray:
     return matrix_to_quaternion(euler_to_matrix(gaze.yaw, 0.0, 0.0) @ euler_to_matrix(0.0, gaze.pitch, 0.0))
 
 
+def _is_rotation(q: Iterable[float]) -> bool:
+    """Whether a quaternion can be sent as a rotation (finite, not zero): else the bone's message is left out,
+    and the receiver holds the last rotation rather than snapping to the rest pose."""
+    n = math.sqrt(sum(float(v) * float(v) for v in q))
+    return math.isfinite(n) and n >= 1e-9
+
+
 def _bone(name: str, q_xyzw: tuple[float, float, float, float]) -> Any:
     """A VMC bone message with no position offset (receivers read face-tracking bones' rotations only)."""
     qx, qy, qz, qw = q_xyzw
@@ -280,15 +304,18 @@ class VmcSender(_Sender):
     """Send one VMC (Virtual Motion Capture protocol) OSC bundle per frame over UDP.
 
     Bundle for a frame with the tracked face, in order:
-      ``/VMC/Ext/Blend/Val`` (name, value) for each ARKit blendshape ("perfect sync"),
+      ``/VMC/Ext/Blend/Val`` (name, value) for each ARKit blendshape ("perfect sync"), and with ``presets``
+      the VRM 0.x presets made from them (:data:`VRM_PRESETS`),
       ``/VMC/Ext/Blend/Apply``,
       ``/VMC/Ext/Bone/Pos`` ("Head", 0, 0, 0, qx, qy, qz, qw) — Unity axes, see
       :func:`camera_to_unity_quaternion`,
       with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the face's gaze,
       relative to the head (:func:`eye_rotation`),
-      ``/VMC/Ext/OK`` 1, ``/VMC/Ext/T`` time_s.
-    A frame without that face sends ``/VMC/Ext/OK`` 0 and ``/VMC/Ext/T`` only; a face
-    without pose (or blendshapes) skips the Bone (or Blend) messages.
+      ``/VMC/Ext/OK`` (1, 3, 0, 1): loaded, calibrated, normal mode, tracking; ``/VMC/Ext/T`` time_s.
+    A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
+    the first :data:`LOST_FACE_FADE_S` seconds it also sends the last blendshape weights fading to 0 (a
+    receiver keeps the last weights it got), while the head keeps its last rotation. A face without pose
+    (or blendshapes) skips the Bone (or Blend) messages, and so does a rotation that is not finite.
 
     The Head position is (0, 0, 0): a VMC bone position is the bone's *local* offset
     from its parent (Neck) in the avatar's rig, which the camera-frame translation is
@@ -297,37 +324,63 @@ class VmcSender(_Sender):
     """
 
     def __init__(self, host: str, port: int = VMC_DEFAULT_PORT, *, mirror: bool = False,
-                 eye_bones: bool = False) -> None:
+                 eye_bones: bool = False, presets: bool = False) -> None:
         self._link = _UdpLink(host, port, "VMC")
         self.mirror = mirror
         self.eye_bones = eye_bones
+        self.presets = presets
         self.sent = 0  # bundles handed to the kernel
+        self._last_blends: list[tuple[str, float]] = []  # the weights last sent for a tracked face
+        self._lost_at: float | None = None  # time_s of the first frame without the face
 
 
     def build(self, result: _Frame, face_id: int | None = None) -> bytes:
         """The OSC bundle for one frame (what :meth:`send` sends)."""
         face = _pick_face(result, face_id)
         bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
+        blends = None
         if face is not None:
+            self._lost_at = None
             shapes = getattr(face, "blendshapes", None)
             if shapes is not None:
-                for name, value in self._blend_values(shapes):
-                    bundle.add_content(_message("/VMC/Ext/Blend/Val", (name, "s"), (value, "f")))
-                bundle.add_content(_message("/VMC/Ext/Blend/Apply"))
+                blends = self._last_blends = self._blend_values(shapes)
             pose = getattr(face, "pose", None)
-            if pose is not None and getattr(pose, "quaternion", None) is not None:
-                bundle.add_content(_bone("Head", camera_to_unity_quaternion(pose.quaternion, self.mirror)))
+            head = getattr(pose, "quaternion", None) if pose is not None else None
+            bones = []
+            if head is not None and _is_rotation(head):
+                bones.append(("Head", camera_to_unity_quaternion(head, self.mirror)))
             if self.eye_bones and pose is not None:
                 eyes = camera_to_unity_quaternion(eye_rotation(getattr(face, "gaze", None)), self.mirror)
-                for bone in ("LeftEye", "RightEye"):  # both eyes turn together
-                    bundle.add_content(_bone(bone, eyes))
-        bundle.add_content(_message("/VMC/Ext/OK", (1 if face is not None else 0, "i")))
+                bones += [("LeftEye", eyes), ("RightEye", eyes)]  # both eyes turn together
+        else:
+            blends, bones = self._fading(float(result.time_s)), []
+        if blends is not None:
+            for name, value in blends:
+                bundle.add_content(_message("/VMC/Ext/Blend/Val", (name, "s"), (value, "f")))
+            bundle.add_content(_message("/VMC/Ext/Blend/Apply"))
+        for name, rotation in bones:
+            bundle.add_content(_bone(name, rotation))
+        tracking = 1 if face is not None else 0
+        bundle.add_content(_message("/VMC/Ext/OK", (_VMC_LOADED, "i"), (_VMC_CALIBRATED, "i"), (_VMC_NORMAL_MODE, "i"),
+                                    (tracking, "i")))
         bundle.add_content(_message("/VMC/Ext/T", (float(result.time_s), "f")))
         return bundle.build().dgram
 
+    def _fading(self, time_s: float) -> list[tuple[str, float]] | None:
+        """The lost face's last weights, faded by the time since it was lost; None once they reached 0."""
+        if not self._last_blends:
+            return None
+        if self._lost_at is None or time_s < self._lost_at:  # lost now (or the clock restarted)
+            self._lost_at = time_s
+        left = max(0.0, 1.0 - (time_s - self._lost_at) / LOST_FACE_FADE_S)
+        faded = [(name, value * left) for name, value in self._last_blends]
+        if left == 0.0:
+            self._last_blends = []  # sent at 0 once; the receiver keeps them there
+        return faded
+
     def _blend_values(self, shapes: Mapping[str, float]) -> list[tuple[str, float]]:
         # The 52 ARKit names first, in their fixed order; any other names after them,
-        # as given (receivers ignore names their avatar lacks).
+        # as given (receivers ignore names their avatar lacks); then the VRM presets, if asked for.
         names = [n for n in ARKIT_BLENDSHAPES if n in shapes]
         names += [n for n in shapes if n not in _ARKIT_SET]
         out = []
@@ -336,6 +389,12 @@ class VmcSender(_Sender):
             if not math.isfinite(value):
                 continue  # a NaN would freeze or explode the avatar's face
             out.append((mirror_blendshape_name(name) if self.mirror else name, min(max(value, 0.0), 1.0)))
+        if self.presets:
+            sent = dict(out)
+            for preset, sources in VRM_PRESETS.items():
+                values = [sent[n] for n in sources if n in sent]
+                if values:
+                    out.append((preset, sum(values) / len(values)))
         return out
 
     def send(self, result: _Frame, face_id: int | None = None) -> None:
@@ -367,8 +426,10 @@ class UdpJsonSender(_Sender):
     ``"parts"``; a face that alone exceeds ``max_bytes`` is dropped (counted in
     ``dropped``, and the parts carry ``"dropped_faces"``). If every face is dropped
     the frame still goes out with ``"faces": []`` so receivers see the frame.
-    60000 bytes stays below the IPv4 UDP limit (65507); lower it (e.g. 1400) to
-    avoid IP fragmentation on lossy networks.
+    60000 bytes stays below the IPv4 UDP limit (65507). A face's record is about 4 KB,
+    so every datagram beyond a network's MTU (about 1,472
+    bytes of payload on Ethernet) travels IP-fragmented; a ``max_bytes`` under a face's
+    size drops every face.
 
     Counters: ``sent`` datagrams sent, ``split`` frames that were split,
     ``dropped`` faces (or whole frames) dropped for size, ``errors`` send errors.
