@@ -213,10 +213,20 @@ def test_normalisation_of_pixel_formats():
     f = to_bgr8(np.array([[[-1.0, 0.5, 2.0]]], np.float32))
     assert f.tolist() == [[[0, 128, 255]]]
     assert to_bgr8(np.full((2, 2), 65535, np.uint16)).tolist() == np.full((2, 2, 3), 255).tolist()
+    # 10-bit data in 16 bits keeps its top 8 bits, not the 16-bit container's (which would be black).
+    assert to_bgr8(np.array([[1023, 512, 4]], np.uint16))[0, :, 0].tolist() == [255, 128, 1]
     strided = np.zeros((10, 10, 3), np.uint8)[:, ::2]
     assert to_bgr8(strided).flags["C_CONTIGUOUS"]
     with pytest.raises(ValueError):
         to_bgr8(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_a_10_bit_pgm_reads_as_bright_as_its_8_bit_twin(tmp_path):
+    picture = np.random.default_rng(3).integers(0, 256, (12, 16)).astype(np.uint16)
+    deep = picture * 4 + 3  # 10 bits: maxval 1023
+    (tmp_path / "deep.pgm").write_bytes(b"P5 16 12 1023\n" + deep.astype(">u2").tobytes())
+    (frame,), _ = _read_all(tmp_path / "deep.pgm")
+    assert np.abs(frame.image[:, :, 0].astype(int) - picture).max() <= 1
 
 
 def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):

@@ -164,10 +164,12 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     Raises ValueError for layouts that are not an image (e.g. 5 channels)."""
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
-            # Keep the top 8 bits: maps 0..65535 onto 0..255 exactly at both ends, costs one shift, and
-            # rounds down by < 1 grey level, invisible to the detector. (12-bit data stored in 16-bit
-            # containers comes out dark; such files are rare and the tracker copes with dim images.)
-            img = (img >> 8).astype(np.uint8)
+            # Keep the top 8 of the bits the picture uses: 16-bit data maps 0..65535 onto 0..255 exactly at
+            # both ends (one shift, rounding down by < 1 grey level), and 10- or 12-bit data stored in 16 bits
+            # (a PGM with maxval 1023, a machine-vision camera's frame) is not read as black. A 16-bit picture
+            # so dark that it uses 12 bits or fewer comes out brighter, which only helps the detector.
+            used = int(img.max()).bit_length()
+            img = (img >> max(used - 8, 0)).astype(np.uint8)
         elif np.issubdtype(img.dtype, np.floating):
             # Float images (e.g. 32-bit TIFF) conventionally hold 0..1; NaN becomes black.
             img = (np.nan_to_num(np.clip(img, 0.0, 1.0), nan=0.0) * 255.0 + 0.5).astype(np.uint8)
