@@ -271,6 +271,33 @@ def test_a_damaged_model_file_is_one_line_before_any_output_is_opened(afw_dir, t
     assert earlier.read_text() == '{"frame": 0}\n'
 
 
+def test_a_detector_whose_weights_are_damaged_fails_at_warm_up_not_by_finding_no_face(tmp_path):
+    """NaN written over the detector's weights: it still runs, and would find no face in any frame, silently.
+    warm_up checks its outputs as it does the other networks'."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tracker.engines import ENGINES_DIR
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    engines = tmp_path / "engines"
+    shutil.copytree(ENGINES_DIR, engines)
+    model = bytearray((ENGINES_DIR / "face_detection_short_range.onnx").read_bytes())
+    middle = len(model) // 2
+    model[middle:middle + 20000] = b"\xff" * 20000  # 0xffffffff is a float32 NaN
+    (engines / "face_detection_short_range.onnx").write_bytes(bytes(model))
+    code = ("import sys\nfrom tracker.engines import BackendError\nfrom tracker.pipeline import FaceTracker, "
+            "TrackerConfig\ntry:\n    FaceTracker(TrackerConfig(backend='onnxruntime')).warm_up()\n"
+            "except BackendError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=ENGINES_DIR.parent, env={**os.environ, "FACE_TRACKER_ENGINES": str(engines)})
+    assert proc.returncode == 0, proc.stderr
+    assert "face_detection_short_range.onnx" in proc.stdout and "damaged" in proc.stdout, proc.stdout
+    FaceTracker(TrackerConfig(backend="onnxruntime")).warm_up()  # the shipped one passes
+
+
 def test_a_damaged_68_point_map_without_the_refiner_is_one_line_before_any_output(afw_dir, tmp_path):
     """`--refiner none` still loads the 68-point map at start-up (the library loads it at the first face)."""
     import os

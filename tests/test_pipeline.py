@@ -178,7 +178,8 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
 @pytest.mark.parametrize("settings", [
     {"max_faces": 0}, {"max_faces": -1}, {"max_faces": 1.5}, {"redetect_interval": 0}, {"threads": 0},
     {"threads": True}, {"focal_px": 0}, {"focal_px": -600.0}, {"focal_px": float("nan")},
-    {"presence_threshold": 1.5}, {"detection_threshold": -0.1},
+    {"presence_threshold": 1.5}, {"detection_threshold": -0.1}, {"refiner": "none"}, {"fit_3d": "no"},
+    {"smooth": 0},
 ])
 def test_a_config_out_of_range_is_refused_at_once(settings):
     """README: bad arguments raise ValueError. Out of range, these would not fail later: they would track
@@ -189,3 +190,61 @@ def test_a_config_out_of_range_is_refused_at_once(settings):
     with pytest.raises(ValueError, match=f"TrackerConfig.{name}"):
         TrackerConfig(**settings)
     TrackerConfig(max_faces=np.int64(2), focal_px=np.float32(600.0), threads=1)  # NumPy numbers are numbers
+
+
+def test_a_config_changed_after_it_was_made_or_not_a_config_is_refused_by_the_tracker():
+    config = TrackerConfig(backend="onnxruntime")
+    config.max_faces = 0
+    with pytest.raises(ValueError, match="TrackerConfig.max_faces"):
+        FaceTracker(config)
+    with pytest.raises(ValueError, match="takes a TrackerConfig"):
+        FaceTracker({"max_faces": 2})
+
+
+def test_frame_numbers_and_times_that_are_not_numbers_are_refused_and_numpy_ones_taken():
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    image = np.zeros((64, 64, 3), np.uint8)
+    for frame, time_s in ((0, None), (0, "0.04"), (0, float("nan")), (1.5, 0.0), (None, 0.0)):
+        with pytest.raises(ValueError, match="frame must be|time_s must be"):
+            tracker.process(image, frame, time_s)
+    for item in ((image, 0, None), (image, "1")):
+        with pytest.raises(ValueError, match="frame must be|time_s must be"):
+            list(tracker.process_stream([item]))
+    result = tracker.process(image, np.int64(3), np.float32(1.16))
+    assert type(result.frame) is int and type(result.time_s) is float
+    for not_an_image in (None, "photo.jpg"):
+        with pytest.raises(ValueError, match="an image is a NumPy array"):
+            tracker.process(not_an_image)
+
+
+def test_one_tracker_serves_one_caller_at_a_time():
+    """A process() while a stream is open, or a second stream, is a clear error rather than two sequences'
+    faces mixed in one set of tracks; once the stream is closed the tracker serves again."""
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    stream = tracker.process_stream((image, i) for i, image in enumerate(frames))
+    assert next(stream).frame == 0
+    with pytest.raises(RuntimeError, match="in use"):
+        tracker.process(frames[1], 1)
+    with pytest.raises(RuntimeError, match="in use"):
+        next(tracker.process_stream([(frames[1], 1)]))
+    assert [r.frame for r in stream] == [1, 2]  # the open stream goes on untouched
+    assert tracker.process(frames[0], 3).frame == 3
+
+
+def test_results_kept_by_the_caller_hold_neither_crops_nor_feature_maps_nor_the_fit_state():
+    """A result's mesh keeps its points but not the network's input crops and maps (about 1.8 MB a face), and
+    its pose's rotation is a copy: writing into it does not turn the next frame's head."""
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
+    first = tracker.process(frames[0], 0, 0.0)
+    (face,) = first.faces
+    assert face.mesh.points.shape == (468, 3) and face.mesh.iris_crop_points is not None
+    assert face.mesh.pixels is None and face.mesh.features is None
+    assert face.mesh.mirror_pixels is None and face.mesh.mirror_features is None
+    twin = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
+    twin.process(frames[0], 0, 0.0)
+    face.pose.rotation[:] = np.eye(3)[::-1]  # a caller scribbling on its result
+    for i in (1, 2):
+        assert tracker.process(frames[i], i, i / 30).faces[0].pose.yaw == twin.process(frames[i], i, i / 30).faces[0].pose.yaw
+

@@ -215,6 +215,7 @@ def test_normalisation_of_pixel_formats():
     assert to_bgr8(np.full((2, 2), 65535, np.uint16)).tolist() == np.full((2, 2, 3), 255).tolist()
     # 10-bit data in 16 bits keeps its top 8 bits, not the 16-bit container's (which would be black).
     assert to_bgr8(np.array([[1023, 512, 4]], np.uint16))[0, :, 0].tolist() == [255, 128, 1]
+    assert to_bgr8(np.array([[1000, 40000]], ">u2"))[0, :, 0].tolist() == [3, 156]  # big-endian, as native
     strided = np.zeros((10, 10, 3), np.uint8)[:, ::2]
     assert to_bgr8(strided).flags["C_CONTIGUOUS"]
     with pytest.raises(ValueError):

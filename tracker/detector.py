@@ -114,12 +114,17 @@ class FaceDetector:
         # Pixel scale actually applied per axis after rounding.
         return canvas, nw / w, ox, oy
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in a BGR uint8 frame, best first."""
+    def network_outputs(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], float, float, float]:
+        """The network's raw outputs for a BGR uint8 frame ("regressors", "classificators"), and the letterbox
+        that placed the frame in its input (scale, x offset, y offset)."""
         canvas, scale, ox, oy = self._letterbox(image)
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
         batch = (rgb.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
-        out = self.session.run(batch)
+        return self.session.run(batch), scale, ox, oy
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 frame, best first."""
+        out, scale, ox, oy = self.network_outputs(image)
         raw = out["regressors"][0]
         logits = out["classificators"][0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))

@@ -885,7 +885,7 @@ def head_pose(state: FitState) -> Pose:
     """Pose record of a fit (translation: the model origin, in mm, camera frame)."""
     yaw, pitch, roll = matrix_to_euler(state.rotation)
     return Pose(yaw=yaw, pitch=pitch, roll=roll, quaternion=matrix_to_quaternion(state.rotation),
-                translation_mm=10.0 * state.translation, rotation=state.rotation)
+                translation_mm=10.0 * state.translation, rotation=state.rotation.copy())  # the fit's own stays its
 
 
 @njit(cache=True, fastmath=False)

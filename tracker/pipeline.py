@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -145,6 +146,10 @@ class TrackerConfig:
         for name in ("detection_threshold", "presence_threshold"):
             if not (number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        for name in ("fit_3d", "mirror_check", "smooth", "steady", "refiner", "calibrate_expression", "gaze"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):  # refiner="none" would be true
+                raise ValueError(  # noqa: TRY004 -- README: bad arguments raise ValueError
+                    f"TrackerConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
 
 class FaceTracker:
@@ -152,8 +157,12 @@ class FaceTracker:
     :meth:`process_stream` (the same results, pipelined)."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
+        if config is not None and not isinstance(config, TrackerConfig):
+            raise ValueError(f"FaceTracker takes a TrackerConfig, not {type(config).__name__}: "
+                             "FaceTracker(TrackerConfig(max_faces=2))")
         self.config = config or TrackerConfig()
         c = self.config
+        c.__post_init__()  # again: a field changed after the config was made is checked too
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
         # All faces of a frame and their mirrors go through the mesh and the refiner in one batch.
         self._batch = c.max_faces * (2 if c.mirror_check else 1)
@@ -176,6 +185,9 @@ class FaceTracker:
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
+        # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
+        # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
+        self._in_use = threading.Lock()
 
     def warm_up(self) -> None:
         """Load every stage and run every network once on a made-up frame: their first-call allocations happen
@@ -183,7 +195,8 @@ class FaceTracker:
         that load but cannot run) fails here, as a BackendError naming it."""
         frame = np.full((256, 256, 3), 128, np.uint8)
         with _blamed_on(DETECTOR_MODELS[self.config.detector][0]):
-            self.detector.detect(frame)
+            outputs, *_ = self.detector.network_outputs(frame)
+            _require_finite(list(outputs.values()))  # damaged weights would find no face, ever, in silence
         with _blamed_on(MESH_MODEL):
             meshes = self.mesh.run(frame, [Roi(cx=128.0, cy=128.0, size=200.0, angle=0.0)],
                                    mirror=self.config.mirror_check)
@@ -220,6 +233,8 @@ class FaceTracker:
             self._unfinished = None
 
     def reset(self) -> None:
+        """Forget every face (the next frame starts a new sequence), keeping the models. Face IDs keep counting
+        up, so an ID is never given to two faces in one tracker's life."""
         self._await_unfinished()
         self.tracks.clear()
         self._since_detection = 0
@@ -231,9 +246,21 @@ class FaceTracker:
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
         unrelated to the previous one."""
         image = _bgr8(image)
-        self._await_unfinished()
-        with one_blas_thread():
-            return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
+        frame, time_s = _frame_and_time(frame, time_s)
+        with self._using("process()"):
+            self._await_unfinished()
+            with one_blas_thread():
+                return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
+
+    @contextmanager
+    def _using(self, caller: str) -> Iterator[None]:
+        if not self._in_use.acquire(blocking=False):
+            raise RuntimeError(f"{caller} on a FaceTracker that is in use: by another thread, or by a process_stream "
+                               "that is not finished (close it first); use one tracker per sequence and thread")
+        try:
+            yield
+        finally:
+            self._in_use.release()
 
     def process_stream(self, frames: Iterable[tuple]) -> Iterator[FrameResult]:
         """:meth:`process` over frames in order, pipelined on two threads. Each item is a tuple of process()'s
@@ -262,12 +289,13 @@ class FaceTracker:
                                  + (f" of {len(item)}" if isinstance(item, tuple) else ""))
             image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
             image = _bgr8(image)
+            frame, time_s = _frame_and_time(frame, time_s)
             return self._find(image, still), image.shape, frame, time_s, source, still
 
         worker = _Worker()
         pending: Future | None = None  # the worker's current call
         try:
-            with one_blas_thread():
+            with self._using("process_stream()"), one_blas_thread():
                 try:
                     pending = worker.submit(read_and_find)
                     while (found := pending.result()) is not None:
@@ -312,7 +340,10 @@ class FaceTracker:
             visibility = rel.visibility if rel else prediction.visibility
             expression = rel.expression if rel else prediction.expression
             hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
-            face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks, mesh=mesh,
+            # The result keeps the mesh without the network's input crops and feature maps (about 1.8 MB a face):
+            # a caller that keeps its results would otherwise hold them all.
+            kept = replace(mesh, features=None, mirror_features=None, pixels=None, mirror_pixels=None)
+            face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks, mesh=kept,
                               landmark_visibility=visibility)
             if rel is not None:
                 face.landmark_confidence = rel.confidence
@@ -387,7 +418,20 @@ def _require_finite(values: list[np.ndarray]) -> None:
         raise ValueError("it gave numbers that are not finite")
 
 
+def _frame_and_time(frame: object, time_s: object) -> tuple[int, float]:
+    """process()'s frame number and time as int and float, or a ValueError (as README promises for bad arguments)
+    that says what they must be."""
+    if not isinstance(frame, numbers.Integral) or isinstance(frame, bool):
+        raise ValueError(f"frame must be a whole number, got {frame!r}")  # noqa: TRY004
+    if not (isinstance(time_s, numbers.Real) and not isinstance(time_s, bool) and math.isfinite(time_s)):
+        raise ValueError(f"time_s must be a finite number of seconds, got {time_s!r}")
+    return int(frame), float(time_s)
+
+
 def _bgr8(image: np.ndarray) -> np.ndarray:
+    if image is None or isinstance(image, (str, bytes, os.PathLike)):
+        raise ValueError(f"an image is a NumPy array (H×W×3 BGR, or grey, BGRA, 16-bit, float), not {image!r}: read "
+                         "a file with cv2.imread or tracker.sources.open_source")
     image = np.asarray(image)
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
         return image

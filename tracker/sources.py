@@ -162,6 +162,8 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any decoded image -> C-contiguous HxWx3 uint8 BGR (the one format the rest of the tracker sees).
 
     Raises ValueError for layouts that are not an image (e.g. 5 channels)."""
+    if img.dtype.kind in "ui" and not img.dtype.isnative:  # big-endian samples (a '>u2' array) as native ones
+        img = img.astype(img.dtype.newbyteorder("="))
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
             # Keep the top 8 of the bits the picture uses: 16-bit data maps 0..65535 onto 0..255 exactly at

@@ -298,7 +298,9 @@ class TrackSet:
         return deferred
 
     def _revive(self, track: Track, mesh: MeshResult, seen: np.ndarray | None) -> None:
-        self.lost.remove(track)  # out of the lost list before anyone else can match it
+        # Out of the lost list before anyone else can match it; by identity (list.remove compares tracks field by
+        # field, arrays included).
+        self.lost = [t for t in self.lost if t is not track]
         track.mesh = mesh
         track.frames += 1
         track._see(seen)
