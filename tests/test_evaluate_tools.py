@@ -182,3 +182,16 @@ def test_torch_executor_of_the_refiner_graph_matches_onnx_runtime():
     graph.nodes[0].op_type = "NotAnOnnxOp"
     with pytest.raises(SystemExit, match="NotAnOnnxOp"):
         graph(feeds)
+
+
+def test_a_section_names_the_command_that_wrote_it_with_its_options(monkeypatch):
+    """The "Command:" line of a tool's BENCHMARKS.md section is the run's own: its options, not --no-write."""
+    report = _load("report")
+    monkeypatch.setattr(sys, "argv", [str(REPO / "tools" / "bench_fit.py"), "--frames", "20", "--no-write"])
+    assert report.invocation() == "python tools/bench_fit.py --frames 20"
+    monkeypatch.setattr(sys, "argv", [str(REPO / "tools" / "evaluate.py"), "--images", "/data/my faces"])
+    assert report.invocation() == "python tools/evaluate.py --images '/data/my faces'"
+    assert report.positive_int("3") == 3
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(Exception, match="expected"):
+            report.positive_int(bad)

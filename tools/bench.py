@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import update_section
+from report import positive_int, update_section
 
 DEFAULT_CLIP = SHARED_DATA / "video" / "talking_d10.mp4"
 
@@ -141,7 +141,7 @@ def child_stats(which: str, clip: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     if not args.clip.is_file():

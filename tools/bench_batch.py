@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import update_section
+from report import invocation, positive_int, update_section
 
 from tracker.backends import create_session, model_path
 from tracker.refiner import REFINER_FILE
@@ -251,8 +251,8 @@ def parity(graph: TorchGraph, session, batch: int = 4) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device for the PyTorch rows")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
              "| runtime | ms per batch | ms per face | faces per second |", "|---|---|---|---|"]
     for label, ms in rows:
         lines.append(f"| {label} | {ms:.2f} | {ms / args.batch:.3f} | {1000.0 * args.batch / ms:,.0f} |")
-    lines += ["", *notes, "", "Command: `python tools/bench_batch.py"
-              + (f" --device {args.device}`" if args.device != "cpu" else "`")]
+    lines += ["", *notes, "", f"Command: `{invocation()}`"]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import update_section
+from report import invocation, positive_int, update_section
 
 from tracker.fitting import (
     EYE_ROWS,
@@ -128,8 +128,8 @@ def fit_times_in_tracker(clip: Path, frames: int) -> np.ndarray | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--scipy-frames", type=int, default=10, help="scipy is slow: time it on the first N")
+    parser.add_argument("--frames", type=positive_int, default=300)
+    parser.add_argument("--scipy-frames", type=positive_int, default=10, help="scipy is slow: time it on the first N")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     fitter = FaceFitter()
@@ -180,7 +180,7 @@ def main() -> int:
         (f"Accuracy on this track: median worst-axis pose error {np.median(err[:, 0]):.2f}°, "
         f"mean expression MAE {err[:, 1].mean():.3f}."),
         "",
-        "Command: `python tools/bench_fit.py`",
+        f"Command: `{invocation()}`",
     ])
     print(body)
     if not args.no_write:

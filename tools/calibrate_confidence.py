@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, annotated_faces, inter_ocular, load_folder
-from report import update_section
+from report import invocation, update_section
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS
@@ -160,7 +160,7 @@ def main() -> int:
          "on these faces, as the reliability issue asks. The held-out row fits it on one random half of the "
          "faces and scores the other half, both ways, so it is not scored on what it was fitted on."),
         "",
-        "Command: `python tools/calibrate_confidence.py`",
+        f"Command: `{invocation()}`",
     ])
     print(body)
     if not args.no_write:

@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
 from render_ict import ICT_PATH, KEY_SHAPES, load_ict
-from report import update_section
+from report import invocation, update_section
 from tune_fit_weights import CLIP_SEEDS, render_clip_folders
 
 from tracker.backends import ENGINES_DIR
@@ -95,7 +95,7 @@ def report_body(calibration: ExpressionCalibration, weights: np.ndarray, truth: 
         lines.append(f"| {name} | {a:.3f} | {b:+.3f} | {c:+.3f} | {d:+.3f} | {np.abs(e0).mean():.3f} | "
                      f"{np.abs(e1).mean():.3f} | {np.abs(e0[within]).mean():.3f} | {np.abs(e1[within]).mean():.3f} | "
                      f"{e0[within].mean():+.3f} / {e1[within].mean():+.3f} |")
-    lines += ["", "Command: `python tools/calibrate_expression.py`"]
+    lines += ["", f"Command: `{invocation()}`"]
     return "\n".join(lines)
 
 

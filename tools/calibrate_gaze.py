@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, load_folder, match_face
-from report import update_section
+from report import invocation, update_section
 
 from tracker.backends import ENGINES_DIR
 from tracker.fitting import FaceModel, camera_for
@@ -224,7 +224,7 @@ no eyeballs. The angle a weight of 1 stands for is a convention ({FULL_SIDEWAYS_
 {FULL_DOWN_DEG:.0f}° down), and the eyeball's radius ({IRIS_DISTANCE_CM} cm to the iris centre) is anatomy's, not fitted: eyes on the camera fix the
 iris on the ray through the centre whatever the radius, so these data cannot tell it.
 
-Command: `python tools/calibrate_gaze.py`"""
+Command: `{invocation()}`"""
     if not args.no_write:
         update_section("gaze", body)
     return 0

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from render_ict import ICT_PATH, load_ict, render_image
+from report import positive_int
 
 from tracker.backends import ENGINES_DIR
 from tracker.fitting import EYE_ROWS, JAW_ROWS, OFFSETS_FILE, FaceFitter, FaceModel, choose_contour_points
@@ -40,7 +41,7 @@ RIDGE = 1e-2  # in px² per cm² of offset, summed over renders: keeps unobserva
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--renders", type=int, default=400)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--size", type=positive_int, default=512)
     parser.add_argument("--seed", type=int, default=0, help="renders use seeds seed..seed+renders-1 (keep < 1000)")
     parser.add_argument("--out", type=Path, default=ENGINES_DIR / OFFSETS_FILE)
     args = parser.parse_args()

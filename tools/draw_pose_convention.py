@@ -6,11 +6,12 @@ head's own axes drawn from the nose tip (red: subject's left, green: up, blue: o
 the face) and the angle it illustrates. Uses tools/render_ict.py and tracker/pose.py,
 so the picture is the convention the code implements.
 
-    python tools/draw_pose_convention.py
+    python tools/draw_pose_convention.py [--out PNG]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,11 @@ PANELS = (("frontal: 0, 0, 0", (0, 0, 0)), ("yaw +30: turns to own left", (30, 0
 SIZE = 320
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "pose_convention.png",
+                        help="PNG to write")
+    out = parser.parse_args(argv).out
     if not ICT_PATH.is_file():
         print(f"error: {ICT_PATH} not found", file=sys.stderr)
         return 2
@@ -58,9 +63,9 @@ def main() -> int:
     cv2.putText(legend, "camera view, not mirrored. axes from the nose: red = subject's left, green = up, "
                 "blue = out of the face. R = R_roll * R_pitch * R_yaw", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (20, 20, 20), 1, cv2.LINE_AA)
-    out = Path(__file__).resolve().parent.parent / "docs" / "pose_convention.png"
-    out.parent.mkdir(exist_ok=True)
-    cv2.imwrite(str(out), np.concatenate([sheet, legend]))
+    if not out.parent.is_dir() or not cv2.imwrite(str(out), np.concatenate([sheet, legend])):
+        print(f"error: cannot write {out}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 

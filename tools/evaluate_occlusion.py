@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, load_folder, match_face
-from report import update_section
+from report import invocation, update_section
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 
@@ -141,7 +141,7 @@ def main() -> int:
         ("`occluded` = the refiner's visibility below 0.5, or self-occluded by the 3D fit (which this ground "
          "truth does not know about, so those flags count against precision here)."),
         "",
-        "Command: `python tools/evaluate_occlusion.py`",
+        f"Command: `{invocation()}`",
     ])
     print(body)
     if not args.no_write:

@@ -57,7 +57,7 @@ from render_ict import (
     render_clip,
     render_image,
 )
-from report import update_section
+from report import positive_int, update_section
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
@@ -525,9 +525,9 @@ def print_diagnostics(name: str, r: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of clips")
-    parser.add_argument("--frames", type=int, default=120, help="frames per clip (25 fps)")
+    parser.add_argument("--frames", type=positive_int, default=120, help="frames per clip (25 fps)")
     parser.add_argument("--images", type=int, default=150, help="number of stills")
-    parser.add_argument("--size", type=int, default=512, help="render width and height, pixels")
+    parser.add_argument("--size", type=positive_int, default=512, help="render width and height, pixels")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="held-out seed (< 1000: calibration's)")
     parser.add_argument("--out", type=Path, help="keep the renders in this folder (default: a temporary one)")
     parser.add_argument("--from", dest="source", type=Path,

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import update_section
+from report import invocation, positive_float, positive_int, update_section
 
 from tracker.avatar import VmcSender
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -110,8 +110,8 @@ def play(tracker: FaceTracker, clip: Path, sender: VmcSender, seconds: float, pi
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, help="one clip instead of the default two")
-    parser.add_argument("--max-faces", type=int, default=1, help="with --clip")
-    parser.add_argument("--seconds", type=float, default=20.0, help="stop each run after this long")
+    parser.add_argument("--max-faces", type=positive_int, default=1, help="with --clip")
+    parser.add_argument("--seconds", type=positive_float, default=20.0, help="stop each run after this long")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     for clip in [args.clip] if args.clip else [ONE_FACE, *GRID_CLIPS]:
@@ -178,7 +178,7 @@ def main() -> int:
                             f"period + frame-by-frame processing): **{'met' if median <= allowed else 'missed'}**; "
                             f"last third {growth:+.1f} ms from the first.")
     body = "\n".join([*lines, "", "Target: median ≤ one frame period + processing time, no growing queue. "
-                      + " ".join(verdicts), "", "Command: `python tools/latency.py`"])
+                      + " ".join(verdicts), "", f"Command: `{invocation()}`"])
     print(body)
     if not args.no_write:
         update_section("latency", body)

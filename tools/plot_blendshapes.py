@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="PNG (default: docs/blendshapes_<clip name>.png)")
     parser.add_argument("--threshold", type=float, default=0.5, help="eyeBlink level that counts as a blink")
     parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone (the plot is still written to --out)")
     args = parser.parse_args(argv)
     if not args.clip.is_file():
         hint = " (the shared data is expected in ../shared beside the repository)" if args.clip == DEFAULT_CLIP else ""

@@ -16,6 +16,44 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (0 frames or repeats would measure nothing, or divide by 0)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def invocation() -> str:
+    """How this tool was run, for its section's "Command:" line: the script and every option given, but
+    --no-write (a run that writes the section was not given it)."""
+    import shlex
+    import sys
+
+    script = Path(sys.argv[0])
+    shown = f"tools/{script.name}" if script.resolve().parent == Path(__file__).resolve().parent else str(script)
+    return shlex.join(["python", shown, *(arg for arg in sys.argv[1:] if arg != "--no-write")])
+
+
 def update_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the block between ``<!-- name -->`` and ``<!-- /name -->``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"

@@ -47,6 +47,7 @@ from evaluate import nme_scores, summarise, table_cells
 from evaluate_occlusion import recall_at_precision
 from landmark_data import LANDMARKS68, annotated_faces, load_folder, match_face
 from render_ict import KEY_SHAPES
+from report import positive_int
 
 from tracker.backends import create_session
 from tracker.landmarks68 import IBUG68_MIRROR
@@ -1443,7 +1444,7 @@ def main() -> int:
     parser.add_argument("--dual-lr", type=float, default=3e-4, help="learning rate of the train-3d stage")
     parser.add_argument("--visibility-epochs", type=int, default=20, help="epochs of the train-visibility stage")
     parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=positive_int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="evaluation folder")
