@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, annotated_faces, inter_ocular, load_folder
-from report import invocation, update_section
+from report import file_to_write, invocation, update_section
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS
@@ -85,7 +85,7 @@ def held_out_spearman(signal: np.ndarray, error: np.ndarray, seed: int = 0) -> f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw")
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / CALIBRATION_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
     items = load_folder(args.images) if args.images.is_dir() else []

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, load_folder, match_face
-from report import invocation, update_section
+from report import file_to_write, invocation, update_section
 
 from tracker.backends import ENGINES_DIR
 from tracker.fitting import FaceModel, camera_for
@@ -155,18 +155,24 @@ def one_eye(estimator: GazeEstimator, samples: list[dict]) -> dict:
             "gap": np.median(np.abs(e[:, 0] - e[:, 1]))}
 
 
+def _enough(folder: Path, samples: list) -> list:
+    if len(samples) < 10:
+        raise SystemExit(f"error: {len(samples)} usable annotated faces in {folder}; the gaze needs at least 10")
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, default=LANDMARKS68 / "helen_train")
     parser.add_argument("--held-out", type=Path, default=LANDMARKS68 / "afw")
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / CALIBRATION_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
     for folder in (args.train, args.held_out):
         if not folder.is_dir():
             raise SystemExit(f"error: {folder} not found (the shared data sit in ../shared/data)")
     model = FaceModel.load()
-    train, held_out = track(args.train), track(args.held_out)
+    train, held_out = _enough(args.train, track(args.train)), _enough(args.held_out, track(args.held_out))
     offset = fit_centre_offset(model, train)
     np.savez(args.out, centre_offset=offset)
     print(f"eyeball centre offset from the corners' midpoint: outward {offset[0]:+.3f}, up {offset[1]:+.3f}, "

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
-from report import update_section
+from report import file_to_write, update_section
 
+from tracker.backends import BACKENDS
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 JAW = slice(0, 17)
@@ -151,9 +152,9 @@ def draw_worst(report: dict, path: Path, count: int = 12) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="folder of images with .pts files")
-    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     parser.add_argument("--detector", default="short", choices=("short", "full"))
-    parser.add_argument("--json", type=Path, help="also write the report (with per-face rows) here")
+    parser.add_argument("--json", type=file_to_write, help="also write the report (with per-face rows) here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--plots", type=Path,
                         help="folder for the CED plot (default: docs/, or the --worst folder with --no-write, "

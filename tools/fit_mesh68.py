@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from report import file_to_write
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import IBUG68_MIRROR, MAPPING_FILE, mesh_features
@@ -30,6 +31,7 @@ from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.roi import image_points_to_crop
 
 LAMBDAS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2)
+MIN_FACES = 50  # annotated faces (each with its mirror); helen_train has 870
 
 
 def collect(folder: Path, tracker: FaceTracker) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -74,7 +76,7 @@ def nme(x: np.ndarray, y: np.ndarray, iods: np.ndarray, w: np.ndarray, b: np.nda
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, default=LANDMARKS68 / "helen_train")
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / MAPPING_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / MAPPING_FILE)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not args.train.is_dir():
@@ -84,6 +86,10 @@ def main() -> int:
     started = time.perf_counter()
     x, y, iods, misses = collect(args.train, tracker)
     print(f"{len(x)} training faces (images + mirrors), {misses} not found, {time.perf_counter() - started:.0f} s")
+    if len(x) < 2 * MIN_FACES:  # five folds, each with faces to validate on and far more to fit
+        print(f"error: {len(x) // 2} annotated faces found in {args.train}; the map needs at least {MIN_FACES}",
+              file=sys.stderr)
+        return 2
 
     # Folds keep an image and its mirror together (consecutive rows) so validation is honest.
     rng = np.random.default_rng(args.seed)

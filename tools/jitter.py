@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
-from report import positive_int, update_section
+from report import file_to_write, positive_int, update_section
 
 from tracker.gaze import LOOK_NAMES, look_weights, smooth_gaze
 from tracker.smoothing import (
@@ -592,7 +592,7 @@ def main() -> int:
     parser.add_argument("--clips", type=Path, nargs="+", default=DEFAULT_CLIPS)
     parser.add_argument("--max-frames", type=positive_int, default=None, help="frames per clip (default: all)")
     parser.add_argument("--grid", action="store_true", help="also score a grid of filter parameters per part")
-    parser.add_argument("--cache", type=Path, default=None,
+    parser.add_argument("--cache", type=file_to_write, default=None,
                         help="raw tracks file: loaded if it exists, else written (for repeated --grid runs)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()

@@ -35,8 +35,9 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from report import update_section
+from report import file_to_write, update_section
 
+from tracker.backends import BACKENDS
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 SHARED_VIDEO = REPO.parent / "shared" / "data" / "video"
@@ -305,9 +306,9 @@ def report_body(ev: dict, clip: Path, out: Path, threshold: float, command: str)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="video file")
-    parser.add_argument("--out", type=Path, help="PNG (default: docs/blendshapes_<clip name>.png)")
+    parser.add_argument("--out", type=file_to_write, help="PNG (default: docs/blendshapes_<clip name>.png)")
     parser.add_argument("--threshold", type=float, default=0.5, help="eyeBlink level that counts as a blink")
-    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone (the plot is still written to --out)")
     args = parser.parse_args(argv)
     if not args.clip.is_file():

@@ -43,6 +43,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def file_to_write(text: str) -> Path:
+    """argparse type: a file path whose folder exists (checked before the work, not after it)."""
+    import argparse
+
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {str(path.parent)!r} to write {path.name!r} into")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    return path
+
+
 def invocation() -> str:
     """How this tool was run, for its section's "Command:" line: the script and every option given, but
     --no-write (a run that writes the section was not given it)."""
