@@ -386,7 +386,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
 
         # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
-        # described, 1.5-1.95× the frames per second on two cores; a result never waits for the next frame.
+        # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
         results = tracker.process_stream(inputs())
         started = time.perf_counter()
         try:
