@@ -34,7 +34,7 @@ LIGHTING = ((1.3, 0.85, 1.0), (1.4, 1.4, 1.4), (0.6, 0.6, 0.6))
 
 def correlations(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(frame-to-frame correlations, index of the later frame of each, the first frame)."""
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # FFmpeg alone: OpenCV's own reader is loud on non-videos
     values, frames, cuts, first, k = [], [], ShotCuts(), None, 0
     while True:
         ok, image = cap.read()
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = sorted(p for v in args.videos for p in ([v] if v.is_file() else v.glob("*.mp4")))
     if not paths:
-        print(f"no videos in {', '.join(map(str, args.videos))}", file=sys.stderr)
+        print(f"error: no videos in {', '.join(map(str, args.videos))}", file=sys.stderr)
         return 2
     print(f"cut threshold CUT_MAX_CORRELATION = {CUT_MAX_CORRELATION}")
     print("| clip | frames | lowest correlations (frame) | under the threshold | lighting jumps, lowest |")
