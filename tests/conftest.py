@@ -61,8 +61,14 @@ def run_without_root_rights(command: list[str], **kwargs) -> subprocess.Complete
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
             pytest.skip("running as root, and setpriv (to drop root's right to read anything) is not installed")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
-    if proc.returncode != 0 and proc.stderr.startswith("setpriv:"):
-        pytest.skip(f"setpriv cannot drop the capabilities here: {proc.stderr.strip()}")
-    return proc
+        # Out of the inheritable and ambient sets too: where a runtime puts them there, the bounding set alone
+        # would leave them in effect.
+        drop = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set",
+                "-dac_override,-dac_read_search"]
+        # A file made read-only: written to anyway, the rights are still there.
+        script = 'f=$(mktemp) && chmod 444 "$f" && (echo x >> "$f") 2>/dev/null; r=$?; rm -f "$f"; exit $r'
+        probe = subprocess.run([*drop, "sh", "-c", script], capture_output=True, text=True, check=False)
+        if probe.returncode == 0 or probe.stderr.startswith("setpriv:"):
+            pytest.skip(f"setpriv cannot drop root's file rights here {probe.stderr.strip()}")
+        command = [*drop, *command]
+    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)

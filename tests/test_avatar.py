@@ -300,6 +300,23 @@ def test_vmc_a_lost_face_fades_its_blendshapes_to_rest_and_holds_its_head(receiv
         assert {p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"} == shapes.keys()
 
 
+def test_vmc_the_fade_never_stalls_or_goes_back_up_when_the_clock_does(receiver):
+    """Time that stands still (stills, the library's default time_s) counts each frame as 1/30 s; time that
+    jumps back (a restarted source) neither restarts nor undoes the fade."""
+    shapes = {"jawOpen": 0.5}
+    levels = []
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sender.send(FakeFrame(0, 5.0, "cam0", [FakeFace(1, None, shapes)]))
+        receive_bundle(receiver)
+        for t in (5.1, 5.2, 1.0, 1.0, 1.0):
+            sender.send(FakeFrame(1, t, "cam0", []))
+            values = [p[1] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"]
+            levels.append(values[0] if values else None)
+    assert levels[0] == pytest.approx(0.5) and levels[1] == pytest.approx(0.4)
+    assert levels[2] == pytest.approx(0.5 * (0.8 - 1 / 15), abs=1e-6)  # back in time: one frame's worth
+    assert levels[2] > levels[3] > levels[4]
+
+
 def test_vmc_presets_follow_the_arkit_weights_and_the_mirror(receiver):
     shapes = {name: 0.0 for name in ARKIT_BLENDSHAPES}
     shapes.update(eyeBlinkLeft=0.9, eyeBlinkRight=0.1, jawOpen=0.4, eyeLookOutLeft=0.6, eyeLookInRight=0.4,

@@ -212,6 +212,7 @@ def test_frame_numbers_and_times_that_are_not_numbers_are_refused_and_numpy_ones
             list(tracker.process_stream([item]))
     result = tracker.process(image, np.int64(3), np.float32(1.16))
     assert type(result.frame) is int and type(result.time_s) is float
+    assert tracker.process(image, 4.0, 1.2).frame == 4  # cv2's CAP_PROP_POS_FRAMES is a float
     for not_an_image in (None, "photo.jpg"):
         with pytest.raises(ValueError, match="an image is a NumPy array"):
             tracker.process(not_an_image)
@@ -242,9 +243,22 @@ def test_results_kept_by_the_caller_hold_neither_crops_nor_feature_maps_nor_the_
     assert face.mesh.points.shape == (468, 3) and face.mesh.iris_crop_points is not None
     assert face.mesh.pixels is None and face.mesh.features is None
     assert face.mesh.mirror_pixels is None and face.mesh.mirror_features is None
+    (track,) = tracker.tracks.tracks
+    assert not np.shares_memory(face.mesh.points, track.mesh.points)  # what the caller edits is its own
     twin = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
     twin.process(frames[0], 0, 0.0)
     face.pose.rotation[:] = np.eye(3)[::-1]  # a caller scribbling on its result
     for i in (1, 2):
         assert tracker.process(frames[i], i, i / 30).faces[0].pose.yaw == twin.process(frames[i], i, i / 30).faces[0].pose.yaw
+
+
+def test_reset_waits_its_turn_too():
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    stream = tracker.process_stream((image, i) for i, image in enumerate(frames))
+    next(stream)
+    with pytest.raises(RuntimeError, match="in use"):
+        tracker.reset()  # would clear the tracks under the stream's worker
+    stream.close()
+    tracker.reset()
 

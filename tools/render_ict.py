@@ -32,8 +32,9 @@ import numpy as np
 from numba import njit
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "tools"):  # imported by the tests and other tools as well as run
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 from report import positive_int
 
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix, matrix_to_quaternion

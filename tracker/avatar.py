@@ -331,7 +331,9 @@ class VmcSender(_Sender):
         self.presets = presets
         self.sent = 0  # bundles handed to the kernel
         self._last_blends: list[tuple[str, float]] = []  # the weights last sent for a tracked face
-        self._lost_at: float | None = None  # time_s of the first frame without the face
+        self._fade_left = 1.0  # how much of them a lost face still sends (1 down to 0)
+        self._lost = False  # the frame before had no face
+        self._last_time: float | None = None  # time_s of the frame before
 
 
     def build(self, result: _Frame, face_id: int | None = None) -> bytes:
@@ -339,8 +341,11 @@ class VmcSender(_Sender):
         face = _pick_face(result, face_id)
         bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
         blends = None
+        time_s = float(result.time_s)
+        step = time_s - self._last_time if self._last_time is not None else 0.0
+        self._last_time = time_s
         if face is not None:
-            self._lost_at = None
+            self._fade_left, self._lost = 1.0, False
             shapes = getattr(face, "blendshapes", None)
             if shapes is not None:
                 blends = self._last_blends = self._blend_values(shapes)
@@ -353,7 +358,7 @@ class VmcSender(_Sender):
                 eyes = camera_to_unity_quaternion(eye_rotation(getattr(face, "gaze", None)), self.mirror)
                 bones += [("LeftEye", eyes), ("RightEye", eyes)]  # both eyes turn together
         else:
-            blends, bones = self._fading(float(result.time_s)), []
+            blends, bones = self._fading(step), []
         if blends is not None:
             for name, value in blends:
                 bundle.add_content(_message("/VMC/Ext/Blend/Val", (name, "s"), (value, "f")))
@@ -366,15 +371,18 @@ class VmcSender(_Sender):
         bundle.add_content(_message("/VMC/Ext/T", (float(result.time_s), "f")))
         return bundle.build().dgram
 
-    def _fading(self, time_s: float) -> list[tuple[str, float]] | None:
-        """The lost face's last weights, faded by the time since it was lost; None once they reached 0."""
+    def _fading(self, step: float) -> list[tuple[str, float]] | None:
+        """The lost face's last weights, faded by the time since it was lost; None once they reached 0. ``step``
+        is the time since the frame before: the first frame without the face sends them whole, and a clock that
+        does not move forward (stills, a restarted source) counts a frame at 30 fps, so the fade never stalls
+        and never goes back up."""
         if not self._last_blends:
             return None
-        if self._lost_at is None or time_s < self._lost_at:  # lost now (or the clock restarted)
-            self._lost_at = time_s
-        left = max(0.0, 1.0 - (time_s - self._lost_at) / LOST_FACE_FADE_S)
-        faded = [(name, value * left) for name, value in self._last_blends]
-        if left == 0.0:
+        if self._lost:  # not the first frame without the face
+            self._fade_left = max(0.0, self._fade_left - (step if step > 0 else 1 / 30) / LOST_FACE_FADE_S)
+        self._lost = True
+        faded = [(name, value * self._fade_left) for name, value in self._last_blends]
+        if self._fade_left == 0.0:
             self._last_blends = []  # sent at 0 once; the receiver keeps them there
         return faded
 

@@ -249,6 +249,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self._interrupt_now = False  # inside interruptible(): a stop raises at once
+        self._holding = False  # hold() has begun: a stop is noted, never raised
         self._held: dict[int, object] = {}  # while the outputs close: each stop signal's handler before
 
     def install(self) -> None:
@@ -257,7 +258,7 @@ class StopRequest:
             # the handler; a second stop raises, so that it ends the run all the same.
             again = self.requested
             self.requested = True
-            if again or self._interrupt_now:
+            if (again or self._interrupt_now) and not self._holding:
                 raise KeyboardInterrupt
 
         for sig in STOP_SIGNALS:
@@ -269,12 +270,15 @@ class StopRequest:
         leave nothing half done when cut short."""
         self._interrupt_now = True
         try:
+            if self.requested:  # a stop that came just before the block: the block would not see it
+                raise KeyboardInterrupt
             yield
         finally:
             self._interrupt_now = False
 
     def hold(self) -> None:
         """Stops are ignored until :meth:`release`: the outputs are being closed."""
+        self._holding = True  # first: a stop while the handlers are swapped must not raise out of here
         if not self._held:
             self._held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
 
@@ -283,6 +287,7 @@ class StopRequest:
         for sig, handler in self._held.items():
             signal.signal(sig, handler)
         self._held = {}
+        self._holding = False
 
 
 def load_tracker(config: TrackerConfig, quiet: bool = False, notice_after_s: float = SLOW_START_S) -> FaceTracker:

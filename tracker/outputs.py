@@ -63,16 +63,20 @@ class _RecordFile:
     def __init__(self, path: str, kind: str) -> None:
         self.path, self.kind = path, kind
         self._good = 0  # where the last whole record ends
-        self._fd: int | None = None  # written through the descriptor, with cut-back; None: sys.stdout's text
+        self._fd: int | None = None  # written through the descriptor; None: sys.stdout's text
+        self._seekable = True  # a regular file, which can be cut back (not a pipe or a terminal)
         self._owned = path != "-"
         if not self._owned:
             if sys.stdout is None:
                 raise OutputError(f"cannot write {kind} to '-': standard output is closed")
             try:
+                # Through the descriptor, bypassing Python's buffer: a file (`--json - > file`) is cut back like
+                # any file, and a pipe whose reader stopped reading holds nothing in a buffer that the exit
+                # would then wait to flush for good after a stop.
                 fd = sys.stdout.fileno()
-                if stat.S_ISREG(os.fstat(fd).st_mode):  # `--json - > file`: cut back like any file
-                    sys.stdout.flush()
-                    self._fd = fd
+                self._seekable = stat.S_ISREG(os.fstat(fd).st_mode)
+                sys.stdout.flush()
+                self._fd = fd
             except (OSError, ValueError, AttributeError):  # no descriptor (a captured stdout): written as text
                 pass
             return
@@ -90,7 +94,7 @@ class _RecordFile:
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:  # a device or pipe (/dev/stdout, a FIFO) has nothing to empty
                         raise
-            self._good = 0 if self._owned else _write_position(self._fd)
+            self._good = 0 if self._owned or not self._seekable else _write_position(self._fd)
 
     def write(self, text: str) -> None:
         if self._fd is None:
@@ -412,7 +416,7 @@ class OverlayWriter:
             raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")
-        if self.path.exists():
+        if self.path.is_file():  # a regular file: opening a FIFO to check would wait for its reader
             try:  # an earlier video that may not be overwritten (opened without emptying it)
                 os.close(os.open(self.path, os.O_WRONLY))
             except OSError as exc:
@@ -487,6 +491,9 @@ class OverlayWriter:
             partial.unlink(missing_ok=True)
             raise OutputError(f"cannot write overlay frame '{readable_path(str(name))}': "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        except BaseException:  # a stop that interrupts the write: no half-written frame left behind
+            partial.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         if self._video is None:

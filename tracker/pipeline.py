@@ -235,6 +235,10 @@ class FaceTracker:
     def reset(self) -> None:
         """Forget every face (the next frame starts a new sequence), keeping the models. Face IDs keep counting
         up, so an ID is never given to two faces in one tracker's life."""
+        with self._using("reset()"):
+            self._forget_faces()
+
+    def _forget_faces(self) -> None:
         self._await_unfinished()
         self.tracks.clear()
         self._since_detection = 0
@@ -275,7 +279,6 @@ class FaceTracker:
         close() waits for the item the worker is on. Stopped by an error or Ctrl-C instead, the stream does
         not wait for it (the worker may be waiting on a stalled source), and the tracker's next use does.
         Stopped early, the tracker may have found a frame more than it described: reset() it before reuse."""
-        self._await_unfinished()
         items = iter(frames)
 
         def read_and_find() -> tuple | None:  # on the worker: _describe's arguments for the next item, or None
@@ -292,30 +295,33 @@ class FaceTracker:
             frame, time_s = _frame_and_time(frame, time_s)
             return self._find(image, still), image.shape, frame, time_s, source, still
 
-        worker = _Worker()
-        pending: Future | None = None  # the worker's current call
-        try:
-            with self._using("process_stream()"), one_blas_thread():
-                try:
-                    pending = worker.submit(read_and_find)
-                    while (found := pending.result()) is not None:
+        with self._using("process_stream()"):
+            self._await_unfinished()
+            worker = _Worker()
+            pending: Future | None = None  # the worker's current call
+            try:
+                with one_blas_thread():
+                    try:
                         pending = worker.submit(read_and_find)
-                        yield self._describe(*found)
-                except GeneratorExit:
-                    wait([pending])  # closed by the consumer: the item the worker is on is finished first
-                    raise
-        finally:
-            worker.stop()
-            if pending is not None and not pending.done():
-                self._unfinished = pending  # stopped by an error or Ctrl-C: left to finish on its own
-            else:
-                worker.thread.join()
+                        while (found := pending.result()) is not None:
+                            pending = worker.submit(read_and_find)
+                            yield self._describe(*found)
+                    except GeneratorExit:
+                        wait([pending])  # closed by the consumer: the item the worker is on is finished first
+                        raise
+            finally:
+                # Still holding the tracker: the next caller must find the unfinished call to wait for.
+                worker.stop()
+                if pending is not None and not pending.done():
+                    self._unfinished = pending  # stopped by an error or Ctrl-C: left to finish on its own
+                else:
+                    worker.thread.join()
 
     def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
         """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and
         the state the later stages carry for it (the track's own object, for _describe alone to change)."""
         if still:
-            self.reset()
+            self._forget_faces()
         tracks = self.tracks
         # Every frame, even with no track: lost tracks are remembered for a number of frames.
         tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
@@ -342,7 +348,11 @@ class FaceTracker:
             hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
             # The result keeps the mesh without the network's input crops and feature maps (about 1.8 MB a face):
             # a caller that keeps its results would otherwise hold them all.
-            kept = replace(mesh, features=None, mirror_features=None, pixels=None, mirror_pixels=None)
+            kept = replace(mesh, features=None, mirror_features=None, pixels=None, mirror_pixels=None,
+                           points=mesh.points.copy(), crop_points=mesh.crop_points.copy(),  # the track's own
+                           mirror_crop_points=_copy(mesh.mirror_crop_points),
+                           iris_crop_points=_copy(mesh.iris_crop_points),
+                           mirror_iris_crop_points=_copy(mesh.mirror_iris_crop_points))
             face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks, mesh=kept,
                               landmark_visibility=visibility)
             if rel is not None:
@@ -418,11 +428,16 @@ def _require_finite(values: list[np.ndarray]) -> None:
         raise ValueError("it gave numbers that are not finite")
 
 
+def _copy(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else array.copy()
+
+
 def _frame_and_time(frame: object, time_s: object) -> tuple[int, float]:
     """process()'s frame number and time as int and float, or a ValueError (as README promises for bad arguments)
     that says what they must be."""
-    if not isinstance(frame, numbers.Integral) or isinstance(frame, bool):
-        raise ValueError(f"frame must be a whole number, got {frame!r}")  # noqa: TRY004
+    whole = isinstance(frame, numbers.Integral) or (isinstance(frame, numbers.Real) and float(frame).is_integer())
+    if not whole or isinstance(frame, bool):  # 3.0 is taken: cv2's CAP_PROP_POS_FRAMES is a float
+        raise ValueError(f"frame must be a whole number, got {frame!r}")
     if not (isinstance(time_s, numbers.Real) and not isinstance(time_s, bool) and math.isfinite(time_s)):
         raise ValueError(f"time_s must be a finite number of seconds, got {time_s!r}")
     return int(frame), float(time_s)

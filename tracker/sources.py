@@ -166,12 +166,11 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
         img = img.astype(img.dtype.newbyteorder("="))
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
-            # Keep the top 8 of the bits the picture uses: 16-bit data maps 0..65535 onto 0..255 exactly at
-            # both ends (one shift, rounding down by < 1 grey level), and 10- or 12-bit data stored in 16 bits
-            # (a PGM with maxval 1023, a machine-vision camera's frame) is not read as black. A 16-bit picture
-            # so dark that it uses 12 bits or fewer comes out brighter, which only helps the detector.
-            used = int(img.max()).bit_length()
-            img = (img >> max(used - 8, 0)).astype(np.uint8)
+            # Keep the top 8 bits: maps 0..65535 onto 0..255 exactly at both ends, costs one shift, and
+            # rounds down by < 1 grey level, invisible to the detector. The same shift for every frame, so a
+            # sequence never changes brightness; an image file of 10 or 12 bits in 16 is scaled to its own
+            # depth when it is read (_read_image).
+            img = (img >> 8).astype(np.uint8)
         elif np.issubdtype(img.dtype, np.floating):
             # Float images (e.g. 32-bit TIFF) conventionally hold 0..1; NaN becomes black.
             img = (np.nan_to_num(np.clip(img, 0.0, 1.0), nan=0.0) * 255.0 + 0.5).astype(np.uint8)
@@ -254,6 +253,12 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         img = None
     if img is None:
         return None, "not an image or the file is corrupt"
+    if img.dtype == np.uint16:
+        # Keep the top 8 of the bits the picture uses: 10- or 12-bit data stored in 16 bits (a PGM with maxval
+        # 1023, a machine-vision camera's frame saved as PNG) would read as black through the top 8 of 16. A
+        # 16-bit photo so dark that it uses 12 bits or fewer comes out brighter, which only helps the detector.
+        # Each still is tracked on its own, so a folder's images may differ in this.
+        img = (img >> max(int(img.max()).bit_length() - 8, 0)).astype(np.uint8)
     rotate, flip = _ORIENTATION_FIX.get(webp_orientation(data.data), (None, None))
     if rotate is not None:
         img = cv2.rotate(img, rotate)
