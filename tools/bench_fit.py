@@ -132,6 +132,8 @@ def main() -> int:
     parser.add_argument("--scipy-frames", type=positive_int, default=10, help="scipy is slow: time it on the first N")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    # Phases, not a progress bar: a bar's updates would sit inside the timed loops.
+    print(f"timing our fit on {args.frames} synthetic frames (after the JIT warm-up) ...", file=sys.stderr)
     fitter = FaceFitter()
     obs, truth = make_track(fitter, IDENTITY_FRAMES + args.frames, seed=0)
     state = None
@@ -152,11 +154,13 @@ def main() -> int:
         state = fitter.fit(pts, CAMERA, state=state).state
         with_depth.append(time.perf_counter() - t)
     theirs, state = [], start
+    print(f"timing scipy's least_squares on {args.scipy_frames} of them ...", file=sys.stderr)
     for pts in obs[IDENTITY_FRAMES:IDENTITY_FRAMES + args.scipy_frames]:
         t = time.perf_counter()
         state = scipy_fit(fitter, pts[:, :2], state)
         theirs.append(time.perf_counter() - t)
     ours_ms, theirs_ms = 1000 * np.median(ours), 1000 * np.median(theirs)
+    print(f"timing the fit inside the tracker on {CLIP.name} ...", file=sys.stderr)
     in_tracker = fit_times_in_tracker(CLIP, IDENTITY_FRAMES + args.frames)
     tracker_row = (f"| ours inside the tracker, {CLIP.name} ({len(in_tracker)} frames; the networks run between "
                    f"two fits, so its caches start cold) | {1000 * np.median(in_tracker):.3f} |"
