@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import platform
 import re
+import sys
 from datetime import date
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "BENCHMARKS.md"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from tracker.cli import positive_float, positive_int  # the command line's own argparse types
+
+__all__ = ["file_to_write", "invocation", "machine", "positive_float", "positive_int", "update_section"]
 
 
 def machine() -> str:
     import os
 
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (0 frames or repeats would measure nothing, or divide by 0)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number above 0."""
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-    return value
 
 
 def file_to_write(text: str) -> Path:

@@ -44,7 +44,8 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (the tools' counts use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -55,7 +56,7 @@ def _positive_int(text: str) -> int:
 
 
 def _thread_count(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     cpus = os.cpu_count() or 1
     if value > cpus:  # more threads than cores only wait for each other (64 ran 6 times slower than 2 here)
         raise argparse.ArgumentTypeError(f"at most the {cpus} CPUs this machine has, got '{text}'")
@@ -63,13 +64,14 @@ def _thread_count(text: str) -> int:
 
 
 def _focal_length(text: str) -> float:
-    value = _positive_float(text)
+    value = positive_float(text)
     if not 1.0 <= value <= 1e6:  # 1 px is a 180° view, 1e6 px a telescope's: outside, a typo
         raise argparse.ArgumentTypeError(f"expected a focal length of 1 to 1000000 pixels, got '{text}'")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -198,16 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "Left/Right), for avatars without the 52 perfect-sync clips")
     io.add_argument("--udp-json", metavar="HOST[:PORT]",
                     help=f"send each frame's JSON record as one UDP datagram (default port {UDP_JSON_PORT})")
-    io.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    io.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
     io.add_argument("--camera-size", type=_size, metavar="WxH", help="ask the camera for this resolution")
-    io.add_argument("--camera-fps", type=_positive_float, metavar="FPS", help="ask the camera for this frame rate")
+    io.add_argument("--camera-fps", type=positive_float, metavar="FPS", help="ask the camera for this frame rate")
     model = p.add_argument_group("tracking")
     model.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="inference runtime; auto = TensorRT when usable, else ONNX Runtime")
     model.add_argument("--detector", choices=sorted(DETECTOR_MODELS), default="short",
                        help="BlazeFace model: short (faces within ~2 m) or full range (small, distant faces)")
-    model.add_argument("--max-faces", type=_positive_int, default=1, metavar="N", help="track at most this many faces")
-    model.add_argument("--redetect-interval", type=_positive_int, default=10, metavar="N",
+    model.add_argument("--max-faces", type=positive_int, default=1, metavar="N", help="track at most this many faces")
+    model.add_argument("--redetect-interval", type=positive_int, default=10, metavar="N",
                        help="while fewer than --max-faces are tracked, look for new faces every N frames")
     model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
                        help="68-point refinement: rdr = the trained refiner; none = the plain mesh mapping")
