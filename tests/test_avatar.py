@@ -336,6 +336,15 @@ def test_vmc_presets_follow_the_arkit_weights_and_the_mirror(receiver):
         assert {p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"} == set(ARKIT_BLENDSHAPES)
 
 
+def test_vmc_pascal_case_spells_the_arkit_names_as_vrm_clips_do(receiver):
+    frame = FakeFrame(1, 0.0, "cam0", [FakeFace(1, None, {"eyeBlinkLeft": 0.7, "jawOpen": 0.2, "custom": 0.1})])
+    with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=True, presets=True, pascal_case=True) as sender:
+        sender.send(frame)
+        sent = {p[0]: p[1] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"}
+    # Mirrored first (the subject's left eye is the avatar's right), presets and other names as they are.
+    assert sent == pytest.approx({"EyeBlinkRight": 0.7, "JawOpen": 0.2, "custom": 0.1, "Blink_R": 0.7, "A": 0.2})
+
+
 def test_vmc_a_rotation_that_is_not_finite_is_left_out_not_sent_as_the_rest_pose(receiver):
     bad = make_pose(0, 0, 0)
     bad.quaternion = np.array([math.nan, 0.0, 0.0, 0.0])

@@ -313,6 +313,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--vmc-mirror",): "give --vmc",
         ("--vmc-eye-bones",): "give --vmc",
         ("--vmc-presets",): "give --vmc",
+        ("--vmc-pascal-case",): "give --vmc",
     }
     for args, words in cases.items():
         proc = run_cli("--source", str(source), *args, "--max-frames", "2", "--quiet")

@@ -304,8 +304,9 @@ class VmcSender(_Sender):
     """Send one VMC (Virtual Motion Capture protocol) OSC bundle per frame over UDP.
 
     Bundle for a frame with the tracked face, in order:
-      ``/VMC/Ext/Blend/Val`` (name, value) for each ARKit blendshape ("perfect sync"), and with ``presets``
-      the VRM 0.x presets made from them (:data:`VRM_PRESETS`),
+      ``/VMC/Ext/Blend/Val`` (name, value) for each ARKit blendshape ("perfect sync"; with ``pascal_case``
+      spelled "EyeBlinkLeft", for receivers that match names case by case), and with ``presets`` the VRM 0.x
+      presets made from them (:data:`VRM_PRESETS`),
       ``/VMC/Ext/Blend/Apply``,
       ``/VMC/Ext/Bone/Pos`` ("Head", 0, 0, 0, qx, qy, qz, qw) — Unity axes, see
       :func:`camera_to_unity_quaternion`,
@@ -324,11 +325,12 @@ class VmcSender(_Sender):
     """
 
     def __init__(self, host: str, port: int = VMC_DEFAULT_PORT, *, mirror: bool = False,
-                 eye_bones: bool = False, presets: bool = False) -> None:
+                 eye_bones: bool = False, presets: bool = False, pascal_case: bool = False) -> None:
         self._link = _UdpLink(host, port, "VMC")
         self.mirror = mirror
         self.eye_bones = eye_bones
         self.presets = presets
+        self.pascal_case = pascal_case
         self.sent = 0  # bundles handed to the kernel
         self._last_blends: list[tuple[str, float]] = []  # the weights last sent for a tracked face
         self._fade_left = 1.0  # how much of them a lost face still sends (1 down to 0)
@@ -403,6 +405,8 @@ class VmcSender(_Sender):
                 values = [sent[n] for n in sources if n in sent]
                 if values:
                     out.append((preset, sum(values) / len(values)))
+        if self.pascal_case:  # "EyeBlinkLeft": how VRM perfect-sync avatars name their clips
+            out = [(name[:1].upper() + name[1:] if name in _ARKIT_SET else name, value) for name, value in out]
         return out
 
     def send(self, result: _Frame, face_id: int | None = None) -> None:

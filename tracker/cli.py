@@ -82,8 +82,8 @@ def positive_float(text: str) -> float:
 
 
 def _output_clashes(args: argparse.Namespace) -> str | None:
-    """Why the output options cannot all be honoured, or None: an empty value, --vmc-mirror, --vmc-eye-bones or
-    --vmc-presets without --vmc, an address that is not one, two outputs on one file (or both on stdout), or an output on the
+    """Why the output options cannot all be honoured, or None: an empty value, a --vmc-... option without
+    --vmc, an address that is not one, two outputs on one file (or both on stdout), or an output on the
     source itself (it would be overwritten before it is read)."""
     named = {"--json": args.json, "--csv": args.csv, "--output": args.output, "--vmc": args.vmc,
              "--udp-json": args.udp_json}
@@ -96,6 +96,8 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
         return "--vmc-eye-bones adds to what --vmc sends; give --vmc HOST[:PORT] too"
     if args.vmc_presets and not args.vmc:
         return "--vmc-presets adds to what --vmc sends; give --vmc HOST[:PORT] too"
+    if args.vmc_pascal_case and not args.vmc:
+        return "--vmc-pascal-case spells what --vmc sends; give --vmc HOST[:PORT] too"
     for option, value, port in (("--vmc", args.vmc, VMC_DEFAULT_PORT), ("--udp-json", args.udp_json, UDP_JSON_PORT)):
         if value:
             try:
@@ -195,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--vmc-eye-bones", action="store_true",
                     help="with --vmc: also turn the avatar's LeftEye and RightEye bones with your gaze "
                          "(for avatars without eyeLook blendshapes)")
+    io.add_argument("--vmc-pascal-case", action="store_true",
+                    help="with --vmc: spell the ARKit names as VRM perfect-sync clips are named (EyeBlinkLeft), for "
+                         "receivers that match names case by case (VMagicMirror)")
     io.add_argument("--vmc-presets", action="store_true",
                     help="with --vmc: also send VRM presets made from the ARKit weights (Blink_L/R, A, LookUp/Down/"
                          "Left/Right), for avatars without the 52 perfect-sync clips")
@@ -337,7 +342,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         # the user's earlier files as they were.
         if args.vmc:
             outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
-                                     eye_bones=args.vmc_eye_bones, presets=args.vmc_presets))
+                                     eye_bones=args.vmc_eye_bones, presets=args.vmc_presets,
+                                     pascal_case=args.vmc_pascal_case))
         if args.vmc and args.no_fit:
             log.warning("--vmc with --no-fit sends no head pose or blendshapes (the 3D fit makes them), only "
                         "VMC's status messages")
