@@ -879,6 +879,32 @@ def test_json_to_stdout_read_by_head_ends_quietly_and_cut_back_when_redirected(t
     assert all(json.loads(line)["frame"] == i for i, line in enumerate(text.splitlines()))
 
 
+def test_a_disk_too_full_to_start_on_leaves_the_earlier_json_and_csv_whole(monkeypatch, tmp_path):
+    """Under 1 MB free where they are written, the writers refuse to start, before emptying anything: the run
+    would stop at its first frames and the earlier files would be lost for nothing. (The disk's free space is
+    stood in for; on a real full disk the header's write would fail after the CSV was emptied.)"""
+    import shutil
+
+    from tracker import outputs
+
+    earlier_json, earlier_csv = tmp_path / "faces.jsonl", tmp_path / "faces.csv"
+    earlier_json.write_text(EARLIER)
+    earlier_csv.write_text("frame,id\n0,1\n")
+    real = shutil.disk_usage
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda path: real(path)._replace(free=300_000))
+    for writer in (outputs.CsvWriter(str(earlier_csv), [], occlusion=False, start=False),
+                   outputs.JsonlWriter(str(earlier_json), start=False)):
+        with pytest.raises(outputs.OutputError, match=r"disk is too full \(0.30 MB free\); the earlier file"):
+            writer.start()
+        writer.close()
+    assert earlier_json.read_text() == EARLIER and earlier_csv.read_text() == "frame,id\n0,1\n"
+    monkeypatch.setattr(outputs.shutil, "disk_usage", real)
+    writer = outputs.JsonlWriter(str(earlier_json), start=False)
+    writer.start()  # room enough: emptied as before
+    writer.close()
+    assert earlier_json.read_text() == ""
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_FSIZE and shell redirections")
 def test_appending_to_stdout_and_a_full_disk_at_the_start_keep_earlier_contents(talking_clip, tmp_path):
     """`--json - >> log` on a full disk is cut back to where the log stood, never to its start; a CSV that

@@ -88,6 +88,11 @@ class _RecordFile:
         if self._fd is None:
             return
         with _write_errors(self.kind, self.path):
+            if self._owned and stat.S_ISREG(os.fstat(self._fd).st_mode):
+                free = _free_bytes(Path(self.path))
+                if free < _RECORDS_SLACK:  # refused while the earlier file is still whole
+                    raise OutputError(f"cannot write {self.kind} to '{readable_path(self.path)}': the disk is too "
+                                      f"full ({free / 1e6:.2f} MB free); the earlier file was left as it was")
             if self._owned:
                 try:
                     os.ftruncate(self._fd, 0)
@@ -356,6 +361,9 @@ class CsvWriter:
 
 
 _VIDEO_SLACK = 1 << 20  # bytes an overlay video leaves free: its index and the file system's own
+# A JSON or CSV file is not emptied on a disk with less free than this (a few hundred frames' records):
+# the run would stop at once, and the earlier file would be lost for nothing.
+_RECORDS_SLACK = 1 << 20
 
 
 def _free_bytes(path: Path) -> int:
