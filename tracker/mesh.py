@@ -7,7 +7,7 @@ consume) and the points in image pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -43,6 +43,17 @@ class MeshResult:
     # on its rim. The mirror crop's in that crop's pixels and in its own order (None without that pass).
     iris_crop_points: np.ndarray | None = None
     mirror_iris_crop_points: np.ndarray | None = None
+
+    def detached(self) -> MeshResult:
+        """A copy for a result the caller keeps: its points are its own (the track goes on with this mesh), and
+        the network's input crops and feature maps (about 1.8 MB a face, the refiner's inputs) are left out."""
+        def own(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array.copy()
+
+        return replace(self, points=self.points.copy(), crop_points=self.crop_points.copy(),
+                       mirror_crop_points=own(self.mirror_crop_points), iris_crop_points=own(self.iris_crop_points),
+                       mirror_iris_crop_points=own(self.mirror_iris_crop_points),
+                       features=None, mirror_features=None, pixels=None, mirror_pixels=None)
 
     @cached_property
     def next_roi(self) -> Roi:

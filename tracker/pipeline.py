@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -346,14 +346,9 @@ class FaceTracker:
             visibility = rel.visibility if rel else prediction.visibility
             expression = rel.expression if rel else prediction.expression
             hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
-            # The result keeps the mesh without the network's input crops and feature maps (about 1.8 MB a face):
-            # a caller that keeps its results would otherwise hold them all.
-            kept = replace(mesh, features=None, mirror_features=None, pixels=None, mirror_pixels=None,
-                           points=mesh.points.copy(), crop_points=mesh.crop_points.copy(),  # the track's own
-                           mirror_crop_points=_copy(mesh.mirror_crop_points),
-                           iris_crop_points=_copy(mesh.iris_crop_points),
-                           mirror_iris_crop_points=_copy(mesh.mirror_iris_crop_points))
-            face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks, mesh=kept,
+            # A caller keeping its results would otherwise hold every frame's crops and maps.
+            face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks,
+                              mesh=mesh.detached(),
                               landmark_visibility=visibility)
             if rel is not None:
                 face.landmark_confidence = rel.confidence
@@ -426,10 +421,6 @@ def _blamed_on(model: str) -> Iterator[None]:
 def _require_finite(values: list[np.ndarray]) -> None:
     if not all(np.isfinite(v).all() for v in values):
         raise ValueError("it gave numbers that are not finite")
-
-
-def _copy(array: np.ndarray | None) -> np.ndarray | None:
-    return None if array is None else array.copy()
 
 
 def _frame_and_time(frame: object, time_s: object) -> tuple[int, float]:
