@@ -8,7 +8,6 @@ and ``close`` is safe to call more than once.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import logging
 import math
@@ -82,24 +81,21 @@ class _RecordFile:
             return
         with _write_errors(kind, path):
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+            self._seekable = stat.S_ISREG(os.fstat(self._fd).st_mode)
 
     def start(self) -> None:
-        """Empty the file (a file of one's own), or note where stdout's file stands, before the first record."""
-        if self._fd is None:
+        """Empty the file (a file of one's own), or note where stdout's file stands, before the first record.
+        A device or pipe (/dev/stdout, a FIFO) has nothing to empty and nothing to cut back."""
+        if self._fd is None or not self._seekable:
             return
         with _write_errors(self.kind, self.path):
-            if self._owned and stat.S_ISREG(os.fstat(self._fd).st_mode):
+            if self._owned:
                 free = _free_bytes(Path(self.path))
                 if free < _RECORDS_SLACK:  # refused while the earlier file is still whole
                     raise OutputError(f"cannot write {self.kind} to '{readable_path(self.path)}': the disk is too "
                                       f"full ({free / 1e6:.2f} MB free); the earlier file was left as it was")
-            if self._owned:
-                try:
-                    os.ftruncate(self._fd, 0)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:  # a device or pipe (/dev/stdout, a FIFO) has nothing to empty
-                        raise
-            self._good = 0 if self._owned or not self._seekable else _write_position(self._fd)
+                os.ftruncate(self._fd, 0)
+            self._good = 0 if self._owned else _write_position(self._fd)
 
     def write(self, text: str) -> None:
         if self._fd is None:
@@ -115,11 +111,12 @@ class _RecordFile:
             except BrokenPipeError:
                 raise  # the reader went away (`| head`): nothing to cut back for
             except (OSError, KeyboardInterrupt):  # a full disk; a stop that interrupts a write held up by a pipe
-                try:
-                    os.ftruncate(self._fd, self._good)
-                    os.lseek(self._fd, self._good, os.SEEK_SET)
-                except OSError:
-                    pass
+                if self._seekable:
+                    try:
+                        os.ftruncate(self._fd, self._good)
+                        os.lseek(self._fd, self._good, os.SEEK_SET)
+                    except OSError:
+                        pass
                 raise
         self._good += len(data.obj)
 
