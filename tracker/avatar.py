@@ -370,7 +370,7 @@ class VmcSender(_Sender):
         tracking = 1 if face is not None else 0
         bundle.add_content(_message("/VMC/Ext/OK", (_VMC_LOADED, "i"), (_VMC_CALIBRATED, "i"), (_VMC_NORMAL_MODE, "i"),
                                     (tracking, "i")))
-        bundle.add_content(_message("/VMC/Ext/T", (float(result.time_s), "f")))
+        bundle.add_content(_message("/VMC/Ext/T", (time_s, "f")))
         return bundle.build().dgram
 
     def _fading(self, step: float) -> list[tuple[str, float]] | None:

@@ -90,14 +90,12 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
     for option, value in named.items():
         if value is not None and not value.strip():
             return f"{option} needs a value, got an empty one"
-    if args.vmc_mirror and not args.vmc:
-        return "--vmc-mirror mirrors what --vmc sends; give --vmc HOST[:PORT] too"
-    if args.vmc_eye_bones and not args.vmc:
-        return "--vmc-eye-bones adds to what --vmc sends; give --vmc HOST[:PORT] too"
-    if args.vmc_presets and not args.vmc:
-        return "--vmc-presets adds to what --vmc sends; give --vmc HOST[:PORT] too"
-    if args.vmc_pascal_case and not args.vmc:
-        return "--vmc-pascal-case spells what --vmc sends; give --vmc HOST[:PORT] too"
+    for option, given, does in (("--vmc-mirror", args.vmc_mirror, "mirrors"),
+                                ("--vmc-eye-bones", args.vmc_eye_bones, "adds to"),
+                                ("--vmc-presets", args.vmc_presets, "adds to"),
+                                ("--vmc-pascal-case", args.vmc_pascal_case, "spells")):
+        if given and not args.vmc:
+            return f"{option} {does} what --vmc sends; give --vmc HOST[:PORT] too"
     for option, value, port in (("--vmc", args.vmc, VMC_DEFAULT_PORT), ("--udp-json", args.udp_json, UDP_JSON_PORT)):
         if value:
             try:

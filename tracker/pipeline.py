@@ -129,7 +129,12 @@ class TrackerConfig:
     gaze: bool = True
 
     def __post_init__(self) -> None:
-        # A value out of range would not fail: it would track nothing, or give a pose at a wrong distance.
+        self.check()
+
+    def check(self) -> None:
+        """ValueError naming the first field out of range or of the wrong kind (FaceTracker checks again: a
+        field may have changed since). Out of range, a value would not fail: it would track nothing, or give
+        a pose at a wrong distance."""
         def whole(value: object) -> bool:
             return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
@@ -162,7 +167,7 @@ class FaceTracker:
                              "FaceTracker(TrackerConfig(max_faces=2))")
         self.config = config or TrackerConfig()
         c = self.config
-        c.__post_init__()  # again: a field changed after the config was made is checked too
+        c.check()  # again: a field changed after the config was made is checked too
         self.detector = FaceDetector(c.detector, c.backend, score_threshold=c.detection_threshold, threads=c.threads)
         # All faces of a frame and their mirrors go through the mesh and the refiner in one batch.
         self._batch = c.max_faces * (2 if c.mirror_check else 1)

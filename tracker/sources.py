@@ -740,9 +740,10 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
     if os.path.isdir(spec):
         return _open_folder(spec)
     if os.path.isfile(spec):
-        if os.path.splitext(spec)[1].lower() in UNREADABLE_IMAGE_EXTENSIONS:
+        extension = os.path.splitext(spec)[1].lower()
+        if extension in UNREADABLE_IMAGE_EXTENSIONS:
             raise SourceError(f"cannot read image '{readable_path(spec)}': {UNREADABLE_IMAGE_REASON}")
-        if os.path.splitext(spec)[1].lower() in IMAGE_EXTENSIONS:
+        if extension in IMAGE_EXTENSIONS:
             return _ImageFilesSource(f"image '{spec}'", [spec], strict=True, skipped=[])
         return _open_video(spec, live=live is True)
     if os.path.exists(spec):
