@@ -4,10 +4,13 @@ answers."""
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,6 +22,22 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} is absent (expected ../shared beside the repo)")
     return path
+
+
+def write_variable_rate_mkv(path: Path, frames: list[np.ndarray], fps: float, declared_fps: float) -> None:
+    """An MKV of ``frames`` stored ``1/fps`` apart whose track declares ``declared_fps``, as the nominal rate
+    of a variable-rate recording (a browser's WebM, a screen recorder's MKV) overstates its frames. Matroska
+    stores no frame count, so FFmpeg counts duration × declared_fps of them."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    data = bytearray(path.read_bytes())
+    default_duration = data.index(bytes.fromhex("23E38384"))  # the track's DefaultDuration: 4 bytes, in ns
+    struct.pack_into(">I", data, default_duration + 4, round(1e9 / declared_fps))
+    path.write_bytes(bytes(data))
 
 
 @pytest.fixture

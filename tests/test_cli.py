@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_without_root_rights, shared_path
+from conftest import run_without_root_rights, shared_path, write_variable_rate_mkv
 
 REPO = Path(__file__).resolve().parent.parent
 FACE_IMAGE = "1051618982_1.jpg"
@@ -161,6 +161,21 @@ def test_corrupt_video(tmp_path):
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     assert_clean_failure(run_cli("--source", str(bad)), 2, "corrupt.mp4")
+
+
+def test_variable_rate_video_ends_whole(talking_clip, tmp_path):
+    """A variable-rate MKV for which FFmpeg counts more frames than it holds: every frame is tracked, no
+    'truncated' warning, and the progress bar ends at its last frame, not part way."""
+    cap = cv2.VideoCapture(str(talking_clip))
+    frames = [cv2.resize(cap.read()[1], (256, 256)) for _ in range(12)]
+    clip, out = tmp_path / "vfr.mkv", tmp_path / "vfr.jsonl"
+    write_variable_rate_mkv(clip, frames, 10, 30)
+    proc = run_cli("--source", str(clip), "--json", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "truncated" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
+    assert len(read_jsonl(out)) == 12
+    bar = proc.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("100%") and "12/12" in line for line in bar), proc.stderr
 
 
 def test_truncated_video_keeps_what_was_read(talking_clip, tmp_path):

@@ -15,7 +15,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
-from conftest import run_without_root_rights
+from conftest import run_without_root_rights, write_variable_rate_mkv
 
 from tracker.sources import Frame, SourceError, open_source, to_bgr8
 
@@ -381,6 +381,26 @@ def test_truncated_video_ends_with_warning(video, tmp_path, caplog, capfd):
     msgs = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
     assert msgs == [f"video '{cut}' ended after {n} of {N_FRAMES} frames; the file may be truncated"]
     assert capfd.readouterr().err == ""  # no FFmpeg chatter
+
+
+def test_variable_rate_mkv_is_not_called_truncated(tmp_path, caplog):
+    # Declared 50 fps over frames 40 ms apart: FFmpeg counts twice the frames the file holds.
+    path = tmp_path / "vfr.mkv"
+    write_variable_rate_mkv(path, [np.full((48, 64, 3), _level(i), np.uint8) for i in range(N_FRAMES)], FPS, 2 * FPS)
+    data = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, src = _read_all(path)
+    assert src.total_frames == 2 * N_FRAMES and len(frames) == N_FRAMES
+    np.testing.assert_allclose(np.diff([f.time_s for f in frames]), 1 / FPS, atol=0.002)
+    assert [r.getMessage() for r in caplog.records if r.name == "tracker.sources"] == []
+    # The same file cut short is still reported.
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, _ = _read_all(cut)
+    assert 0 < len(frames) < N_FRAMES - 2
+    msgs = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
+    assert msgs == [f"video '{cut}' ended after {len(frames)} of {2 * N_FRAMES} frames; the file may be truncated"]
 
 
 def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):

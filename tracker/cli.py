@@ -423,6 +423,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                     break
                 if args.max_frames and frames >= args.max_frames:
                     break
+            else:  # the source ended: a variable-rate file's frame count was only an estimate
+                bar.total = bar.n
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -397,7 +397,7 @@ class _CaptureReader:
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.total_frames: int | None = int(count) if is_file and math.isfinite(count) and count > 0 else None
         self.index = 0
-        self._last_time: float | None = None
+        self._first_time = self._last_time = 0.0  # media times of the first and the latest frame (files)
         self.error: str | None = None
         self.t_open = time.perf_counter()
         self._last_good = self.t_open
@@ -431,7 +431,9 @@ class _CaptureReader:
             # after it into steps of microseconds); the smoothing and the outputs read the time between frames.
             usable = self.fps is not None and math.isfinite(pos_ms) and pos_ms > 0
             time_s = pos_ms / 1000.0 if usable else self.index / fps
-            if self._last_time is not None and time_s < self._last_time + 0.1 / fps:
+            if self.index == 0:
+                self._first_time = time_s
+            elif time_s < self._last_time + 0.1 / fps:
                 time_s = self._last_time + 1.0 / fps
             self._last_time = time_s
         else:
@@ -448,13 +450,24 @@ class _CaptureReader:
         n, m = self.index, self.total_frames
         # FRAME_COUNT is an estimate (duration x fps) for some containers and can be a frame off on
         # healthy files, hence the small tolerance. n == 0 is reported as a SourceError by the caller.
-        if n > 0 and m is not None and m - n > max(1, m // 100):
-            if "://" in self.source:  # a video file read over the network
-                # FFmpeg gives up on a connection silent for _URL_READ_TIMEOUT_MS and cannot resume it.
-                log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s; "
-                            "the rest was not read", self.label, n, m, _URL_READ_TIMEOUT_MS // 1000)
-            else:
-                log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
+        if n == 0 or m is None:
+            return
+        slack = max(1, m // 100)
+        if m - n <= slack:
+            return
+        # A variable-rate WebM or MKV (a browser's or a screen recorder's) stores no frame count: FFmpeg's is
+        # its duration times the highest rate, more frames than the file holds. Its timestamps still reach the
+        # end (the last frame lasting as long as the mean), where a truncated file's stop short.
+        if self.fps is not None and n > 1:
+            covered_s = (self._last_time - self._first_time) * n / (n - 1)
+            if covered_s >= (m - slack) / self.fps:
+                return
+        if "://" in self.source:  # a video file read over the network
+            # FFmpeg gives up on a connection silent for _URL_READ_TIMEOUT_MS and cannot resume it.
+            log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s; "
+                        "the rest was not read", self.label, n, m, _URL_READ_TIMEOUT_MS // 1000)
+        else:
+            log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
 
     def release(self) -> None:
         self.cap.release()
