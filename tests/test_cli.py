@@ -723,6 +723,18 @@ def test_an_option_that_cannot_be_honoured_leaves_the_earlier_json_alone(afw_dir
     assert earlier.read_text() == EARLIER
 
 
+def test_an_overlay_video_onto_a_fifo_is_refused_before_anything_waits(afw_dir, tmp_path):
+    """A FIFO as the overlay video: the encoder would wait for a reader at the first frame, deaf to Ctrl-C,
+    and could not write a video's index into a pipe anyway. Refused at once, the earlier JSON untouched."""
+    fifo, earlier = tmp_path / "overlay.mp4", tmp_path / "faces.jsonl"
+    os.mkfifo(fifo)
+    earlier.write_text(EARLIER)
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier), "--output", str(fifo), "--quiet",
+                   timeout=60)
+    assert_clean_failure(proc, 1, "cannot write video", "not a regular file")
+    assert earlier.read_text() == EARLIER
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the X display check is Linux's")
 def test_show_on_a_display_that_cannot_be_used_is_one_line_and_touches_nothing(afw_dir, tmp_path):
     """A DISPLAY that names no X server: OpenCV's Qt would abort the whole process at the first frame; the

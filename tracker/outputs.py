@@ -417,6 +417,9 @@ class OverlayWriter:
         folder = self.path.parent
         if self.path.is_dir():
             raise OutputError(f"cannot write video '{shown}': it is a folder")
+        if self.path.exists() and not self.path.is_file():  # the encoder would wait for a FIFO's reader, deaf to ^C
+            raise OutputError(f"cannot write video '{shown}': not a regular file (a pipe or a device); a video "
+                              "file is written out of order (its index last), so it must be a file on disk")
         if not folder.is_dir():
             raise OutputError(f"cannot write video '{shown}': no folder '{readable_path(str(folder))}'")
         if not os.access(folder, os.W_OK):
