@@ -165,6 +165,42 @@ def test_a_patch_of_another_photo_over_an_eye_reads_as_hidden() -> None:
     assert covered_flag.mean() > twin_flag.mean() + 0.3
 
 
+def test_points_beyond_the_frame_edge_are_occluded_unseen_and_untrusted() -> None:
+    """A face cut by the image's left edge: the crop repeats the edge's pixels, which the refiner reads as
+    visible face. The points the tracker places beyond the edge are flagged, with visibility and confidence 0;
+    the face's far eye, inside the frame, keeps its own."""
+    import cv2
+    from landmark_data import LANDMARKS68, load_folder, match_face
+
+    from tracker.pipeline import FaceTracker, TrackerConfig
+
+    folder = LANDMARKS68 / "afw"
+    if not folder.is_dir():
+        pytest.skip(f"shared data not found at {folder}")
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8))
+    outside, far_eye = [], []
+    for item in load_folder(folder)[:12]:
+        pts = item.points
+        cut = int(pts[:, 0].min() + 0.25 * np.ptp(pts[:, 0]))  # a quarter of the face off the left edge
+        image = np.ascontiguousarray(cv2.imread(str(item.image_path))[:, cut:])
+        tracked = tracker.process(image, still=True).faces
+        index = match_face([f.landmarks for f in tracked], pts - (cut, 0), tolerance=1.0)
+        if index is None:
+            continue
+        face = tracked[index]
+        beyond = face.landmarks[:, 0] < -0.5
+        outside.append((beyond.sum(), face.occluded[beyond].all(), face.landmark_visibility[beyond].max(),
+                        face.landmark_confidence[beyond].max()))
+        eye = slice(42, 48) if pts[42:48, 0].mean() > pts[36:42, 0].mean() else slice(36, 42)
+        far_eye.append((face.occluded[eye].mean(), face.landmark_visibility[eye].mean()))
+    assert len(outside) >= 4, f"only {len(outside)} of the first 12 afw faces found cut at the edge"
+    counts, flagged, visibility, confidence = map(np.array, zip(*outside))
+    assert counts.sum() >= 3 * len(counts)  # the check is not vacuous: points were placed beyond the edge
+    assert flagged.all() and visibility.max() == 0.0 and confidence.max() == 0.0
+    eye_flags, eye_visibility = map(np.array, zip(*far_eye))
+    assert eye_flags.mean() < 0.2 and eye_visibility.mean() > 0.8
+
+
 def test_four_way_mirror_spread_counts_the_linear_maps_guesses_too() -> None:
     from tracker.reliability import mirror_spread
 
@@ -238,7 +274,7 @@ def test_calibrated_confidence_falls_with_the_mirror_error_and_is_scaled_by_visi
 
 
 def test_the_shipped_calibration_is_monotone() -> None:
-    from tracker.reliability import ConfidenceCalibration
+    from tracker.reliability import FAILURE_ERROR, ConfidenceCalibration
 
     calibration = ConfidenceCalibration()
     assert np.all(np.diff(calibration.mirror_error) > 0) and np.all(np.diff(calibration.expected_error) >= 0)
@@ -246,3 +282,13 @@ def test_the_shipped_calibration_is_monotone() -> None:
     signals = np.linspace(0.0, 0.3, 50)[:, None] * np.ones(68)
     expected = np.array([calibration.expected(s) for s in signals])
     assert np.all(np.diff(expected, axis=0) >= 0) and expected[-1].mean() > 2 * expected[0].mean()
+    # Far past afw's largest signals (two passes a third of the eye distance apart): untrusted everywhere.
+    assert np.all(calibration.expected(np.full(68, 0.3)) >= FAILURE_ERROR)
+
+
+def test_past_the_last_knot_the_expected_error_grows_in_proportion() -> None:
+    from tracker.reliability import knot_map
+
+    knots_x, knots_y = np.array([0.0, 0.05, 0.2]), np.array([0.02, 0.06, 0.16])
+    x = np.array([0.1, 0.2, 0.4, 2.0])
+    np.testing.assert_allclose(knot_map(x, knots_x, knots_y), [np.interp(0.1, knots_x, knots_y), 0.16, 0.32, 1.6])

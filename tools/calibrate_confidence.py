@@ -33,7 +33,7 @@ from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS
 from tracker.mesh import MESH_INPUT
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.reliability import CALIBRATION_FILE, assess, calibration_signal, mirror_back
+from tracker.reliability import CALIBRATION_FILE, assess, calibration_signal, knot_map, mirror_back
 from tracker.roi import crop_points_to_image
 
 KNOTS = 24
@@ -67,7 +67,7 @@ def fit_calibration(signal: np.ndarray, error: np.ndarray) -> dict[str, np.ndarr
 
 def expected_error(cal: dict[str, np.ndarray], signal: np.ndarray) -> np.ndarray:
     """The same map as tracker.reliability.ConfidenceCalibration.expected."""
-    return np.interp(signal / cal["signal_scale"], cal["mirror_error"], cal["expected_error"]) * cal["error_scale"]
+    return knot_map(signal / cal["signal_scale"], cal["mirror_error"], cal["expected_error"]) * cal["error_scale"]
 
 
 def held_out_spearman(signal: np.ndarray, error: np.ndarray, seed: int = 0) -> float:

@@ -42,6 +42,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 # 4.13-4.27%, failures 2.1% -> 2.7-3.9%), and so did a confidence-weighted blend: the fit's jaw (afw jaw
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
+FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -350,7 +351,14 @@ class FaceTracker:
             landmarks = rel.landmarks if rel else crop_points_to_image(prediction.direct, mesh.roi, MESH_INPUT)
             visibility = rel.visibility if rel else prediction.visibility
             expression = rel.expression if rel else prediction.expression
-            hidden = np.zeros(68, bool) if visibility is None else visibility < HIDDEN_BELOW
+            # A point beyond the frame edge is placed by extrapolation (the crop repeats the edge's pixels,
+            # which the refiner reads as visible face): it is not seen, so it is neither visible nor trusted.
+            outside = _outside_image(landmarks, shape)
+            if visibility is not None:
+                visibility = np.where(outside, 0.0, visibility)
+            if rel is not None:
+                rel.confidence = np.where(outside, 0.0, rel.confidence)
+            hidden = outside if visibility is None else outside | (visibility < HIDDEN_BELOW)
             # A caller keeping its results would otherwise hold every frame's crops and maps.
             face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks,
                               mesh=mesh.detached(),
@@ -361,7 +369,7 @@ class FaceTracker:
                 observations = self.fitter.observations(landmarks, mesh.points)
                 weights = np.ones(len(observations))
                 if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
-                    weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], 0.05)
+                    weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], FIT_WEIGHT_FLOOR)
                 # A new track's fit starts from the refiner's 3D branch (its camera) when there is one.
                 start = None
                 if state.fit is None and prediction.camera is not None:
@@ -421,6 +429,12 @@ def _blamed_on(model: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 -- a runtime fails on bad weights in its own words
         raise BackendError(f"{model} failed on a test frame ({runtime_said(exc)}); the file may be damaged: "
                            "reinstall the face tracker") from None
+
+
+def _outside_image(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Which points (x, y in the first two columns, pixels) lie beyond the edge of an image of ``shape``."""
+    x, y = points[:, 0], points[:, 1]
+    return (x < -0.5) | (y < -0.5) | (x > shape[1] - 0.5) | (y > shape[0] - 0.5)
 
 
 def _require_finite(values: list[np.ndarray]) -> None:

@@ -60,7 +60,7 @@ class ConfidenceCalibration:
     """Monotone map from the mirror check's signal (:func:`calibration_signal`) to expected landmark error.
 
     Both are scaled per landmark (``error_scale``, ``signal_scale``: afw means relative to
-    the mean over all landmarks); one knot table (np.interp between them) maps the scaled
+    the mean over all landmarks); one knot table (:func:`knot_map`) maps the scaled
     signal to the scaled expected error."""
 
     def __init__(self, path: Path | None = None) -> None:
@@ -75,7 +75,15 @@ class ConfidenceCalibration:
         self.error_scale = data["error_scale"]
 
     def expected(self, signal: np.ndarray) -> np.ndarray:
-        return np.interp(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
+        return knot_map(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
+
+
+def knot_map(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
+    """The calibration's monotone map: straight lines between the knots, and past the last one (afw's largest
+    twenty-fourth of the signals) in proportion to ``x``. Held at the last knot's value, a point whose two
+    passes disagree by a whole face would read as trustworthy as one at afw's 96th percentile."""
+    y = np.interp(x, knots_x, knots_y)
+    return np.where(x > knots_x[-1], knots_y[-1] * x / knots_x[-1], y)
 
 
 def mirror_spread(prediction: CropLandmarks) -> np.ndarray:
