@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from tracker.detector import DETECTOR_MODELS, FaceDetector
+from tracker.detector import CORNERS, DETECTOR_MODELS, FaceDetector
 from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
@@ -190,6 +190,7 @@ class FaceTracker:
         self.tracks = TrackSet(c.max_faces, c.presence_threshold, smoother)
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
+        self._next_corner = 0  # the frame corner a video's next search for small faces looks at
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -333,11 +334,11 @@ class FaceTracker:
         tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
         self._since_detection += 1
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
-            self._detect_new_faces(image)
+            self._detect_new_faces(image, still)
         elif (tracks.cut or self._deferred) and not tracks.full:
             # A cut (the new shot's faces), or a face left for later as it came out from behind another:
             # looked for now too, besides the periodic search.
-            self._detect_new_faces(image, periodic=False)
+            self._detect_new_faces(image, still, periodic=False)
         return [(t.id, t.mesh, t.state) for t in tracks.tracks]
 
     def _describe(self, found: list[tuple[int, MeshResult, FaceState]], shape: tuple[int, ...], frame: int,
@@ -402,15 +403,23 @@ class FaceTracker:
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
-    def _detect_new_faces(self, image: np.ndarray, periodic: bool = True) -> None:
+    def _detect_new_faces(self, image: np.ndarray, still: bool, periodic: bool = True) -> None:
         if periodic:
             self._since_detection = 0
-        meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks))
+        # Looking for several faces, the frame's corners are searched too while it shows fewer (a group photo's
+        # small faces): all four in a still, one a search in a video (each costs another detector run).
+        corners = ()
+        if self.config.max_faces > 1:
+            corners = CORNERS if still else (self._next_corner,)
+            self._next_corner = (self._next_corner + 1) % len(CORNERS)
+        meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks), corners=corners)
         self._deferred = self.tracks.add(meshes, image)
 
-    def detect_meshes(self, image: np.ndarray, limit: int) -> list[MeshResult]:
-        """Detect up to ``limit`` faces not yet tracked and mesh each of them."""
-        detections = [d for d in self.detector.detect(image) if self.tracks.is_new_face(d.bbox)][:limit]
+    def detect_meshes(self, image: np.ndarray, limit: int, corners: tuple[int, ...] = ()) -> list[MeshResult]:
+        """Detect up to ``limit`` faces not yet tracked and mesh each of them; while the whole frame shows
+        fewer than ``limit``, search its ``corners`` too (tracker.detector.FaceDetector.detect)."""
+        detections = [d for d in self.detector.detect(image, tile_below=limit if corners else 0, corners=corners)
+                      if self.tracks.is_new_face(d.bbox)][:limit]
         if not detections:
             return []
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""What the tracker reports on pictures it cannot fully see, measured on afw.
+
+Three cases, each made from afw's annotated faces (faces at least 40 px between the eye corners):
+- faces cut by the frame edge: the image cut through the face, a fifth or a third of its annotated
+  box off at one side. Of the points the tracker places beyond the edge, how many are flagged
+  `occluded` and how much they are trusted; and how far pose and blendshapes move against the same
+  face uncut (the head did not move).
+- faces turned 180°: how many are still reported, how wrong their points are and how much they are
+  trusted, against the same faces upright.
+- a group photo: faces tiled 6 × 5 in 200 px cells (faces about 120 px wide, 1200 × 1000 px), as a
+  still with --max-faces 30, by each detector: how many are found.
+Writes BENCHMARKS.md section "hard-cases" unless --no-write.
+
+    python tools/evaluate_hard_cases.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from report import invocation, positive_int, update_section
+
+from tracker.pipeline import FaceTracker, TrackerConfig
+
+SIDES = ("left", "right", "top", "bottom")
+CUTS = (0.2, 0.35)
+INNER = slice(27, 68)
+GRID_COLUMNS, GRID_ROWS, GRID_CELL = 6, 5, 200
+
+
+@dataclass
+class Sample:
+    name: str
+    image: np.ndarray
+    points: np.ndarray  # 68×2, the annotation
+
+
+def cut_at_edge(image: np.ndarray, points: np.ndarray, side: str, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image cut through the face's annotated box, ``fraction`` of it off at ``side``; the points moved
+    with it."""
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    if side == "left":
+        c = int(x0 + fraction * (x1 - x0))
+        return image[:, c:], points - (c, 0)
+    if side == "right":
+        return image[:, :int(x1 - fraction * (x1 - x0))], points
+    if side == "top":
+        c = int(y0 + fraction * (y1 - y0))
+        return image[c:], points - (0, c)
+    return image[:int(y1 - fraction * (y1 - y0))], points
+
+
+def tracked(tracker: FaceTracker, image: np.ndarray, truth: np.ndarray):
+    """The still's face that matches the annotated one, or None."""
+    tracker.reset()
+    faces = tracker.process(np.ascontiguousarray(image), still=True).faces
+    index = match_face([f.landmarks for f in faces], truth, tolerance=1.0)
+    return None if index is None else faces[index]
+
+
+def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
+    uncut = {}
+    for item in tqdm(items, desc="faces uncut", unit="img"):
+        face = tracked(tracker, item.image, item.points)
+        if face is not None and face.pose is not None:
+            uncut[item.name] = face
+    rows = []
+    for side in SIDES:
+        for fraction in CUTS:
+            found, beyond, flagged, trust_beyond, trust_inside, yaw, pitch, shifts = 0, 0, 0, [], [], [], [], {}
+            for item in tqdm([i for i in items if i.name in uncut], desc=f"cut {fraction:.0%} at {side}",
+                             unit="img", leave=False):
+                image, truth = cut_at_edge(item.image, item.points, side, fraction)
+                face = tracked(tracker, image, truth)
+                if face is None or face.pose is None:
+                    continue
+                found += 1
+                h, w = image.shape[:2]
+                x, y = face.landmarks[:, 0], face.landmarks[:, 1]
+                out = (x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)
+                beyond += int(out.sum())
+                flagged += int(face.occluded[out].sum())
+                trust_beyond += face.landmark_confidence[out].tolist()
+                trust_inside += face.landmark_confidence[~out].tolist()
+                before = uncut[item.name]
+                yaw.append(face.pose.yaw - before.pose.yaw)
+                pitch.append(face.pose.pitch - before.pose.pitch)
+                for name, value in face.blendshapes.items():
+                    shifts.setdefault(name, []).append(value - before.blendshapes[name])
+            top = max(shifts, key=lambda k: abs(np.mean(shifts[k]))) if shifts else None
+            rows.append(
+                f"| {side}, {fraction:.0%} | {found} of {len(uncut)} | {beyond} | "
+                f"{100 * flagged / max(beyond, 1):.0f}% | {np.mean(trust_beyond) if trust_beyond else np.nan:.2f} | "
+                f"{np.mean(trust_inside) if trust_inside else np.nan:.2f} | {np.mean(yaw):+.1f}° ({np.mean(np.abs(yaw)):.1f}°) | "
+                f"{np.mean(pitch):+.1f}° ({np.mean(np.abs(pitch)):.1f}°) | "
+                + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
+    return rows
+
+
+def turned_rows(tracker: FaceTracker, items: list) -> list[str]:
+    rows = []
+    for label, turn in (("upright", None), ("turned 180°", cv2.ROTATE_180)):
+        found, errors, trust = 0, [], []
+        for item in tqdm(items, desc=f"faces {label}", unit="img", leave=False):
+            image, truth = item.image, item.points
+            if turn is not None:
+                h, w = item.image.shape[:2]
+                image, truth = cv2.rotate(image, turn), np.array([w - 1, h - 1]) - item.points
+            face = tracked(tracker, image, truth)
+            if face is None:
+                continue
+            found += 1
+            errors.append(np.linalg.norm(face.landmarks[INNER] - truth[INNER], axis=1) / inter_ocular(truth))
+            trust.append(face.landmark_confidence[INNER])
+        e, c = np.concatenate(errors), np.concatenate(trust)
+        rows.append(f"| {label} | {found} of {len(items)} | {np.mean(e):.3f} | {100 * np.mean(e > 0.1):.0f}% | "
+                    f"{np.mean(c):.2f} | {100 * np.mean(c >= 0.4):.0f}% |")
+    return rows
+
+
+def group_photo(items: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first GRID_COLUMNS × GRID_ROWS faces, each scaled into its own cell (its annotated box × 1.6 across
+    the cell), on grey; and their points in the grid."""
+    grid = np.full((GRID_ROWS * GRID_CELL, GRID_COLUMNS * GRID_CELL, 3), 90, np.uint8)
+    truths = []
+    for k, item in enumerate(items[:GRID_COLUMNS * GRID_ROWS]):
+        row, column = divmod(k, GRID_COLUMNS)
+        (x0, y0), (x1, y1) = item.points.min(0), item.points.max(0)
+        scale = GRID_CELL / (1.6 * max(x1 - x0, y1 - y0))
+        shift = np.array([(column + 0.5) * GRID_CELL, (row + 0.5) * GRID_CELL]) - scale * np.array([x0 + x1, y0 + y1]) / 2
+        warp = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]])
+        tile = cv2.warpAffine(item.image, warp, (grid.shape[1], grid.shape[0]))
+        cell = (slice(row * GRID_CELL, (row + 1) * GRID_CELL), slice(column * GRID_CELL, (column + 1) * GRID_CELL))
+        grid[cell] = tile[cell]
+        truths.append(item.points * scale + shift)
+    return grid, truths
+
+
+def group_rows(items: list) -> list[str]:
+    grid, truths = group_photo(items)
+    rows = []
+    for detector in ("short", "full"):
+        tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=len(truths), detector=detector))
+        faces = tracker.process(grid, still=True).faces
+        found = sum(match_face([f.landmarks for f in faces], truth, tolerance=1.0) is not None for truth in truths)
+        rows.append(f"| `--detector {detector}` | {found} of {len(truths)} | {len(faces)} |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw")
+    parser.add_argument("--faces", type=positive_int, default=80, help="afw faces to use (default: 80)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    labelled = load_folder(args.images) if args.images.is_dir() else []
+    labelled = [i for i in labelled if inter_ocular(i.points) >= 40][:args.faces]
+    if len(labelled) < GRID_COLUMNS * GRID_ROWS:
+        print(f"error: fewer than {GRID_COLUMNS * GRID_ROWS} faces with .pts files in {args.images}", file=sys.stderr)
+        return 2
+    items = [Sample(i.image_path.name, cv2.imread(str(i.image_path)), i.points) for i in labelled]
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8))
+    body = "\n".join([
+        (f"The first {len(items)} faces of `{args.images.name}` at least 40 px between the eye corners, each a still "
+         "(detector included), the default pipeline."),
+        "",
+        ("**Cut by the frame edge.** Points beyond the edge: those the tracker places outside the cut image. Yaw "
+         "and pitch: mean change against the same face uncut (mean size in brackets); the blendshape that moved "
+         "most on average."),
+        "",
+        ("| cut off | found | points beyond the edge | of them `occluded` | their mean confidence | confidence "
+         "of the points inside | yaw | pitch | blendshape |"),
+        "|---|---|---|---|---|---|---|---|---|",
+        *frame_edge_rows(tracker, items),
+        "",
+        ("**Turned 180°.** The detector places such a face as if it were upright. Inner points 27-67: error in "
+         "inter-ocular distances, and `landmark_confidence`."),
+        "",
+        "| faces | reported | inner points' error, mean | over 0.1 | mean confidence | confidence ≥ 0.4 |",
+        "|---|---|---|---|---|---|",
+        *turned_rows(tracker, items),
+        "",
+        (f"**A group photo.** The first {GRID_COLUMNS * GRID_ROWS} faces tiled {GRID_COLUMNS} × {GRID_ROWS}, "
+         f"{GRID_CELL} px cells ({GRID_COLUMNS * GRID_CELL} × {GRID_ROWS * GRID_CELL} px), as one still with "
+         f"`--max-faces {GRID_COLUMNS * GRID_ROWS}`; a face is found when a reported face lies on it."),
+        "",
+        "| detector | faces found | faces reported |",
+        "|---|---|---|",
+        *group_rows(items),
+        "",
+        f"Command: `{invocation()}`",
+    ])
+    print(body)
+    if not args.no_write:
+        update_section("hard-cases", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
