@@ -305,30 +305,58 @@ def test_a_container_with_a_nonsense_frame_rate_still_gets_increasing_times(vide
     np.testing.assert_allclose([f.time_s for f in frames], np.arange(N_FRAMES) / 30.0, atol=1e-9)
 
 
-def test_timestamps_squeezed_microseconds_apart_are_spread_to_a_frame():
-    """A negative frame duration in a file makes FFmpeg report the frames after it microseconds apart; each such
-    step becomes one frame period (at 25 fps), as a step that does not increase does, so the smoothing does not
-    freeze and no two frames share a time."""
+class _StampedCapture:
+    """Stands in for cv2.VideoCapture: blank frames with these container timestamps (ms) at this nominal rate."""
+
+    def __init__(self, stamps: list[float], fps: float, start_frames: float = 0.0, count: int | None = None):
+        self.stamps, self.fps, self.start, self.count, self.at = stamps, fps, start_frames, count, -1
+
+    def read(self):
+        self.at += 1
+        return (True, np.zeros((4, 4, 3), np.uint8)) if self.at < len(self.stamps) else (False, None)
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: self.count or len(self.stamps),
+                cv2.CAP_PROP_PTS: self.start + max(self.at, 0),
+                cv2.CAP_PROP_POS_MSEC: self.stamps[min(self.at, len(self.stamps) - 1)]}[prop]
+
+
+def _times(capture: _StampedCapture) -> list[float]:
     from tracker.sources import _CaptureReader
 
-    class Capture:  # stands in for cv2.VideoCapture: frames with these container timestamps (ms)
-        def __init__(self, stamps):
-            self.stamps, self.at = stamps, -1
-
-        def read(self):
-            self.at += 1
-            return (True, np.zeros((4, 4, 3), np.uint8)) if self.at < len(self.stamps) else (False, None)
-
-        def get(self, prop):
-            return {cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_COUNT: len(self.stamps),
-                    cv2.CAP_PROP_POS_MSEC: self.stamps[min(self.at, len(self.stamps) - 1)]}[prop]
-
-    reader = _CaptureReader(Capture([40.0, 80.0, 120.0, 120.08, 120.16, 240.0, 280.0]), "clip", "clip.mp4",
-                            is_file=True)
+    reader = _CaptureReader(capture, "clip", "clip.mp4", is_file=True)
     times = []
     while (frame := reader.read()) is not None:
         times.append(frame.time_s)
-    np.testing.assert_allclose(times, [0.04, 0.08, 0.12, 0.16, 0.20, 0.24, 0.28], atol=1e-9)
+    return times
+
+
+@pytest.mark.parametrize("stamps, fps, want", [
+    # A negative frame duration in a file makes FFmpeg report the frames after it microseconds apart: each
+    # such step becomes the last real one, so the smoothing does not freeze and no two frames share a time.
+    ([40.0, 80.0, 120.0, 120.08, 120.16, 240.0, 280.0], 25.0, [40, 80, 120, 160, 200, 240, 280]),
+    # A repeated timestamp moves the frame on by a step; the times come back onto the file's clock by half
+    # steps, not drifting ahead of it with every repeat.
+    ([0, 100, 200, 200, 300, 400, 400, 500, 600], 10.0, [0, 100, 200, 300, 350, 400, 500, 550, 600]),
+    # Bursts of frames 33 ms apart, 10 s between them: the file's average rate, 2.65 fps, is what OpenCV
+    # reports, and the times within a burst are kept as they are.
+    ([0, 33, 67, 10_000, 10_033, 10_067], 2.65, [0, 33, 67, 10_000, 10_033, 10_067]),
+    # Frames half a millisecond apart (2000 fps) are real steps.
+    ([0, 0.5, 1.0, 1.5], 2000.0, [0, 0.5, 1.0, 1.5]),
+])
+def test_times_follow_the_files_clock_and_always_increase(stamps, fps, want):
+    np.testing.assert_allclose(_times(_StampedCapture(stamps, fps)), np.array(want) / 1000, atol=1e-9)
+
+
+def test_a_stream_that_starts_late_is_not_called_truncated(caplog):
+    """A stream starting 1.4 s into its container (a cut from a broadcast): FFmpeg counts the frames from the
+    container's 0, the times from the stream's first frame. The same count with the frames ending early is."""
+    stamps = [1000 * k / 30 for k in range(210)]
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        _times(_StampedCapture(stamps, 30.0, start_frames=42, count=252))
+        assert caplog.records == []
+        _times(_StampedCapture(stamps[:150], 30.0, start_frames=42, count=252))
+    assert [r.getMessage() for r in caplog.records] == ["clip ended after 150 of 252 frames; the file may be truncated"]
 
 
 def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
@@ -401,6 +429,29 @@ def test_variable_rate_mkv_is_not_called_truncated(tmp_path, caplog):
     assert 0 < len(frames) < N_FRAMES - 2
     msgs = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
     assert msgs == [f"video '{cut}' ended after {len(frames)} of {2 * N_FRAMES} frames; the file may be truncated"]
+
+
+def test_damaged_data_mid_file_is_skipped_and_the_frames_after_it_read(talking_clip, tmp_path, caplog, capfd):
+    """A zeroed 4 KiB block 40% into an MPEG-4 file: a few reads fail there, then frames decode again. The
+    source reads on to the end and says what it skipped, instead of ending there as if truncated."""
+    cap = cv2.VideoCapture(str(talking_clip))
+    path = tmp_path / "damaged.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (160, 160))
+    for _ in range(40):
+        writer.write(cv2.resize(cap.read()[1], (160, 160)))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    at = int(0.4 * len(data))
+    data[at:at + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, _ = _read_all(path)
+    assert len(frames) >= 30, len(frames)  # OpenCV 4.11 reads 36 of the 40, 15 before the damage
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert np.all(np.diff([f.time_s for f in frames]) > 0)
+    [message] = [r.getMessage() for r in caplog.records if r.name == "tracker.sources"]
+    assert message.startswith(f"video '{path}': damaged data after frame ") and message.endswith("was skipped")
+    assert capfd.readouterr().err == ""  # no FFmpeg chatter
 
 
 def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):

@@ -52,6 +52,11 @@ _STALL_S = 1.0
 _UNREADABLE_LISTED = 5
 # Used when a file does not say its frame rate (pacing with live=True, time_s fallback, image folders).
 _DEFAULT_FPS = 30.0
+# Two frames' timestamps closer than this (5000 fps) are not a real step between them (see _media_time).
+_MIN_STEP_S = 0.0002
+# Failed reads of a local file in a row before it counts as ended: damaged data fails a few, then frames
+# decode again (a zeroed 4 KiB block in an H.264 file: 3 reads).
+_FILE_READ_RETRIES = 30
 # Stream URLs: without these an unreachable host can block open/read for FFmpeg's own (long) timeouts.
 _URL_OPEN_TIMEOUT_MS = 10_000
 _URL_READ_TIMEOUT_MS = 5_000
@@ -393,24 +398,35 @@ class _CaptureReader:
         self.is_file = is_file
         fps = cap.get(cv2.CAP_PROP_FPS)
         # Some containers/drivers report 0, NaN or nonsense like 90000 (a time base); treat as unknown.
-        self.fps: float | None = fps if math.isfinite(fps) and 0 < fps <= 1000 else None
+        self.fps: float | None = fps if math.isfinite(fps) and 0 < fps <= 1 / _MIN_STEP_S else None
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.total_frames: int | None = int(count) if is_file and math.isfinite(count) and count > 0 else None
         self.index = 0
-        self._first_time = self._last_time = 0.0  # media times of the first and the latest frame (files)
+        # Files: the container's time of the first and the latest frame, the time given to the latest, the last
+        # real step between two frames' times, and where the first frame starts (seconds, as the frame count
+        # counts it: a stream that starts late, as a cut from a broadcast does, is counted from 0).
+        self._first_time = self._last_stamp = self._last_time = self._start_s = 0.0
+        self._step = 1.0 / (self.fps or _DEFAULT_FPS)
+        self.damaged: list[int] = []  # files: the frames after which damaged data was skipped
         self.error: str | None = None
         self.t_open = time.perf_counter()
         self._last_good = self.t_open
 
     def read(self, stop: threading.Event | None = None) -> Frame | None:
         """The next frame, or None at the end (then ``error`` says why, if it was not a normal end)."""
+        failed = 0
         while True:
             ok, img = self.cap.read()
             now = time.perf_counter()
             if ok and img is not None:
                 break
-            if self.is_file:  # files: the first failed read is the end
-                self._check_truncated()
+            if self.is_file:
+                # Damaged data fails a few reads and the frames after it decode again; at the end every read fails
+                # (at once: a local file's failed reads are cheap). Over a network each may wait out a timeout.
+                failed += 1
+                if failed <= _FILE_READ_RETRIES and "://" not in self.source:
+                    continue
+                self._report_end()
                 return None
             # Cameras and streams hiccup; only a source silent for _STALL_S is considered gone.
             if now - self._last_good > _STALL_S:
@@ -422,20 +438,10 @@ class _CaptureReader:
             else:
                 time.sleep(0.01)
         self._last_good = now
+        if failed and self.is_file:
+            self.damaged.append(self.index - 1)
         if self.is_file:
-            fps = self.fps or _DEFAULT_FPS
-            pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
-            # The container's timestamps, unless its frame rate was nonsense (then they are too: a file
-            # declaring 90000 fps would put frames 11 µs apart and freeze the smoothing) or they fail to
-            # increase by a tenth of a frame (a negative duration in the file makes FFmpeg squeeze the frames
-            # after it into steps of microseconds); the smoothing and the outputs read the time between frames.
-            usable = self.fps is not None and math.isfinite(pos_ms) and pos_ms > 0
-            time_s = pos_ms / 1000.0 if usable else self.index / fps
-            if self.index == 0:
-                self._first_time = time_s
-            elif time_s < self._last_time + 0.1 / fps:
-                time_s = self._last_time + 1.0 / fps
-            self._last_time = time_s
+            time_s = self._media_time()
         else:
             time_s = now - self.t_open
         try:
@@ -445,6 +451,37 @@ class _CaptureReader:
         frame = Frame(image, self.index, time_s, self.source, now)
         self.index += 1
         return frame
+
+    def _media_time(self) -> float:
+        """The time of the frame just read, from the container's timestamps. The smoothing and the outputs read
+        the time between frames, so it must increase: a step under _MIN_STEP_S is no real one (a repeated
+        timestamp; a negative duration in the file, after which FFmpeg squeezes the frames microseconds apart; a
+        header declaring 90000 fps) and becomes the last real step. Real steps are the file's, so a burst of
+        frames in a file whose average rate is low keeps its times, and times moved on by repeats fall back
+        onto the file's clock within a few frames instead of drifting ahead of it."""
+        pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
+        stamp = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms > 0 else self.index / (self.fps or _DEFAULT_FPS)
+        if self.index == 0:
+            time_s = self._first_time = stamp
+            start = self.cap.get(cv2.CAP_PROP_PTS)  # in frames, for FFmpeg: where the stream starts
+            if self.fps and math.isfinite(start) and 0 < start < (self.total_frames or 0):
+                self._start_s = start / self.fps
+        elif stamp - self._last_stamp < _MIN_STEP_S:
+            time_s = self._last_time + self._step
+        else:  # ahead of the file's clock after such a step: back onto it, by steps of half a frame at least
+            step = stamp - self._last_stamp
+            time_s = max(stamp, self._last_time + 0.5 * min(step, self._step))
+            self._step = step
+        self._last_stamp, self._last_time = stamp, time_s
+        return time_s
+
+    def _report_end(self) -> None:
+        """A file's end: say what was skipped on the way, and whether it ended early."""
+        if self.damaged:
+            more = f" (and at {len(self.damaged) - 1} more places)" if len(self.damaged) > 1 else ""
+            log.warning("%s: damaged data after frame %d%s could not be decoded and was skipped", self.label,
+                        self.damaged[0], more)
+        self._check_truncated()
 
     def _check_truncated(self) -> None:
         n, m = self.index, self.total_frames
@@ -459,7 +496,7 @@ class _CaptureReader:
         # its duration times the highest rate, more frames than the file holds. Its timestamps still reach the
         # end (the last frame lasting as long as the mean), where a truncated file's stop short.
         if self.fps is not None and n > 1:
-            covered_s = (self._last_time - self._first_time) * n / (n - 1)
+            covered_s = self._start_s + (self._last_stamp - self._first_time) * n / (n - 1)
             if covered_s >= (m - slack) / self.fps:
                 return
         if "://" in self.source:  # a video file read over the network
