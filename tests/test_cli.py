@@ -190,9 +190,12 @@ def test_truncated_video_keeps_what_was_read(talking_clip, tmp_path):
     data = whole.read_bytes()
     cut.write_bytes(data[: (data.index(b"movi") + data.index(b"idx1")) // 2])
     out = tmp_path / "cut.jsonl"
-    proc = run_cli("--source", str(cut), "--json", str(out), "--quiet")
+    proc = run_cli("--source", str(cut), "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "truncated" in proc.stderr, proc.stderr
+    # The warning comes while the progress bar is drawn: on a line of its own, not glued to the bar's end.
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("WARNING") and "truncated" in line for line in lines), proc.stderr
     records = read_jsonl(out)
     assert 5 < len(records) < 30
     assert [r["frame"] for r in records] == list(range(len(records)))
@@ -483,6 +486,18 @@ def test_tiny_frames_make_a_readable_overlay_video(tmp_path):
         assert proc.returncode == 0, proc.stderr
         ok, frame = cv2.VideoCapture(str(video)).read()
         assert ok and frame.shape[0] >= h and frame.shape[1] >= w
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_an_odd_sized_overlay_video_keeps_the_last_row_and_column(tmp_path, suffix):
+    """The encoders drop an odd last row and column: the frame is padded to even instead, black."""
+    image, video = tmp_path / "odd.png", tmp_path / f"odd{suffix}"
+    cv2.imwrite(str(image), np.full((143, 255, 3), 200, np.uint8))
+    proc = run_cli("--source", str(image), "--output", str(video), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    ok, frame = cv2.VideoCapture(str(video)).read()
+    assert ok and frame.shape == (144, 256, 3)
+    assert frame[140:143, 250:255].mean() > 150 and frame[143, :240].mean() < 60 and frame[:130, 255].mean() < 60
 
 
 def test_a_camera_index_beyond_opencv_and_a_file_named_by_digits(talking_clip, tmp_path):

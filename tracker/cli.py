@@ -384,6 +384,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 written.start()
 
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         total = source.total_frames
         if args.max_frames and total:
@@ -400,38 +401,40 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
         results = tracker.process_stream(inputs())
         started = time.perf_counter()
-        try:
-            for result in results:
-                frame = read.popleft()
-                frames += 1
-                with_faces += bool(result.faces)
-                if jsonl:
-                    jsonl.write(result)
-                if table:
-                    table.write(result)
-                for sender in senders:
-                    sender.send(result)
-                if overlay:
-                    overlay.write(frame.image, result)
-                if window:
-                    latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
-                    if not window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
+        # Warnings (a video's reader thread) go above the bar, not onto the end of its line.
+        with logging_redirect_tqdm():
+            try:
+                for result in results:
+                    frame = read.popleft()
+                    frames += 1
+                    with_faces += bool(result.faces)
+                    if jsonl:
+                        jsonl.write(result)
+                    if table:
+                        table.write(result)
+                    for sender in senders:
+                        sender.send(result)
+                    if overlay:
+                        overlay.write(frame.image, result)
+                    if window:
+                        latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
+                        if not window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
+                            break
+                    bar.update(1)
+                    if stop.requested:
+                        interrupted = True
                         break
-                bar.update(1)
-                if stop.requested:
-                    interrupted = True
-                    break
-                if args.max_frames and frames >= args.max_frames:
-                    break
-            else:  # the source ended: a variable-rate file's frame count was only an estimate
-                bar.total = bar.n
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            stop.hold()
-            source.close()  # first: the worker may be waiting for a live source's next frame
-            results.close()  # the worker finishes the frame it has begun
-            bar.close()
+                    if args.max_frames and frames >= args.max_frames:
+                        break
+                else:  # the source ended: a variable-rate file's frame count was only an estimate
+                    bar.total = bar.n
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                stop.hold()
+                source.close()  # first: the worker may be waiting for a live source's next frame
+                results.close()  # the worker finishes the frame it has begun
+                bar.close()
     finally:
         stop.hold()
         try:

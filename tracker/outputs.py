@@ -437,12 +437,15 @@ class OverlayWriter:
         if not self._is_video:
             self._write_png(overlay, result)
             return
-        # MPEG-4 encoders refuse frames under a few pixels a side, and OpenCV's crashes on very narrow ones:
-        # a tiny frame is padded (black, right and bottom), which the overlay can afford.
+        # MPEG-4 encoders refuse frames under a few pixels a side, and OpenCV's crashes on very narrow ones; they
+        # also drop an odd last row or column (4:2:0 colour). So a tiny or odd frame is padded (black, right
+        # and bottom), which the overlay can afford, and every pixel of the picture is kept.
         h, w = overlay.shape[:2]
-        if w < MIN_VIDEO_SIDE or h < MIN_VIDEO_SIDE:
-            overlay = cv2.copyMakeBorder(overlay, 0, max(0, MIN_VIDEO_SIDE - h), 0, max(0, MIN_VIDEO_SIDE - w),
-                                         cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        padded_h, padded_w = max(h, MIN_VIDEO_SIDE), max(w, MIN_VIDEO_SIDE)
+        padded_h, padded_w = padded_h + padded_h % 2, padded_w + padded_w % 2
+        if (padded_h, padded_w) != (h, w):
+            overlay = cv2.copyMakeBorder(overlay, 0, padded_h - h, 0, padded_w - w, cv2.BORDER_CONSTANT,
+                                         value=(0, 0, 0))
         if self._video is None:
             h, w = overlay.shape[:2]
             suffix = self.path.suffix.lower()
