@@ -252,6 +252,19 @@ def test_results_kept_by_the_caller_hold_neither_crops_nor_feature_maps_nor_the_
         assert tracker.process(frames[i], i, i / 30).faces[0].pose.yaw == twin.process(frames[i], i, i / 30).faces[0].pose.yaw
 
 
+def test_a_lost_track_keeps_its_points_but_not_its_frames_crops_and_maps():
+    """A remembered (lost) track's mesh would keep its last frame's whole batch of crops and feature maps alive
+    (about 0.9 MB a crop, up to 16 lost tracks): it keeps only what finding the face again needs."""
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
+    assert len(tracker.process(frames[0], 0, 0.0).faces) == 1
+    assert tracker.tracks.tracks[0].mesh.features is not None  # a live track's crops feed the next frame
+    assert tracker.process(np.zeros_like(frames[1]), 1, 1 / 30).faces == []
+    (lost,) = tracker.tracks.lost
+    assert lost.mesh.points.shape == (468, 3)
+    assert lost.mesh.features is None and lost.mesh.pixels is None and lost.mesh.mirror_features is None
+
+
 def test_reset_waits_its_turn_too():
     frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))

@@ -244,6 +244,9 @@ class TrackSet:
         self.add([m for m, _ in someone_else], image, appearances=[s for _, s in someone_else])
 
     def _remember(self, track: Track, hidden_by: int | None = None) -> None:
+        # A lost track needs its points and box, not its last frame's crops and feature maps: those are views
+        # into that frame's whole batch (about 0.9 MB a crop), which up to REMEMBER_MAX lost tracks kept alive.
+        track.mesh = track.mesh.detached()
         track.lost_at = self._frame
         track.hidden_by = hidden_by
         self.lost.append(track)
