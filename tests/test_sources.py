@@ -308,8 +308,10 @@ def test_a_container_with_a_nonsense_frame_rate_still_gets_increasing_times(vide
 class _StampedCapture:
     """Stands in for cv2.VideoCapture: blank frames with these container timestamps (ms) at this nominal rate."""
 
-    def __init__(self, stamps: list[float], fps: float, start_frames: float = 0.0, count: int | None = None):
+    def __init__(self, stamps: list[float], fps: float, start_frames: float = 0.0, count: int | None = None,
+                 suffix: str = ".mkv"):
         self.stamps, self.fps, self.start, self.count, self.at = stamps, fps, start_frames, count, -1
+        self.suffix = suffix
 
     def read(self):
         self.at += 1
@@ -324,7 +326,7 @@ class _StampedCapture:
 def _times(capture: _StampedCapture) -> list[float]:
     from tracker.sources import _CaptureReader
 
-    reader = _CaptureReader(capture, "clip", "clip.mp4", is_file=True)
+    reader = _CaptureReader(capture, "clip", f"clip{capture.suffix}", is_file=True)
     times = []
     while (frame := reader.read()) is not None:
         times.append(frame.time_s)
@@ -349,14 +351,20 @@ def test_times_follow_the_files_clock_and_always_increase(stamps, fps, want):
 
 
 def test_a_stream_that_starts_late_is_not_called_truncated(caplog):
-    """A stream starting 1.4 s into its container (a cut from a broadcast): FFmpeg counts the frames from the
-    container's 0, the times from the stream's first frame. The same count with the frames ending early is."""
+    """A stream starting 1.4 s into its Matroska container (a cut from a broadcast): FFmpeg counts the frames
+    from the container's 0, the times from the stream's first frame. The same count with the frames ending
+    early is."""
     stamps = [1000 * k / 30 for k in range(210)]
     with caplog.at_level(logging.WARNING, logger="tracker.sources"):
         _times(_StampedCapture(stamps, 30.0, start_frames=42, count=252))
         assert caplog.records == []
         _times(_StampedCapture(stamps[:150], 30.0, start_frames=42, count=252))
     assert [r.getMessage() for r in caplog.records] == ["clip ended after 150 of 252 frames; the file may be truncated"]
+    caplog.clear()
+    # An MP4's count is its index's, without the start: one starting late and ending early is still reported.
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        _times(_StampedCapture(stamps[:180], 30.0, start_frames=42, count=210, suffix=".mp4"))
+    assert [r.getMessage() for r in caplog.records] == ["clip ended after 180 of 210 frames; the file may be truncated"]
 
 
 def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):

@@ -145,7 +145,8 @@ class FaceDetector:
         """Faces in a BGR uint8 frame, the whole frame's best first. When the whole frame, squeezed into the
         network's input (128 or 192 px), shows fewer than ``tile_below`` faces, the frame's ``corners`` (0-3:
         top left, top right, bottom left, bottom right; overlapping) are searched too, at 1.7 times the scale:
-        a group photo's small faces. Their finds follow, best first, unless the whole frame found them."""
+        a group photo's small faces. Their finds follow, best first, unless the whole frame found them. Frames
+        under twice the network's input a side are not searched so: a corner would only be enlarged."""
         found = self._detect_in(image)
         if len(found) >= tile_below or min(image.shape[:2]) < 2 * self.input_size:
             return found

@@ -442,7 +442,8 @@ class OverlayWriter:
         # and bottom), which the overlay can afford, and every pixel of the picture is kept.
         h, w = overlay.shape[:2]
         padded_h, padded_w = max(h, MIN_VIDEO_SIDE), max(w, MIN_VIDEO_SIDE)
-        padded_h, padded_w = padded_h + padded_h % 2, padded_w + padded_w % 2
+        # Not past the most MPEG-4 takes: an odd 8191 px side keeps its crop to 8190, as before.
+        padded_h, padded_w = (side + side % 2 if side < MAX_MPEG4_SIDE else side for side in (padded_h, padded_w))
         if (padded_h, padded_w) != (h, w):
             overlay = cv2.copyMakeBorder(overlay, 0, padded_h - h, 0, padded_w - w, cv2.BORDER_CONSTANT,
                                          value=(0, 0, 0))

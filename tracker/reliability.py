@@ -79,9 +79,9 @@ class ConfidenceCalibration:
 
 
 def knot_map(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
-    """The calibration's monotone map: straight lines between the knots, and past the last one (afw's largest
-    twenty-fourth of the signals) in proportion to ``x``. Held at the last knot's value, a point whose two
-    passes disagree by a whole face would read as trustworthy as one at afw's 96th percentile."""
+    """The calibration's monotone map: straight lines between the knots, and past the last one (the median of
+    afw's largest twenty-fourth of the signals) in proportion to ``x``. Held at the last knot's value, a point
+    whose two passes disagree by a whole face would read as trustworthy as one at afw's 98th percentile."""
     y = np.interp(x, knots_x, knots_y)
     return np.where(x > knots_x[-1], knots_y[-1] * x / knots_x[-1], y)
 

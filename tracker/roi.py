@@ -91,6 +91,12 @@ def image_points_to_crop(points: np.ndarray, roi: Roi, crop_size: int) -> np.nda
     return np.asarray(points, np.float64)[:, :2] @ inv[:, :2].T + inv[:, 2]
 
 
+def outside_image(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Which points (x, y in the first two columns, pixels) lie beyond the edge of an image of ``shape``."""
+    x, y = points[:, 0], points[:, 1]
+    return (x < -0.5) | (y < -0.5) | (x > shape[1] - 0.5) | (y > shape[0] - 0.5)
+
+
 def follow(previous: Roi, target: Roi, band: float) -> Roi:
     """``previous`` moved only as far as it must to come within ``band`` of ``target``.
 

@@ -57,6 +57,8 @@ _MIN_STEP_S = 0.0002
 # Failed reads of a local file in a row before it counts as ended: damaged data fails a few, then frames
 # decode again (a zeroed 4 KiB block in an H.264 file: 3 reads).
 _FILE_READ_RETRIES = 30
+_INDEXED_CONTAINERS = (".mp4", ".m4v", ".mov", ".3gp")  # their frame count is the index's, not an estimate
+_DAMAGE_LISTED = 3  # places of damaged data in a file named one by one; beyond, only counted
 # Stream URLs: without these an unreachable host can block open/read for FFmpeg's own (long) timeouts.
 _URL_OPEN_TIMEOUT_MS = 10_000
 _URL_READ_TIMEOUT_MS = 5_000
@@ -439,7 +441,7 @@ class _CaptureReader:
                 time.sleep(0.01)
         self._last_good = now
         if failed and self.is_file:
-            self.damaged.append(self.index - 1)
+            self._skipped_damage(failed)
         if self.is_file:
             time_s = self._media_time()
         else:
@@ -463,11 +465,14 @@ class _CaptureReader:
         stamp = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms > 0 else self.index / (self.fps or _DEFAULT_FPS)
         if self.index == 0:
             time_s = self._first_time = stamp
-            start = self.cap.get(cv2.CAP_PROP_PTS)  # in frames, for FFmpeg: where the stream starts
-            if self.fps and math.isfinite(start) and 0 < start < (self.total_frames or 0):
+            # Where the stream starts, in frames from the container's 0 (FFmpeg). An estimated frame count
+            # (duration × rate) includes it; an MP4's or MOV's, read from its index, does not.
+            start = self.cap.get(cv2.CAP_PROP_PTS)
+            estimated = os.path.splitext(self.source)[1].lower() not in _INDEXED_CONTAINERS
+            if estimated and self.fps and math.isfinite(start) and 0 < start < (self.total_frames or 0):
                 self._start_s = start / self.fps
-        elif stamp - self._last_stamp < _MIN_STEP_S:
-            time_s = self._last_time + self._step
+        elif stamp - self._last_stamp < _MIN_STEP_S:  # (no more than two frames: the last step may be a pause)
+            time_s = self._last_time + min(self._step, 2.0 / (self.fps or _DEFAULT_FPS))
         else:  # ahead of the file's clock after such a step: back onto it, by steps of half a frame at least
             step = stamp - self._last_stamp
             time_s = max(stamp, self._last_time + 0.5 * min(step, self._step))
@@ -475,12 +480,19 @@ class _CaptureReader:
         self._last_stamp, self._last_time = stamp, time_s
         return time_s
 
+    def _skipped_damage(self, failed_reads: int) -> None:
+        """Say where damaged data was skipped, as it is found (a stop later must not hide it): the first few
+        places, then only their count, at the end."""
+        self.damaged.append(self.index - 1)
+        if len(self.damaged) <= _DAMAGE_LISTED:
+            where = f"after frame {self.index - 1}" if self.index else "before the first frame"
+            log.warning("%s: damaged data %s could not be decoded (%d failed reads) and was skipped", self.label,
+                        where, failed_reads)
+
     def _report_end(self) -> None:
-        """A file's end: say what was skipped on the way, and whether it ended early."""
-        if self.damaged:
-            more = f" (and at {len(self.damaged) - 1} more places)" if len(self.damaged) > 1 else ""
-            log.warning("%s: damaged data after frame %d%s could not be decoded and was skipped", self.label,
-                        self.damaged[0], more)
+        """A file's end: how much damaged data was skipped on the way, and whether it ended early."""
+        if len(self.damaged) > _DAMAGE_LISTED:
+            log.warning("%s: damaged data was skipped at %d places in all", self.label, len(self.damaged))
         self._check_truncated()
 
     def _check_truncated(self) -> None:
