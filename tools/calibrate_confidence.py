@@ -33,7 +33,13 @@ from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS
 from tracker.mesh import MESH_INPUT
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.reliability import CALIBRATION_FILE, assess, calibration_signal, knot_map, mirror_back
+from tracker.reliability import (
+    CALIBRATION_FILE,
+    ConfidenceCalibration,
+    assess,
+    calibration_signal,
+    mirror_back,
+)
 from tracker.roi import crop_points_to_image
 
 KNOTS = 24
@@ -65,11 +71,6 @@ def fit_calibration(signal: np.ndarray, error: np.ndarray) -> dict[str, np.ndarr
             "error_scale": error_scale}
 
 
-def expected_error(cal: dict[str, np.ndarray], signal: np.ndarray) -> np.ndarray:
-    """The same map as tracker.reliability.ConfidenceCalibration.expected."""
-    return knot_map(signal / cal["signal_scale"], cal["mirror_error"], cal["expected_error"]) * cal["error_scale"]
-
-
 def held_out_spearman(signal: np.ndarray, error: np.ndarray, seed: int = 0) -> float:
     """Spearman ρ of the calibrated expected error with the true error, two-fold: each half of the
     faces is scored with the calibration fitted on the other half."""
@@ -78,7 +79,7 @@ def held_out_spearman(signal: np.ndarray, error: np.ndarray, seed: int = 0) -> f
     predicted = np.zeros_like(error)
     for k in range(2):
         fit, score = halves[1 - k], halves[k]
-        predicted[score] = expected_error(fit_calibration(signal[fit], error[fit]), signal[score])
+        predicted[score] = ConfidenceCalibration(table=fit_calibration(signal[fit], error[fit])).expected(signal[score])
     return float(spearmanr(predicted.ravel(), error.ravel()).correlation)
 
 

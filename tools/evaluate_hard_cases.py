@@ -62,8 +62,7 @@ def cut_at_edge(image: np.ndarray, points: np.ndarray, side: str, fraction: floa
 
 
 def tracked(tracker: FaceTracker, image: np.ndarray, truth: np.ndarray):
-    """The still's face that matches the annotated one, or None."""
-    tracker.reset()
+    """The still's face that matches the annotated one, or None (a still forgets the faces before it)."""
     faces = tracker.process(np.ascontiguousarray(image), still=True).faces
     index = match_face([f.landmarks for f in faces], truth, tolerance=1.0)
     return None if index is None else faces[index]

@@ -358,20 +358,19 @@ class FaceTracker:
             outside = outside_image(landmarks, shape)
             if visibility is not None:
                 visibility = np.where(outside, 0.0, visibility)
-            if rel is not None:
-                rel.confidence = np.where(outside, 0.0, rel.confidence)
+            confidence = None if rel is None else np.where(outside, 0.0, rel.confidence)
             hidden = outside if visibility is None else outside | (visibility < HIDDEN_BELOW)
             # A caller keeping its results would otherwise hold every frame's crops and maps.
             face = FaceResult(id=face_id, bbox=np.zeros(4), score=mesh.presence, landmarks=landmarks,
                               mesh=mesh.detached(),
                               landmark_visibility=visibility)
-            if rel is not None:
-                face.landmark_confidence = rel.confidence
+            if confidence is not None:
+                face.landmark_confidence = confidence
             if self.fitter is not None:
                 observations = self.fitter.observations(landmarks, mesh.points)
                 weights = np.ones(len(observations))
-                if rel is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
-                    weights[:JAW_ROWS] = np.maximum(rel.confidence[:JAW_ROWS], FIT_WEIGHT_FLOOR)
+                if confidence is not None:  # jaw landmarks count by their confidence (a floor keeps the fit posed)
+                    weights[:JAW_ROWS] = np.maximum(confidence[:JAW_ROWS], FIT_WEIGHT_FLOOR)
                 # The other points count in full even beyond the frame edge: extrapolated, they still hold the
                 # pose better than the points left (afw faces with a fifth cut off at a side: yaw moved 6.8° on
                 # average, 8.3° with the rows beyond the edge at the floor).
@@ -422,9 +421,7 @@ class FaceTracker:
     def detect_meshes(self, image: np.ndarray, limit: int, corners: tuple[int, ...] = ()) -> list[MeshResult]:
         """Detect up to ``limit`` faces not yet tracked and mesh each of them; while the whole frame shows fewer
         faces than the tracker may hold (``max_faces``), search its ``corners`` too (FaceDetector.detect)."""
-        # The whole frame's finds include the faces already tracked: the corners are searched while it shows
-        # fewer than the tracker may hold.
-        tile_below = self.config.max_faces if corners else 0
+        tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
         detections = [d for d in self.detector.detect(image, tile_below=tile_below, corners=corners)
                       if self.tracks.is_new_face(d.bbox)][:limit]
         if not detections:

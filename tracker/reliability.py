@@ -22,6 +22,7 @@ are averaged too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,17 @@ class ConfidenceCalibration:
     the mean over all landmarks); one knot table (:func:`knot_map`) maps the scaled
     signal to the scaled expected error."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        path = path or ENGINES_DIR / CALIBRATION_FILE
-        data = load_engine_arrays(path, "confidence calibration", "rebuild it with `python tools/calibrate_confidence.py`")
-        if "signal_scale" not in data:
-            raise BackendError(f"confidence calibration {path} is from an older version; rebuild it with "
-                               "`python tools/calibrate_confidence.py`")
+    def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
+        """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
+        tools/calibrate_confidence.py fits them)."""
+        data = table
+        if data is None:
+            path = path or ENGINES_DIR / CALIBRATION_FILE
+            data = load_engine_arrays(path, "confidence calibration",
+                                      "rebuild it with `python tools/calibrate_confidence.py`")
+            if "signal_scale" not in data:
+                raise BackendError(f"confidence calibration {path} is from an older version; rebuild it with "
+                                   "`python tools/calibrate_confidence.py`")
         self.mirror_error = data["mirror_error"]
         self.expected_error = data["expected_error"]
         self.signal_scale = data["signal_scale"]

@@ -409,7 +409,7 @@ class _CaptureReader:
         # counts it: a stream that starts late, as a cut from a broadcast does, is counted from 0).
         self._first_time = self._last_stamp = self._last_time = self._start_s = 0.0
         self._step = 1.0 / (self.fps or _DEFAULT_FPS)
-        self.damaged: list[int] = []  # files: the frames after which damaged data was skipped
+        self._damaged = 0  # files: places where damaged data was skipped
         self.error: str | None = None
         self.t_open = time.perf_counter()
         self._last_good = self.t_open
@@ -440,9 +440,9 @@ class _CaptureReader:
             else:
                 time.sleep(0.01)
         self._last_good = now
-        if failed and self.is_file:
-            self._skipped_damage(failed)
         if self.is_file:
+            if failed:
+                self._skipped_damage(failed)
             time_s = self._media_time()
         else:
             time_s = now - self.t_open
@@ -483,16 +483,16 @@ class _CaptureReader:
     def _skipped_damage(self, failed_reads: int) -> None:
         """Say where damaged data was skipped, as it is found (a stop later must not hide it): the first few
         places, then only their count, at the end."""
-        self.damaged.append(self.index - 1)
-        if len(self.damaged) <= _DAMAGE_LISTED:
+        self._damaged += 1
+        if self._damaged <= _DAMAGE_LISTED:
             where = f"after frame {self.index - 1}" if self.index else "before the first frame"
             log.warning("%s: damaged data %s could not be decoded (%d failed reads) and was skipped", self.label,
                         where, failed_reads)
 
     def _report_end(self) -> None:
         """A file's end: how much damaged data was skipped on the way, and whether it ended early."""
-        if len(self.damaged) > _DAMAGE_LISTED:
-            log.warning("%s: damaged data was skipped at %d places in all", self.label, len(self.damaged))
+        if self._damaged > _DAMAGE_LISTED:
+            log.warning("%s: damaged data was skipped at %d places in all", self.label, self._damaged)
         self._check_truncated()
 
     def _check_truncated(self) -> None:
