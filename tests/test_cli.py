@@ -153,6 +153,28 @@ def test_missing_source(tmp_path):
     assert_clean_failure(run_cli("--source", str(tmp_path / "nope.mp4")), 2, "not found")
 
 
+def test_a_source_given_without_the_option_name(afw_dir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    proc = run_cli(str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    [record] = read_jsonl(out)
+    assert record["source"] == str(afw_dir / FACE_IMAGE) and len(record["faces"]) >= 1
+    both = run_cli(str(afw_dir / FACE_IMAGE), "--source", "0")
+    assert both.returncode == 2 and "two sources given" in both.stderr and "Traceback" not in both.stderr
+
+
+def test_a_sound_file_is_named_as_one(tmp_path):
+    import wave
+
+    sound = tmp_path / "voice.wav"
+    with wave.open(str(sound), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(16000))
+    assert_clean_failure(run_cli(str(sound)), 2, "voice.wav", "sound file (.wav) has no pictures")
+
+
 def test_camera_that_does_not_exist():
     assert_clean_failure(run_cli("--source", "7"), 2, "camera 7")
 

@@ -180,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--source", default="0",
-                    help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://)")
+    io.add_argument("--source", default=None,
+                    help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://) "
+                         "(default: 0, the first webcam)")
+    # `run_tracker.py clip.mp4` is what most people type first; it means --source clip.mp4.
+    io.add_argument("source_positional", nargs="?", metavar="SOURCE", help="the same as --source SOURCE")
     io.add_argument("--json", metavar="PATH", help="write one JSON object per frame (JSON Lines); '-' for stdout")
     io.add_argument("--csv", metavar="PATH", help="write one row per face per frame (CSV); '-' for stdout")
     io.add_argument("--output", metavar="PATH",
@@ -508,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = _StderrThatMayGo(sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.source_positional is not None:
+        if args.source is not None:
+            parser.error(f"two sources given: --source {args.source} and {args.source_positional}; give one")
+        args.source = args.source_positional
+    elif args.source is None:
+        args.source = "0"
+    del args.source_positional
     clash = _output_clashes(args)
     if clash:
         parser.error(clash)

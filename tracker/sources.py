@@ -44,6 +44,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", 
 # Photos this OpenCV has no decoder for (phones save them): named as such instead of "not a video".
 UNREADABLE_IMAGE_EXTENSIONS = frozenset({".avif", ".heic", ".heif"})
 UNREADABLE_IMAGE_REASON = "AVIF and HEIC images cannot be decoded here; convert them to JPEG or PNG"
+# Sound files: when FFmpeg finds no picture in one, it is named as sound rather than "not a video or corrupt".
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".wma", ".aif",
+                              ".aiff", ".amr", ".mka", ".mid", ".midi"})
 
 # Live sources: a source that has delivered nothing for this long is considered gone.
 _STALL_S = 1.0
@@ -733,6 +736,9 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
 
 def _open_video(path: str, live: bool) -> FrameSource:
     def fail() -> SourceError:
+        extension = os.path.splitext(path)[1].lower()
+        if extension in AUDIO_EXTENSIONS:
+            return SourceError(f"cannot read video '{path}': a sound file ({extension}) has no pictures to track")
         return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
 
     if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
