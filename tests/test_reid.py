@@ -206,9 +206,9 @@ def test_a_cut_with_the_same_face_keeps_its_id_and_adds_one_search_to_the_schedu
     tr = tracker(2)
     searched, detect = [], tr.detect_meshes
 
-    def recording(image, limit, corners=()):
+    def recording(image, limit, corners=(), turns=()):
         searched.append(current)
-        return detect(image, limit, corners)
+        return detect(image, limit, corners, turns)
 
     tr.detect_meshes = recording
     ids = []

@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from tracker.detector import CORNERS, DETECTOR_MODELS, FaceDetector
+from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, FaceDetector
 from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
@@ -191,6 +191,7 @@ class FaceTracker:
         self._since_detection = 0
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
         self._next_corner = 0  # the frame corner a video's next search for small faces looks at
+        self._next_turn = 0  # the turn of the frame a video's next search for sideways faces looks at
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -251,6 +252,7 @@ class FaceTracker:
         self._since_detection = 0
         self._deferred = False
         self._next_corner = 0
+        self._next_turn = 0
 
     def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
                 still: bool = False) -> FrameResult:
@@ -415,14 +417,22 @@ class FaceTracker:
         if self.config.max_faces > 1:
             corners = CORNERS if still else (self._next_corner,)
             self._next_corner = (self._next_corner + 1) % len(CORNERS)
-        meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks), corners=corners)
+        # The frame is searched turned too, for faces on their side or upside down (a photo or video without its
+        # orientation tag, someone lying down): all three turns in a still, one a search in a video. Once found,
+        # a face is tracked at whatever angle it turns to.
+        turns = TURNS if still else (TURNS[self._next_turn],)
+        self._next_turn = (self._next_turn + 1) % len(TURNS)
+        meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks), corners=corners,
+                                    turns=turns)
         self._deferred = self.tracks.add(meshes, image)
 
-    def detect_meshes(self, image: np.ndarray, limit: int, corners: tuple[int, ...] = ()) -> list[MeshResult]:
-        """Detect up to ``limit`` faces not yet tracked and mesh each of them; while the whole frame shows fewer
-        faces than the tracker may hold (``max_faces``), search its ``corners`` too (FaceDetector.detect)."""
+    def detect_meshes(self, image: np.ndarray, limit: int, corners: tuple[int, ...] = (),
+                      turns: tuple[int, ...] = ()) -> list[MeshResult]:
+        """Detect up to ``limit`` faces not yet tracked and mesh each of them; search the frame turned by
+        ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold (``max_faces``),
+        its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
-        detections = [d for d in self.detector.detect(image, tile_below=tile_below, corners=corners)
+        detections = [d for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns)
                       if self.tracks.is_new_face(d.bbox)][:limit]
         if not detections:
             return []
