@@ -166,9 +166,11 @@ class FaceDetector:
         """The network's raw outputs for a BGR uint8 frame ("regressors", "classificators"), and the letterbox
         that placed the frame in its input (scale, x offset, y offset)."""
         canvas, scale, ox, oy = self._letterbox(image)
+        return self._run(canvas), scale, ox, oy
+
+    def _run(self, canvas: np.ndarray) -> dict[str, np.ndarray]:
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
-        batch = (rgb.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
-        return self.session.run(batch), scale, ox, oy
+        return self.session.run((rgb.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None])
 
     def detect(self, image: np.ndarray, tile_below: int = 0, corners: tuple[int, ...] = CORNERS,
                turns: tuple[int, ...] = ()) -> list[Detection]:
@@ -184,9 +186,7 @@ class FaceDetector:
         overlapping) are searched too, at 1.7 times the scale: a group photo's small faces. Their finds follow,
         best first, unless the whole frame found them. Frames under twice the network's input a side are not
         searched so: a corner would only be enlarged."""
-        found = self._detect_in(image)
-        if turns:
-            found = _distinct([*found, *(d for turn in turns for d in self._detect_turned(image, turn))])
+        found = self._detect_in(image, turns)
         if len(found) >= tile_below or min(image.shape[:2]) < 2 * self.input_size:
             return found
         h, w = image.shape[:2]
@@ -205,20 +205,28 @@ class FaceDetector:
                 found.append(d)
         return found
 
-    def _detect_turned(self, image: np.ndarray, turn: int) -> list[Detection]:
-        """Faces in ``image`` turned ``turn`` quarter turns clockwise, in ``image``'s coordinates."""
-        if turn not in _ROTATE_CODES:
-            raise ValueError(f"a turn is 1, 2 or 3 quarter turns, not {turn!r}")
-        h, w = image.shape[:2]
-        found = [d for d in self._detect_in(cv2.rotate(image, _ROTATE_CODES[turn])) if d.score >= TURN_MIN_SCORE]
-        for d in found:
-            d.keypoints = _turned_back(d.keypoints, turn, w, h)
-            corners = _turned_back(d.bbox.reshape(2, 2), turn, w, h)
-            d.bbox = np.concatenate([corners.min(0), corners.max(0)])
-        return found
+    def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> list[Detection]:
+        """Faces in ``image``, upright and turned by each of ``turns``: the best-scored of each face, best first.
+        The network's input is turned rather than the frame: a turn costs a network run, not a copy of the frame."""
+        if any(turn not in _ROTATE_CODES for turn in turns):
+            raise ValueError(f"a turn is 1, 2 or 3 quarter turns clockwise, not {turns!r}")
+        canvas, scale, ox, oy = self._letterbox(image)
+        n = self.input_size
+        found = []
+        for turn in (0, *turns):
+            out = self._run(canvas if turn == 0 else cv2.rotate(canvas, _ROTATE_CODES[turn]))
+            for box, kp, score in self._decode(out):
+                if turn:
+                    if score < TURN_MIN_SCORE:
+                        continue
+                    ends = _turned_back(box.reshape(2, 2), turn, n, n)
+                    box, kp = np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n)
+                box = (box.reshape(2, 2) - (ox, oy)) / scale
+                found.append(Detection(bbox=box.reshape(4), score=score, keypoints=(kp - (ox, oy)) / scale))
+        return _distinct(found) if turns else found
 
-    def _detect_in(self, image: np.ndarray) -> list[Detection]:
-        out, scale, ox, oy = self.network_outputs(image)
+    def _decode(self, out: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """The network's faces as (box, keypoints, score) in its input's pixels, overlapping ones merged."""
         raw = out["regressors"][0]
         logits = out["classificators"][0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
@@ -231,9 +239,4 @@ class FaceDetector:
         half = raw[:, 2:4] / n / 2.0
         boxes = np.concatenate([centre - half, centre + half], axis=1) * n
         kps = (raw[:, 4:16].reshape(-1, 6, 2) / n + anchors[:, None, :]) * n
-        dets = []
-        for box, kp, score in weighted_nms(boxes, kps, scores, self.iou_threshold):
-            box = (box.reshape(2, 2) - (ox, oy)) / scale
-            kp = (kp - (ox, oy)) / scale
-            dets.append(Detection(bbox=box.reshape(4), score=score, keypoints=kp))
-        return dets
+        return weighted_nms(boxes, kps, scores, self.iou_threshold)
