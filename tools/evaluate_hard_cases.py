@@ -80,6 +80,7 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
     for side in SIDES:
         for fraction in CUTS:
             found, beyond, flagged, trust_beyond, trust_inside, yaw, pitch, shifts = 0, 0, 0, [], [], [], [], {}
+            error_cut, error_uncut = [], []
             for item in tqdm([i for i in items if i.name in uncut], desc=f"cut {fraction:.0%} at {side}",
                              unit="img", leave=False):
                 image, truth = cut_at_edge(item.image, item.points, side, fraction)
@@ -93,6 +94,9 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 trust_beyond += face.landmark_confidence[out].tolist()
                 trust_inside += face.landmark_confidence[~out].tolist()
                 before = uncut[item.name]
+                scale = inter_ocular(truth)
+                error_cut += (np.linalg.norm(face.landmarks - truth, axis=1)[~out] / scale).tolist()
+                error_uncut += (np.linalg.norm(before.landmarks - item.points, axis=1)[~out] / scale).tolist()
                 yaw.append(face.pose.yaw - before.pose.yaw)
                 pitch.append(face.pose.pitch - before.pose.pitch)
                 for name, value in face.blendshapes.items():
@@ -101,7 +105,8 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
             rows.append(
                 f"| {side}, {fraction:.0%} | {found} of {len(uncut)} | {beyond} | "
                 f"{100 * flagged / max(beyond, 1):.0f}% | {np.mean(trust_beyond) if trust_beyond else np.nan:.2f} | "
-                f"{np.mean(trust_inside) if trust_inside else np.nan:.2f} | {np.mean(yaw):+.1f}° ({np.mean(np.abs(yaw)):.1f}°) | "
+                f"{np.mean(trust_inside) if trust_inside else np.nan:.2f} | "
+                f"{np.mean(error_cut):.3f} ({np.mean(error_uncut):.3f}) | {np.mean(yaw):+.1f}° ({np.mean(np.abs(yaw)):.1f}°) | "
                 f"{np.mean(pitch):+.1f}° ({np.mean(np.abs(pitch)):.1f}°) | "
                 + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
     return rows
@@ -220,13 +225,14 @@ def main() -> int:
         (f"The first {len(items)} faces of `{args.images.name}` at least 40 px between the eye corners, each a still "
          "(detector included), the default pipeline."),
         "",
-        ("**Cut by the frame edge.** Points beyond the edge: those the tracker places outside the cut image. Yaw "
-         "and pitch: mean change against the same face uncut (mean size in brackets); the blendshape that moved "
-         "most on average."),
+        ("**Cut by the frame edge.** Points beyond the edge: those the tracker places outside the cut image. "
+         "Error of the points inside: their distance from the annotated points, in inter-ocular distances (the "
+         "same points of the same faces uncut in brackets). Yaw and pitch: mean change against the same face "
+         "uncut (mean size in brackets); the blendshape that moved most on average."),
         "",
         ("| cut off | found | points beyond the edge | of them `occluded` | their mean confidence | confidence "
-         "of the points inside | yaw | pitch | blendshape |"),
-        "|---|---|---|---|---|---|---|---|---|",
+         "of the points inside | error of the points inside | yaw | pitch | blendshape |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
         *frame_edge_rows(tracker, items),
         "",
         ("**Turned.** Each picture turned by quarter turns, as a photo or video without its orientation tag "
