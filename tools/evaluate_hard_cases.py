@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
 from report import invocation, positive_int, update_section
 
-from tracker.detector import TURNS
+from tracker.detector import CORNERS, TURNS
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.roi import outside_image
 
@@ -150,20 +151,26 @@ def turned_rows(tracker: FaceTracker, items: list) -> list[str]:
     return rows
 
 
-def search_times(tracker: FaceTracker, items: list, passes: int = 5) -> str:
-    """What the turned searches cost: the detector's time per picture upright, with one turn (a video's search)
-    and with all three (a still's), the median over passes of each pass's mean."""
+def median_ms(run: Callable[..., object], *args: object, passes: int = 5, **kwargs: object) -> float:
+    """The median over ``passes`` of the time of one call run(*args, **kwargs), in ms."""
     times = []
-    for turns in ((), TURNS[:1], TURNS):
-        per_pass = []
-        for _ in range(passes):
-            start = time.perf_counter()
-            for item in items:
-                tracker.detector.detect(item.image, turns=turns)
-            per_pass.append(1000 * (time.perf_counter() - start) / len(items))
-        times.append(float(np.median(per_pass)))
+    for _ in range(passes):
+        start = time.perf_counter()
+        run(*args, **kwargs)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.median(times))
+
+
+def search_times(tracker: FaceTracker, items: list) -> str:
+    """What the turned searches cost: the detector's time per picture upright, with one turn (a video's search)
+    and with all three (a still's)."""
+    def detect_each(turns: tuple[int, ...]) -> None:
+        for item in items:
+            tracker.detector.detect(item.image, turns=turns)
+
+    times = [median_ms(detect_each, turns) / len(items) for turns in ((), TURNS[:1], TURNS)]
     return (f"What the turned searches cost here (the short-range detector, one thread, these {len(items)} pictures "
-            f"upright, median of {passes} passes): {times[0]:.1f} ms a search upright, {times[1]:.1f} ms with one "
+            f"upright, median of 5 passes): {times[0]:.1f} ms a search upright, {times[1]:.1f} ms with one "
             f"turn, as a video searches, and {times[2]:.1f} ms with all three, as a still is searched.")
 
 
@@ -203,8 +210,12 @@ def group_rows(items: list) -> list[str]:
         tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=len(truths), detector=detector))
         faces = tracker.process(grid, still=True).faces
         found = sum(match_face([f.landmarks for f in faces], truth, tolerance=1.0) is not None for truth in truths)
-        whole = len({k for k in faces_under([d.bbox for d in tracker.detector.detect(grid)], truths) if k >= 0})
-        rows.append(f"| `--detector {detector}` | {found} of {len(truths)} | {len(faces)} | {whole} |")
+        detect = tracker.detector.detect
+        whole = len({k for k in faces_under([d.bbox for d in detect(grid)], truths) if k >= 0})
+        times = [median_ms(detect, grid, tile_below=len(truths), corners=corners)
+                 for corners in ((), CORNERS[:1], CORNERS)]
+        rows.append(f"| `--detector {detector}` | {found} of {len(truths)} | {len(faces)} | {whole} | "
+                    + " / ".join(f"{t:.1f}" for t in times) + " |")
     return rows
 
 
@@ -250,10 +261,12 @@ def main() -> int:
          f"{GRID_CELL} px cells ({GRID_COLUMNS * GRID_CELL} × {GRID_ROWS * GRID_CELL} px), as one still with "
          f"`--max-faces {GRID_COLUMNS * GRID_ROWS}`; a face is found when a reported face lies on it. Looking for "
          "several faces, the tracker also searches the frame's four corners at a larger scale; the last column "
-         "is the detector on the whole frame alone, as with `--max-faces 1`."),
+         "is the detector on the whole frame alone, as with `--max-faces 1`. Search time: the detector on the "
+         "picture upright, alone / with one corner, as a video searches / with all four, as a still is "
+         "searched (median of 5, one thread)."),
         "",
-        "| detector | faces found | faces reported | found by the whole frame's search alone |",
-        "|---|---|---|---|",
+        "| detector | faces found | faces reported | found by the whole frame's search alone | search time, ms |",
+        "|---|---|---|---|---|",
         *group_rows(items),
         "",
         f"Command: `{invocation()}`",
