@@ -172,7 +172,7 @@ def test_a_sound_file_is_named_as_one(tmp_path):
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(bytes(16000))
-    assert_clean_failure(run_cli(str(sound)), 2, "voice.wav", "sound file (.wav) has no pictures")
+    assert_clean_failure(run_cli(str(sound)), 2, "voice.wav", "no pictures to track", ".wav file is usually sound")
 
 
 def test_camera_that_does_not_exist():

@@ -142,7 +142,16 @@ def test_faces_on_their_side_or_upside_down_are_found_in_the_turned_frame(one_fa
     assert error < 0.06, error  # measured 0.040 on 80 afw faces at each turn, as upright
 
 
+def test_a_turned_find_scoring_under_the_turned_threshold_is_dropped(one_face, monkeypatch) -> None:
+    image, points = _turned(*one_face, 2)
+    detector = FaceDetector("short", "onnxruntime", threads=1)
+    [best] = [d for d in detector.detect(image, turns=(2,)) if _eye_error([d], points) < 0.25]
+    monkeypatch.setattr("tracker.detector.TURN_MIN_SCORE", best.score + 1e-6)
+    assert all(_eye_error([d], points) > 1.0 for d in detector.detect(image, turns=(2,)))
+
+
 def test_a_video_finds_an_upside_down_face_at_its_first_search(talking_clip) -> None:
+    assert TURNS[0] == 2  # a video's first search looks at the frame turned upside down
     cap = cv2.VideoCapture(str(talking_clip))
     frames = [cap.read()[1] for _ in range(3)]
     upright = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))

@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.source_positional is not None:
         if args.source is not None:
-            parser.error(f"two sources given: --source {args.source} and {args.source_positional}; give one")
+            parser.error(f"two sources given: --source {args.source!r} and {args.source_positional!r}; give one")
         args.source = args.source_positional
     elif args.source is None:
         args.source = "0"

@@ -27,14 +27,14 @@ CORNERS = (0, 1, 2, 3)
 # Four more searches at a larger scale are four more chances to see a face in a texture: a tile's detection
 # must score higher than the whole frame's (low-frequency noise gave 0.53-0.55, group-photo faces 0.54-0.95).
 TILE_MIN_SCORE = 0.6
-TILE_OVERLAP_SAME = 0.5  # two boxes are one face when their overlap covers more than this of the smaller one
+SAME_FACE_OVERLAP = 0.5  # two boxes are one face when their overlap covers more than this of the smaller one
 # Quarter turns of the frame (clockwise) searched for faces the frame shows on their side or upside down:
 # BlazeFace finds faces within about 45° of upright, and places an upside-down face's eyes as an upright one's.
 TURNS = (2, 1, 3)
-# Three more searches are three more chances to read a face into shadows or a hand: a turned search's find must
-# score this much. On the shared clips every third frame, turned finds where the upright search found nothing
-# scored up to 0.79, and only the two over 0.75 were faces (blurred ones the upright search missed); 150 afw
-# faces upright scored 0.79 or more.
+# Three more searches are three more chances to read a face into shadows or a profile: a turned search's find
+# must score this much. On every third frame of the shared clips, the turned finds where the upright search found
+# nothing scored up to 0.68 where no face was, and 0.72-0.79 on a blurred face of an audience that the upright
+# search missed; 150 afw faces upright scored 0.79 or more.
 TURN_MIN_SCORE = 0.75
 _ROTATE_CODES = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -117,16 +117,25 @@ def _turned_back(points: np.ndarray, turn: int, w: int, h: int) -> np.ndarray:
         return np.stack([y, h - x], axis=1)
     if turn == 2:
         return np.stack([w - x, h - y], axis=1)
-    return np.stack([w - y, x], axis=1)  # turned anticlockwise: x' = y, y' = w - x
+    if turn == 3:  # turned anticlockwise: x' = y, y' = w - x
+        return np.stack([w - y, x], axis=1)
+    raise ValueError(f"a turn is 1, 2 or 3 quarter turns clockwise, not {turn!r}")
 
 
-def _distinct(detections: list[Detection]) -> list[Detection]:
-    """The best-scored of each group of detections of one face, best first."""
-    kept: list[Detection] = []
-    for d in sorted(detections, key=lambda d: -d.score):
-        if all(_overlap_of_smaller(d.bbox, k.bbox) <= TILE_OVERLAP_SAME for k in kept):
-            kept.append(d)
-    return kept
+def _same_face(a: Detection, b: Detection) -> bool:
+    """Two searches' finds are one face when their boxes' overlap covers most of the smaller box."""
+    return _overlap_of_smaller(a.bbox, b.bbox) > SAME_FACE_OVERLAP
+
+
+def _with_turned(upright: list[Detection], turned: list[Detection]) -> list[Detection]:
+    """The upright search's finds with the turned searches' added, best first: where both found one face, the
+    higher score's find stands for it."""
+    kept = list(upright)
+    for d in sorted(turned, key=lambda d: -d.score):
+        same = [k for k in kept if _same_face(d, k)]
+        if all(k.score < d.score for k in same):
+            kept = [k for k in kept if all(k is not s for s in same)] + [d]
+    return sorted(kept, key=lambda d: -d.score)
 
 
 class FaceDetector:
@@ -201,29 +210,31 @@ class FaceDetector:
                     in_tiles.append(d)
         for d in sorted(in_tiles, key=lambda d: -d.score):
             # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
-            if all(_overlap_of_smaller(d.bbox, k.bbox) <= TILE_OVERLAP_SAME for k in found):
+            if not any(_same_face(d, k) for k in found):
                 found.append(d)
         return found
 
     def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> list[Detection]:
-        """Faces in ``image``, upright and turned by each of ``turns``: the best-scored of each face, best first.
-        The network's input is turned rather than the frame: a turn costs a network run, not a copy of the frame."""
+        """Faces in ``image``, upright and turned by each of ``turns``, best first (_with_turned). The network's
+        input is turned rather than the frame: a turn costs a network run, not a copy of the frame."""
         if any(turn not in _ROTATE_CODES for turn in turns):
             raise ValueError(f"a turn is 1, 2 or 3 quarter turns clockwise, not {turns!r}")
         canvas, scale, ox, oy = self._letterbox(image)
         n = self.input_size
-        found = []
-        for turn in (0, *turns):
-            out = self._run(canvas if turn == 0 else cv2.rotate(canvas, _ROTATE_CODES[turn]))
-            for box, kp, score in self._decode(out):
-                if turn:
-                    if score < TURN_MIN_SCORE:
-                        continue
+
+        def placed(box: np.ndarray, kp: np.ndarray, score: float) -> Detection:
+            box = (box.reshape(2, 2) - (ox, oy)) / scale
+            return Detection(bbox=box.reshape(4), score=score, keypoints=(kp - (ox, oy)) / scale)
+
+        upright = [placed(*found) for found in self._decode(self._run(canvas))]
+        turned = []
+        for turn in turns:
+            for box, kp, score in self._decode(self._run(cv2.rotate(canvas, _ROTATE_CODES[turn]))):
+                if score >= TURN_MIN_SCORE:
                     ends = _turned_back(box.reshape(2, 2), turn, n, n)
-                    box, kp = np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n)
-                box = (box.reshape(2, 2) - (ox, oy)) / scale
-                found.append(Detection(bbox=box.reshape(4), score=score, keypoints=(kp - (ox, oy)) / scale))
-        return _distinct(found) if turns else found
+                    turned.append(placed(np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n),
+                                         score))
+        return _with_turned(upright, turned) if turns else upright
 
     def _decode(self, out: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """The network's faces as (box, keypoints, score) in its input's pixels, overlapping ones merged."""

@@ -738,7 +738,8 @@ def _open_video(path: str, live: bool) -> FrameSource:
     def fail() -> SourceError:
         extension = os.path.splitext(path)[1].lower()
         if extension in AUDIO_EXTENSIONS:
-            return SourceError(f"cannot read video '{path}': a sound file ({extension}) has no pictures to track")
+            return SourceError(f"cannot read video '{path}': no pictures to track in it (a {extension} file is "
+                               "usually sound only)")
         return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
 
     if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
