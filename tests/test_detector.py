@@ -12,9 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
+from conftest import shared_path
 from evaluate_hard_cases import faces_under, turned_points
 
-from tracker.detector import LEFT_EYE, RIGHT_EYE, TURNS, FaceDetector, _turned_back
+from tracker.detector import LEFT_EYE, RIGHT_EYE, TURNS, Detection, FaceDetector, _turned_back, _with_turned
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 
@@ -148,6 +149,59 @@ def test_a_turned_find_scoring_under_the_turned_threshold_is_dropped(one_face, m
     [best] = [d for d in detector.detect(image, turns=(2,)) if _eye_error([d], points) < 0.25]
     monkeypatch.setattr("tracker.detector.TURN_MIN_SCORE", best.score + 1e-6)
     assert all(_eye_error([d], points) > 1.0 for d in detector.detect(image, turns=(2,)))
+
+
+def _find(x0: float, y0: float, size: float, score: float) -> Detection:
+    return Detection(bbox=np.array([x0, y0, x0 + size, y0 + size]), score=score, keypoints=np.zeros((6, 2)))
+
+
+def test_a_turned_find_goes_before_the_upright_finds_it_outscores_which_stay() -> None:
+    small_face, other_face = _find(100, 100, 50, 0.65), _find(400, 100, 60, 0.9)
+    over_small = _find(80, 60, 120, 0.79)  # a turned find whose box holds the small face's
+    weaker_twin = _find(405, 95, 60, 0.8)  # a turned find of the other face, scoring less than its upright find
+    merged = _with_turned([other_face, small_face], [weaker_twin, over_small, _find(85, 65, 120, 0.77)])
+    assert [d.score for d in merged] == [0.9, 0.79, 0.65]  # the second turned find of one face is left out
+    assert merged[2] is small_face
+    assert _with_turned([small_face], []) == [small_face]
+
+
+def test_a_face_under_a_larger_turned_find_that_the_mesh_refuses_is_still_found() -> None:
+    """Frame 245 of multi_face: a turned search finds a box about twice a blurred face's size in the audience
+    (0.79), where a corner's upright search finds the face itself (0.61); the mesh finds no face in the large
+    box's crop, so the face comes from the corner's find."""
+    cap = cv2.VideoCapture(str(shared_path("video", "multi_face_640x360.mp4")))
+    for _ in range(246):  # read through: seeking may land on another frame
+        ok, frame = cap.read()
+        assert ok
+    faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8)).process(frame, still=True).faces
+    assert any(f.bbox[0] < 80 < f.bbox[2] and f.bbox[1] < 100 < f.bbox[3] for f in faces), [f.bbox for f in faces]
+
+
+def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:
+    """afw 70037463_1 with its face blurred (the annotated box enlarged by 30%, two Gaussian blurs) and shrunk onto
+    a 640 × 480 black frame, as a QA check made it: a turned search finds 0.75 where the upright one finds the
+    blurred face at 0.52, and the mesh finds no face in the turned find's crop. With one face to find, the
+    upright find of the same face is meshed as well, and taken."""
+    from landmark_data import read_pts
+
+    image = cv2.imread(str(afw_dir / "70037463_1.jpg"))
+    points = read_pts(afw_dir / "70037463_1.pts")
+    h, w = image.shape[:2]
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 0.65, (y1 - y0) * 0.65
+    box = (slice(max(0, int(cy - hh)), min(h, int(np.ceil(cy + hh)))),
+           slice(max(0, int(cx - hw)), min(w, int(np.ceil(cx + hw)))))
+    k = max(31, (max(image[box].shape[:2]) // 3) | 1)
+    for _ in range(2):
+        image[box] = cv2.GaussianBlur(image[box], (k, k), 0)
+    scale = min(640 / w, 480 / h)
+    nw, nh = round(w * scale), round(h * scale)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[(480 - nh) // 2:(480 - nh) // 2 + nh, (640 - nw) // 2:(640 - nw) // 2 + nw] = cv2.resize(
+        image, (nw, nh), interpolation=cv2.INTER_AREA)
+    detections = FaceDetector("short", "onnxruntime", threads=1).detect(frame, turns=TURNS)
+    assert len(detections) >= 2 and detections[0].score >= 0.75 > detections[1].score  # the case above
+    assert len(FaceTracker(TrackerConfig(backend="onnxruntime")).process(frame, still=True).faces) == 1
 
 
 def test_a_video_finds_an_upside_down_face_at_its_first_search(talking_clip) -> None:

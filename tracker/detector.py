@@ -122,20 +122,20 @@ def _turned_back(points: np.ndarray, turn: int, w: int, h: int) -> np.ndarray:
     raise ValueError(f"a turn is 1, 2 or 3 quarter turns clockwise, not {turn!r}")
 
 
-def _same_face(a: Detection, b: Detection) -> bool:
-    """Two searches' finds are one face when their boxes' overlap covers most of the smaller box."""
+def same_face(a: Detection, b: Detection) -> bool:
+    """Two searches' finds are taken for one face when their boxes' overlap covers most of the smaller box."""
     return _overlap_of_smaller(a.bbox, b.bbox) > SAME_FACE_OVERLAP
 
 
-def _with_turned(upright: list[Detection], turned: list[Detection]) -> list[Detection]:
-    """The upright search's finds with the turned searches' added, best first: where both found one face, the
-    higher score's find stands for it."""
-    kept = list(upright)
+def _with_turned(found: list[Detection], turned: list[Detection]) -> list[Detection]:
+    """The upright searches' finds with the turned searches', best first. A turned find that a find of the same
+    face scoring as much comes before is left out. The finds it outscores stay, after it: boxes that overlap so
+    may still be two faces, or the turned crop may show the mesh no face."""
+    kept = list(found)
     for d in sorted(turned, key=lambda d: -d.score):
-        same = [k for k in kept if _same_face(d, k)]
-        if all(k.score < d.score for k in same):
-            kept = [k for k in kept if all(k is not s for s in same)] + [d]
-    return sorted(kept, key=lambda d: -d.score)
+        if not any(k.score >= d.score and same_face(d, k) for k in kept):
+            kept.append(d)
+    return sorted(kept, key=lambda d: -d.score) if turned else kept
 
 
 class FaceDetector:
@@ -183,40 +183,41 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray, tile_below: int = 0, corners: tuple[int, ...] = CORNERS,
                turns: tuple[int, ...] = ()) -> list[Detection]:
-        """Faces in a BGR uint8 frame, the whole frame's best first.
+        """Faces in a BGR uint8 frame: the whole frame's finds best first, then its corners' (below); with
+        ``turns``, all of them and the turned searches' finds best first (_with_turned).
 
         ``turns`` (quarter turns clockwise, 1-3; see TURNS): the frame turned so is searched too, and its finds
         are placed back in the frame, keypoints included, so that the eye line gives a sideways or upside-down
-        face's turn. Where the upright and a turned search find the same face, the higher score wins: an
+        face's turn. A turned find that outscores the upright find of the same face comes before it: an
         upside-down face scores lower upright, with its eyes misplaced.
 
         When the whole frame, squeezed into the network's input (128 or 192 px), shows fewer than
         ``tile_below`` faces, the frame's ``corners`` (0-3: top left, top right, bottom left, bottom right;
-        overlapping) are searched too, at 1.7 times the scale: a group photo's small faces. Their finds follow,
-        best first, unless the whole frame found them. Frames under twice the network's input a side are not
-        searched so: a corner would only be enlarged."""
-        found = self._detect_in(image, turns)
-        if len(found) >= tile_below or min(image.shape[:2]) < 2 * self.input_size:
-            return found
-        h, w = image.shape[:2]
-        th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
-        in_tiles = []
-        for corner in corners:
-            y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
-            for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw]):
-                if d.score >= TILE_MIN_SCORE:
-                    d.bbox += (x0, y0, x0, y0)
-                    d.keypoints += (x0, y0)
-                    in_tiles.append(d)
-        for d in sorted(in_tiles, key=lambda d: -d.score):
-            # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
-            if not any(_same_face(d, k) for k in found):
-                found.append(d)
-        return found
+        overlapping) are searched too, upright, at 1.7 times the scale: a group photo's small faces. Their finds
+        follow, best first, unless the whole frame's upright search found them. Frames under twice the
+        network's input a side are not searched so: a corner would only be enlarged."""
+        found, turned = self._detect_in(image, turns)
+        if len(_with_turned(found, turned)) < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
+            h, w = image.shape[:2]
+            th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
+            in_tiles = []
+            for corner in corners:
+                y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
+                for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
+                    if d.score >= TILE_MIN_SCORE:
+                        d.bbox += (x0, y0, x0, y0)
+                        d.keypoints += (x0, y0)
+                        in_tiles.append(d)
+            for d in sorted(in_tiles, key=lambda d: -d.score):
+                # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
+                if not any(same_face(d, k) for k in found):
+                    found.append(d)
+        return _with_turned(found, turned)
 
-    def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> list[Detection]:
-        """Faces in ``image``, upright and turned by each of ``turns``, best first (_with_turned). The network's
-        input is turned rather than the frame: a turn costs a network run, not a copy of the frame."""
+    def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> tuple[list[Detection], list[Detection]]:
+        """Faces in ``image``: the upright search's, best first, and those of ``image`` turned by each of
+        ``turns`` that score TURN_MIN_SCORE. The network's input is turned rather than the frame: a turn costs a
+        network run, not a copy of the frame."""
         if any(turn not in _ROTATE_CODES for turn in turns):
             raise ValueError(f"a turn is 1, 2 or 3 quarter turns clockwise, not {turns!r}")
         canvas, scale, ox, oy = self._letterbox(image)
@@ -234,7 +235,7 @@ class FaceDetector:
                     ends = _turned_back(box.reshape(2, 2), turn, n, n)
                     turned.append(placed(np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n),
                                          score))
-        return _with_turned(upright, turned) if turns else upright
+        return upright, turned
 
     def _decode(self, out: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """The network's faces as (box, keypoints, score) in its input's pixels, overlapping ones merged."""

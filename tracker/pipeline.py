@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, FaceDetector
+from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, FaceDetector, same_face
 from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
@@ -432,8 +432,17 @@ class FaceTracker:
         ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold (``max_faces``),
         its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
-        detections = [d for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns)
-                      if self.tracks.is_new_face(d.bbox)][:limit]
+        # Up to `limit` faces, each with the lesser finds of its face (the upright search's, where a turned one
+        # scored higher): all are meshed, and the tracks take the first whose mesh shows a face (TrackSet.add).
+        detections, faces = [], 0
+        for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
+            if not self.tracks.is_new_face(d.bbox):
+                continue
+            if any(same_face(d, c) for c in detections):
+                detections.append(d)
+            elif faces < limit:
+                detections.append(d)
+                faces += 1
         if not detections:
             return []
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
