@@ -165,16 +165,30 @@ def test_a_turned_find_goes_before_the_upright_finds_it_outscores_which_stay() -
     assert _with_turned([small_face], []) == [small_face]
 
 
+def _multi_face_frame(index: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(shared_path("video", "multi_face_640x360.mp4")))
+    for _ in range(index + 1):  # read through: seeking may land on another frame
+        ok, frame = cap.read()
+        assert ok
+    return frame
+
+
 def test_a_face_under_a_larger_turned_find_that_the_mesh_refuses_is_still_found() -> None:
     """Frame 245 of multi_face: a turned search finds a box about twice a blurred face's size in the audience
     (0.79), where a corner's upright search finds the face itself (0.61); the mesh finds no face in the large
     box's crop, so the face comes from the corner's find."""
-    cap = cv2.VideoCapture(str(shared_path("video", "multi_face_640x360.mp4")))
-    for _ in range(246):  # read through: seeking may land on another frame
-        ok, frame = cap.read()
-        assert ok
-    faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8)).process(frame, still=True).faces
+    faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8)).process(_multi_face_frame(245),
+                                                                                    still=True).faces
     assert any(f.bbox[0] < 80 < f.bbox[2] and f.bbox[1] < 100 < f.bbox[3] for f in faces), [f.bbox for f in faces]
+
+
+@pytest.mark.parametrize("max_faces", [1, 8])
+def test_an_upright_face_is_not_read_upside_down_from_a_turned_find(max_faces) -> None:
+    """Frame 240 of multi_face: the half-turned search finds the blurred face in the audience, and the mesh,
+    shown it upside down, reads it so at presence 0.55; a face found turned must read 0.9."""
+    faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=max_faces)).process(_multi_face_frame(240),
+                                                                                            still=True).faces
+    assert all(abs(f.pose.roll) < 45 for f in faces), [(f.bbox, f.pose.roll) for f in faces]
 
 
 def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:

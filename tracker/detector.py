@@ -47,6 +47,7 @@ class Detection:
     bbox: np.ndarray  # [x0, y0, x1, y1] image pixels
     score: float
     keypoints: np.ndarray  # 6×2 image pixels
+    turn: int = 0  # quarter turns clockwise of the frame in which it was found (TURNS)
 
 
 def ssd_anchors(input_size: int, strides: tuple[int, ...], interpolated: bool) -> np.ndarray:
@@ -233,8 +234,9 @@ class FaceDetector:
             for box, kp, score in self._decode(self._run(cv2.rotate(canvas, _ROTATE_CODES[turn]))):
                 if score >= TURN_MIN_SCORE:
                     ends = _turned_back(box.reshape(2, 2), turn, n, n)
-                    turned.append(placed(np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n),
-                                         score))
+                    found = placed(np.concatenate([ends.min(0), ends.max(0)]), _turned_back(kp, turn, n, n), score)
+                    found.turn = turn
+                    turned.append(found)
         return upright, turned
 
     def _decode(self, out: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float]]:

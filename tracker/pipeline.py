@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, FaceDetector, same_face
+from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, Detection, FaceDetector, same_face
 from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
 from tracker.fitting import JAW_ROWS, FaceFitter, camera_for, head_pose
@@ -43,6 +43,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
+TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a face found only in a turned frame (_least_presence)
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -433,22 +434,40 @@ class FaceTracker:
         its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
         # Up to `limit` faces, each with the lesser finds of its face (the upright search's, where a turned one
-        # scored higher): all are meshed, and the tracks take the first whose mesh shows a face (TrackSet.add).
-        detections, faces = [], 0
+        # scored higher): all are meshed, and each face is the first of its finds whose mesh shows a face.
+        # A turned find's mesh must show one beyond doubt (_least_presence), or it is not a face at all.
+        faces: list[list[Detection]] = []
         for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
             if not self.tracks.is_new_face(d.bbox):
                 continue
-            if any(same_face(d, c) for c in detections):
-                detections.append(d)
-            elif faces < limit:
-                detections.append(d)
-                faces += 1
+            same = next((face for face in faces if same_face(d, face[0])), None)
+            if same is not None:
+                same.append(d)
+            elif len(faces) < limit:
+                faces.append([d])
+        detections = [d for face in faces for d in face]
         if not detections:
             return []
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
-        return self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
+        meshes = iter(self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check))
+        found = []
+        for face in faces:
+            tried = list(zip(face, meshes))
+            shown = [m for d, m in tried if m.presence >= self._least_presence(d)]
+            if shown:
+                found.append(shown[0])
+            elif not tried[0][0].turn:  # no face shown: TrackSet.add leaves it out (the tools' matching does not)
+                found.append(tried[0][1])
+        return found
+
+    def _least_presence(self, detection: Detection) -> float:
+        # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
+        # down read 0.55, a blurred-out face in a crop turned on its side 0.67-0.83, real faces 0.99 or more.
+        if detection.turn:
+            return max(self.config.presence_threshold, TURNED_MIN_PRESENCE)
+        return self.config.presence_threshold
 
 
 @contextmanager
