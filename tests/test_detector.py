@@ -188,7 +188,7 @@ def test_an_upright_face_is_not_read_upside_down_from_a_turned_find(max_faces) -
     shown it upside down, reads it so at presence 0.55; a face found turned must read 0.9."""
     faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=max_faces)).process(_multi_face_frame(240),
                                                                                             still=True).faces
-    assert all(abs(f.pose.roll) < 45 for f in faces), [(f.bbox, f.pose.roll) for f in faces]
+    assert faces and all(abs(f.pose.roll) < 45 for f in faces), [(f.bbox, f.pose.roll) for f in faces]
 
 
 def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:

@@ -172,6 +172,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (--help lists the options)\n")
 
+    def parse_args(self, args: list[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's, with the source resolved: given as --source or alone (not both), the first camera if
+        neither."""
+        parsed = super().parse_args(args, namespace)
+        if parsed.source_positional is not None:
+            if parsed.source is not None:
+                self.error(f"two sources given: --source {parsed.source!r} and {parsed.source_positional!r}; "
+                           "give one")
+            parsed.source = parsed.source_positional
+        elif parsed.source is None:
+            parsed.source = "0"
+        del parsed.source_positional
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -511,13 +526,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = _StderrThatMayGo(sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.source_positional is not None:
-        if args.source is not None:
-            parser.error(f"two sources given: --source {args.source!r} and {args.source_positional!r}; give one")
-        args.source = args.source_positional
-    elif args.source is None:
-        args.source = "0"
-    del args.source_positional
     clash = _output_clashes(args)
     if clash:
         parser.error(clash)

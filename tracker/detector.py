@@ -130,13 +130,13 @@ def same_face(a: Detection, b: Detection) -> bool:
 
 def _with_turned(found: list[Detection], turned: list[Detection]) -> list[Detection]:
     """The upright searches' finds with the turned searches', best first. A turned find that a find of the same
-    face scoring as much comes before is left out. The finds it outscores stay, after it: boxes that overlap so
-    may still be two faces, or the turned crop may show the mesh no face."""
+    face scoring as much comes before is left out. The upright finds it outscores stay, after it: boxes that
+    overlap so may still be two faces, or the turned crop may show the mesh no face."""
     kept = list(found)
     for d in sorted(turned, key=lambda d: -d.score):
         if not any(k.score >= d.score and same_face(d, k) for k in kept):
             kept.append(d)
-    return sorted(kept, key=lambda d: -d.score) if turned else kept
+    return sorted(kept, key=lambda d: -d.score)
 
 
 class FaceDetector:
@@ -198,7 +198,9 @@ class FaceDetector:
         follow, best first, unless the whole frame's upright search found them. Frames under twice the
         network's input a side are not searched so: a corner would only be enlarged."""
         found, turned = self._detect_in(image, turns)
-        if len(_with_turned(found, turned)) < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
+        # Faces the whole frame shows: its upright finds, and the turned finds of faces they missed.
+        shown = len(found) + sum(not any(same_face(d, k) for k in found) for d in _with_turned([], turned))
+        if shown < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
             h, w = image.shape[:2]
             th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
             in_tiles = []
@@ -213,7 +215,7 @@ class FaceDetector:
                 # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
                 if not any(same_face(d, k) for k in found):
                     found.append(d)
-        return _with_turned(found, turned)
+        return _with_turned(found, turned) if turns else found
 
     def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> tuple[list[Detection], list[Detection]]:
         """Faces in ``image``: the upright search's, best first, and those of ``image`` turned by each of

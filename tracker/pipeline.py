@@ -43,7 +43,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
-TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a face found only in a turned frame (_least_presence)
+TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (_least_presence)
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -433,16 +433,18 @@ class FaceTracker:
         ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold (``max_faces``),
         its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
-        # Up to `limit` faces, each with the lesser finds of its face (the upright search's, where a turned one
-        # scored higher): all are meshed, and each face is the first of its finds whose mesh shows a face.
-        # A turned find's mesh must show one beyond doubt (_least_presence), or it is not a face at all.
+        # Up to `limit` faces. A turned find comes with the upright finds it outscored (FaceDetector.detect): they are
+        # meshed too, for the turned crop may show the mesh no face, or the finds be two faces. A turned find's
+        # mesh must show a face beyond doubt (_least_presence); the tracks take the rest, one track a face
+        # (TrackSet.add: presence, and a box that overlaps a track's is the same face).
         faces: list[list[Detection]] = []
         for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
             if not self.tracks.is_new_face(d.bbox):
                 continue
-            same = next((face for face in faces if same_face(d, face[0])), None)
-            if same is not None:
-                same.append(d)
+            outscored_by = next((face for face in faces if face[0].turn and not d.turn and same_face(d, face[0])),
+                                None)
+            if outscored_by is not None:
+                outscored_by.append(d)
             elif len(faces) < limit:
                 faces.append([d])
         detections = [d for face in faces for d in face]
@@ -451,16 +453,8 @@ class FaceTracker:
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
-        meshes = iter(self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check))
-        found = []
-        for face in faces:
-            tried = list(zip(face, meshes))
-            shown = [m for d, m in tried if m.presence >= self._least_presence(d)]
-            if shown:
-                found.append(shown[0])
-            elif not tried[0][0].turn:  # no face shown: TrackSet.add leaves it out (the tools' matching does not)
-                found.append(tried[0][1])
-        return found
+        meshes = self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
+        return [m for d, m in zip(detections, meshes) if not d.turn or m.presence >= self._least_presence(d)]
 
     def _least_presence(self, detection: Detection) -> float:
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
