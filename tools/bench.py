@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import positive_int, update_section
+from report import positive_int, publish
 
 DEFAULT_CLIP = SHARED_DATA / "video" / "talking_d10.mp4"
 
@@ -200,9 +200,7 @@ def main() -> int:
         "",
         f"Command: `{command} --repeats {args.repeats}`",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("speed", body)
+    publish("speed", body, write=not args.no_write)
     return 0
 
 

@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import invocation, positive_int, update_section
+from report import invocation, positive_int, publish
 
 from tracker.backends import create_session, model_path
 from tracker.refiner import REFINER_FILE
@@ -291,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {label} | {ms:.2f} | {ms / args.batch:.3f} | {1000.0 * args.batch / ms:,.0f} |")
     lines += ["", *notes, "", f"Command: `{invocation()}`"]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        update_section("refiner-batch", body)
+    publish("refiner-batch", body, write=not args.no_write)
     return 0
 
 

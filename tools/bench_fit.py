@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import invocation, positive_int, update_section
+from report import invocation, positive_int, publish
 
 from tracker.fitting import (
     EYE_ROWS,
@@ -186,9 +186,7 @@ def main() -> int:
         "",
         f"Command: `{invocation()}`",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("fit-speed", body)
+    publish("fit-speed", body, write=not args.no_write)
     return 0
 
 

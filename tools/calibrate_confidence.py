@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, annotated_faces, inter_ocular, load_folder
-from report import file_to_write, invocation, update_section
+from report import file_to_write, invocation, publish
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS
@@ -163,9 +163,7 @@ def main() -> int:
         "",
         f"Command: `{invocation()}`",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("reliability", body)
+    publish("reliability", body, write=not args.no_write)
     return 0
 
 

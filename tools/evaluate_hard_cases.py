@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
-from report import invocation, positive_int, update_section
+from report import invocation, positive_int, publish
 
 from tracker.detector import CORNERS, TURNS
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -273,9 +273,7 @@ def main() -> int:
         "",
         f"Command: `{invocation()}`",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("hard-cases", body)
+    publish("hard-cases", body, write=not args.no_write)
     return 0
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, load_folder, match_face
-from report import invocation, update_section
+from report import invocation, publish
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 
@@ -143,9 +143,7 @@ def main() -> int:
         "",
         f"Command: `{invocation()}`",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("occlusion", body)
+    publish("occlusion", body, write=not args.no_write)
     return 0
 
 

@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
-from report import file_to_write, positive_int, update_section
+from report import file_to_write, positive_int, publish
 
 from tracker.gaze import LOOK_NAMES, look_weights, smooth_gaze
 from tracker.smoothing import (
@@ -745,9 +745,7 @@ def main() -> int:
                       f"others; best = most jitter removed with pooled lag ≤ {LAG_LIMIT:g} frames):"), *grid_rows,
                  "", f"Command: `{command} --grid`"]
     text = "\n".join(body)
-    print(text)
-    if not args.no_write:
-        update_section("smoothing", text)
+    publish("smoothing", text, write=not args.no_write)
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import invocation, positive_float, positive_int, update_section
+from report import invocation, positive_float, positive_int, publish
 
 from tracker.avatar import VmcSender
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -179,9 +179,7 @@ def main() -> int:
                             f"last third {growth:+.1f} ms from the first.")
     body = "\n".join([*lines, "", "Target: median ≤ one frame period + processing time, no growing queue. "
                       + " ".join(verdicts), "", f"Command: `{invocation()}`"])
-    print(body)
-    if not args.no_write:
-        update_section("latency", body)
+    publish("latency", body, write=not args.no_write)
     return 0
 
 

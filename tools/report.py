@@ -14,7 +14,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from tracker.cli import positive_float, positive_int  # the command line's own argparse types
 
-__all__ = ["file_to_write", "invocation", "machine", "positive_float", "positive_int", "update_section"]
+__all__ = ["file_to_write", "invocation", "machine", "positive_float", "positive_int", "publish", "update_section"]
 
 
 def machine() -> str:
@@ -54,3 +54,11 @@ def update_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def publish(name: str, body: str, write: bool) -> None:
+    """Print a section's body, and put it into BENCHMARKS.md as section ``name`` when ``write`` (a tool's run
+    without --no-write)."""
+    print(body)
+    if write:
+        update_section(name, body)
