@@ -15,7 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from conftest import shared_path
 from evaluate_hard_cases import faces_under, turned_points
 
-from tracker.detector import LEFT_EYE, RIGHT_EYE, TURNS, Detection, FaceDetector, _turned_back, _with_turned
+from tracker.detector import (
+    _ROTATE_CODES,
+    LEFT_EYE,
+    RIGHT_EYE,
+    TURNS,
+    Detection,
+    FaceDetector,
+    _turned_back,
+    _with_turned,
+)
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 
@@ -91,15 +100,12 @@ def test_corners_do_not_see_faces_in_smooth_noise() -> None:
     assert FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=8)).process(noise, still=True).faces == []
 
 
-ROTATIONS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
-
-
 @pytest.mark.parametrize("turn", TURNS)
 def test_a_point_found_in_the_turned_frame_is_placed_back_where_it_was(turn) -> None:
     h, w = 30, 50
     image = np.zeros((h, w), np.uint8)
     image[7, 41] = 255  # the pixel whose centre is at (41.5, 7.5), pixel edges at whole numbers
-    y, x = np.argwhere(cv2.rotate(image, ROTATIONS[turn]))[0]
+    y, x = np.argwhere(cv2.rotate(image, _ROTATE_CODES[turn]))[0]
     np.testing.assert_allclose(_turned_back(np.array([[x + 0.5, y + 0.5]]), turn, w, h), [[41.5, 7.5]])
 
 
@@ -117,8 +123,8 @@ def one_face() -> tuple[np.ndarray, np.ndarray]:
 def _turned(image: np.ndarray, points: np.ndarray, turn: int) -> tuple[np.ndarray, np.ndarray]:
     """The picture turned ``turn`` quarter turns clockwise, and its points (pixel centres) with it."""
     h, w = image.shape[:2]
-    return (np.ascontiguousarray(cv2.rotate(image, ROTATIONS[turn])),
-            turned_points(points, ROTATIONS[turn], w, h))
+    return (np.ascontiguousarray(cv2.rotate(image, _ROTATE_CODES[turn])),
+            turned_points(points, _ROTATE_CODES[turn], w, h))
 
 
 def _eye_error(detections: list, truth: np.ndarray) -> float:

@@ -43,7 +43,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 # NME 8.2%, the refiner's 7.1%) is worse than the refiner's even where the mirror check doubts it.
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
-TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (_least_presence)
+TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (detect_meshes)
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -435,7 +435,7 @@ class FaceTracker:
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
         # Up to `limit` faces. A turned find comes with the upright finds it outscored (FaceDetector.detect): they are
         # meshed too, for the turned crop may show the mesh no face, or the finds be two faces. A turned find's
-        # mesh must show a face beyond doubt (_least_presence); the tracks take the rest, one track a face
+        # mesh must show a face beyond doubt (below); the tracks take the rest, one track a face
         # (TrackSet.add: presence, and a box that overlaps a track's is the same face).
         faces: list[list[Detection]] = []
         for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
@@ -454,14 +454,10 @@ class FaceTracker:
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
         meshes = self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
-        return [m for d, m in zip(detections, meshes) if not d.turn or m.presence >= self._least_presence(d)]
-
-    def _least_presence(self, detection: Detection) -> float:
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
         # down read 0.55, a blurred-out face in a crop turned on its side 0.67-0.83, real faces 0.99 or more.
-        if detection.turn:
-            return max(self.config.presence_threshold, TURNED_MIN_PRESENCE)
-        return self.config.presence_threshold
+        turned_least = max(self.config.presence_threshold, TURNED_MIN_PRESENCE)
+        return [m for d, m in zip(detections, meshes) if not d.turn or m.presence >= turned_least]
 
 
 @contextmanager
