@@ -163,6 +163,56 @@ def test_a_source_given_without_the_option_name(afw_dir, tmp_path):
     assert both.returncode == 2 and "two sources given" in both.stderr and "Traceback" not in both.stderr
 
 
+def test_several_sources_are_tracked_one_after_another(talking_clip, afw_dir, tmp_path):
+    """Each source is tracked as it would be alone (its own frame numbers and times, its faces new tracks), into
+    the same outputs, with face IDs counting on; one that cannot be read is skipped with a warning, the others'
+    records are all written, and the exit code says one was skipped."""
+    cap = cv2.VideoCapture(str(talking_clip))
+    frames = [cap.read()[1] for _ in range(14)]
+    clips = []
+    for name, part in (("a.mp4", frames[:8]), ("b.mp4", frames[8:])):
+        writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"mp4v"), 25, part[0].shape[1::-1])
+        for frame in part:
+            writer.write(frame)
+        writer.release()
+        clips.append(str(tmp_path / name))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    photo = str(afw_dir / FACE_IMAGE)
+    out = tmp_path / "all.jsonl"
+    proc = run_cli(clips[0], str(junk), photo, clips[1], clips[0], "--json", str(out))
+    assert_clean_failure(proc, 2, "1 of 5 sources could not be read", "junk.mp4")
+    assert "skipped source 2 of 5" in proc.stderr and "4 of 5 sources, 23 frames" in proc.stderr, proc.stderr
+    records = read_jsonl(out)
+    assert [(Path(r["source"]).name, r["frame"]) for r in records] == (
+        [("a.mp4", i) for i in range(8)] + [(FACE_IMAGE, 0)] + [("b.mp4", i) for i in range(6)]
+        + [("a.mp4", i) for i in range(8)])
+    assert [r["time_s"] for r in records[9:15]] == pytest.approx([i / 25 for i in range(6)], abs=1e-3)
+    ids = [[face["id"] for face in r["faces"]] for r in records]
+    assert ids[0] == [1] and ids[9] == [3] and ids[15] == [4], ids  # a new track in each source
+    assert len({face_id for row in ids[:8] for face_id in row}) == 1
+
+    def without_ids(record: dict) -> dict:
+        return {**record, "faces": [{k: v for k, v in face.items() if k != "id"} for face in record["faces"]]}
+
+    alone = tmp_path / "alone.jsonl"
+    assert run_cli(clips[0], "--json", str(alone), "--quiet").returncode == 0
+    first = read_jsonl(alone)
+    assert [without_ids(r) for r in records[:8]] == [without_ids(r) for r in first]
+    assert [without_ids(r) for r in records[15:]] == [without_ids(r) for r in first]  # no memory of the run before
+
+
+def test_several_sources_are_checked_first(talking_clip, tmp_path):
+    """A mistyped name or a camera among several sources is refused before any output is touched."""
+    out = tmp_path / "out.jsonl"
+    out.write_text("earlier\n")
+    assert_clean_failure(run_cli(str(talking_clip), str(tmp_path / "typo.mp4"), "--json", str(out)), 2,
+                         "typo.mp4", "not found")
+    proc = run_cli(str(talking_clip), "0", "--json", str(out))
+    assert proc.returncode == 2 and "camera 0 cannot be one of several sources" in proc.stderr, proc.stderr
+    assert out.read_text() == "earlier\n"
+
+
 def test_a_sound_file_is_named_as_one(tmp_path):
     import wave
 

@@ -15,6 +15,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
@@ -22,7 +23,8 @@ from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
 from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window, probe_display
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.sources import SourceError, open_source
+from tracker.sources import FrameSource, SourceError, open_source
+from tracker.types import readable_path
 
 UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
 
@@ -104,13 +106,14 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
                 return f"{option}: {exc}"
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[object, str] = {}
-    inputs = _folder_files(args.source)
+    inputs = set().union(*(_folder_files(source) for source in args.sources))
+    sources = {_written_file(source) for source in args.sources if os.path.exists(source)}
     for option, value in files.items():
         key = _written_file(value)
         if key in seen:
             return f"{seen[key]} and {option} both write to " + ("stdout" if value == "-" else f"'{value}'")
         seen[key] = option
-        if value != "-" and os.path.exists(args.source) and _written_file(args.source) == key:
+        if value != "-" and key in sources:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
@@ -174,17 +177,21 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: list[str] | None = None,
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        """argparse's, with the source resolved: given as --source or alone (not both), the first camera if
-        neither."""
+        """argparse's, with the sources resolved into ``sources``: one given as --source, or one or more alone
+        (not both), the first camera if none. A camera cannot be one of several: it does not end."""
         parsed = super().parse_args(args, namespace)
-        if parsed.source_positional is not None:
+        if parsed.source_positional:
             if parsed.source is not None:
-                self.error(f"two sources given: --source {parsed.source!r} and {parsed.source_positional!r}; "
-                           "give one")
-            parsed.source = parsed.source_positional
-        elif parsed.source is None:
-            parsed.source = "0"
-        del parsed.source_positional
+                self.error(f"two sources given: --source {parsed.source!r} and "
+                           f"{' '.join(map(repr, parsed.source_positional))}; give them all without --source")
+            parsed.sources = parsed.source_positional
+        else:
+            parsed.sources = ["0" if parsed.source is None else parsed.source]
+        cameras = [s for s in parsed.sources if s.isascii() and s.isdigit()]
+        if len(parsed.sources) > 1 and cameras:
+            self.error(f"camera {cameras[0]} cannot be one of several sources (a camera does not end); track it "
+                       f"alone, or name a file called '{cameras[0]}' as './{cameras[0]}'")
+        del parsed.source, parsed.source_positional
         return parsed
 
 
@@ -198,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--source", default=None,
                     help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://) "
                          "(default: 0, the first webcam)")
-    # `run_tracker.py clip.mp4` is what most people type first; it means --source clip.mp4.
-    io.add_argument("source_positional", nargs="?", metavar="SOURCE", help="the same as --source SOURCE")
+    # `run_tracker.py clip.mp4` is what most people type first; it means --source clip.mp4. Several
+    # (`run_tracker.py clips/*.mp4`) are tracked one after another into the same outputs.
+    io.add_argument("source_positional", nargs="*", metavar="SOURCE",
+                    help="the same as --source SOURCE; several are tracked one after another, each from its own "
+                         "first frame, into the same outputs")
     io.add_argument("--json", metavar="PATH", help="write one JSON object per frame (JSON Lines); '-' for stdout")
     io.add_argument("--csv", metavar="PATH", help="write one row per face per frame (CSV); '-' for stdout")
     io.add_argument("--output", metavar="PATH",
@@ -346,12 +356,33 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         steady=args.steady,
         focal_px=args.focal,
     )
-    source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps,
-                         cancelled=lambda: stop.requested)
+    names = args.sources
+    several = len(names) > 1
+    for name in names:  # a mistyped name among several is refused now, not after the others' hours of work
+        if several and "://" not in name and not os.path.lexists(name):
+            raise SourceError(f"source '{name}' not found")
+    skipped: list[str] = []
+
+    def opened_in_turn() -> Iterator[tuple[int, FrameSource]]:
+        """Each source opened when its turn comes. One of several that cannot be read is skipped with a warning
+        (the others' work is worth more than a stop); a single source's error is raised."""
+        for number, name in enumerate(names, 1):
+            try:
+                yield number, open_source(name, camera_size=args.camera_size, camera_fps=args.camera_fps,
+                                          cancelled=lambda: stop.requested)
+            except SourceError as exc:
+                if not several or stop.requested:
+                    raise
+                log.warning("skipped source %d of %d: %s", number, len(names), exc)
+                skipped.append(name)
+
+    sources = opened_in_turn()
+    number, source = next(sources, (0, None))  # the first readable one, before any output is opened
+    if source is None:
+        raise SourceError(f"none of the {len(names)} sources could be read")
     outputs: list = []
-    frames = with_faces = 0
+    total = _Tally()
     started = time.perf_counter()
-    interrupted = False
     try:
         # Whatever could refuse to run is opened first (senders, the overlay's folder, the display, the models)
         # and the JSON and CSV files are emptied last, once everything else has worked: a failed start leaves
@@ -365,7 +396,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                         "VMC's status messages")
         if args.udp_json:
             outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
-        senders = [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))]
+        # An overlay video of several sources plays at the first one's rate, in its frame size.
         overlay = OverlayWriter(args.output, source.fps) if args.output else None
         if overlay:
             outputs.append(overlay)
@@ -400,83 +431,129 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         for written in (table, jsonl):
             if written:
                 written.start()
-
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        total = source.total_frames
-        if args.max_frames and total:
-            total = min(total, args.max_frames)
-        bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
-        read: deque = deque()  # frames read and not yet described: the pipeline's worker reads one ahead
-
-        def inputs() -> Iterator[tuple]:  # iterated on the worker thread
-            for frame in source:
-                read.append(frame)
-                yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
-
-        # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
-        # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
-        results = tracker.process_stream(inputs())
+        writers = _Writers(jsonl, table, [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))],
+                           overlay, window)
         started = time.perf_counter()
-        # Warnings (a video's reader thread) go above the bar, not onto the end of its line.
-        with logging_redirect_tqdm():
-            try:
-                for result in results:
-                    frame = read.popleft()
-                    frames += 1
-                    with_faces += bool(result.faces)
-                    if jsonl:
-                        jsonl.write(result)
-                    if table:
-                        table.write(result)
-                    for sender in senders:
-                        sender.send(result)
-                    if overlay:
-                        overlay.write(frame.image, result)
-                    if window:
-                        latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
-                        if not window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
-                            break
-                    bar.update(1)
-                    if stop.requested:
-                        interrupted = True
-                        break
-                    if args.max_frames and frames >= args.max_frames:
-                        break
-                else:  # the source ended: a variable-rate file's frame count was only an estimate
-                    bar.total = bar.n
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                stop.hold()
-                source.close()  # first: the worker may be waiting for a live source's next frame
-                results.close()  # the worker finishes the frame it has begun
-                bar.close()
+        while source is not None:
+            shown = readable_path(os.path.basename(os.path.normpath(names[number - 1])) or names[number - 1])
+            label = f"{number}/{len(names)} {shown}" if several else None
+            ended = _track_source(source, tracker, writers, total, args, stop, label)
+            if source.error:
+                log.warning(source.error)
+            if not ended:
+                break
+            number, source = next(sources, (0, None))
+            if source is not None:
+                tracker.reset()  # another recording: its faces are new tracks, their IDs counting on
     finally:
         stop.hold()
         try:
             _close_all(outputs)
-            source.close()
+            if source is not None:
+                source.close()
         finally:
             stop.release()
     elapsed = time.perf_counter() - started
-    if source.error:
-        log.warning(source.error)
     if not args.quiet:
-        fps = frames / elapsed if elapsed > 0 else 0.0
-        note = "interrupted; " if interrupted else ""
+        fps = total.frames / elapsed if elapsed > 0 else 0.0
+        note = "interrupted; " if total.interrupted else ""
+        read = f"{total.sources} of {len(names)} sources, " if several else ""
         try:
-            print(f"{note}{frames} frames, {with_faces} with faces, mean {fps:.1f} fps ({tracker.backend})",
-                  file=sys.stderr)
+            print(f"{note}{read}{total.frames} frames, {total.with_faces} with faces, mean {fps:.1f} fps "
+                  f"({tracker.backend})", file=sys.stderr)
         except OSError:
             pass  # the terminal has gone (SIGHUP): the outputs are what matters, and they are closed
-    if interrupted:
+    if total.interrupted:
         return EXIT_INTERRUPTED
-    if frames == 0:
-        log.error("no frames were read from '%s'", args.source)
+    if skipped:
+        log.error("%d of %d sources could not be read (warned above): %s", len(skipped), len(names),
+                  ", ".join(f"'{readable_path(name)}'" for name in skipped))
+        return EXIT_BAD_INPUT
+    if total.frames == 0:
+        log.error("no frames were read from '%s'", names[0])
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+@dataclass
+class _Tally:
+    """What a run has tracked so far, over all its sources."""
+
+    sources: int = 0  # begun
+    frames: int = 0
+    with_faces: int = 0
+    interrupted: bool = False
+
+
+@dataclass
+class _Writers:
+    """Where each result goes."""
+
+    jsonl: JsonlWriter | None
+    table: CsvWriter | None
+    senders: list
+    overlay: OverlayWriter | None
+    window: Window | None
+
+
+def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, total: _Tally,
+                  args: argparse.Namespace, stop: StopRequest, label: str | None) -> bool:
+    """Track one source to its end into the writers, counting into ``total``; False when the run is to stop
+    (a stop asked for, the window closed, --max-frames reached)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    total.sources += 1
+    count = source.total_frames
+    if args.max_frames and count:
+        count = min(count, args.max_frames - total.frames)
+    bar = tqdm(total=count, desc=label, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+    read: deque = deque()  # frames read and not yet described: the pipeline's worker reads one ahead
+
+    def inputs() -> Iterator[tuple]:  # iterated on the worker thread
+        for frame in source:
+            read.append(frame)
+            yield frame.image, frame.index, frame.time_s, frame.source, source.still_images
+
+    # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
+    # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
+    results = tracker.process_stream(inputs())
+    # Warnings (a video's reader thread) go above the bar, not onto the end of its line.
+    with logging_redirect_tqdm():
+        try:
+            for result in results:
+                frame = read.popleft()
+                total.frames += 1
+                total.with_faces += bool(result.faces)
+                if writers.jsonl:
+                    writers.jsonl.write(result)
+                if writers.table:
+                    writers.table.write(result)
+                for sender in writers.senders:
+                    sender.send(result)
+                if writers.overlay:
+                    writers.overlay.write(frame.image, result)
+                if writers.window:
+                    latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
+                    if not writers.window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
+                        return False
+                bar.update(1)
+                if stop.requested:
+                    total.interrupted = True
+                    return False
+                if args.max_frames and total.frames >= args.max_frames:
+                    return False
+            bar.total = bar.n  # the source ended: a variable-rate file's frame count was only an estimate
+            return True
+        except KeyboardInterrupt:
+            total.interrupted = True
+            return False
+        finally:
+            stop.hold()
+            source.close()  # first: the worker may be waiting for a live source's next frame
+            results.close()  # the worker finishes the frame it has begun
+            bar.close()
+            stop.release()
 
 
 def _close_all(outputs: list) -> None:
