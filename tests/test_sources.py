@@ -191,6 +191,46 @@ def test_single_corrupt_image_fails(tmp_path):
         open_source(str(path))
 
 
+def _with_declared_size(data: bytes, width: int, height: int) -> bytes:
+    """An encoded PNG or JPEG whose header declares another size (the pixel data left as it was)."""
+    if data.startswith(b"\x89PNG"):
+        import zlib
+
+        ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+        return data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+    sof = data.index(b"\xff\xc0")
+    return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_a_picture_too_large_to_decode_says_so(tmp_path, ext):
+    """OpenCV decodes no picture over 2^30 px and says only that there is none; the header's size says why."""
+    from tracker.sources import declared_size
+
+    picture = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    data = cv2.imencode(ext, picture)[1].tobytes()
+    assert declared_size(data) == (40, 30)
+    path = tmp_path / f"panorama{ext}"
+    path.write_bytes(_with_declared_size(data, 40000, 30000))
+    with pytest.raises(SourceError, match=r"panorama.*40000x30000 px, more than the 1,073,741,824 pixels OpenCV "
+                                          r"decodes.*OPENCV_IO_MAX_IMAGE_PIXELS"):
+        open_source(str(path))
+
+
+def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
+    from tracker.sources import declared_size
+
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (7, 11), (480, 640), (1000, 37)):
+        picture = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        for ext, flags in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+            assert declared_size(cv2.imencode(ext, picture, flags)[1].tobytes()) == (w, h), (ext, flags, w, h)
+    for path in sorted(afw_dir.glob("*.jpg"))[:20]:  # camera JPEGs: EXIF and other segments before the frame
+        h, w = cv2.imread(str(path)).shape[:2]
+        assert declared_size(path.read_bytes()) == (w, h), path.name
+    assert declared_size(b"GIF89a\x01\x00\x01\x00") is None and declared_size(b"\xff\xd8\xff\xe0\x00") is None
+
+
 @pytest.mark.parametrize("name", ["phone.jpg", "phone.jfif", "phone.JPE"])
 def test_exif_orientation_is_applied(tmp_path, name):
     # A landscape JPEG tagged "rotate 90° CW" (orientation 6) must arrive as portrait, bright band on top, under

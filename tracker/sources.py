@@ -247,6 +247,48 @@ def webp_orientation(data: bytes | memoryview) -> int:
     return 1
 
 
+# OpenCV decodes no picture over this many pixels (its OPENCV_IO_MAX_IMAGE_PIXELS guard, 2^30 unless set), and
+# says only that there is no image: the header's size tells the user why.
+_DEFAULT_MAX_DECODED_PIXELS = 1 << 30
+# JPEG's start-of-frame markers, which carry the picture's size: C0-CF but for DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) that a PNG or JPEG file's header declares; None for other files or a header cut short."""
+    data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)  # a JPEG's frame header comes early
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
+
+
+def _undecodable(data: np.ndarray) -> str:
+    """Why OpenCV found no picture in an image file's bytes."""
+    size = declared_size(data.data)
+    try:
+        limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", _DEFAULT_MAX_DECODED_PIXELS))
+    except ValueError:
+        limit = _DEFAULT_MAX_DECODED_PIXELS
+    if size and size[0] * size[1] > limit:
+        return (f"the picture is {size[0]}x{size[1]} px, more than the {limit:,} pixels OpenCV decodes; scale it "
+                "down, or raise the limit with OPENCV_IO_MAX_IMAGE_PIXELS (it takes 3 bytes a pixel in memory)")
+    return "not an image or the file is corrupt"
+
+
 def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     """Decode one image file -> (BGR uint8 image, "") or (None, why it could not be read)."""
     try:
@@ -262,7 +304,7 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     except cv2.error:
         img = None
     if img is None:
-        return None, "not an image or the file is corrupt"
+        return None, _undecodable(data)
     if img.dtype == np.uint16:
         # Keep the top 8 of the bits the picture uses: 10- or 12-bit data stored in 16 bits (a PGM with maxval
         # 1023, a machine-vision camera's frame saved as PNG) would read as black through the top 8 of 16. A
