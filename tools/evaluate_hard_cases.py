@@ -7,7 +7,8 @@ Three cases, each made from afw's annotated faces (faces at least 40 px between 
   `occluded` and how much they are trusted; and how far pose and blendshapes move against the same
   face uncut (the head did not move).
 - faces turned by quarter turns (a picture without its orientation tag): how many are reported, how wrong
-  their points are and how much they are trusted, against the same faces upright.
+  their points are and how much they are trusted, and how far their pose, gaze and blendshapes read from
+  the same faces upright.
 - a group photo: faces tiled 6 × 5 in 200 px cells (faces about 120 px wide, 1200 × 1000 px), as a
   still with --max-faces 30, by each detector: how many are found.
 Writes BENCHMARKS.md section "hard-cases" unless --no-write.
@@ -113,8 +114,10 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
     return rows
 
 
-TURNED = (("upright", None), ("turned 90° clockwise", cv2.ROTATE_90_CLOCKWISE), ("turned 180°", cv2.ROTATE_180),
-          ("turned 90° anticlockwise", cv2.ROTATE_90_COUNTERCLOCKWISE))
+SHIFT_PX = 9  # the reference row: the picture moved right and down, not turned
+TURNED = (("upright", None, 0.0), ("turned 90° clockwise", cv2.ROTATE_90_CLOCKWISE, 90.0),
+          ("turned 180°", cv2.ROTATE_180, 180.0), ("turned 90° anticlockwise", cv2.ROTATE_90_COUNTERCLOCKWISE, -90.0),
+          (f"upright, moved {SHIFT_PX} px right and down", "shift", 0.0))
 
 
 def turned_points(points: np.ndarray, rotate_code: int, w: int, h: int) -> np.ndarray:
@@ -129,14 +132,26 @@ def turned_points(points: np.ndarray, rotate_code: int, w: int, h: int) -> np.nd
     raise ValueError(f"not a cv2.rotate code: {rotate_code!r}")
 
 
+def angle_between(a: float, b: float) -> float:
+    """a − b in degrees, wrapped into [−180, 180)."""
+    return (a - b + 180.0) % 360.0 - 180.0
+
+
 def turned_rows(tracker: FaceTracker, items: list) -> list[str]:
-    rows = []
-    for label, turn in TURNED:
-        found, errors, trust = 0, [], []
+    """One row per turn: the inner points' error and confidence, and how far the pose, gaze and blendshapes
+    read from the same face upright (a turned picture shows the same head: only the roll should change, by
+    the turn; the face also sits elsewhere in the frame, which moves the perspective pose a little)."""
+    rows, upright = [], {}
+    for label, turn, degrees in TURNED:
+        found, errors, trust, yaw, pitch, roll, gaze, weights = 0, [], [], [], [], [], [], []
         for item in tqdm(items, desc=f"faces {label}", unit="img", leave=False):
             image, truth = item.image, item.points
-            if turn is not None:
-                h, w = item.image.shape[:2]
+            h, w = item.image.shape[:2]
+            if turn == "shift":  # the edge's pixels repeated into the strip uncovered
+                image = cv2.warpAffine(image, np.float32([[1, 0, SHIFT_PX], [0, 1, SHIFT_PX]]), (w, h),
+                                       borderMode=cv2.BORDER_REPLICATE)
+                truth = item.points + SHIFT_PX
+            elif turn is not None:
                 image, truth = cv2.rotate(image, turn), turned_points(item.points, turn, w, h)
             face = tracked(tracker, image, truth)
             if face is None:
@@ -144,12 +159,24 @@ def turned_rows(tracker: FaceTracker, items: list) -> list[str]:
             found += 1
             errors.append(np.linalg.norm(face.landmarks[INNER] - truth[INNER], axis=1) / inter_ocular(truth))
             trust.append(face.landmark_confidence[INNER])
+            if turn is None:
+                upright[item.name] = face
+            elif item.name in upright and face.pose is not None and upright[item.name].pose is not None:
+                before = upright[item.name]
+                yaw.append(abs(face.pose.yaw - before.pose.yaw))
+                pitch.append(abs(face.pose.pitch - before.pose.pitch))
+                roll.append(abs(angle_between(face.pose.roll - before.pose.roll, degrees)))
+                if face.gaze is not None and before.gaze is not None:
+                    gaze.append(np.hypot(face.gaze.yaw - before.gaze.yaw, face.gaze.pitch - before.gaze.pitch))
+                weights.append(np.mean([abs(v - before.blendshapes[k]) for k, v in face.blendshapes.items()]))
         if not errors:
-            rows.append(f"| {label} | 0 of {len(items)} | – | – | – | – |")
+            rows.append(f"| {label} | 0 of {len(items)} | – | – | – | – | – | – |")
             continue
         e, c = np.concatenate(errors), np.concatenate(trust)
+        against = (f"{np.mean(yaw):.1f}° / {np.mean(pitch):.1f}° / {np.mean(roll):.1f}° | "
+                   f"{np.median(gaze):.1f}° | {np.mean(weights):.3f}") if yaw else "– | – | –"
         rows.append(f"| {label} | {found} of {len(items)} | {np.mean(e):.3f} | {100 * np.mean(e > 0.1):.0f}% | "
-                    f"{np.mean(c):.2f} | {100 * np.mean(c >= 0.4):.0f}% |")
+                    f"{np.mean(c):.2f} | {100 * np.mean(c >= 0.4):.0f}% | {against} |")
     return rows
 
 
@@ -251,10 +278,14 @@ def main() -> int:
         ("**Turned.** Each picture turned by quarter turns, as a photo or video without its orientation tag "
          "shows it. The detector also searches each still turned by a quarter turn, a half and three quarters "
          "(one of them a search in a video). Inner points 27-67: error in inter-ocular distances, and "
-         "`landmark_confidence`."),
+         "`landmark_confidence`. Against the same face upright: the mean change of yaw and pitch, and of roll "
+         "less the turn; the median change of the gaze; the mean change of a blendshape weight. A turned "
+         "picture also shows the head elsewhere in the frame, which moves its perspective pose a little; the "
+         f"last row, for reference, moves the upright pictures {SHIFT_PX} px instead of turning them."),
         "",
-        "| faces | reported | inner points' error, mean | over 0.1 | mean confidence | confidence ≥ 0.4 |",
-        "|---|---|---|---|---|---|",
+        ("| faces | reported | inner points' error, mean | over 0.1 | mean confidence | confidence ≥ 0.4 | "
+         "yaw / pitch / roll against upright | gaze against upright | blendshapes against upright |"),
+        "|---|---|---|---|---|---|---|---|---|",
         *turned_rows(tracker, items),
         "",
         search_times(tracker, items),
