@@ -61,17 +61,32 @@ def test_the_tracker_searches_corners_only_when_looking_for_several_faces(group_
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=30))
     still = tracker.process(grid, still=True).faces
     assert len(still) >= 25 and -1 not in faces_under([f.bbox for f in still], truths)
-    # A video searches one corner a time, so the faces come in over the first searches.
-    video = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=30, redetect_interval=1))
-    counts = [len(video.process(grid, frame, frame / 30).faces) for frame in range(6)]
-    assert counts[0] < counts[-1] and counts[-1] >= 25, counts
+    # A video's first frame is searched as a still is (later searches take one corner a time: below).
+    first = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=30)).process(grid, 0, 0.0).faces
+    assert len(first) >= 25 and -1 not in faces_under([f.bbox for f in first], truths)
     one = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1)).process(grid, still=True).faces
     assert len(one) == 1
 
 
+def test_a_new_shot_is_searched_in_full(group_photo, talking_clip) -> None:
+    """At a cut, every corner is searched at once, as in a still: a group's small faces come in with the shot,
+    not one corner a search later."""
+    grid, truths = group_photo
+    before = np.full_like(grid, 90)
+    ok, frame = cv2.VideoCapture(str(talking_clip)).read()
+    assert ok
+    before[100:700, 300:900] = cv2.resize(frame, (600, 600))
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=30))
+    assert [len(tracker.process(before, k, k / 30).faces) for k in range(3)] == [1, 1, 1]
+    faces = tracker.process(grid, 3, 3 / 30).faces
+    found = [i for i in faces_under([f.bbox for f in faces], truths) if i >= 0]
+    assert len(set(found)) >= 25, len(set(found))
+
+
 def test_a_small_face_beside_a_tracked_large_one_is_found_in_a_video(group_photo, talking_clip) -> None:
-    """--max-faces 2, a large face tracked and a small one in a corner: the whole frame's find is the tracked
-    face, one fewer than the tracker may hold, so the corners are still searched until the small face is found."""
+    """--max-faces 2, a large face tracked and a small one coming into a corner after the first frame: the whole
+    frame's find is the tracked face, one fewer than the tracker may hold, so the corners are still searched, one
+    a search, until the small face is found."""
     grid, truths = group_photo
     picture = np.full((1000, 1200, 3), 90, np.uint8)
     ok, frame = cv2.VideoCapture(str(talking_clip)).read()
@@ -79,12 +94,14 @@ def test_a_small_face_beside_a_tracked_large_one_is_found_in_a_video(group_photo
     picture[100:700, 0:600] = cv2.resize(frame, (600, 600))  # a face about 250 px wide
     picture[800:1000, 1000:1200] = grid[800:1000, 1000:1200]  # afw face 30 of the grid, about 120 px wide
     small = truths[-1]  # the cell is at the same place in both pictures
+    alone = picture.copy()  # before the small face comes in: its cell blurred past recognition (not a cut)
+    alone[800:1000, 1000:1200] = cv2.GaussianBlur(grid[800:1000, 1000:1200], (0, 0), 25)
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=2, redetect_interval=1))
     counts = []
     for k in range(8):
-        faces = tracker.process(picture, k, k / 30).faces
+        faces = tracker.process(alone if k == 0 else picture, k, k / 30).faces
         counts.append(len(faces))
-    assert counts[0] == 1 and counts[-1] == 2, counts  # the small face only from its corner's search
+    assert counts[0] == 1 and counts[-1] == 2 and counts[1:].count(1) >= 1, counts  # only from its corner's search
     assert faces_under([f.bbox for f in faces], [small]).count(0) == 1
 
 
@@ -224,17 +241,23 @@ def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:
     assert len(FaceTracker(TrackerConfig(backend="onnxruntime")).process(frame, still=True).faces) == 1
 
 
-def test_a_video_finds_an_upside_down_face_at_its_first_search(talking_clip) -> None:
-    assert TURNS[0] == 2  # a video's first search looks at the frame turned upside down
-    cap = cv2.VideoCapture(str(talking_clip))
+@pytest.mark.parametrize("turn", TURNS)
+def test_a_video_finds_a_face_on_its_side_or_upside_down_at_its_first_frame(turn) -> None:
+    """The first frame is searched as a still is, every turn; the face is then tracked turned. Turned a quarter
+    turn anticlockwise, this clip's first frame shows the upright search a 'face' that reads the head wrong (its
+    points 0.58 and 0.33 eye distances off on frames 0 and 1 while the video's first search looked at one turn)."""
+    code = _ROTATE_CODES[turn]
+    cap = cv2.VideoCapture(str(shared_path("video", "talking_s18.mp4")))
     frames = [cap.read()[1] for _ in range(3)]
     upright = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
     turned = FaceTracker(TrackerConfig(backend="onnxruntime", smooth=False))
     h, w = frames[0].shape[:2]
     for k, frame in enumerate(frames):
         [face] = upright.process(frame, k, k / 30).faces
-        [seen] = turned.process(np.ascontiguousarray(cv2.rotate(frame, cv2.ROTATE_180)), k, k / 30).faces
-        back = np.array([w, h]) - seen.landmarks  # pixel edges at whole numbers: x -> w - x
+        [seen] = turned.process(np.ascontiguousarray(cv2.rotate(frame, code)), k, k / 30).faces
+        # turned_points takes pixel centres at whole numbers, the tracker's points pixel edges: half a pixel off
+        moved = turned_points(face.landmarks - 0.5, code, w, h) + 0.5
         eye_distance = np.linalg.norm(face.landmarks[45] - face.landmarks[36])
-        assert np.linalg.norm(back - face.landmarks, axis=1).mean() < 0.05 * eye_distance
-        assert abs(abs(seen.pose.roll - face.pose.roll) - 180) < 10
+        assert np.linalg.norm(moved - seen.landmarks, axis=1).mean() < 0.05 * eye_distance, k
+        roll = {cv2.ROTATE_90_CLOCKWISE: 90, cv2.ROTATE_180: 180, cv2.ROTATE_90_COUNTERCLOCKWISE: -90}[code]
+        assert abs((seen.pose.roll - face.pose.roll - roll + 180) % 360 - 180) < 10, k

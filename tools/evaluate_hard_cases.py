@@ -200,7 +200,8 @@ def search_times(tracker: FaceTracker, items: list) -> str:
     times = [median_ms(detect_each, turns) / len(items) for turns in ((), TURNS[:1], TURNS)]
     return (f"What the turned searches cost here (the short-range detector, one thread, these {len(items)} pictures "
             f"upright, median of 5 passes): {times[0]:.1f} ms a search upright, {times[1]:.1f} ms with one "
-            f"turn, as a video searches, and {times[2]:.1f} ms with all three, as a still is searched.")
+            f"turn, as a video's other searches look, and {times[2]:.1f} ms with all three, as a still, a video's "
+            "first frame and a new shot are searched.")
 
 
 def group_photo(items: list) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -277,7 +278,8 @@ def main() -> int:
         "",
         ("**Turned.** Each picture turned by quarter turns, as a photo or video without its orientation tag "
          "shows it. The detector also searches each still turned by a quarter turn, a half and three quarters "
-         "(one of them a search in a video). Inner points 27-67: error in inter-ocular distances, and "
+         "(one of them in a video's other searches, all three on its first frame and at a cut). Inner points "
+         "27-67: error in inter-ocular distances, and "
          "`landmark_confidence`. Against the same face upright: the mean change of yaw and pitch, and of roll "
          "less the turn; the median change of the gaze; the mean change of a blendshape weight. A turned "
          "picture also shows the head elsewhere in the frame, which moves its perspective pose a little; the "
@@ -295,8 +297,9 @@ def main() -> int:
          f"`--max-faces {GRID_COLUMNS * GRID_ROWS}`; a face is found when a reported face lies on it. Looking for "
          "several faces, the tracker also searches the frame's four corners at a larger scale; the fourth column "
          "is the search of the whole frame alone (upright and turned), as with `--max-faces 1`. Search time: "
-         "the detector on the whole picture upright, alone / with one corner, as a video searches / with all "
-         "four, as a still is searched (median of 5, one thread; the turned searches cost as above)."),
+         "the detector on the whole picture upright, alone / with one corner, as a video's other searches look / "
+         "with all four, as a still, a video's first frame and a new shot are searched (median of 5, one "
+         "thread; the turned searches cost as above)."),
         "",
         "| detector | faces found | faces reported | found by the whole frame's search alone | search time, ms |",
         "|---|---|---|---|---|",

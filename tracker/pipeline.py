@@ -193,6 +193,7 @@ class FaceTracker:
         self._deferred = False  # the last search left a face for later (it overlapped a tracked one)
         self._next_corner = 0  # the frame corner a video's next search for small faces looks at
         self._next_turn = 0  # the turn of the frame a video's next search for sideways faces looks at
+        self._first_search = True  # a sequence's first search looks at every corner and turn, as a still's does
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -254,6 +255,7 @@ class FaceTracker:
         self._deferred = False
         self._next_corner = 0
         self._next_turn = 0
+        self._first_search = True
 
     def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
                 still: bool = False) -> FrameResult:
@@ -337,12 +339,14 @@ class FaceTracker:
         # Every frame, even with no track: lost tracks are remembered for a number of frames.
         tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
         self._since_detection += 1
+        # A still, a video's first frame and a new shot are searched in full: every corner and turn (below).
+        thorough, self._first_search = still or tracks.cut or self._first_search, False
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
-            self._detect_new_faces(image, still)
+            self._detect_new_faces(image, thorough)
         elif (tracks.cut or self._deferred) and not tracks.full:
             # A cut (the new shot's faces), or a face left for later as it came out from behind another:
             # looked for now too, besides the periodic search.
-            self._detect_new_faces(image, still, periodic=False)
+            self._detect_new_faces(image, thorough, periodic=False)
         return [(t.id, t.mesh, t.state) for t in tracks.tracks]
 
     def _describe(self, found: list[tuple[int, MeshResult, FaceState]], shape: tuple[int, ...], frame: int,
@@ -409,19 +413,20 @@ class FaceTracker:
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
-    def _detect_new_faces(self, image: np.ndarray, still: bool, periodic: bool = True) -> None:
+    def _detect_new_faces(self, image: np.ndarray, thorough: bool, periodic: bool = True) -> None:
         if periodic:
             self._since_detection = 0
+        # ``thorough``: every corner and turn; other searches take one corner and one turn each, round robin, for
+        # each costs another detector run.
         # Looking for several faces, the frame's corners are searched too while it shows fewer (a group photo's
-        # small faces): all four in a still, one a search in a video (each costs another detector run).
+        # small faces).
         corners = ()
         if self.config.max_faces > 1:
-            corners = CORNERS if still else (self._next_corner,)
+            corners = CORNERS if thorough else (self._next_corner,)
             self._next_corner = (self._next_corner + 1) % len(CORNERS)
         # The frame is searched turned too, for faces on their side or upside down (a photo or video without its
-        # orientation tag, someone lying down): all three turns in a still, one a search in a video. Once found,
-        # a face is tracked at whatever angle it turns to.
-        turns = TURNS if still else (TURNS[self._next_turn],)
+        # orientation tag, someone lying down). Once found, a face is tracked at whatever angle it turns to.
+        turns = TURNS if thorough else (TURNS[self._next_turn],)
         self._next_turn = (self._next_turn + 1) % len(TURNS)
         meshes = self.detect_meshes(image, limit=self.config.max_faces - len(self.tracks.tracks), corners=corners,
                                     turns=turns)
