@@ -180,7 +180,7 @@ def test_several_sources_are_tracked_one_after_another(talking_clip, afw_dir, tm
     junk.write_bytes(b"not a video" * 100)
     photo = str(afw_dir / FACE_IMAGE)
     out = tmp_path / "all.jsonl"
-    proc = run_cli(clips[0], str(junk), photo, clips[1], clips[0], "--json", str(out))
+    proc = run_cli(clips[0], str(junk), "--json", str(out), photo, clips[1], clips[0])  # options among them too
     assert_clean_failure(proc, 2, "1 of 5 sources could not be read", "junk.mp4")
     assert "skipped source 2 of 5" in proc.stderr and "4 of 5 sources, 23 frames" in proc.stderr, proc.stderr
     records = read_jsonl(out)
@@ -202,15 +202,61 @@ def test_several_sources_are_tracked_one_after_another(talking_clip, afw_dir, tm
     assert [without_ids(r) for r in records[15:]] == [without_ids(r) for r in first]  # no memory of the run before
 
 
-def test_several_sources_are_checked_first(talking_clip, tmp_path):
-    """A mistyped name or a camera among several sources is refused before any output is touched."""
+def test_several_sources_are_checked_first(talking_clip, afw_dir, tmp_path):
+    """A mistyped name (or a link to nothing), a camera among several sources, a source in the overlay folder
+    and --source twice are refused before any output is touched."""
     out = tmp_path / "out.jsonl"
     out.write_text("earlier\n")
     assert_clean_failure(run_cli(str(talking_clip), str(tmp_path / "typo.mp4"), "--json", str(out)), 2,
                          "typo.mp4", "not found")
-    proc = run_cli(str(talking_clip), "0", "--json", str(out))
-    assert proc.returncode == 2 and "camera 0 cannot be one of several sources" in proc.stderr, proc.stderr
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "moved.mp4")
+    assert_clean_failure(run_cli(str(talking_clip), str(tmp_path / "gone.mp4"), "--json", str(out)), 2,
+                         "gone.mp4", "not found (a link to nothing)")
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    (overlays / f"000000_{Path(FACE_IMAGE).stem}.png").write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    for args, words in (((str(talking_clip), "0"), "camera 0 cannot be one of several sources"),
+                        ((str(afw_dir / FACE_IMAGE), str(overlays / f"000000_{Path(FACE_IMAGE).stem}.png"),
+                          "--output", str(overlays)), "is in the overlay folder"),
+                        (("--source", str(talking_clip), "--source", str(afw_dir / FACE_IMAGE)),
+                         "--source given twice")):
+        proc = run_cli(*args, "--json", str(out))
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert out.read_text() == "earlier\n"
+
+
+def test_a_stop_as_a_source_ends_begins_no_other(talking_clip, tmp_path, monkeypatch):
+    """A stop that comes while a source closes is noted, not lost, and the next source is not opened."""
+    from tracker import cli
+    from tracker.sources import open_source
+
+    handlers = [signal.getsignal(sig) for sig in cli.STOP_SIGNALS]
+    stop = cli.StopRequest()
+    stop.install()
+    try:
+        stop.hold()
+        os.kill(os.getpid(), signal.SIGINT)  # while held: noted, never raised
+        stop.release()
+        assert stop.requested
+    finally:
+        for sig, handler in zip(cli.STOP_SIGNALS, handlers):
+            signal.signal(sig, handler)
+    stop, opened = cli.StopRequest(), []
+
+    def open_and_stop_at_close(spec, **kwargs):
+        source = open_source(spec, **kwargs)
+        opened.append(spec)
+        close = source.close
+        source.close = lambda: (close(), setattr(stop, "requested", True))[0]
+        return source
+
+    monkeypatch.setattr(cli, "open_source", open_and_stop_at_close)
+    out = tmp_path / "out.jsonl"
+    args = cli.build_parser().parse_args([str(talking_clip), str(talking_clip), "--json", str(out), "--quiet"])
+    cap = cv2.VideoCapture(str(talking_clip))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert cli.run(args, stop) == cli.EXIT_INTERRUPTED
+    assert opened == [str(talking_clip)] and len(read_jsonl(out)) == frames
 
 
 def test_a_sound_file_is_named_as_one(tmp_path):

@@ -229,6 +229,25 @@ def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
         h, w = cv2.imread(str(path)).shape[:2]
         assert declared_size(path.read_bytes()) == (w, h), path.name
     assert declared_size(b"GIF89a\x01\x00\x01\x00") is None and declared_size(b"\xff\xd8\xff\xe0\x00") is None
+    # Two full-size ICC segments (APP2) before the frame header, as photo editors write them.
+    jpeg = cv2.imencode(".jpg", np.zeros((7, 11), np.uint8))[1].tobytes()
+    icc = b"\xff\xe2" + struct.pack(">H", 65535) + b"ICC_PROFILE\x00" + bytes(65521)
+    assert declared_size(jpeg[:2] + 2 * icc + jpeg[2:]) == (11, 7)
+
+
+def test_the_pixel_limit_is_read_as_opencv_reads_it(tmp_path, monkeypatch):
+    """OPENCV_IO_MAX_IMAGE_PIXELS as set by the user: the message gives the limit OpenCV applied, and a value
+    OpenCV cannot read (which would abort the process) is one line."""
+    path = tmp_path / "square.png"
+    cv2.imwrite(str(path), np.zeros((400, 400), np.uint8))
+    probe = f"from tracker.sources import open_source; open_source({str(path)!r})"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False,
+                          env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "100KB"})  # OpenCV reads it once
+    assert "400x400 px, more than the 102,400 pixels OpenCV decodes" in proc.stderr, proc.stderr
+    for value in ("abc", "0.1M", "1GB", " 50000"):
+        monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", value)
+        with pytest.raises(SourceError, match=f"OPENCV_IO_MAX_IMAGE_PIXELS is {value!r}, which OpenCV cannot read"):
+            open_source(str(path))
 
 
 @pytest.mark.parametrize("name", ["phone.jpg", "phone.jfif", "phone.JPE"])

@@ -16,12 +16,21 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
-from tracker.outputs import CsvWriter, JsonlWriter, OutputError, OverlayWriter, Window, probe_display
+from tracker.outputs import (
+    VIDEO_SUFFIXES,
+    CsvWriter,
+    JsonlWriter,
+    OutputError,
+    OverlayWriter,
+    Window,
+    probe_display,
+)
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.sources import FrameSource, SourceError, open_source
 from tracker.types import readable_path
@@ -117,6 +126,12 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
+    if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # a folder of PNG frames (outputs.py)
+        folder = os.path.realpath(args.output)
+        for source in args.sources:
+            if os.path.isfile(source) and os.path.dirname(os.path.realpath(source)) == folder:
+                return (f"source '{source}' is in the overlay folder '{args.output}'; an overlay frame could "
+                        "overwrite it before it is read")
     return None
 
 
@@ -168,6 +183,17 @@ class _OneLineFormatter(logging.Formatter):
         return _one_line(super().format(record))
 
 
+class _GivenOnce(argparse.Action):
+    """An option that may be given once: a second value would silently replace the first."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}); for "
+                         "several sources, give them all without --source")
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
     """A bad option is one line, as every other bad input is: argparse would print the whole usage block
     (ten lines of options) above it."""
@@ -179,7 +205,11 @@ class _Parser(argparse.ArgumentParser):
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         """argparse's, with the sources resolved into ``sources``: one given as --source, or one or more alone
         (not both), the first camera if none. A camera cannot be one of several: it does not end."""
-        parsed = super().parse_args(args, namespace)
+        given = sys.argv[1:] if args is None else list(args)
+        # Sources may sit among the options (`a.mp4 --json out.jsonl b.mp4`); Python 3.11's intermixed parsing
+        # does not take `--`, which marks the names that start with '-'.
+        parse = super().parse_args if "--" in given else super().parse_intermixed_args
+        parsed = parse(given, namespace)
         if parsed.source_positional:
             if parsed.source is not None:
                 self.error(f"two sources given: --source {parsed.source!r} and "
@@ -202,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--source", default=None,
+    io.add_argument("--source", default=None, action=_GivenOnce,
                     help="webcam index, video file, image file, image folder, or stream URL (rtsp://, http://) "
                          "(default: 0, the first webcam)")
     # `run_tracker.py clip.mp4` is what most people type first; it means --source clip.mp4. Several
@@ -310,10 +340,14 @@ class StopRequest:
             self._interrupt_now = False
 
     def hold(self) -> None:
-        """Stops are ignored until :meth:`release`: the outputs are being closed."""
+        """Stops are noted, never raised, until :meth:`release`: a source or the outputs are being closed (and
+        with several sources, a stop noted here ends the run before the next one)."""
         self._holding = True  # first: a stop while the handlers are swapped must not raise out of here
         if not self._held:
-            self._held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+            self._held = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.requested = True
 
     def release(self) -> None:
         """The handlers :meth:`hold` replaced are back."""
@@ -359,8 +393,9 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     names = args.sources
     several = len(names) > 1
     for name in names:  # a mistyped name among several is refused now, not after the others' hours of work
-        if several and "://" not in name and not os.path.lexists(name):
-            raise SourceError(f"source '{name}' not found")
+        if several and "://" not in name and not os.path.exists(name):
+            link = " (a link to nothing)" if os.path.islink(name) else ""
+            raise SourceError(f"source '{name}' not found{link}")
     skipped: list[str] = []
 
     def opened_in_turn() -> Iterator[tuple[int, FrameSource]]:
@@ -382,7 +417,6 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         raise SourceError(f"none of the {len(names)} sources could be read")
     outputs: list = []
     total = _Tally()
-    started = time.perf_counter()
     try:
         # Whatever could refuse to run is opened first (senders, the overlay's folder, the display, the models)
         # and the JSON and CSV files are emptied last, once everything else has worked: a failed start leaves
@@ -433,7 +467,6 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 written.start()
         writers = _Writers(jsonl, table, [o for o in outputs if isinstance(o, (VmcSender, UdpJsonSender))],
                            overlay, window)
-        started = time.perf_counter()
         while source is not None:
             shown = readable_path(os.path.basename(os.path.normpath(names[number - 1])) or names[number - 1])
             label = f"{number}/{len(names)} {shown}" if several else None
@@ -441,6 +474,9 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
             if source.error:
                 log.warning(source.error)
             if not ended:
+                break
+            if stop.requested:  # a stop as the source ended: the next one is not begun
+                total.interrupted = True
                 break
             number, source = next(sources, (0, None))
             if source is not None:
@@ -453,9 +489,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 source.close()
         finally:
             stop.release()
-    elapsed = time.perf_counter() - started
     if not args.quiet:
-        fps = total.frames / elapsed if elapsed > 0 else 0.0
+        fps = total.frames / total.seconds if total.seconds > 0 else 0.0
         note = "interrupted; " if total.interrupted else ""
         read = f"{total.sources} of {len(names)} sources, " if several else ""
         try:
@@ -480,6 +515,7 @@ class _Tally:
     """What a run has tracked so far, over all its sources."""
 
     sources: int = 0  # begun
+    seconds: float = 0.0  # spent tracking them (not opening them)
     frames: int = 0
     with_faces: int = 0
     interrupted: bool = False
@@ -518,6 +554,7 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
     # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
     # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
     results = tracker.process_stream(inputs())
+    began = time.perf_counter()
     # Warnings (a video's reader thread) go above the bar, not onto the end of its line.
     with logging_redirect_tqdm():
         try:
@@ -553,6 +590,7 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
             source.close()  # first: the worker may be waiting for a live source's next frame
             results.close()  # the worker finishes the frame it has begun
             bar.close()
+            total.seconds += time.perf_counter() - began
             stop.release()
 
 

@@ -250,18 +250,23 @@ def webp_orientation(data: bytes | memoryview) -> int:
 # OpenCV decodes no picture over this many pixels (its OPENCV_IO_MAX_IMAGE_PIXELS guard, 2^30 unless set), and
 # says only that there is no image: the header's size tells the user why.
 _DEFAULT_MAX_DECODED_PIXELS = 1 << 30
+# The values OpenCV takes for it (core/src/system.cpp, parseOption): digits, then KB or MB (2^10, 2^20) in any of
+# three spellings. Anything else makes OpenCV abort the whole process at the first picture it decodes.
+_PIXEL_LIMIT = re.compile(r"(\d+)(KB|Kb|kb|MB|Mb|mb)?")
+# libpng takes at most this many pixels a side (its PNG_USER_WIDTH_MAX and PNG_USER_HEIGHT_MAX).
+_MAX_PNG_SIDE = 1_000_000
 # JPEG's start-of-frame markers, which carry the picture's size: C0-CF but for DHT (C4), JPG (C8) and DAC (CC).
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) that a PNG or JPEG file's header declares; None for other files or a header cut short."""
-    data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)  # a JPEG's frame header comes early
+    data = bytes(data)
     if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if not data.startswith(b"\xff\xd8"):
         return None
-    at = 2
+    at = 2  # segment by segment: metadata (EXIF, ICC profiles, XMP) may run to hundreds of kB before the frame
     while at + 9 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
@@ -276,16 +281,31 @@ def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     return None
 
 
+def _pixel_limit() -> int:
+    """The most pixels OpenCV decodes; SourceError when OPENCV_IO_MAX_IMAGE_PIXELS is set to a value OpenCV
+    cannot read (it would abort the process)."""
+    text = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS")
+    if text is None:
+        return _DEFAULT_MAX_DECODED_PIXELS
+    match = _PIXEL_LIMIT.fullmatch(text)
+    if match is None:
+        raise SourceError(f"OPENCV_IO_MAX_IMAGE_PIXELS is {text!r}, which OpenCV cannot read (it takes digits, "
+                          "optionally followed by KB or MB, as 2000000000 or 2000MB); correct or unset it")
+    return int(match[1]) << (0 if match[2] is None else 10 if match[2].lower() == "kb" else 20)
+
+
 def _undecodable(data: np.ndarray) -> str:
     """Why OpenCV found no picture in an image file's bytes."""
     size = declared_size(data.data)
-    try:
-        limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", _DEFAULT_MAX_DECODED_PIXELS))
-    except ValueError:
-        limit = _DEFAULT_MAX_DECODED_PIXELS
-    if size and size[0] * size[1] > limit:
-        return (f"the picture is {size[0]}x{size[1]} px, more than the {limit:,} pixels OpenCV decodes; scale it "
+    if size is None:
+        return "not an image or the file is corrupt"
+    width, height = size
+    limit = _pixel_limit()
+    if width * height > limit:
+        return (f"the picture is {width}x{height} px, more than the {limit:,} pixels OpenCV decodes; scale it "
                 "down, or raise the limit with OPENCV_IO_MAX_IMAGE_PIXELS (it takes 3 bytes a pixel in memory)")
+    if bytes(data[:4]) == b"\x89PNG" and max(width, height) > _MAX_PNG_SIDE:
+        return f"the picture is {width}x{height} px; PNG pictures are decoded up to {_MAX_PNG_SIDE:,} px a side"
     return "not an image or the file is corrupt"
 
 
@@ -298,6 +318,7 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         return None, f"cannot read the file ({e.strerror or e})"
+    _pixel_limit()  # a value OpenCV cannot read would abort the process in imdecode
     try:
         with opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
             img = cv2.imdecode(data, _IMREAD_FLAGS)
