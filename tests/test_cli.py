@@ -225,8 +225,21 @@ def test_several_sources_are_checked_first(talking_clip, afw_dir, tmp_path):
     assert out.read_text() == "earlier\n"
 
 
-def test_a_stop_as_a_source_ends_begins_no_other(talking_clip, tmp_path, monkeypatch):
-    """A stop that comes while a source closes is noted, not lost, and the next source is not opened."""
+def test_a_source_named_like_an_option_comes_after_a_double_dash(talking_clip, tmp_path):
+    clip = tmp_path / "-b.mp4"
+    clip.write_bytes(talking_clip.read_bytes())
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), str(talking_clip), "--json", str(out),
+                           "--max-frames", "450", "--quiet", "--", "-b.mp4"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    sources = [r["source"] for r in read_jsonl(out)]
+    assert sources.count(str(talking_clip)) == 448 and sources[448:] == ["-b.mp4"] * 2
+
+
+def test_a_stop_as_a_source_ends_begins_no_other(tmp_path, monkeypatch):
+    """A stop that comes while a source closes is noted, not lost, and the next source is not opened; after the
+    last source, the run has ended all the same."""
     from tracker import cli
     from tracker.sources import open_source
 
@@ -251,12 +264,14 @@ def test_a_stop_as_a_source_ends_begins_no_other(talking_clip, tmp_path, monkeyp
         return source
 
     monkeypatch.setattr(cli, "open_source", open_and_stop_at_close)
+    clip = str(shared_path("video", "talking_d0.mp4"))  # 78 frames
     out = tmp_path / "out.jsonl"
-    args = cli.build_parser().parse_args([str(talking_clip), str(talking_clip), "--json", str(out), "--quiet"])
-    cap = cv2.VideoCapture(str(talking_clip))
-    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    args = cli.build_parser().parse_args([clip, clip, "--json", str(out), "--quiet"])
     assert cli.run(args, stop) == cli.EXIT_INTERRUPTED
-    assert opened == [str(talking_clip)] and len(read_jsonl(out)) == frames
+    assert opened == [clip] and len(read_jsonl(out)) == 78
+    stop, opened = cli.StopRequest(), []
+    assert cli.run(cli.build_parser().parse_args([clip, "--json", str(out), "--quiet"]), stop) == cli.EXIT_OK
+    assert stop.requested and len(read_jsonl(out)) == 78
 
 
 def test_a_sound_file_is_named_as_one(tmp_path):

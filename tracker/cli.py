@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -32,7 +33,7 @@ from tracker.outputs import (
     probe_display,
 )
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.sources import FrameSource, SourceError, open_source
+from tracker.sources import FrameSource, SourceError, absent_source_error, open_source
 from tracker.types import readable_path
 
 UDP_JSON_PORT = 40000  # default for --udp-json when only a host is given
@@ -126,12 +127,15 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
-    if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # a folder of PNG frames (outputs.py)
+    # An overlay folder's PNGs are named NNNNNN_<source name>.png (tracker/outputs.py): with several sources, one
+    # in that folder named so could be overwritten by an earlier source's frame before it is read.
+    if len(args.sources) > 1 and args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         folder = os.path.realpath(args.output)
         for source in args.sources:
-            if os.path.isfile(source) and os.path.dirname(os.path.realpath(source)) == folder:
-                return (f"source '{source}' is in the overlay folder '{args.output}'; an overlay frame could "
-                        "overwrite it before it is read")
+            if (os.path.isfile(source) and os.path.dirname(os.path.realpath(source)) == folder
+                    and re.fullmatch(r"\d{6}_.+\.png", os.path.basename(source), re.IGNORECASE)):
+                return (f"source '{source}' is in the overlay folder '{args.output}' and named like its frames; "
+                        "an earlier source's overlay frame could overwrite it before it is read")
     return None
 
 
@@ -206,10 +210,11 @@ class _Parser(argparse.ArgumentParser):
         """argparse's, with the sources resolved into ``sources``: one given as --source, or one or more alone
         (not both), the first camera if none. A camera cannot be one of several: it does not end."""
         given = sys.argv[1:] if args is None else list(args)
-        # Sources may sit among the options (`a.mp4 --json out.jsonl b.mp4`); Python 3.11's intermixed parsing
-        # does not take `--`, which marks the names that start with '-'.
-        parse = super().parse_args if "--" in given else super().parse_intermixed_args
-        parsed = parse(given, namespace)
+        # Sources may sit among the options (`a.mp4 --json out.jsonl b.mp4`). Python 3.11's intermixed parsing
+        # does not take `--`, after which every word is a source (names that start with '-'): those are added here.
+        cut = given.index("--") if "--" in given else len(given)
+        parsed = super().parse_intermixed_args(given[:cut], namespace)
+        parsed.source_positional = [*parsed.source_positional, *given[cut + 1:]]
         if parsed.source_positional:
             if parsed.source is not None:
                 self.error(f"two sources given: --source {parsed.source!r} and "
@@ -394,8 +399,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     several = len(names) > 1
     for name in names:  # a mistyped name among several is refused now, not after the others' hours of work
         if several and "://" not in name and not os.path.exists(name):
-            link = " (a link to nothing)" if os.path.islink(name) else ""
-            raise SourceError(f"source '{name}' not found{link}")
+            raise absent_source_error(name)
     skipped: list[str] = []
 
     def opened_in_turn() -> Iterator[tuple[int, FrameSource]]:
@@ -470,15 +474,18 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         while source is not None:
             shown = readable_path(os.path.basename(os.path.normpath(names[number - 1])) or names[number - 1])
             label = f"{number}/{len(names)} {shown}" if several else None
-            ended = _track_source(source, tracker, writers, total, args, stop, label)
+            ended = _track_source(source, tracker, writers, total, args, stop, label)  # leaves stops held
             if source.error:
                 log.warning(source.error)
-            if not ended:
+            if not ended or number == len(names):
                 break
-            if stop.requested:  # a stop as the source ended: the next one is not begun
+            # A stop noted while the source closed, or while the next one opens, begins no other source.
+            if not stop.requested:
+                stop.release()
+                number, source = next(sources, (0, None))
+            if stop.requested:
                 total.interrupted = True
                 break
-            number, source = next(sources, (0, None))
             if source is not None:
                 tracker.reset()  # another recording: its faces are new tracks, their IDs counting on
     finally:
@@ -535,7 +542,8 @@ class _Writers:
 def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, total: _Tally,
                   args: argparse.Namespace, stop: StopRequest, label: str | None) -> bool:
     """Track one source to its end into the writers, counting into ``total``; False when the run is to stop
-    (a stop asked for, the window closed, --max-frames reached)."""
+    (a stop asked for, the window closed, --max-frames reached). Stops are held from the source's closing on:
+    the caller releases them (StopRequest.release) before it begins another."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -591,7 +599,6 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
             results.close()  # the worker finishes the frame it has begun
             bar.close()
             total.seconds += time.perf_counter() - began
-            stop.release()
 
 
 def _close_all(outputs: list) -> None:

@@ -261,23 +261,25 @@ _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) that a PNG or JPEG file's header declares; None for other files or a header cut short."""
-    data = bytes(data)
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not data.startswith(b"\xff\xd8"):
+    view = memoryview(data).cast("B")  # no copy: a picture too large to decode may be a large file
+    if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(view[12:16]) == b"IHDR" and len(view) >= 24:
+        return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
+    if bytes(view[:2]) != b"\xff\xd8":
         return None
     at = 2  # segment by segment: metadata (EXIF, ICC profiles, XMP) may run to hundreds of kB before the frame
-    while at + 9 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
+    while at + 9 <= len(view) and view[at] == 0xFF:
+        marker = view[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
         if marker in _JPEG_FRAME_MARKERS:
-            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+            return int.from_bytes(view[at + 7:at + 9], "big"), int.from_bytes(view[at + 5:at + 7], "big")
+        if marker == 0xDA:  # the image data begins: no frame header came before it
+            return None
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             at += 2
             continue
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        at += 2 + int.from_bytes(view[at + 2:at + 4], "big")
     return None
 
 
@@ -880,10 +882,15 @@ def open_source(spec: str | int, *, camera_size: tuple[int, int] | None = None,
         return _open_video(spec, live=live is True)
     if os.path.exists(spec):
         raise SourceError(f"source '{spec}' is neither a file nor a folder")
+    raise absent_source_error(spec)
+
+
+def absent_source_error(spec: str) -> SourceError:
+    """Why a source that is not there cannot be read: not found, a link to nothing, or out of reach."""
     try:
         os.stat(spec)
     except PermissionError:  # a folder on the way that may not be entered: "not found" would mislead
-        raise SourceError(f"source '{spec}' cannot be reached: permission denied") from None
+        return SourceError(f"source '{spec}' cannot be reached: permission denied")
     except OSError:
         pass
-    raise SourceError(f"source '{spec}' not found")
+    return SourceError(f"source '{spec}' not found" + (" (a link to nothing)" if os.path.islink(spec) else ""))
