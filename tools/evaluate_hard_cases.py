@@ -170,7 +170,7 @@ def turned_rows(tracker: FaceTracker, items: list) -> list[str]:
                     gaze.append(np.hypot(face.gaze.yaw - before.gaze.yaw, face.gaze.pitch - before.gaze.pitch))
                 weights.append(np.mean([abs(v - before.blendshapes[k]) for k, v in face.blendshapes.items()]))
         if not errors:
-            rows.append(f"| {label} | 0 of {len(items)} | – | – | – | – | – | – |")
+            rows.append(f"| {label} | 0 of {len(items)} | – | – | – | – | – | – | – |")
             continue
         e, c = np.concatenate(errors), np.concatenate(trust)
         against = (f"{np.mean(yaw):.1f}° / {np.mean(pitch):.1f}° / {np.mean(roll):.1f}° | "

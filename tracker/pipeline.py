@@ -44,6 +44,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
 TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (detect_meshes)
+TURNED_LOGIT_MARGIN = 2.0  # how much surer of a face (log-odds) a turned find's mesh must be to go before an upright's
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -194,6 +195,7 @@ class FaceTracker:
         self._next_corner = 0  # the frame corner a video's next search for small faces looks at
         self._next_turn = 0  # the turn of the frame a video's next search for sideways faces looks at
         self._first_search = True  # a sequence's first search looks at every corner and turn, as a still's does
+        self._since_full_search = 0  # frames since a search looked at every corner and turn
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -339,8 +341,12 @@ class FaceTracker:
         # Every frame, even with no track: lost tracks are remembered for a number of frames.
         tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
         self._since_detection += 1
-        # A still, a video's first frame and a new shot are searched in full: every corner and turn (below).
-        thorough, self._first_search = still or tracks.cut or self._first_search, False
+        # A still, a video's first frame and a new shot are searched in full: every corner and turn (below). A
+        # dim, noisy picture with no face can read as a cut every frame: a cut's full search comes at most once
+        # a --redetect-interval.
+        self._since_full_search += 1
+        new_shot = tracks.cut and self._since_full_search >= self.config.redetect_interval
+        thorough, self._first_search = still or new_shot or self._first_search, False
         if not tracks.tracks or (not tracks.full and self._since_detection >= self.config.redetect_interval):
             self._detect_new_faces(image, thorough)
         elif (tracks.cut or self._deferred) and not tracks.full:
@@ -416,6 +422,8 @@ class FaceTracker:
     def _detect_new_faces(self, image: np.ndarray, thorough: bool, periodic: bool = True) -> None:
         if periodic:
             self._since_detection = 0
+        if thorough:
+            self._since_full_search = 0
         # ``thorough``: every corner and turn; other searches take one corner and one turn each, round robin, for
         # each costs another detector run.
         # Looking for several faces, the frame's corners are searched too while it shows fewer (a group photo's
@@ -458,11 +466,30 @@ class FaceTracker:
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
-        meshes = self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check)
+        meshes = iter(self.mesh.run(image, [m.next_roi for m in first], mirror=self.config.mirror_check))
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
         # down read 0.55, a blurred-out face in a crop turned on its side 0.67-0.83, real faces 0.99 or more.
         turned_least = max(self.config.presence_threshold, TURNED_MIN_PRESENCE)
-        return [m for d, m in zip(detections, meshes) if not d.turn or m.presence >= turned_least]
+        kept = []
+        for face in faces:
+            group = [(d, next(meshes)) for d in face]
+            # Of one face's meshes (a turned find's and those of the upright finds it outscored), the one most sure
+            # it shows a face goes first and starts the face's track (TrackSet.add: one track a face), compared in
+            # log-odds, where near-certain meshes still differ; a turned one only when surer by
+            # TURNED_LOGIT_MARGIN. An upside-down face meshed from its upright find read 0.9995 (log-odds 7.6),
+            # from its turned find 1 - 3e-12 (26). A profile can score higher turned and still be read better
+            # upright: a render at 55° of yaw read 0.988 (4.4) and points 0.20 eye distances off from its turned
+            # find, 0.9999 (9.2) and 0.09 upright; at 46°, log-odds 16.5 and 15.1, points 0.074 and 0.057 off.
+            group = [(d, m) for d, m in group if not d.turn or m.presence >= turned_least]
+            kept += [m for d, m in sorted(group, key=lambda found: TURNED_LOGIT_MARGIN * bool(found[0].turn)
+                                          - _log_odds(found[1].presence))]
+        return kept
+
+
+def _log_odds(probability: float) -> float:
+    """log(p / (1 - p)), kept finite: a mesh's presence can round to 1."""
+    p = min(max(probability, 1e-15), 1.0 - 1e-15)
+    return math.log(p / (1.0 - p))
 
 
 @contextmanager
