@@ -1175,6 +1175,36 @@ def test_ctrl_c_while_a_stream_takes_its_time_to_open_ends_at_once(silent_host, 
         proc.kill()
 
 
+def test_ctrl_c_while_a_later_stream_opens_ends_at_once_with_the_overlay_whole(silent_host, talking_clip,
+                                                                               tmp_path):
+    """Several sources, the second a stream that never answers: a stop while it opens ends the run at once (the
+    overlay video's check that it plays would wait out FFmpeg's open timeout behind the abandoned open), with the
+    first source's records, an overlay that plays them and the summary."""
+    if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        pytest.skip("this OpenCV build has no FFmpeg backend, which is what waits on a stream")
+    url, accepted = silent_host
+    cap = cv2.VideoCapture(str(talking_clip))
+    clip = tmp_path / "first.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (512, 512))
+    for _ in range(8):
+        writer.write(cap.read()[1])
+    writer.release()
+    out, overlay = tmp_path / "out.jsonl", tmp_path / "overlay.mp4"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), str(clip), url, "--json", str(out),
+                             "--output", str(overlay)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert accepted.wait(60), "the run never connected"
+        time.sleep(0.3)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 5.0 and proc.returncode == 130 and "Traceback" not in stderr, stderr
+    finally:
+        proc.kill()
+    assert "interrupted; 1 of 2 sources, 8 frames" in stderr, stderr
+    assert len(read_jsonl(out)) == 8 and frames_played(overlay) == 8
+
+
 def _wchan_shows_waits() -> bool:
     """Whether /proc/PID/wchan names where a process waits (some kernels and sandboxes always read "0")."""
     if not Path("/proc/self/wchan").exists():

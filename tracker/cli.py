@@ -410,8 +410,10 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 yield number, open_source(name, camera_size=args.camera_size, camera_fps=args.camera_fps,
                                           cancelled=lambda: stop.requested)
             except SourceError as exc:
-                if not several or stop.requested:
+                if not several:
                     raise
+                if stop.requested:  # stopped while it opened (a stream URL): the run ends, with its summary
+                    return
                 log.warning("skipped source %d of %d: %s", number, len(names), exc)
                 skipped.append(name)
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from tracker.pose import MODEL_TO_CAMERA
-from tracker.sources import opencv_quieter
+from tracker.sources import opencv_quieter, stream_open_pending
 from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
@@ -512,6 +512,8 @@ class OverlayWriter:
             return
         self._video.release()
         self._video = None
+        if stream_open_pending():  # the check would wait out a stream's open timeout after a stop
+            return
         # OpenCV's writer reports no failure: a disk that filled up leaves a file without its index. (FFmpeg's
         # complaint about such a file is silenced by tracker.sources, as for any video read.)
         readable = cv2.VideoCapture(str(self.path))

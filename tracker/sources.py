@@ -738,6 +738,17 @@ def _redact_url(url: str) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", url)
 
 
+# Stream opens given up on at a stop, still waiting in FFmpeg: OpenCV opens one capture at a time, so another open
+# (the overlay video's check that it plays) would wait them out.
+_ABANDONED_OPENS: list[threading.Thread] = []
+
+
+def stream_open_pending() -> bool:
+    """Whether a stream open given up on at a stop is still waiting (opening a capture now would wait too)."""
+    _ABANDONED_OPENS[:] = [t for t in _ABANDONED_OPENS if t.is_alive()]
+    return bool(_ABANDONED_OPENS)
+
+
 def _open_capture_cancellably(open_capture: Callable[[], cv2.VideoCapture], label: str,
                               cancelled: Callable[[], bool] | None) -> cv2.VideoCapture:
     """open_capture() on a thread of its own, so that a stop ends the wait at once: a stream's host may take
@@ -767,6 +778,7 @@ def _open_capture_cancellably(open_capture: Callable[[], cv2.VideoCapture], labe
         with lock:
             if "cap" not in result and "error" not in result and cancelled():
                 result["abandoned"] = True
+                _ABANDONED_OPENS.append(opener)
                 raise SourceError(f"stopped while opening {label}")
     if "error" in result:
         raise result["error"]
