@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BlazeFace model: short (faces within ~2 m) or full range (small, distant faces)")
     model.add_argument("--max-faces", type=positive_int, default=1, metavar="N", help="track at most this many faces")
     model.add_argument("--redetect-interval", type=positive_int, default=10, metavar="N",
-                       help="while fewer than --max-faces are tracked, look for new faces every N frames")
+                       help="while fewer than --max-faces are tracked, look for new faces every N frames (and search "
+                            "a new shot in full at most once in N frames)")
     model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
                        help="68-point refinement: rdr = the trained refiner; none = the plain mesh mapping")
     model.add_argument("--no-fit", action="store_true",

@@ -487,7 +487,8 @@ class FaceTracker:
 
 
 def _log_odds(probability: float) -> float:
-    """log(p / (1 - p)), kept finite: a mesh's presence can round to 1."""
+    """log(p / (1 - p)), kept finite: a mesh's presence can round to 1. Beyond 1 - 1e-15 (log-odds 34.5) all
+    compare equal, and detect_meshes then keeps the upright find's mesh first."""
     p = min(max(probability, 1e-15), 1.0 - 1e-15)
     return math.log(p / (1.0 - p))
 
