@@ -153,6 +153,9 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     assert next(stream).frame == 0
     main = threading.main_thread().ident
     ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    # Python's own Ctrl-C handler, which a run started as a background job (`pytest &`) lacks: it inherits SIGINT
+    # ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     safety.start()
     started = time.monotonic()
     try:
@@ -163,6 +166,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
         assert not answered.is_set()
         assert any(t.name == "tracker.pipeline worker" and t.is_alive() for t in threading.enumerate())  # still waiting
     finally:
+        signal.signal(signal.SIGINT, before)
         ctrl_c.cancel()
         safety.cancel()
         answered.set()
