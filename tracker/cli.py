@@ -6,7 +6,6 @@ import argparse
 import logging
 import math
 import os
-import re
 import signal
 import stat
 import sys
@@ -30,6 +29,7 @@ from tracker.outputs import (
     OutputError,
     OverlayWriter,
     Window,
+    named_like_an_overlay_frame,
     probe_display,
 )
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -127,13 +127,13 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
-    # An overlay folder's PNGs are named NNNNNN_<source name>.png (tracker/outputs.py): with several sources, one
-    # in that folder named so could be overwritten by an earlier source's frame before it is read.
+    # With several sources, a source in the overlay folder named like its frames could be overwritten by an earlier
+    # source's frame before it is read.
     if len(args.sources) > 1 and args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         folder = os.path.realpath(args.output)
         for source in args.sources:
             if (os.path.isfile(source) and os.path.dirname(os.path.realpath(source)) == folder
-                    and re.fullmatch(r"\d{6}_.+\.png", os.path.basename(source), re.IGNORECASE)):
+                    and named_like_an_overlay_frame(source)):
                 return (f"source '{source}' is in the overlay folder '{args.output}' and named like its frames; "
                         "an earlier source's overlay frame could overwrite it before it is read")
     return None

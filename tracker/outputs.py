@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -30,6 +31,13 @@ from tracker.sources import opencv_quieter, stream_open_pending
 from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
+# An overlay folder's frames are named by frame number and source name (OverlayWriter._write_png).
+_OVERLAY_FRAME_NAME = re.compile(r"\d{6}_.+\.png", re.IGNORECASE)
+
+
+def named_like_an_overlay_frame(path: str) -> bool:
+    """Whether an overlay folder's frame could have this file's name (in any case of its suffix)."""
+    return _OVERLAY_FRAME_NAME.fullmatch(os.path.basename(path)) is not None
 MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
 MAX_MPEG4_SIDE = 8191  # pixels: MPEG-4 Part 2 (mp4v) stores a frame's width and height in 13 bits
 
@@ -489,7 +497,7 @@ class OverlayWriter:
 
     def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
         stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
-        name = self.path / f"{result.frame:06d}_{stem}.png"
+        name = self.path / f"{result.frame:06d}_{stem}.png"  # named_like_an_overlay_frame tells these names
         # Encoded here and written by Python: OpenCV's own file functions crash on names that are not UTF-8.
         # Written under a temporary name and then renamed, so a full disk leaves no half-written PNG.
         ok, data = cv2.imencode(".png", overlay)
