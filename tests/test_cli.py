@@ -225,6 +225,27 @@ def test_several_sources_are_checked_first(talking_clip, afw_dir, tmp_path):
     assert out.read_text() == "earlier\n"
 
 
+def test_sources_of_one_name_keep_their_own_overlay_frames(afw_dir, tmp_path):
+    """Two pictures of one name from two folders, and a folder holding a third: each overlay frame has a name of
+    its own (the later ones "-2", "-3"), none overwritten, and each PNG shows its own picture."""
+    stem = Path(FACE_IMAGE).stem
+    firsts = []
+    for folder, picture in (("a", FACE_IMAGE), ("b", "111076519_1.jpg")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{stem}.jpg").write_bytes((afw_dir / picture).read_bytes())
+        firsts.append(tmp_path / folder / f"{stem}.jpg")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / f"{stem}.jpg").write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    overlays = tmp_path / "overlays"
+    proc = run_cli(*map(str, firsts), str(tmp_path / "c"), "--output", str(overlays), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    names = [f"000000_{stem}{suffix}.png" for suffix in ("", "-2", "-3")]  # in the order of the sources
+    assert sorted(p.name for p in overlays.iterdir()) == sorted(names), list(overlays.iterdir())
+    shapes = [cv2.imread(str(overlays / name)).shape for name in names]
+    pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, "111076519_1.jpg", FACE_IMAGE)]
+    assert [s[0] for s in shapes] == [p[0] for p in pictures], (shapes, pictures)
+
+
 def test_a_source_named_like_an_option_comes_after_a_double_dash(talking_clip, tmp_path):
     clip = tmp_path / "-b.mp4"
     clip.write_bytes(talking_clip.read_bytes())

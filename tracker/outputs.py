@@ -395,6 +395,9 @@ class OverlayWriter:
         self._video: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._frames = 0
+        # An overlay folder's frames carry their source's name; a second source of the same name in one run
+        # (a/clip.mp4, b/clip.mp4) gets "clip-2", so that neither overwrites the other's frames.
+        self._name_of: dict[str, str] = {}
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         shown = readable_path(path)
         if not self._is_video:
@@ -404,7 +407,8 @@ class OverlayWriter:
                     "name, as PNGs", shown, " ".join(VIDEO_SUFFIXES))
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
-                earlier = sum(1 for _ in self.path.glob("[0-9][0-9][0-9][0-9][0-9][0-9]_*.png"))
+                with os.scandir(self.path) as entries:
+                    earlier = sum(1 for entry in entries if named_like_an_overlay_frame(entry.name))
             except OSError as exc:
                 raise OutputError(f"cannot create overlay folder '{shown}': {exc.strerror}") from None
             try:  # a folder that is there but takes no files fails now, not at the first frame
@@ -495,9 +499,22 @@ class OverlayWriter:
         raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
 
+    def _frame_name(self, source: str) -> str:
+        """The name an overlay frame of ``source`` carries: its file's stem ("frame" for a camera or stream),
+        with "-2", "-3"... for a later source whose stem an earlier one of this run took."""
+        if source not in self._name_of:
+            stem = Path(source).stem if os.path.isfile(source) else "frame"
+            taken = set(self._name_of.values())
+            name, n = stem, 1
+            while name in taken:
+                n += 1
+                name = f"{stem}-{n}"
+            self._name_of[source] = name
+        return self._name_of[source]
+
     def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
-        stem = Path(result.source).stem if os.path.isfile(result.source) else "frame"
-        name = self.path / f"{result.frame:06d}_{stem}.png"  # named_like_an_overlay_frame tells these names
+        # named_like_an_overlay_frame tells these names
+        name = self.path / f"{result.frame:06d}_{self._frame_name(result.source)}.png"
         # Encoded here and written by Python: OpenCV's own file functions crash on names that are not UTF-8.
         # Written under a temporary name and then renamed, so a full disk leaves no half-written PNG.
         ok, data = cv2.imencode(".png", overlay)
