@@ -244,6 +244,10 @@ def test_sources_of_one_name_keep_their_own_overlay_frames(afw_dir, tmp_path):
     shapes = [cv2.imread(str(overlays / name)).shape for name in names]
     pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, "111076519_1.jpg", FACE_IMAGE)]
     assert [s[0] for s in shapes] == [p[0] for p in pictures], (shapes, pictures)
+    (overlays / "000009_notes.PNG").write_bytes(b"")  # named like a frame too: PNG in any case
+    (overlays / "notes.png").write_bytes(b"")
+    proc = run_cli(str(firsts[0]), "--output", str(overlays), "--quiet")
+    assert proc.returncode == 0 and "already holds 4 frames of an earlier run" in proc.stderr, proc.stderr
 
 
 def test_a_source_named_like_an_option_comes_after_a_double_dash(talking_clip, tmp_path):
