@@ -233,6 +233,14 @@ def test_an_upright_face_is_not_read_upside_down_from_a_turned_find(max_faces) -
     assert faces and all(abs(f.pose.roll) < 45 for f in faces), [(f.bbox, f.pose.roll) for f in faces]
 
 
+def test_a_find_that_is_no_face_takes_no_place_of_a_face() -> None:
+    """Frame 237 of multi_face, one face to find: the best find (0.74) shows the mesh no face (presence 0.0); the
+    blurred face in the audience, found at 0.54, is meshed next and tracked."""
+    faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1)).process(_multi_face_frame(237),
+                                                                                    still=True).faces
+    assert len(faces) == 1 and faces[0].bbox[0] < 80 < faces[0].bbox[2], [f.bbox for f in faces]
+
+
 def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:
     """afw 70037463_1 with its face blurred (the annotated box enlarged by 30%, two Gaussian blurs) and shrunk onto
     a 640 × 480 black frame, as a QA check made it: a turned search finds 0.75 where the upright one finds the

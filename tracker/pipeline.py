@@ -446,23 +446,45 @@ class FaceTracker:
         ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold (``max_faces``),
         its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
-        # Up to `limit` faces. A turned find comes with the upright finds it outscored (FaceDetector.detect): they are
-        # meshed too, for the turned crop may show the mesh no face, or the finds be two faces. A turned find's
-        # mesh must show a face beyond doubt (below); the tracks take the rest, one track a face
-        # (TrackSet.add: presence, and a box that overlaps a track's is the same face).
-        faces: list[list[Detection]] = []
+        # A turned find comes with the upright finds it outscored (FaceDetector.detect): they are meshed too, for
+        # the turned crop may show the mesh no face, or the finds be two faces. A turned find's mesh must show a
+        # face beyond doubt (_meshed_groups); the tracks take the rest, one track a face (TrackSet.add: presence,
+        # and a box that overlaps a track's is the same face).
+        pending: list[list[Detection]] = []  # one face's finds each, best first (the detector's order)
         for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
             if not self.tracks.is_new_face(d.bbox):
                 continue
-            outscored_by = next((face for face in faces if face[0].turn and not d.turn and same_face(d, face[0])),
+            outscored_by = next((face for face in pending if face[0].turn and not d.turn and same_face(d, face[0])),
                                 None)
             if outscored_by is not None:
                 outscored_by.append(d)
-            elif len(faces) < limit:
-                faces.append([d])
+            else:
+                pending.append([d])
+        # Up to `limit` faces, the best found: a find ranks by its face's best find whose mesh was kept, and counts
+        # when a mesh shows a face (presence). A turned find the mesh refused takes no place: with one face to
+        # find, a blurred face in an audience found upside down at 0.77 and upright at 0.56 would otherwise crowd
+        # out a find at 0.73, and a find that is no face the next one. The finds are meshed a few at a time, until
+        # `limit` faces are kept and the next find ranks no higher than the least of them.
+        meshed: list[tuple[float, list[MeshResult]]] = []
+        faces: list[float] = []  # the rank of each face kept, best first
+        while pending:
+            wanted = limit - len(faces)
+            if wanted <= 0:
+                if limit <= 0 or pending[0][0].score <= faces[limit - 1]:
+                    break
+                wanted = 1
+            batch, pending = pending[:wanted], pending[wanted:]
+            for rank, meshes in self._meshed_groups(image, batch):
+                meshed.append((rank, meshes))
+                if any(m.presence >= self.config.presence_threshold for m in meshes):
+                    faces = sorted([*faces, rank], reverse=True)
+        meshed.sort(key=lambda found: -found[0])  # stable: finds of one score keep the detector's order
+        return [m for _, meshes in meshed for m in meshes]
+
+    def _meshed_groups(self, image: np.ndarray, faces: list[list[Detection]]) -> list[tuple[float, list[MeshResult]]]:
+        """Each face's meshes (those a turned find's mesh passes, surest first) and the score of its best find
+        among them."""
         detections = [d for face in faces for d in face]
-        if not detections:
-            return []
         first = self.mesh.run(image, [roi_from_detection(d) for d in detections])
         # A second pass from the mesh's own ROI gives the crop that tracking mode
         # uses on later frames, which is also the crop the 68-point map was fitted on.
@@ -470,7 +492,7 @@ class FaceTracker:
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
         # down read 0.55, a blurred-out face in a crop turned on its side 0.67-0.83, real faces 0.99 or more.
         turned_least = max(self.config.presence_threshold, TURNED_MIN_PRESENCE)
-        kept = []
+        groups = []
         for face in faces:
             group = [(d, next(meshes)) for d in face]
             # Of one face's meshes (a turned find's and those of the upright finds it outscored), the one most sure
@@ -481,9 +503,9 @@ class FaceTracker:
             # upright: a render at 55° of yaw read 0.988 (4.4) and points 0.20 eye distances off from its turned
             # find, 0.9999 (9.2) and 0.09 upright; at 46°, log-odds 16.5 and 15.1, points 0.074 and 0.057 off.
             group = [(d, m) for d, m in group if not d.turn or m.presence >= turned_least]
-            kept += [m for d, m in sorted(group, key=lambda found: TURNED_LOGIT_MARGIN * bool(found[0].turn)
-                                          - _log_odds(found[1].presence))]
-        return kept
+            group.sort(key=lambda found: TURNED_LOGIT_MARGIN * bool(found[0].turn) - _log_odds(found[1].presence))
+            groups.append((max((d.score for d, _ in group), default=0.0), [m for _, m in group]))
+        return groups
 
 
 def _log_odds(probability: float) -> float:
