@@ -217,6 +217,19 @@ def test_a_picture_too_large_to_decode_says_so(tmp_path, ext):
         open_source(str(path))
 
 
+def test_a_png_wider_than_libpng_decodes_says_so_in_one_line(tmp_path):
+    """libpng takes at most 1,000,000 px a side and prints its own refusal to stderr; the header is read first,
+    so the run says why in one line of its own."""
+    data = cv2.imencode(".png", np.zeros((30, 40, 3), np.uint8))[1].tobytes()
+    path = tmp_path / "strip.png"
+    path.write_bytes(_with_declared_size(data, 2_000_000, 10))
+    proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), str(path), "--quiet"], capture_output=True,
+                          text=True, cwd=tmp_path, check=False, timeout=120)
+    said = (f"ERROR: cannot read image '{path}': the picture is 2000000x10 px; PNG pictures are decoded up to "
+            "1,000,000 px a side")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
+
+
 def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
     from tracker.sources import declared_size
 

@@ -296,11 +296,13 @@ def _pixel_limit() -> int:
     return int(match[1]) << (0 if match[2] is None else 10 if match[2].lower() == "kb" else 20)
 
 
-def _undecodable(data: np.ndarray) -> str:
-    """Why OpenCV found no picture in an image file's bytes."""
+def _too_large(data: np.ndarray) -> str | None:
+    """Why OpenCV would decode no picture from these bytes for its size, going by the size the header declares;
+    None when the size is not the reason (or no header tells it). Asked before decoding: libpng writes its own
+    refusal of a side over its limit to stderr, past OpenCV's log level."""
     size = declared_size(data.data)
     if size is None:
-        return "not an image or the file is corrupt"
+        return None
     width, height = size
     limit = _pixel_limit()
     if width * height > limit:
@@ -308,7 +310,7 @@ def _undecodable(data: np.ndarray) -> str:
                 "down, or raise the limit with OPENCV_IO_MAX_IMAGE_PIXELS (it takes 3 bytes a pixel in memory)")
     if bytes(data[:4]) == b"\x89PNG" and max(width, height) > _MAX_PNG_SIDE:
         return f"the picture is {width}x{height} px; PNG pictures are decoded up to {_MAX_PNG_SIDE:,} px a side"
-    return "not an image or the file is corrupt"
+    return None
 
 
 def _read_image(path: str) -> tuple[np.ndarray | None, str]:
@@ -321,13 +323,15 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     except OSError as e:
         return None, f"cannot read the file ({e.strerror or e})"
     _pixel_limit()  # a value OpenCV cannot read would abort the process in imdecode
+    if (why := _too_large(data)) is not None:
+        return None, why
     try:
         with opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
             img = cv2.imdecode(data, _IMREAD_FLAGS)
     except cv2.error:
         img = None
     if img is None:
-        return None, _undecodable(data)
+        return None, "not an image or the file is corrupt"
     if img.dtype == np.uint16:
         # Keep the top 8 of the bits the picture uses: 10- or 12-bit data stored in 16 bits (a PGM with maxval
         # 1023, a machine-vision camera's frame saved as PNG) would read as black through the top 8 of 16. A
