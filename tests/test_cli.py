@@ -857,6 +857,20 @@ def test_a_stream_url_is_tracked_to_its_end(tmp_path):
     assert sum(len(r["faces"]) == 1 for r in records) >= 0.9 * len(records)
 
 
+def test_a_live_stream_among_several_sources_says_the_next_begin_when_it_ends(afw_dir, tmp_path):
+    """A live stream before other sources does not end by itself as a file does: the run says so, and the
+    source after it is tracked once the stream ends."""
+    frames = _talking_d0_frames()
+    _write_avi(tmp_path / "live.avi", frames, length=False)
+    out = tmp_path / "both.jsonl"
+    for url in _serve_paced(tmp_path, "live.avi", len(frames)):
+        proc = run_cli(url, str(afw_dir / FACE_IMAGE), "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"stream '{url}' is live: the source after it begins when it ends" in proc.stderr, proc.stderr
+    sources = [r["source"] for r in read_jsonl(out)]
+    assert len(sources) >= 6 and sources[-1] == str(afw_dir / FACE_IMAGE) and set(sources[:-1]) == {url}
+
+
 def test_a_video_file_served_over_http_is_read_whole(tmp_path):
     """A video file behind an http:// URL knows its length: every frame is read and tracked, as from a local
     file, however slowly the server sends it, and its end is no warning."""

@@ -477,6 +477,11 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         while source is not None:
             shown = readable_path(os.path.basename(os.path.normpath(names[number - 1])) or names[number - 1])
             label = f"{number}/{len(names)} {shown}" if several else None
+            if source.is_live and number < len(names):  # not refused: a stream can end (its sender stops)
+                after = len(names) - number
+                log.warning("%s is live: %s after it %s when it ends, and a stop (Ctrl-C) ends the run there",
+                            source.name, "the source" if after == 1 else f"the {after} sources",
+                            "begins" if after == 1 else "begin")
             ended = _track_source(source, tracker, writers, total, args, stop, label)  # leaves stops held
             if source.error:
                 log.warning(source.error)
