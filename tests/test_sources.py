@@ -250,17 +250,30 @@ def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
 
 def test_the_pixel_limit_is_read_as_opencv_reads_it(tmp_path, monkeypatch):
     """OPENCV_IO_MAX_IMAGE_PIXELS as set by the user: the message gives the limit OpenCV applied, and a value
-    OpenCV cannot read (which would abort the process) is one line."""
+    OpenCV cannot read (on which importing OpenCV aborts the process) is one line, before OpenCV is loaded."""
+    from tracker.opencv_env import OpenCVSettingError, max_decoded_pixels
+
     path = tmp_path / "square.png"
     cv2.imwrite(str(path), np.zeros((400, 400), np.uint8))
     probe = f"from tracker.sources import open_source; open_source({str(path)!r})"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False,
                           env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "100KB"})  # OpenCV reads it once
     assert "400x400 px, more than the 102,400 pixels OpenCV decodes" in proc.stderr, proc.stderr
-    for value in ("abc", "0.1M", "1GB", " 50000"):
+    for value, pixels in (("100", 100), ("00100", 100), ("3kb", 3072), ("2Mb", 2 << 20),
+                          (str((1 << 64) - 1), (1 << 64) - 1)):
         monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", value)
-        with pytest.raises(SourceError, match=f"OPENCV_IO_MAX_IMAGE_PIXELS is {value!r}, which OpenCV cannot read"):
-            open_source(str(path))
+        assert max_decoded_pixels() == pixels, value
+    for value in ("abc", "", "0.1M", "1GB", " 50000", "-5", "\u0661\u0662", str(1 << 64)):
+        monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", value)
+        with pytest.raises(OpenCVSettingError, match=f"OPENCV_IO_MAX_IMAGE_PIXELS is {value!r}, which OpenCV "):
+            max_decoded_pixels()
+    for value in ("abc", "1GB", str(1 << 64)):  # each aborts `import cv2`
+        proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), str(path), "--quiet"],
+                              capture_output=True, text=True, cwd=tmp_path, check=False, timeout=60,
+                              env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": value})
+        said = (f"ERROR: OPENCV_IO_MAX_IMAGE_PIXELS is {value!r}, which OpenCV cannot read (it takes digits, "
+                "optionally followed by KB or MB, as 2000000000 or 2000MB, below 2^64); correct or unset it")
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
 
 
 @pytest.mark.parametrize("name", ["phone.jpg", "phone.jfif", "phone.JPE"])

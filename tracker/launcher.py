@@ -13,7 +13,10 @@ import signal
 import sys
 import threading
 
+from tracker.opencv_env import OpenCVSettingError, max_decoded_pixels
+
 EXIT_INTERRUPTED = 130  # as tracker.cli exits on Ctrl-C
+EXIT_BAD_INPUT = 2  # as tracker.cli exits on a source it cannot read
 
 
 def main() -> int:
@@ -21,6 +24,11 @@ def main() -> int:
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # tracker.cli.STOP_SIGNALS, which cannot be imported yet
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), lambda signum, _frame: stops.append(signum))
+    try:  # before OpenCV is imported: it aborts the process on a setting it cannot read
+        max_decoded_pixels()
+    except OpenCVSettingError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from tracker.cli import main as cli_main
 
     if stops:

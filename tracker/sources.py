@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from tracker.opencv_env import max_decoded_pixels
 from tracker.types import is_utf8_path, readable_path
 
 if TYPE_CHECKING:
@@ -247,12 +248,9 @@ def webp_orientation(data: bytes | memoryview) -> int:
     return 1
 
 
-# OpenCV decodes no picture over this many pixels (its OPENCV_IO_MAX_IMAGE_PIXELS guard, 2^30 unless set), and
-# says only that there is no image: the header's size tells the user why.
-_DEFAULT_MAX_DECODED_PIXELS = 1 << 30
-# The values OpenCV takes for it (core/src/system.cpp, parseOption): digits, then KB or MB (2^10, 2^20) in any of
-# three spellings. Anything else makes OpenCV abort the whole process at the first picture it decodes.
-_PIXEL_LIMIT = re.compile(r"(\d+)(KB|Kb|kb|MB|Mb|mb)?")
+# OpenCV decodes no picture over this many pixels, and says only that there is none: the header's size tells the
+# user why. OpenCV read the setting when it was imported, as this module is.
+_MAX_DECODED_PIXELS = max_decoded_pixels()
 # libpng takes at most this many pixels a side (its PNG_USER_WIDTH_MAX and PNG_USER_HEIGHT_MAX).
 _MAX_PNG_SIDE = 1_000_000
 # JPEG's start-of-frame markers, which carry the picture's size: C0-CF but for DHT (C4), JPG (C8) and DAC (CC).
@@ -283,19 +281,6 @@ def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     return None
 
 
-def _pixel_limit() -> int:
-    """The most pixels OpenCV decodes; SourceError when OPENCV_IO_MAX_IMAGE_PIXELS is set to a value OpenCV
-    cannot read (it would abort the process)."""
-    text = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS")
-    if text is None:
-        return _DEFAULT_MAX_DECODED_PIXELS
-    match = _PIXEL_LIMIT.fullmatch(text)
-    if match is None:
-        raise SourceError(f"OPENCV_IO_MAX_IMAGE_PIXELS is {text!r}, which OpenCV cannot read (it takes digits, "
-                          "optionally followed by KB or MB, as 2000000000 or 2000MB); correct or unset it")
-    return int(match[1]) << (0 if match[2] is None else 10 if match[2].lower() == "kb" else 20)
-
-
 def _too_large(data: np.ndarray) -> str | None:
     """Why OpenCV would decode no picture from these bytes for its size, going by the size the header declares;
     None when the size is not the reason (or no header tells it). Asked before decoding: libpng writes its own
@@ -304,7 +289,7 @@ def _too_large(data: np.ndarray) -> str | None:
     if size is None:
         return None
     width, height = size
-    limit = _pixel_limit()
+    limit = _MAX_DECODED_PIXELS
     if width * height > limit:
         return (f"the picture is {width}x{height} px, more than the {limit:,} pixels OpenCV decodes; scale it "
                 "down, or raise the limit with OPENCV_IO_MAX_IMAGE_PIXELS (it takes 3 bytes a pixel in memory)")
@@ -322,7 +307,6 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         return None, f"cannot read the file ({e.strerror or e})"
-    _pixel_limit()  # a value OpenCV cannot read would abort the process in imdecode
     if (why := _too_large(data)) is not None:
         return None, why
     try:
