@@ -226,28 +226,35 @@ def test_several_sources_are_checked_first(talking_clip, afw_dir, tmp_path):
 
 
 def test_sources_of_one_name_keep_their_own_overlay_frames(afw_dir, tmp_path):
-    """Two pictures of one name from two folders, and a folder holding a third: each overlay frame has a name of
-    its own (the later ones "-2", "-3"), none overwritten, and each PNG shows its own picture."""
-    stem = Path(FACE_IMAGE).stem
+    """Two pictures of one name from two folders, a folder holding a third, the first again, and a picture whose
+    name is too long to carry whole: each overlay frame has a name of its own (the later ones "-2", "-3"...; the
+    long one cut to fit a file name), none overwritten, and each PNG shows its own picture."""
+    stem, other = Path(FACE_IMAGE).stem, "111076519_1.jpg"
     firsts = []
-    for folder, picture in (("a", FACE_IMAGE), ("b", "111076519_1.jpg")):
+    for folder, picture in (("a", FACE_IMAGE), ("b", other)):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / f"{stem}.jpg").write_bytes((afw_dir / picture).read_bytes())
         firsts.append(tmp_path / folder / f"{stem}.jpg")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / f"{stem}.jpg").write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    long_name = tmp_path / ("é" * 124 + ".jpg")  # 248 bytes: with the frame number and ".png" over 255
+    long_name.write_bytes((afw_dir / other).read_bytes())
     overlays = tmp_path / "overlays"
-    proc = run_cli(*map(str, firsts), str(tmp_path / "c"), "--output", str(overlays), "--quiet")
+    proc = run_cli(*map(str, firsts), str(tmp_path / "c"), str(firsts[0]), str(long_name), "--output",
+                   str(overlays))
     assert proc.returncode == 0, proc.stderr
-    names = [f"000000_{stem}{suffix}.png" for suffix in ("", "-2", "-3")]  # in the order of the sources
+    assert f"overlay frames of '{firsts[1]}' are named NNNNNN_{stem}-2.png, as '{stem}' was taken" in proc.stderr
+    # in the order of the sources
+    names = [f"000000_{stem}{suffix}.png" for suffix in ("", "-2", "-3", "-4")] + [f"000000_{'é' * 100}.png"]
     assert sorted(p.name for p in overlays.iterdir()) == sorted(names), list(overlays.iterdir())
     shapes = [cv2.imread(str(overlays / name)).shape for name in names]
-    pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, "111076519_1.jpg", FACE_IMAGE)]
+    pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, other, FACE_IMAGE, FACE_IMAGE,
+                                                                         other)]
     assert [s[0] for s in shapes] == [p[0] for p in pictures], (shapes, pictures)
     (overlays / "000009_notes.PNG").write_bytes(b"")  # named like a frame too: PNG in any case
     (overlays / "notes.png").write_bytes(b"")
     proc = run_cli(str(firsts[0]), "--output", str(overlays), "--quiet")
-    assert proc.returncode == 0 and "already holds 4 frames of an earlier run" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "already holds 6 frames of an earlier run" in proc.stderr, proc.stderr
 
 
 def test_a_source_named_like_an_option_comes_after_a_double_dash(talking_clip, tmp_path):

@@ -496,6 +496,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 break
             if source is not None:
                 tracker.reset()  # another recording: its faces are new tracks, their IDs counting on
+                if overlay:
+                    overlay.next_source()
     finally:
         stop.hold()
         try:

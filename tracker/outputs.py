@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import cv2
@@ -33,13 +33,17 @@ from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 # An overlay folder's frames are named by frame number and source name (OverlayWriter._write_png).
 _OVERLAY_FRAME_NAME = re.compile(r"\d{6}_.+\.png", re.IGNORECASE)
+# An overlay frame's file name, "NNNNNN_<stem>-N.png.part" while written, stays within the 255 bytes most file
+# systems allow.
+_MAX_STEM_BYTES = 200
+_RENAMES_LISTED = 5  # the first few sources whose frames take another name are told; the rest follow the rule
+MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
+MAX_MPEG4_SIDE = 8191  # pixels: MPEG-4 Part 2 (mp4v) stores a frame's width and height in 13 bits
 
 
 def named_like_an_overlay_frame(path: str) -> bool:
     """Whether an overlay folder's frame could have this file's name (in any case of its suffix)."""
     return _OVERLAY_FRAME_NAME.fullmatch(os.path.basename(path)) is not None
-MIN_VIDEO_SIDE = 16  # pixels: overlay video frames are padded up to this
-MAX_MPEG4_SIDE = 8191  # pixels: MPEG-4 Part 2 (mp4v) stores a frame's width and height in 13 bits
 
 
 class OutputError(RuntimeError):
@@ -396,8 +400,10 @@ class OverlayWriter:
         self._size: tuple[int, int] | None = None
         self._frames = 0
         # An overlay folder's frames carry their source's name; a second source of the same name in one run
-        # (a/clip.mp4, b/clip.mp4) gets "clip-2", so that neither overwrites the other's frames.
-        self._name_of: dict[str, str] = {}
+        # (a/clip.mp4, b/clip.mp4, or one given twice) gets "clip-2", so that neither overwrites the other's frames.
+        self._name_of: dict[str, str] = {}  # the files of the source being tracked -> their frames' name
+        self._taken: set[str] = set()  # every name given in this run
+        self._renamed = 0
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         shown = readable_path(path)
         if not self._is_video:
@@ -499,18 +505,32 @@ class OverlayWriter:
         raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
 
+    def next_source(self) -> None:
+        """The run goes on to its next source: a file of the sources before that comes again (the same clip given
+        twice) names its frames anew."""
+        self._name_of.clear()
+
     def _frame_name(self, source: str) -> str:
-        """The name an overlay frame of ``source`` carries: its file's stem ("frame" for a camera or stream),
-        with "-2", "-3"... for a later source whose stem an earlier one of this run took."""
-        if source not in self._name_of:
+        """The name an overlay frame of ``source`` carries: its file's stem ("frame" for a camera or stream), cut
+        to fit a file name, with "-2", "-3"... when an earlier file of this run took it."""
+        name = self._name_of.get(source)
+        if name is None:
             stem = Path(source).stem if os.path.isfile(source) else "frame"
-            taken = set(self._name_of.values())
+            while len(os.fsencode(stem)) > _MAX_STEM_BYTES:
+                stem = stem[:-1]
             name, n = stem, 1
-            while name in taken:
+            while name in self._taken:
                 n += 1
                 name = f"{stem}-{n}"
+            self._taken.add(name)
             self._name_of[source] = name
-        return self._name_of[source]
+            if n > 1:
+                self._renamed += 1
+                if self._renamed <= _RENAMES_LISTED:
+                    logging.getLogger("tracker").info("overlay frames of '%s' are named NNNNNN_%s.png, "
+                                                      "as '%s' was taken earlier in this run", readable_path(source),
+                                                      readable_path(name), readable_path(stem))
+        return name
 
     def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
         # named_like_an_overlay_frame tells these names
@@ -525,11 +545,13 @@ class OverlayWriter:
             partial.write_bytes(data.tobytes())
             os.replace(partial, name)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            with suppress(OSError):  # (the name itself may be what the file system refused)
+                partial.unlink(missing_ok=True)
             raise OutputError(f"cannot write overlay frame '{readable_path(str(name))}': "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
         except BaseException:  # a stop that interrupts the write: no half-written frame left behind
-            partial.unlink(missing_ok=True)
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
             raise
 
     def close(self) -> None:
