@@ -622,7 +622,8 @@ def test_an_overlay_video_too_large_for_its_encoder_says_so_in_one_line(afw_dir,
 
 
 def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tmp_path):
-    """A video has one frame size: later images are scaled to the first's, each frame drawn on its own image."""
+    """A video has one frame size: later images are scaled to fit the first's, their shape kept, each frame drawn
+    on its own image, and the run says so once."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     face = cv2.imread(str(afw_dir / FACE_IMAGE))
@@ -633,6 +634,8 @@ def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tm
     video = tmp_path / "overlay.avi"
     proc = run_cli("--source", str(folder), "--output", str(video), "--quiet")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(f"overlay video '{video}' is {w}x{h}, as its first frame: frames of other sizes are "
+                             "scaled to fit, with black bars") == 1, proc.stderr
     cap = cv2.VideoCapture(str(video))
     frames = []
     while (ok_frame := cap.read())[0]:
@@ -640,6 +643,11 @@ def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tm
     assert len(frames) == 3 and all(f.shape == (h, w, 3) for f in frames)
     # The half-size image's overlay, scaled back up, shows the same picture as the first.
     assert np.abs(frames[1].astype(float) - frames[0].astype(float)).mean() < 12
+    # The wider image fills the width, at 2/3 of its height: black bars above and below, the picture between.
+    bar = (h - round(h * 2 / 3)) // 2
+    assert frames[2][:bar - 2].max() < 40 and frames[2][h - bar + 2:].max() < 40
+    squeezed = cv2.resize(cv2.resize(face, (w * 3 // 2, h)), (w, h - 2 * bar), interpolation=cv2.INTER_AREA)
+    assert np.abs(frames[2][bar + 20:h - bar - 20].astype(float) - squeezed[20:-20].astype(float)).mean() < 12
 
 
 def test_tiny_frames_make_a_readable_overlay_video(tmp_path):

@@ -399,6 +399,7 @@ class OverlayWriter:
         self._video: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._frames = 0
+        self._resized = False  # whether a frame of another size was fitted to the video's (said once)
         # An overlay folder's frames carry their source's name; a second source of the same name in one run
         # (a/clip.mp4, b/clip.mp4, or one given twice) gets "clip-2", so that neither overwrites the other's frames.
         self._name_of: dict[str, str] = {}  # the files of the source being tracked -> their frames' name
@@ -478,11 +479,27 @@ class OverlayWriter:
                                   f"refused frames of {w}x{h}{larger}")
             self._video, self._size = video, (w, h)
         if (overlay.shape[1], overlay.shape[0]) != self._size:
-            # Images of a folder differ in size; a video needs one frame size.
-            overlay = cv2.resize(overlay, self._size, interpolation=cv2.INTER_AREA)
+            overlay = self._fitted(overlay)
         self._keep_room()
         self._video.write(overlay)
         self._frames += 1
+
+    def _fitted(self, overlay: np.ndarray) -> np.ndarray:
+        """A frame of another size than the video's (a folder's images differ, and so may a run's sources) scaled
+        to fit it, its shape kept: black bars fill the rest."""
+        if not self._resized:
+            self._resized = True
+            logging.getLogger("tracker").warning(
+                "overlay video '%s' is %dx%d, as its first frame: frames of other sizes are scaled to fit, with "
+                "black bars; an overlay folder keeps each frame's size", readable_path(str(self.path)), *self._size)
+        (width, height), (w, h) = self._size, overlay.shape[1::-1]
+        scale = min(width / w, height / h)
+        fitted_w, fitted_h = max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale)))
+        fitted = cv2.resize(overlay, (fitted_w, fitted_h),
+                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        left, top = (width - fitted_w) // 2, (height - fitted_h) // 2
+        return cv2.copyMakeBorder(fitted, top, height - fitted_h - top, left, width - fitted_w - left,
+                                  cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
     def _keep_room(self) -> None:
         """Stop, with the video closed whole, while the disk still has room for another frame and the index."""
