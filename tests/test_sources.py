@@ -192,7 +192,11 @@ def test_single_corrupt_image_fails(tmp_path):
 
 
 def _with_declared_size(data: bytes, width: int, height: int) -> bytes:
-    """An encoded PNG or JPEG whose header declares another size (the pixel data left as it was)."""
+    """An encoded PNG, JPEG, BMP or PPM whose header declares another size (the pixel data left as it was)."""
+    if data.startswith(b"BM"):
+        return data[:18] + struct.pack("<ii", width, height) + data[26:]
+    if data.startswith(b"P6"):
+        return b"P6\n%d %d\n255\n" % (width, height) + data[data.index(b"255\n") + 4:]
     if data.startswith(b"\x89PNG"):
         import zlib
 
@@ -202,7 +206,7 @@ def _with_declared_size(data: bytes, width: int, height: int) -> bytes:
     return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
 
 
-@pytest.mark.parametrize("ext", [".png", ".jpg"])
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".ppm"])
 def test_a_picture_too_large_to_decode_says_so(tmp_path, ext):
     """OpenCV decodes no picture over 2^30 px and says only that there is none; the header's size says why."""
     from tracker.sources import declared_size
@@ -236,12 +240,17 @@ def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
     rng = np.random.default_rng(1)
     for h, w in ((1, 1), (7, 11), (480, 640), (1000, 37)):
         picture = rng.integers(0, 256, (h, w), dtype=np.uint8)
-        for ext, flags in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+        for ext, flags in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
+                           (".pgm", []), (".pbm", []), (".pgm", [cv2.IMWRITE_PXM_BINARY, 0])):
             assert declared_size(cv2.imencode(ext, picture, flags)[1].tobytes()) == (w, h), (ext, flags, w, h)
     for path in sorted(afw_dir.glob("*.jpg"))[:20]:  # camera JPEGs: EXIF and other segments before the frame
         h, w = cv2.imread(str(path)).shape[:2]
         assert declared_size(path.read_bytes()) == (w, h), path.name
     assert declared_size(b"GIF89a\x01\x00\x01\x00") is None and declared_size(b"\xff\xd8\xff\xe0\x00") is None
+    assert declared_size(b"P6\n# made by hand, 99 99\n640\t480\n255\n") == (640, 480)
+    top_down = bytearray(cv2.imencode(".bmp", np.zeros((7, 11), np.uint8))[1].tobytes())
+    top_down[22:26] = struct.pack("<i", -7)  # rows stored top first
+    assert declared_size(bytes(top_down)) == (11, 7)
     # Two full-size ICC segments (APP2) before the frame header, as photo editors write them.
     jpeg = cv2.imencode(".jpg", np.zeros((7, 11), np.uint8))[1].tobytes()
     icc = b"\xff\xe2" + struct.pack(">H", 65535) + b"ICC_PROFILE\x00" + bytes(65521)

@@ -258,10 +258,23 @@ _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
-    """(width, height) that a PNG or JPEG file's header declares; None for other files or a header cut short."""
+    """(width, height) that a PNG, JPEG, BMP or PNM (PBM, PGM, PPM) file's header declares; None for other files
+    or a header cut short."""
     view = memoryview(data).cast("B")  # no copy: a picture too large to decode may be a large file
     if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(view[12:16]) == b"IHDR" and len(view) >= 24:
         return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
+    if bytes(view[:2]) == b"BM" and len(view) >= 26:
+        if int.from_bytes(view[14:18], "little") == 12:  # the old OS/2 header: 16-bit sides
+            return int.from_bytes(view[18:20], "little"), int.from_bytes(view[20:22], "little")
+        # A negative height is a picture stored top row first.
+        return (abs(int.from_bytes(view[18:22], "little", signed=True)),
+                abs(int.from_bytes(view[22:26], "little", signed=True)))
+    if len(view) >= 3 and view[0] == ord("P") and chr(view[1]) in "123456" and chr(view[2]).isspace():
+        # "P6 <width> <height> ...", in ASCII, with comments from "#" to the end of a line.
+        header = re.sub(rb"#[^\n\r]*", b" ", bytes(view[2:1024])).split()
+        if len(header) >= 2 and header[0].isdigit() and header[1].isdigit():
+            return int(header[0]), int(header[1])
+        return None
     if bytes(view[:2]) != b"\xff\xd8":
         return None
     at = 2  # segment by segment: metadata (EXIF, ICC profiles, XMP) may run to hundreds of kB before the frame
@@ -353,7 +366,8 @@ class _ImageFilesSource(FrameSource):
         # Decode the first readable image now, so a folder of junk fails in open_source, not mid-run.
         self._pending = self._next_frame()
         if self._pending is None:
-            raise SourceError(f"no readable images in {name} ({len(self.skipped)} files skipped)")
+            count = len(self.skipped)
+            raise SourceError(f"no readable images in {name} ({count} file{'s' * (count != 1)} skipped)")
 
     def _next_frame(self) -> Frame | None:
         while self._pos < len(self._paths):
