@@ -226,9 +226,10 @@ def test_several_sources_are_checked_first(talking_clip, afw_dir, tmp_path):
 
 
 def test_sources_of_one_name_keep_their_own_overlay_frames(afw_dir, tmp_path):
-    """Two pictures of one name from two folders, a folder holding a third, the first again, and a picture whose
-    name is too long to carry whole: each overlay frame has a name of its own (the later ones "-2", "-3"...; the
-    long one cut to fit a file name), none overwritten, and each PNG shows its own picture."""
+    """Two pictures of one name from two folders, a folder holding a third and a fourth of that name (.jpg,
+    .png), the first again, and a picture whose name is too long to carry whole: each overlay frame has a name of its
+    own (the later sources' "-2", "-3"...; the long one cut to fit a file name), none overwritten, and each PNG shows
+    its own picture."""
     stem, other = Path(FACE_IMAGE).stem, "111076519_1.jpg"
     firsts = []
     for folder, picture in (("a", FACE_IMAGE), ("b", other)):
@@ -237,24 +238,27 @@ def test_sources_of_one_name_keep_their_own_overlay_frames(afw_dir, tmp_path):
         firsts.append(tmp_path / folder / f"{stem}.jpg")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / f"{stem}.jpg").write_bytes((afw_dir / FACE_IMAGE).read_bytes())
+    cv2.imwrite(str(tmp_path / "c" / f"{stem}.png"), cv2.imread(str(afw_dir / other)))
     long_name = tmp_path / ("é" * 124 + ".jpg")  # 248 bytes: with the frame number and ".png" over 255
     long_name.write_bytes((afw_dir / other).read_bytes())
     overlays = tmp_path / "overlays"
     proc = run_cli(*map(str, firsts), str(tmp_path / "c"), str(firsts[0]), str(long_name), "--output",
                    str(overlays))
     assert proc.returncode == 0, proc.stderr
-    assert f"overlay frames of '{firsts[1]}' are named NNNNNN_{stem}-2.png, as '{stem}' was taken" in proc.stderr
-    # in the order of the sources
-    names = [f"000000_{stem}{suffix}.png" for suffix in ("", "-2", "-3", "-4")] + [f"000000_{'é' * 100}.png"]
+    assert (f"overlay frames of '{firsts[1]}' are named NNNNNN_{stem}-2.png, as a source before in this run took "
+            f"'{stem}'") in proc.stderr
+    # in the order of the sources; the folder's two pictures of one name differ in frame number
+    names = [f"000000_{stem}{suffix}.png" for suffix in ("", "-2", "-3")] + [f"000001_{stem}-3.png"] + [
+        f"000000_{stem}-4.png", f"000000_{'é' * 100}.png"]
     assert sorted(p.name for p in overlays.iterdir()) == sorted(names), list(overlays.iterdir())
     shapes = [cv2.imread(str(overlays / name)).shape for name in names]
-    pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, other, FACE_IMAGE, FACE_IMAGE,
-                                                                         other)]
+    pictures = [cv2.imread(str(afw_dir / picture)).shape for picture in (FACE_IMAGE, other, FACE_IMAGE, other,
+                                                                         FACE_IMAGE, other)]
     assert [s[0] for s in shapes] == [p[0] for p in pictures], (shapes, pictures)
     (overlays / "000009_notes.PNG").write_bytes(b"")  # named like a frame too: PNG in any case
     (overlays / "notes.png").write_bytes(b"")
     proc = run_cli(str(firsts[0]), "--output", str(overlays), "--quiet")
-    assert proc.returncode == 0 and "already holds 6 frames of an earlier run" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "already holds 7 frames of an earlier run" in proc.stderr, proc.stderr
 
 
 def test_a_source_named_like_an_option_comes_after_a_double_dash(talking_clip, tmp_path):
@@ -634,8 +638,8 @@ def test_a_folder_of_images_of_several_sizes_makes_one_overlay_video(afw_dir, tm
     video = tmp_path / "overlay.avi"
     proc = run_cli("--source", str(folder), "--output", str(video), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count(f"overlay video '{video}' is {w}x{h}, as its first frame: frames of other sizes are "
-                             "scaled to fit, with black bars") == 1, proc.stderr
+    assert proc.stderr.count(f"overlay video '{video}' is {w}x{h}, the size its first frame set: frames of other "
+                             "sizes are scaled to fit, with black bars") == 1, proc.stderr
     cap = cv2.VideoCapture(str(video))
     frames = []
     while (ok_frame := cap.read())[0]:

@@ -32,7 +32,7 @@ from tracker.types import FrameResult, is_utf8_path, readable_path, record_json
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 # An overlay folder's frames are named by frame number and source name (OverlayWriter._write_png).
-_OVERLAY_FRAME_NAME = re.compile(r"\d{6}_.+\.png", re.IGNORECASE)
+_OVERLAY_FRAME_NAME = re.compile(r"\d{6,}_.+\.png", re.IGNORECASE)
 # An overlay frame's file name, "NNNNNN_<stem>-N.png.part" while written, stays within the 255 bytes most file
 # systems allow.
 _MAX_STEM_BYTES = 200
@@ -400,10 +400,13 @@ class OverlayWriter:
         self._size: tuple[int, int] | None = None
         self._frames = 0
         self._resized = False  # whether a frame of another size was fitted to the video's (said once)
-        # An overlay folder's frames carry their source's name; a second source of the same name in one run
-        # (a/clip.mp4, b/clip.mp4, or one given twice) gets "clip-2", so that neither overwrites the other's frames.
-        self._name_of: dict[str, str] = {}  # the files of the source being tracked -> their frames' name
-        self._taken: set[str] = set()  # every name given in this run
+        # An overlay folder's frames carry their file's name and their frame number, which one source never
+        # repeats; a later source of the run whose files' names an earlier one took (a/clip.mp4, b/clip.mp4, or
+        # one clip given twice) gets "clip-2", so that neither overwrites the other's frames.
+        self._name_of: dict[str, str] = {}  # this source's files -> their frames' name
+        self._stem_names: dict[str, str] = {}  # this source's file names -> their frames' name
+        self._taken: set[str] = set()  # the names the sources before took
+        self._next_number: dict[str, int] = {}  # for each name taken, the next number to try
         self._renamed = 0
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         shown = readable_path(path)
@@ -463,7 +466,9 @@ class OverlayWriter:
         padded_h, padded_w = max(h, MIN_VIDEO_SIDE), max(w, MIN_VIDEO_SIDE)
         # Not past the most MPEG-4 takes: an odd 8191 px side keeps its crop to 8190, as before.
         padded_h, padded_w = (side + side % 2 if side < MAX_MPEG4_SIDE else side for side in (padded_h, padded_w))
-        if (padded_h, padded_w) != (h, w):
+        if self._video is not None and (padded_w, padded_h) != self._size:
+            overlay = self._fitted(overlay)  # another size than the first frame's: scaled first, then no padding
+        elif (padded_h, padded_w) != (h, w):
             overlay = cv2.copyMakeBorder(overlay, 0, padded_h - h, 0, padded_w - w, cv2.BORDER_CONSTANT,
                                          value=(0, 0, 0))
         if self._video is None:
@@ -478,8 +483,6 @@ class OverlayWriter:
                 raise OutputError(f"cannot write video '{readable_path(str(self.path))}': the {suffix} encoder "
                                   f"refused frames of {w}x{h}{larger}")
             self._video, self._size = video, (w, h)
-        if (overlay.shape[1], overlay.shape[0]) != self._size:
-            overlay = self._fitted(overlay)
         self._keep_room()
         self._video.write(overlay)
         self._frames += 1
@@ -490,8 +493,9 @@ class OverlayWriter:
         if not self._resized:
             self._resized = True
             logging.getLogger("tracker").warning(
-                "overlay video '%s' is %dx%d, as its first frame: frames of other sizes are scaled to fit, with "
-                "black bars; an overlay folder keeps each frame's size", readable_path(str(self.path)), *self._size)
+                "overlay video '%s' is %dx%d, the size its first frame set: frames of other sizes are scaled to "
+                "fit, with black bars; an overlay folder keeps each frame's size", readable_path(str(self.path)),
+                *self._size)
         (width, height), (w, h) = self._size, overlay.shape[1::-1]
         scale = min(width / w, height / h)
         fitted_w, fitted_h = max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale)))
@@ -523,30 +527,38 @@ class OverlayWriter:
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
 
     def next_source(self) -> None:
-        """The run goes on to its next source: a file of the sources before that comes again (the same clip given
-        twice) names its frames anew."""
+        """The run goes on to its next source: the names this one's frames took are taken for good (the same clip
+        given again names its frames anew)."""
+        self._taken.update(self._stem_names.values())
+        self._stem_names.clear()
         self._name_of.clear()
 
     def _frame_name(self, source: str) -> str:
         """The name an overlay frame of ``source`` carries: its file's stem ("frame" for a camera or stream), cut
-        to fit a file name, with "-2", "-3"... when an earlier file of this run took it."""
+        to fit a file name, with "-2", "-3"... when a source before in this run took it."""
         name = self._name_of.get(source)
+        if name is not None:
+            return name
+        stem = Path(source).stem if os.path.isfile(source) else "frame"
+        while len(os.fsencode(stem)) > _MAX_STEM_BYTES:
+            stem = stem[:-1]
+        name = self._stem_names.get(stem)
         if name is None:
-            stem = Path(source).stem if os.path.isfile(source) else "frame"
-            while len(os.fsencode(stem)) > _MAX_STEM_BYTES:
-                stem = stem[:-1]
-            name, n = stem, 1
-            while name in self._taken:
-                n += 1
+            name = stem
+            if stem in self._taken:
+                n = self._next_number.get(stem, 2)
+                while f"{stem}-{n}" in self._taken:
+                    n += 1
+                self._next_number[stem] = n + 1
                 name = f"{stem}-{n}"
-            self._taken.add(name)
-            self._name_of[source] = name
-            if n > 1:
                 self._renamed += 1
                 if self._renamed <= _RENAMES_LISTED:
-                    logging.getLogger("tracker").info("overlay frames of '%s' are named NNNNNN_%s.png, "
-                                                      "as '%s' was taken earlier in this run", readable_path(source),
-                                                      readable_path(name), readable_path(stem))
+                    logging.getLogger("tracker").info(
+                        "overlay frames of '%s' are named NNNNNN_%s.png, as a source before in this run took '%s'%s",
+                        readable_path(source), readable_path(name), readable_path(stem),
+                        "" if self._renamed < _RENAMES_LISTED else " (other sources renamed so are not listed)")
+            self._stem_names[stem] = name
+        self._name_of[source] = name
         return name
 
     def _write_png(self, overlay: np.ndarray, result: FrameResult) -> None:
