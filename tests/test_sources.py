@@ -251,6 +251,10 @@ def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
     top_down = bytearray(cv2.imencode(".bmp", np.zeros((7, 11), np.uint8))[1].tobytes())
     top_down[22:26] = struct.pack("<i", -7)  # rows stored top first
     assert declared_size(bytes(top_down)) == (11, 7)
+    top_down[18:22] = struct.pack("<i", -11)  # no width: no BMP
+    assert declared_size(bytes(top_down)) is None
+    assert declared_size(b"BMW service log: oil changed at 40000 km") is None  # no BMP header size
+    assert declared_size(b"P5#made by hand\n12 13\n255\n") == (12, 13)
     # Two full-size ICC segments (APP2) before the frame header, as photo editors write them.
     jpeg = cv2.imencode(".jpg", np.zeros((7, 11), np.uint8))[1].tobytes()
     icc = b"\xff\xe2" + struct.pack(">H", 65535) + b"ICC_PROFILE\x00" + bytes(65521)
@@ -269,7 +273,8 @@ def test_the_pixel_limit_is_read_as_opencv_reads_it(tmp_path, monkeypatch):
                           env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "100KB"})  # OpenCV reads it once
     assert "400x400 px, more than the 102,400 pixels OpenCV decodes" in proc.stderr, proc.stderr
     for value, pixels in (("100", 100), ("00100", 100), ("3kb", 3072), ("2Mb", 2 << 20),
-                          (str((1 << 64) - 1), (1 << 64) - 1)):
+                          (str((1 << 64) - 1), (1 << 64) - 1), ("17592186044416MB", 0),  # 2^64, wrapped round
+                          ("18014398509481985KB", 1024)):
         monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", value)
         assert max_decoded_pixels() == pixels, value
     for value in ("abc", "", "0.1M", "1GB", " 50000", "-5", "\u0661\u0662", str(1 << 64)):

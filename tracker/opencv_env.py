@@ -33,4 +33,5 @@ def max_decoded_pixels() -> int:
         raise OpenCVSettingError(
             f"OPENCV_IO_MAX_IMAGE_PIXELS is {text!r}, which OpenCV cannot read (it takes digits, optionally "
             "followed by KB or MB, as 2000000000 or 2000MB, below 2^64); correct or unset it")
-    return int(match[1]) << (0 if match[2] is None else 10 if match[2].lower() == "kb" else 20)
+    # OpenCV scales the number in 64 bits: a product past 2^64 wraps round, as it does here.
+    return (int(match[1]) << (0 if match[2] is None else 10 if match[2].lower() == "kb" else 20)) % (1 << 64)

@@ -253,6 +253,10 @@ def webp_orientation(data: bytes | memoryview) -> int:
 _MAX_DECODED_PIXELS = max_decoded_pixels()
 # libpng takes at most this many pixels a side (its PNG_USER_WIDTH_MAX and PNG_USER_HEIGHT_MAX).
 _MAX_PNG_SIDE = 1_000_000
+# A BMP's header sizes other than the OS/2 one (BITMAPINFOHEADER and its later versions).
+_BMP_HEADER_SIZES = frozenset({40, 52, 56, 64, 108, 124})
+_PNM_SPACE = b" \t\n\v\f\r"
+_PNM_HEADER_BYTES = 4096  # where a PNM's size must have come, comments included
 # JPEG's start-of-frame markers, which carry the picture's size: C0-CF but for DHT (C4), JPG (C8) and DAC (CC).
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -264,16 +268,21 @@ def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(view[12:16]) == b"IHDR" and len(view) >= 24:
         return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
     if bytes(view[:2]) == b"BM" and len(view) >= 26:
-        if int.from_bytes(view[14:18], "little") == 12:  # the old OS/2 header: 16-bit sides
-            return int.from_bytes(view[18:20], "little"), int.from_bytes(view[20:22], "little")
-        # A negative height is a picture stored top row first.
-        return (abs(int.from_bytes(view[18:22], "little", signed=True)),
-                abs(int.from_bytes(view[22:26], "little", signed=True)))
-    if len(view) >= 3 and view[0] == ord("P") and chr(view[1]) in "123456" and chr(view[2]).isspace():
+        header = int.from_bytes(view[14:18], "little")
+        if header == 12:  # the old OS/2 header: 16-bit sides
+            width, height = int.from_bytes(view[18:20], "little"), int.from_bytes(view[20:22], "little")
+        elif header in _BMP_HEADER_SIZES:
+            width, height = (int.from_bytes(view[18:22], "little", signed=True),
+                             int.from_bytes(view[22:26], "little", signed=True))
+        else:  # a text file that starts with "BM"
+            return None
+        # A negative height is a picture stored top row first; a width under 1 is no BMP OpenCV reads.
+        return (width, abs(height)) if width > 0 and height != 0 else None
+    if len(view) >= 3 and view[0] == ord("P") and view[1] in b"123456" and view[2] in _PNM_SPACE + b"#":
         # "P6 <width> <height> ...", in ASCII, with comments from "#" to the end of a line.
-        header = re.sub(rb"#[^\n\r]*", b" ", bytes(view[2:1024])).split()
-        if len(header) >= 2 and header[0].isdigit() and header[1].isdigit():
-            return int(header[0]), int(header[1])
+        fields = re.sub(rb"#[^\n\r]*", b" ", bytes(view[2:_PNM_HEADER_BYTES])).split(None, 2)
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            return int(fields[0]), int(fields[1])
         return None
     if bytes(view[:2]) != b"\xff\xd8":
         return None
