@@ -442,9 +442,10 @@ class FaceTracker:
 
     def detect_meshes(self, image: np.ndarray, limit: int, corners: tuple[int, ...] = (),
                       turns: tuple[int, ...] = ()) -> list[MeshResult]:
-        """Detect up to ``limit`` faces not yet tracked and mesh each of them; search the frame turned by
-        ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold (``max_faces``),
-        its ``corners`` (FaceDetector.detect)."""
+        """Detect faces not yet tracked and mesh them: the best found, up to ``limit`` that the mesh shows (with
+        them come the meshes of better finds that show no face, which TrackSet.add passes over). Search the frame
+        turned by ``turns`` too, and while the whole frame shows fewer faces than the tracker may hold
+        (``max_faces``), its ``corners`` (FaceDetector.detect)."""
         tile_below = self.config.max_faces if corners else 0  # the whole frame's finds include tracked faces
         # A turned find comes with the upright finds it outscored (FaceDetector.detect): they are meshed too, for
         # the turned crop may show the mesh no face, or the finds be two faces. A turned find's mesh must show a
@@ -465,6 +466,8 @@ class FaceTracker:
         # find, a blurred face in an audience found upside down at 0.77 and upright at 0.56 would otherwise crowd
         # out a find at 0.73, and a find that is no face the next one. The finds are meshed a few at a time, until
         # `limit` faces are kept and the next find ranks no higher than the least of them.
+        # Best first (without turns, the detector lists the corners' finds after the whole frame's).
+        pending.sort(key=lambda face: -face[0].score)
         meshed: list[tuple[float, list[MeshResult]]] = []
         faces: list[float] = []  # the rank of each face kept, best first
         while pending:
