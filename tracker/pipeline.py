@@ -451,7 +451,7 @@ class FaceTracker:
         # the turned crop may show the mesh no face, or the finds be two faces. A turned find's mesh must show a
         # face beyond doubt (_meshed_groups); the tracks take the rest, one track a face (TrackSet.add: presence,
         # and a box that overlaps a track's is the same face).
-        pending: list[list[Detection]] = []  # one face's finds each, best first (the detector's order)
+        pending: list[list[Detection]] = []  # one face's finds each, its best first
         for d in self.detector.detect(image, tile_below=tile_below, corners=corners, turns=turns):
             if not self.tracks.is_new_face(d.bbox):
                 continue
@@ -465,8 +465,8 @@ class FaceTracker:
         # when a mesh shows a face (presence). A turned find the mesh refused takes no place: with one face to
         # find, a blurred face in an audience found upside down at 0.77 and upright at 0.56 would otherwise crowd
         # out a find at 0.73, and a find that is no face the next one. The finds are meshed a few at a time, until
-        # `limit` faces are kept and the next find ranks no higher than the least of them.
-        # Best first (without turns, the detector lists the corners' finds after the whole frame's).
+        # `limit` faces are kept and the next find ranks no higher than the least of them. Faces go best first
+        # (without turns, the detector lists the corners' finds after the whole frame's).
         pending.sort(key=lambda face: -face[0].score)
         meshed: list[tuple[float, list[MeshResult]]] = []
         faces: list[float] = []  # the rank of each face kept, best first
