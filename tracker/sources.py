@@ -522,6 +522,9 @@ class _CaptureReader:
         if self.is_file:
             if failed:
                 self._skipped_damage(failed)
+                # Each failed read was a frame that could not be decoded: the frames after it keep their numbers
+                # in the file (as their timestamps say), so results can be matched back to the video.
+                self.index += failed
             time_s = self._media_time()
         else:
             time_s = now - self.t_open
@@ -565,8 +568,8 @@ class _CaptureReader:
         self._damaged += 1
         if self._damaged <= _DAMAGE_LISTED:
             where = f"after frame {self.index - 1}" if self.index else "before the first frame"
-            log.warning("%s: damaged data %s could not be decoded (%d failed reads) and was skipped", self.label,
-                        where, failed_reads)
+            log.warning("%s: damaged data %s could not be decoded (%d failed read%s) and was skipped", self.label,
+                        where, failed_reads, "s" * (failed_reads != 1))
 
     def _report_end(self) -> None:
         """A file's end: how much damaged data was skipped on the way, and whether it ended early."""
