@@ -241,6 +241,21 @@ def test_a_find_that_is_no_face_takes_no_place_of_a_face() -> None:
     assert len(faces) == 1 and faces[0].bbox[0] < 80 < faces[0].bbox[2], [f.bbox for f in faces]
 
 
+@pytest.mark.parametrize("still", [True, False])
+def test_one_small_face_in_a_large_picture_is_found_in_the_corners(afw_dir, still) -> None:
+    """An afw face scaled to 58 px wide in the middle of a 1000 × 750 picture: the whole frame, squeezed into the
+    detector's 128 px, shows no face, and the overlapping corners at 1.7 times the scale do. A still, and a
+    video's first frame, are searched there even with one face to find."""
+    face = cv2.imread(str(afw_dir / "1051618982_1.jpg"))
+    small = cv2.resize(face, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    picture = np.full((750, 1000, 3), 128, np.uint8)
+    picture[(750 - h) // 2:(750 + h) // 2, (1000 - w) // 2:(1000 + w) // 2] = small
+    assert not FaceDetector("short", "onnxruntime", threads=1).detect(picture, turns=TURNS, corners=())
+    faces = FaceTracker(TrackerConfig(backend="onnxruntime")).process(picture, still=still).faces
+    assert len(faces) == 1 and faces[0].bbox[0] < 500 < faces[0].bbox[2], [f.bbox for f in faces]
+
+
 def test_the_upright_find_a_turned_one_outscored_is_meshed_too(afw_dir) -> None:
     """afw 70037463_1 with its face blurred (the annotated box enlarged by 30%, two Gaussian blurs) and shrunk onto
     a 640 × 480 black frame, as a QA check made it: a turned search finds 0.75 where the upright one finds the

@@ -426,11 +426,12 @@ class FaceTracker:
             self._since_full_search = 0
         # ``thorough``: every corner and turn; other searches take one corner and one turn each, round robin, for
         # each costs another detector run.
-        # Looking for several faces, the frame's corners are searched too while it shows fewer (a group photo's
-        # small faces).
-        corners = ()
+        # The frame's corners are searched too while the whole frame shows fewer faces than the tracker may hold
+        # (a group photo's small faces; one face small in a large photo): all four in a thorough search, and when
+        # looking for several faces, one in each other search.
+        corners = CORNERS if thorough else ()
         if self.config.max_faces > 1:
-            corners = CORNERS if thorough else (self._next_corner,)
+            corners = corners or (self._next_corner,)
             self._next_corner = (self._next_corner + 1) % len(CORNERS)
         # The frame is searched turned too, for faces on their side or upside down (a photo or video without its
         # orientation tag, someone lying down). Once found, a face is tracked at whatever angle it turns to.
