@@ -574,6 +574,31 @@ def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):
     assert capfd.readouterr().err == ""  # neither FFmpeg nor OpenCV's AVI parser printed anything
 
 
+def test_an_empty_video_or_one_cut_off_before_its_index_says_so(tmp_path, capfd):
+    """A zero-byte .mp4, and an MP4 cut off before the index its writer puts last (a recording stopped by a crash):
+    each says what it is, not just "corrupt"; a file of boxes that is no MP4 is still "not a video"."""
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"cannot read video .*empty.mp4.*: the file is empty$"):
+        open_source(str(empty))
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 48))
+    for i in range(N_FRAMES):
+        writer.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    assert data[4:8] == b"ftyp" and data.rindex(b"moov") > len(data) // 2  # OpenCV's writer puts it last
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SourceError, match=r"cut.mp4.*: the file ends before its index \(the 'moov' box"):
+        open_source(str(cut))
+    boxes = tmp_path / "boxes.mp4"
+    boxes.write_bytes(b"\x00\x00\x00\x10free" + bytes(8) + np.random.default_rng(0).bytes(3000))
+    with pytest.raises(SourceError, match="boxes.mp4.*not a video or the file is corrupt"):
+        open_source(str(boxes))
+    assert capfd.readouterr().err == ""
+
+
 def test_close_during_iteration_stops(video):
     src = open_source(str(video))
     it = iter(src)

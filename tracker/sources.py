@@ -825,12 +825,45 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
                            fail=lambda: SourceError(f"{label} opened but delivered no frames"))
 
 
+def _lacks_its_index(path: str) -> bool:
+    """Whether ``path`` is an MP4 or MOV (ISO media) whose boxes run to the end of the file without its index (the
+    'moov' box), as a recording cut off before it was finished is."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            at, first = 0, True
+            while at + 8 <= size:
+                f.seek(at)
+                header = f.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                if kind == b"moov":
+                    return False
+                if length == 1 and len(header) == 16:  # a 64-bit length follows
+                    length = int.from_bytes(header[8:16], "big")
+                if length == 0 or at + length >= size:  # the last box: up to the end, or cut off in it
+                    return True
+                if length < 8:
+                    return False  # not boxes after all
+                at, first = at + length, False
+    except OSError:
+        return False
+    return False
+
+
 def _open_video(path: str, live: bool) -> FrameSource:
     def fail() -> SourceError:
         extension = os.path.splitext(path)[1].lower()
         if extension in AUDIO_EXTENSIONS:
             return SourceError(f"cannot read video '{path}': no pictures to track in it (a {extension} file is "
                                "usually sound only)")
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            return SourceError(f"cannot read video '{path}': the file is empty")
+        if _lacks_its_index(path):
+            return SourceError(f"cannot read video '{path}': the file ends before its index (the 'moov' box an MP4 "
+                               "or MOV writes last), as a recording cut off before it was finished does; it cannot "
+                               "be read")
         return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
 
     if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
