@@ -4,6 +4,7 @@ fake), odd pixel formats, huge/tiny images, live pacing with drops, and quiet fa
 import itertools
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -597,6 +598,30 @@ def test_an_empty_video_or_one_cut_off_before_its_index_says_so(tmp_path, capfd)
     with pytest.raises(SourceError, match="boxes.mp4.*not a video or the file is corrupt"):
         open_source(str(boxes))
     assert capfd.readouterr().err == ""
+
+
+def test_a_picture_name_on_something_else_says_what_it_holds(video, tmp_path, caplog):
+    """A video or a HEIC photo under a .jpg name says what it holds; a multi-page TIFF is read, and the pages
+    after its first are said to be left out."""
+    for name, data, words in (("clip.jpg", video.read_bytes(), "it holds a video (AVI), not a picture: name it .avi"),
+                              ("phone.jpg", b"\x00\x00\x00\x18ftypheic" + bytes(100), "it is a HEIC or AVIF picture"),
+                              ("noise.jpg", np.random.default_rng(0).bytes(500), "not an image or the file is corrupt")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError, match=re.escape(f"cannot read image '{tmp_path / name}': {words}")):
+            open_source(str(tmp_path / name))
+    pages = tmp_path / "pages.tif"
+    assert cv2.imwritemulti(str(pages), [np.full((40, 30, 3), 60 * k, np.uint8) for k in range(1, 4)])
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, _ = _read_all(pages)
+    assert len(frames) == 1 and frames[0].image.shape == (40, 30, 3) and frames[0].image.mean() == 60
+    assert [r.getMessage() for r in caplog.records] == [
+        f"'{pages}' holds 3 pictures (a multi-page TIFF): only the first is tracked"]
+    single = tmp_path / "single.tif"
+    cv2.imwrite(str(single), np.zeros((8, 8), np.uint8))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        _read_all(single)
+    assert not caplog.records
 
 
 def test_close_during_iteration_stops(video):

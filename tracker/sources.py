@@ -320,6 +320,42 @@ def _too_large(data: np.ndarray) -> str | None:
     return None
 
 
+# Brands of the ISO media files that hold pictures (HEIF, AVIF), not video.
+_PICTURE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
+
+
+def _what_else(data: np.ndarray) -> str:
+    """Why an image file OpenCV decoded no picture from could not be read: a video or a HEIF picture under an
+    image's name, or damage."""
+    head = bytes(data[:12])
+    if head[4:8] == b"ftyp":
+        if head[8:12] in _PICTURE_BRANDS:
+            return f"it is a HEIC or AVIF picture under another name; {UNREADABLE_IMAGE_REASON}"
+        return "it holds a video (MP4 or MOV), not a picture: name it .mp4 to track its frames"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "it holds a video (AVI), not a picture: name it .avi to track its frames"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "it holds a video (MKV or WebM), not a picture: name it .mkv to track its frames"
+    return "not an image or the file is corrupt"
+
+
+def _tiff_pages(data: np.ndarray, most: int = 10_000) -> int:
+    """How many pictures a TIFF holds (its chain of image directories); 1 for other files."""
+    view = memoryview(data).cast("B")
+    order = {b"II*\x00": "little", b"MM\x00*": "big"}.get(bytes(view[:4]))
+    if order is None:
+        return 1
+    pages, at, seen = 0, int.from_bytes(view[4:8], order), set()
+    while 8 <= at and at + 2 <= len(view) and at not in seen and pages < most:
+        seen.add(at)
+        pages += 1
+        end = at + 2 + 12 * int.from_bytes(view[at:at + 2], order)
+        if end + 4 > len(view):
+            break
+        at = int.from_bytes(view[end:end + 4], order)
+    return max(pages, 1)
+
+
 def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     """Decode one image file -> (BGR uint8 image, "") or (None, why it could not be read)."""
     try:
@@ -337,7 +373,10 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     except cv2.error:
         img = None
     if img is None:
-        return None, "not an image or the file is corrupt"
+        return None, _what_else(data)
+    if (pages := _tiff_pages(data)) > 1:
+        log.warning("'%s' holds %d pictures (a multi-page TIFF): only the first is tracked", readable_path(path),
+                    pages)
     if img.dtype == np.uint16:
         # Keep the top 8 of the bits the picture uses: 10- or 12-bit data stored in 16 bits (a PGM with maxval
         # 1023, a machine-vision camera's frame saved as PNG) would read as black through the top 8 of 16. A
