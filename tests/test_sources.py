@@ -235,6 +235,22 @@ def test_a_png_wider_than_libpng_decodes_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
 
 
+def test_a_png_cut_short_says_so_in_one_line(tmp_path):
+    """libpng prints "PNG input buffer is incomplete" of a PNG cut short; its chunks are walked first, so the run
+    says why in one line of its own. Bytes after the end chunk are no cut."""
+    data = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))[1].tobytes()
+    cut, padded = tmp_path / "cut.png", tmp_path / "padded.png"
+    cut.write_bytes(data[:len(data) // 2])
+    padded.write_bytes(data + b"bytes after the end")
+    proc = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), str(cut), "--quiet"], capture_output=True,
+                          text=True, cwd=tmp_path, check=False, timeout=120)
+    said = (f"ERROR: cannot read image '{cut}': the PNG is cut short (it ends before its last chunk), as an "
+            "unfinished download or copy is")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [said], proc.stderr
+    frames, _ = _read_all(padded)
+    assert frames[0].image.shape == (60, 80, 3)
+
+
 def test_the_declared_size_of_pngs_and_jpegs_is_their_size(afw_dir):
     from tracker.sources import declared_size
 

@@ -324,6 +324,19 @@ def _too_large(data: np.ndarray) -> str | None:
 _PICTURE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
 
 
+def _png_cut_short(data: np.ndarray) -> bool:
+    """Whether a PNG's chunks run past the end of its bytes before the IEND chunk that ends every PNG."""
+    view = memoryview(data).cast("B")
+    if bytes(view[:8]) != b"\x89PNG\r\n\x1a\n":
+        return False
+    at = 8
+    while at + 8 <= len(view):
+        if bytes(view[at + 4:at + 8]) == b"IEND":
+            return False
+        at += 12 + int.from_bytes(view[at:at + 4], "big")  # length, type, data, CRC
+    return True
+
+
 def _what_else(data: np.ndarray) -> str:
     """Why an image file OpenCV decoded no picture from could not be read: a video or a HEIF picture under an
     image's name, or damage."""
@@ -367,6 +380,8 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         return None, f"cannot read the file ({e.strerror or e})"
     if (why := _too_large(data)) is not None:
         return None, why
+    if _png_cut_short(data):  # libpng would print its own complaint, past OpenCV's log level
+        return None, "the PNG is cut short (it ends before its last chunk), as an unfinished download or copy is"
     try:
         with opencv_quieter():  # truncated BMP/PPM log multi-line ERRORs; we report it in one line
             img = cv2.imdecode(data, _IMREAD_FLAGS)
