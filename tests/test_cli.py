@@ -613,6 +613,12 @@ def test_an_overlay_that_cannot_be_written_stops_before_the_earlier_outputs_are_
     finally:
         folder.chmod(0o755)
     assert video.read_bytes() == b"an earlier run's video"
+    notes = tmp_path / "notes.txt"  # a file where the frames' folder would go
+    notes.write_text("mine\n")
+    proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier_json), "--output", str(notes),
+                   "--quiet")
+    assert_clean_failure(proc, 1, f"cannot write overlay frames into '{notes}': it is a file, not a folder")
+    assert "WARNING" not in proc.stderr and earlier_json.read_text() == EARLIER and notes.read_text() == "mine\n"
 
 
 def test_an_overlay_video_too_large_for_its_encoder_says_so_in_one_line(afw_dir, tmp_path):

@@ -411,6 +411,9 @@ class OverlayWriter:
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         shown = readable_path(path)
         if not self._is_video:
+            if self.path.exists() and not self.path.is_dir():
+                raise OutputError(f"cannot write overlay frames into '{shown}': it is a file, not a folder (name a "
+                                  f"folder, or a video file ending in {' '.join(VIDEO_SUFFIXES)})")
             if self.path.suffix and not self.path.is_dir():
                 logging.getLogger("tracker").warning(
                     "'%s' is not a video file this writer makes (%s): the overlay frames go to a folder of that "
