@@ -543,6 +543,7 @@ class _CaptureReader:
         self._first_time = self._last_stamp = self._last_time = self._start_s = 0.0
         self._step = 1.0 / (self.fps or _DEFAULT_FPS)
         self._damaged = 0  # files: places where damaged data was skipped
+        self._timed = False  # files: whether a frame's time was read (the first sets where the clock starts)
         self.error: str | None = None
         self.t_open = time.perf_counter()
         self._last_good = self.t_open
@@ -577,7 +578,10 @@ class _CaptureReader:
             if failed:
                 self._skipped_damage(failed)
                 # Each failed read was a frame that could not be decoded: the frames after it keep their numbers
-                # in the file (as their timestamps say), so results can be matched back to the video.
+                # in the file, so results can be matched back to the video. (An H.264 decoder may also drop a
+                # frame without a failed read, or fail a read more: of 12 copies of talking_d0 with a block
+                # damaged, 7 numbered frames after it 1-5 off, 41 frame-offsets in all; counted by the timestamps
+                # instead, 717.)
                 self.index += failed
             time_s = self._media_time()
         else:
@@ -599,7 +603,8 @@ class _CaptureReader:
         onto the file's clock within a few frames instead of drifting ahead of it."""
         pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # after read(): the timestamp of this frame
         stamp = pos_ms / 1000.0 if math.isfinite(pos_ms) and pos_ms > 0 else self.index / (self.fps or _DEFAULT_FPS)
-        if self.index == 0:
+        if not self._timed:
+            self._timed = True
             time_s = self._first_time = stamp
             # Where the stream starts, in frames from the container's 0 (FFmpeg). An estimated frame count
             # (duration × rate) includes it; an MP4's or MOV's, read from its index, does not.
