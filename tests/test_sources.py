@@ -609,6 +609,14 @@ def test_an_empty_video_or_one_cut_off_before_its_index_says_so(tmp_path, capfd)
     cut.write_bytes(data[:len(data) // 2])
     with pytest.raises(SourceError, match=r"cut.mp4.*: the file ends before its index \(the 'moov' box"):
         open_source(str(cut))
+    # An old QuickTime movie (no 'ftyp') cut off before its index; and one of a stream's segments, which has none.
+    (tmp_path / "classic.mov").write_bytes(b"\x00\x00\x00\x08wide" + b"\x00\x10\x00\x00mdat" + bytes(5000))
+    with pytest.raises(SourceError, match=r"classic.mov.*: the file ends before its index"):
+        open_source(str(tmp_path / "classic.mov"))
+    (tmp_path / "segment.mp4").write_bytes(b"\x00\x00\x00\x18stypmsdh\x00\x00\x00\x00msdh" + b"\x00\x00\x00\x10moof"
+                                           + bytes(8) + b"\x00\x10\x00\x00mdat" + bytes(5000))
+    with pytest.raises(SourceError, match="segment.mp4.*not a video or the file is corrupt"):
+        open_source(str(tmp_path / "segment.mp4"))
     boxes = tmp_path / "boxes.mp4"
     boxes.write_bytes(b"\x00\x00\x00\x10free" + bytes(8) + np.random.default_rng(0).bytes(3000))
     with pytest.raises(SourceError, match="boxes.mp4.*not a video or the file is corrupt"):
@@ -621,6 +629,11 @@ def test_a_picture_name_on_something_else_says_what_it_holds(video, tmp_path, ca
     after its first are said to be left out."""
     for name, data, words in (("clip.jpg", video.read_bytes(), "it holds a video (AVI), not a picture: name it .avi"),
                               ("phone.jpg", b"\x00\x00\x00\x18ftypheic" + bytes(100), "it is a HEIC or AVIF picture"),
+                              # a HEIF whose major brand says little, its compatible brands the rest
+                              ("iphone.jpg", b"\x00\x00\x00\x18ftypMiHE\x00\x00\x00\x00mif1heic" + bytes(100),
+                               "it is a HEIC or AVIF picture"),
+                              ("song.jpg", b"\x00\x00\x00\x14ftypM4A \x00\x00\x00\x00isom" + bytes(100),
+                               "it holds sound (M4A), not a picture"),
                               ("noise.jpg", np.random.default_rng(0).bytes(500), "not an image or the file is corrupt")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(SourceError, match=re.escape(f"cannot read image '{tmp_path / name}': {words}")):
@@ -631,7 +644,14 @@ def test_a_picture_name_on_something_else_says_what_it_holds(video, tmp_path, ca
         frames, _ = _read_all(pages)
     assert len(frames) == 1 and frames[0].image.shape == (40, 30, 3) and frames[0].image.mean() == 60
     assert [r.getMessage() for r in caplog.records] == [
-        f"'{pages}' holds 3 pictures (a multi-page TIFF): only the first is tracked"]
+        f"'{pages}' holds 3 images (a multi-page TIFF): only the first is tracked"]
+    from tracker.sources import _tiff_pages
+
+    # A BigTIFF's chain of two (empty) image directories: 8-byte offsets and counts.
+    big = b"II+\x00\x08\x00\x00\x00" + struct.pack("<QQQQQ", 16, 0, 32, 0, 0)
+    assert _tiff_pages(np.frombuffer(big, np.uint8)) == 2
+    looped = b"II*\x00" + struct.pack("<IHI", 8, 0, 8)  # a directory that names itself next
+    assert _tiff_pages(np.frombuffer(looped, np.uint8)) == 1
     single = tmp_path / "single.tif"
     cv2.imwrite(str(single), np.zeros((8, 8), np.uint8))
     caplog.clear()

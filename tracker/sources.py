@@ -320,8 +320,24 @@ def _too_large(data: np.ndarray) -> str | None:
     return None
 
 
-# Brands of the ISO media files that hold pictures (HEIF, AVIF), not video.
-_PICTURE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
+# Brands of the ISO media files that hold pictures (HEIF, AVIF), not video, and of those that hold sound or a raw
+# photo; a file lists its major brand and the others it is compatible with.
+_PICTURE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"MiHE", b"MiHA",
+                             b"MiHB", b"miaf"})
+_SOUND_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
+_RAW_BRANDS = frozenset({b"crx "})
+# The boxes an MP4 or MOV may begin with (an old QuickTime movie has no 'ftyp').
+_FIRST_MOVIE_BOXES = frozenset({b"ftyp", b"wide", b"free", b"skip", b"mdat", b"moov"})
+
+
+def _brands(ftyp_data: bytes) -> set[bytes]:
+    """The major and compatible brands of an 'ftyp' box's data (what follows its 8-byte header: the major brand,
+    a version, then the compatible brands)."""
+    return {ftyp_data[:4]} | {ftyp_data[k:k + 4] for k in range(8, len(ftyp_data) - 3, 4)}
+
+
+def _picture_brand(ftyp_data: bytes) -> bool:
+    return bool(_brands(ftyp_data) & _PICTURE_BRANDS)
 
 
 def _png_cut_short(data: np.ndarray) -> bool:
@@ -342,8 +358,13 @@ def _what_else(data: np.ndarray) -> str:
     image's name, or damage."""
     head = bytes(data[:12])
     if head[4:8] == b"ftyp":
-        if head[8:12] in _PICTURE_BRANDS:
+        brands = _brands(bytes(data[8:min(int.from_bytes(head[:4], "big"), 264)]))
+        if brands & _PICTURE_BRANDS:
             return f"it is a HEIC or AVIF picture under another name; {UNREADABLE_IMAGE_REASON}"
+        if brands & _SOUND_BRANDS:
+            return "it holds sound (M4A), not a picture"
+        if brands & _RAW_BRANDS:
+            return "it is a raw photo (CR3), which cannot be decoded here; convert it to JPEG or PNG"
         return "it holds a video (MP4 or MOV), not a picture: name it .mp4 to track its frames"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "it holds a video (AVI), not a picture: name it .avi to track its frames"
@@ -353,19 +374,26 @@ def _what_else(data: np.ndarray) -> str:
 
 
 def _tiff_pages(data: np.ndarray, most: int = 10_000) -> int:
-    """How many pictures a TIFF holds (its chain of image directories); 1 for other files."""
+    """How many images a TIFF or BigTIFF holds (its chain of image directories); 1 for other files."""
     view = memoryview(data).cast("B")
-    order = {b"II*\x00": "little", b"MM\x00*": "big"}.get(bytes(view[:4]))
-    if order is None:
+    order = {b"II": "little", b"MM": "big"}.get(bytes(view[:2]))
+    if order is None or len(view) < 16:
         return 1
-    pages, at, seen = 0, int.from_bytes(view[4:8], order), set()
-    while 8 <= at and at + 2 <= len(view) and at not in seen and pages < most:
+    version = int.from_bytes(view[2:4], order)
+    if version == 42:  # 4-byte offsets, 2-byte entry counts, 12-byte entries
+        offset, count, entry, at = 4, 2, 12, int.from_bytes(view[4:8], order)
+    elif version == 43:  # BigTIFF: 8-byte offsets, 8-byte entry counts, 20-byte entries
+        offset, count, entry, at = 8, 8, 20, int.from_bytes(view[8:16], order)
+    else:
+        return 1
+    pages, seen = 0, set()
+    while 8 <= at and at + count <= len(view) and at not in seen and pages < most:
         seen.add(at)
         pages += 1
-        end = at + 2 + 12 * int.from_bytes(view[at:at + 2], order)
-        if end + 4 > len(view):
+        end = at + count + entry * int.from_bytes(view[at:at + count], order)
+        if end + offset > len(view):
             break
-        at = int.from_bytes(view[end:end + 4], order)
+        at = int.from_bytes(view[end:end + offset], order)
     return max(pages, 1)
 
 
@@ -390,7 +418,7 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     if img is None:
         return None, _what_else(data)
     if (pages := _tiff_pages(data)) > 1:
-        log.warning("'%s' holds %d pictures (a multi-page TIFF): only the first is tracked", readable_path(path),
+        log.warning("'%s' holds %d images (a multi-page TIFF): only the first is tracked", readable_path(path),
                     pages)
     if img.dtype == np.uint16:
         # Keep the top 8 of the bits the picture uses: 10- or 12-bit data stored in 16 bits (a PGM with maxval
@@ -885,27 +913,32 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
 
 
 def _lacks_its_index(path: str) -> bool:
-    """Whether ``path`` is an MP4 or MOV (ISO media) whose boxes run to the end of the file without its index (the
-    'moov' box), as a recording cut off before it was finished is."""
+    """Whether ``path`` is an MP4 or MOV (ISO media) that holds a recording's data ('mdat') but runs to the end of
+    the file without its index (the 'moov' box), as a recording cut off before it was finished does."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            at, first = 0, True
+            at, data_seen = 0, False
             while at + 8 <= size:
                 f.seek(at)
                 header = f.read(16)
                 length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if first and kind != b"ftyp":
+                if at == 0 and kind not in _FIRST_MOVIE_BOXES:
                     return False
-                if kind == b"moov":
+                if kind == b"ftyp":
+                    f.seek(at + 8)
+                    if _picture_brand(f.read(min(max(length - 8, 0), 256))):
+                        return False
+                if kind in (b"moov", b"moof"):  # its index, or a fragment's (a stream's segment needs none)
                     return False
+                data_seen = data_seen or kind == b"mdat"
                 if length == 1 and len(header) == 16:  # a 64-bit length follows
                     length = int.from_bytes(header[8:16], "big")
                 if length == 0 or at + length >= size:  # the last box: up to the end, or cut off in it
-                    return True
+                    return data_seen or kind == b"mdat"
                 if length < 8:
                     return False  # not boxes after all
-                at, first = at + length, False
+                at += length
     except OSError:
         return False
     return False
