@@ -579,6 +579,28 @@ def test_damaged_data_mid_file_is_skipped_and_the_frames_after_it_read(talking_c
     assert capfd.readouterr().err == ""  # no FFmpeg chatter
 
 
+def test_a_truncated_video_with_damage_before_its_cut_says_both(tmp_path, caplog, capfd):
+    """An MJPEG AVI with one frame's data garbled and the file cut off later: the frames after the damage keep
+    their numbers, and the end's warning counts the frame lost with the frames read."""
+    path = tmp_path / "both.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))  # noise: each frame's JPEG is large
+    writer.release()
+    data = bytearray(path.read_bytes())
+    starts = [k for k in range(len(data) - 1) if data[k:k + 2] == b"\xff\xd8"]
+    assert len(starts) == 40
+    data[starts[10] + 100:starts[10] + 2100] = np.random.default_rng(1).bytes(2000)
+    path.write_bytes(bytes(data[:starts[25] + 100]))
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        frames, _ = _read_all(path)
+    assert [f.index for f in frames] == [*range(10), *range(11, 25)]
+    assert [r.getMessage() for r in caplog.records][-1] == (
+        f"video '{path}' ended after 25 of 40 frames (1 of them could not be decoded); the file may be truncated")
+    assert capfd.readouterr().err == ""  # no FFmpeg chatter
+
+
 def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(np.random.default_rng(0).bytes(5000))

@@ -571,6 +571,7 @@ class _CaptureReader:
         self._first_time = self._last_stamp = self._last_time = self._start_s = 0.0
         self._step = 1.0 / (self.fps or _DEFAULT_FPS)
         self._damaged = 0  # files: places where damaged data was skipped
+        self._lost = 0  # files: the frames it held (failed reads), which the frame numbers count
         self._timed = False  # files: whether a frame's time was read (the first sets where the clock starts)
         self.error: str | None = None
         self.t_open = time.perf_counter()
@@ -611,6 +612,7 @@ class _CaptureReader:
                 # damaged, 7 numbered frames after it 1-5 off, 41 frame-offsets in all; counted by the timestamps
                 # instead, 717.)
                 self.index += failed
+                self._lost += failed
             time_s = self._media_time()
         else:
             time_s = now - self.t_open
@@ -685,7 +687,8 @@ class _CaptureReader:
             log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s; "
                         "the rest was not read", self.label, n, m, _URL_READ_TIMEOUT_MS // 1000)
         else:
-            log.warning("%s ended after %d of %d frames; the file may be truncated", self.label, n, m)
+            lost = f" ({self._lost} of them could not be decoded)" if self._lost else ""
+            log.warning("%s ended after %d of %d frames%s; the file may be truncated", self.label, n, m, lost)
 
     def release(self) -> None:
         self.cap.release()
