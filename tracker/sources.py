@@ -251,6 +251,7 @@ def webp_orientation(data: bytes | memoryview) -> int:
 # OpenCV decodes no picture over this many pixels, and says only that there is none: the header's size tells the
 # user why. OpenCV read the setting when it was imported, as this module is.
 _MAX_DECODED_PIXELS = max_decoded_pixels()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # libpng takes at most this many pixels a side (its PNG_USER_WIDTH_MAX and PNG_USER_HEIGHT_MAX).
 _MAX_PNG_SIDE = 1_000_000
 # A BMP's header sizes other than the OS/2 one (BITMAPINFOHEADER and its later versions).
@@ -265,7 +266,7 @@ def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) that a PNG, JPEG, BMP or PNM (PBM, PGM, PPM) file's header declares; None for other files
     or a header cut short."""
     view = memoryview(data).cast("B")  # no copy: a picture too large to decode may be a large file
-    if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(view[12:16]) == b"IHDR" and len(view) >= 24:
+    if bytes(view[:8]) == _PNG_SIGNATURE and bytes(view[12:16]) == b"IHDR" and len(view) >= 24:
         return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
     if bytes(view[:2]) == b"BM" and len(view) >= 26:
         header = int.from_bytes(view[14:18], "little")
@@ -315,7 +316,7 @@ def _too_large(data: np.ndarray) -> str | None:
     if width * height > limit:
         return (f"the picture is {width}x{height} px, more than the {limit:,} pixels OpenCV decodes; scale it "
                 "down, or raise the limit with OPENCV_IO_MAX_IMAGE_PIXELS (it takes 3 bytes a pixel in memory)")
-    if bytes(data[:4]) == b"\x89PNG" and max(width, height) > _MAX_PNG_SIDE:
+    if bytes(data[:8]) == _PNG_SIGNATURE and max(width, height) > _MAX_PNG_SIDE:
         return f"the picture is {width}x{height} px; PNG pictures are decoded up to {_MAX_PNG_SIDE:,} px a side"
     return None
 
@@ -343,7 +344,7 @@ def _picture_brand(ftyp_data: bytes) -> bool:
 def _png_cut_short(data: np.ndarray) -> bool:
     """Whether a PNG's chunks run past the end of its bytes before the IEND chunk that ends every PNG."""
     view = memoryview(data).cast("B")
-    if bytes(view[:8]) != b"\x89PNG\r\n\x1a\n":
+    if bytes(view[:8]) != _PNG_SIGNATURE:
         return False
     at = 8
     while at + 8 <= len(view):
