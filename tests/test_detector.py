@@ -17,6 +17,7 @@ from evaluate_hard_cases import faces_under, turned_points
 
 from tracker.detector import (
     _ROTATE_CODES,
+    BLOCK_AVERAGE_FROM,
     CORNERS,
     LEFT_EYE,
     RIGHT_EYE,
@@ -239,6 +240,44 @@ def test_a_find_that_is_no_face_takes_no_place_of_a_face() -> None:
     faces = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=1)).process(_multi_face_frame(237),
                                                                                     still=True).faces
     assert len(faces) == 1 and faces[0].bbox[0] < 80 < faces[0].bbox[2], [f.bbox for f in faces]
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (3024, 4032), (1000, 750), (700, 131)])
+def test_a_large_frame_shrunk_in_two_steps_keeps_its_points_in_place(size) -> None:
+    """Frames many times the network's input are block-averaged first (a fast path), then shrunk the rest of the
+    way: bright squares land where the returned scale and offsets put them, as the one-step area filter puts
+    them, and the canvas reads as that filter's within a few grey levels."""
+    w, h = size
+    detector = FaceDetector("short", "onnxruntime", threads=1)
+    assert max(w, h) // detector.input_size >= BLOCK_AVERAGE_FROM  # the two-step path is the one tested
+    frame = np.zeros((h, w, 3), np.uint8)
+    side = max(w, h) // 25
+    centres = [(side, side), (w - side, h - side), (w // 2, h // 3), (w // 5, h - side)]
+    for cx, cy in centres:
+        frame[cy - side // 2:cy + side // 2, cx - side // 2:cx + side // 2] = 255
+    canvas, scale, ox, oy = detector._letterbox(frame)
+    block = max(w, h) // detector.input_size  # the kept part: whole squares of the first step
+    kept_w, kept_h = w // block * block, h // block * block
+    fill = detector.input_size / max(kept_w, kept_h)
+    one_step = cv2.resize(frame[:kept_h, :kept_w], (round(kept_w * fill), round(kept_h * fill)),
+                          interpolation=cv2.INTER_AREA)
+    shown = canvas[oy:oy + one_step.shape[0], ox:ox + one_step.shape[1]]
+    assert np.abs(shown.astype(int) - one_step).mean() < 2.0
+
+    def centroid(picture: np.ndarray, x: float, y: float) -> np.ndarray:
+        """The brightness centroid, in pixel indices, of the square around (x, y)."""
+        r = side * scale
+        x0, y0 = max(int(x - r), 0), max(int(y - r), 0)
+        patch = picture[y0:int(y + r) + 2, x0:int(x + r) + 2, 0].astype(float)
+        ys, xs = np.mgrid[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]]
+        return np.array([(xs * patch).sum(), (ys * patch).sum()]) / patch.sum()
+
+    for cx, cy in centres:
+        # A pixel's centre is at index + 0.5 in either picture's continuous coordinates.
+        placed = np.array([cx * scale + ox, cy * scale + oy]) - 0.5
+        found = centroid(canvas, *placed)
+        np.testing.assert_allclose(found, placed, atol=0.5)
+        np.testing.assert_allclose(found - (ox, oy), centroid(one_step, *placed - (ox, oy)), atol=0.35)
 
 
 @pytest.mark.parametrize("still", [True, False])
