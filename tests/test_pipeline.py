@@ -3,6 +3,7 @@
 import signal
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -220,6 +221,30 @@ def test_frame_numbers_and_times_that_are_not_numbers_are_refused_and_numpy_ones
     for not_an_image in (None, "photo.jpg"):
         with pytest.raises(ValueError, match="an image is a NumPy array"):
             tracker.process(not_an_image)
+    # The source is written into every record as text; "no" would read as a still.
+    for source, still, words in ((None, False, "source must be"), (b"x.jpg", False, "source must be"),
+                                 ("x.jpg", "no", "still must be"), ("x.jpg", None, "still must be")):
+        with pytest.raises(ValueError, match=words):
+            tracker.process(image, 5, 0.2, source, still)
+        with pytest.raises(ValueError, match=words):
+            list(tracker.process_stream([(image, 5, 0.2, source, still)]))
+    assert tracker.process(image, 5, 0.2, Path("a") / "x.jpg", np.bool_(True)).source == str(Path("a") / "x.jpg")
+
+
+def test_the_frame_after_a_still_starts_a_new_sequence(afw_dir):
+    """A still's face is not tracked into the next frame: a video's first frame after it reads as it does for a
+    fresh tracker, and not meshed from where the still's face was (afw 1130084326_1's crop overlaps
+    talking_d10's face: meshed from there, frame 0 read 56 px off)."""
+    video = read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)
+    config = TrackerConfig(backend="onnxruntime")
+    fresh = FaceTracker(config)
+    expected = [fresh.process(image, i, i / 30.0, "v") for i, image in enumerate(video)]
+    tracker = FaceTracker(config)
+    assert tracker.process(cv2.imread(str(afw_dir / "1130084326_1.jpg")), 0, 0.0, "x", True).faces
+    for want, image, i in zip(expected, video, range(3)):
+        (got,) = tracker.process(image, i, i / 30.0, "v").faces
+        np.testing.assert_allclose(got.landmarks, want.faces[0].landmarks, atol=1e-6)
+        np.testing.assert_allclose(got.pose.quaternion, want.faces[0].pose.quaternion, atol=1e-9)
 
 
 def test_one_tracker_serves_one_caller_at_a_time():

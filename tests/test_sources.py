@@ -362,9 +362,16 @@ def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):
         # The same pixels give the same points; grey is another picture of the face, so near them.
         limit = 0.05 * eyes if name == "grey" else 0.5
         assert np.abs(same.landmarks - face.landmarks).max() < limit, name
-    for bad, words in ((image[:0], "empty"), (np.zeros((8, 8, 5), np.uint8), "shape")):
+    for bad, words in ((image[:0], "empty"), (np.zeros((0, 0), np.uint8), "empty"),
+                       (np.zeros((0, 0, 4), np.uint8), "empty"), (np.zeros((8, 8, 5), np.uint8), "shape"),
+                       (image.astype(np.float32), "reaches 255")):
         with pytest.raises(ValueError, match=words):
             tracker.process(bad, still=True)
+    # Rounding a hair over 1, and NaN (black), are taken.
+    assert len(tracker.process(np.minimum(image / 255.0 + 0.001, 1.0019), still=True).faces) == 1
+    nan_corner = image / 255.0
+    nan_corner[:5, :5] = np.nan
+    assert len(tracker.process(nan_corner, still=True).faces) == 1
 
 
 # --- missing things ----------------------------------------------------------------------------------

@@ -196,6 +196,7 @@ class FaceTracker:
         self._next_turn = 0  # the turn of the frame a video's next search for sideways faces looks at
         self._first_search = True  # a sequence's first search looks at every corner and turn, as a still's does
         self._since_full_search = 0  # frames since a search looked at every corner and turn
+        self._after_still = False  # the last frame was a still: the next one starts a new sequence
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -265,7 +266,7 @@ class FaceTracker:
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
         unrelated to the previous one."""
         image = _bgr8(image)
-        frame, time_s = _frame_and_time(frame, time_s)
+        frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
         with self._using("process()"):
             self._await_unfinished()
             with one_blas_thread():
@@ -307,7 +308,7 @@ class FaceTracker:
                                  + (f" of {len(item)}" if isinstance(item, tuple) else ""))
             image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
             image = _bgr8(image)
-            frame, time_s = _frame_and_time(frame, time_s)
+            frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
             return self._find(image, still), image.shape, frame, time_s, source, still
 
         with self._using("process_stream()"):
@@ -335,8 +336,11 @@ class FaceTracker:
     def _find(self, image: np.ndarray, still: bool) -> list[tuple[int, MeshResult, FaceState]]:
         """The first stage: the frame's faces (mesh, tracks, new faces looked for), each with its ID, mesh and
         the state the later stages carry for it (the track's own object, for _describe alone to change)."""
-        if still:
+        if still or self._after_still:
+            # A still's faces are its own: the frame after it (a video's first, say) starts a new sequence, and
+            # is not meshed where the still's faces were.
             self._forget_faces()
+        self._after_still = still
         tracks = self.tracks
         # Every frame, even with no track: lost tracks are remembered for a number of frames.
         tracks.update(self.mesh.run(image, [t.roi for t in tracks.tracks], mirror=self.config.mirror_check), image)
@@ -536,15 +540,19 @@ def _require_finite(values: list[np.ndarray]) -> None:
         raise ValueError("it gave numbers that are not finite")
 
 
-def _frame_and_time(frame: object, time_s: object) -> tuple[int, float]:
-    """process()'s frame number and time as int and float, or a ValueError (as README promises for bad arguments)
-    that says what they must be."""
+def _frame_arguments(frame: object, time_s: object, source: object, still: object) -> tuple[int, float, str, bool]:
+    """process()'s frame number, time, source name and still flag as int, float, str and bool, or a ValueError (as
+    README promises for bad arguments) that says what they must be."""
     whole = isinstance(frame, numbers.Integral) or (isinstance(frame, numbers.Real) and float(frame).is_integer())
     if not whole or isinstance(frame, bool):  # 3.0 is taken: cv2's CAP_PROP_POS_FRAMES is a float
         raise ValueError(f"frame must be a whole number, got {frame!r}")
     if not (isinstance(time_s, numbers.Real) and not isinstance(time_s, bool) and math.isfinite(time_s)):
         raise ValueError(f"time_s must be a finite number of seconds, got {time_s!r}")
-    return int(frame), float(time_s)
+    if not isinstance(source, (str, os.PathLike)):  # written into every record as text
+        raise ValueError(f"source must be a name or path (str), got {source!r}")  # noqa: TRY004 -- as README says
+    if not isinstance(still, (bool, np.bool_)):  # a string such as "no" would read as True
+        raise ValueError(f"still must be True or False, got {still!r}")  # noqa: TRY004 -- as README says
+    return int(frame), float(time_s), os.fsdecode(source), bool(still)
 
 
 def _bgr8(image: np.ndarray) -> np.ndarray:
@@ -554,6 +562,13 @@ def _bgr8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
         return image
+    if np.issubdtype(image.dtype, np.floating) and image.size:
+        # Float pixels hold 0..1: a 0..255 picture in floats would be clipped to white and show no face. Half a
+        # grey level over 1 is let through (rounding in the caller's arithmetic).
+        top = np.max(image, initial=0.0, where=np.isfinite(image))
+        if top > 1.0 + 0.5 / 255.0:
+            raise ValueError(f"a float image holds values in [0, 1], this one reaches {float(top):g}: divide a "
+                             "0-255 picture by 255 or pass it as uint8")
     return to_bgr8(image)
 
 

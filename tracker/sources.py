@@ -194,6 +194,8 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
             raise ValueError(f"unsupported pixel type {img.dtype}")
     if img.ndim == 3 and img.shape[2] in (1, 2):
         img = img[:, :, 0]  # grey (+ alpha): the alpha channel carries no picture
+    if img.ndim in (2, 3) and (img.shape[0] == 0 or img.shape[1] == 0):
+        raise ValueError("empty image")  # before OpenCV's conversions, which would assert on it
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.ndim == 3 and img.shape[2] == 4:
@@ -202,8 +204,6 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     elif not (img.ndim == 3 and img.shape[2] == 3):
         raise ValueError(f"unsupported image shape {img.shape}")
-    if img.shape[0] == 0 or img.shape[1] == 0:
-        raise ValueError("empty image")
     return np.ascontiguousarray(img)
 
 
