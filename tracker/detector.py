@@ -27,11 +27,11 @@ CORNERS = (0, 1, 2, 3)
 # Four more searches at a larger scale are four more chances to see a face in a texture: a tile's detection
 # must score higher than the whole frame's (low-frequency noise gave 0.53-0.55, group-photo faces 0.54-0.95).
 TILE_MIN_SCORE = 0.6
-# Frames this many times the network's input a side or more are shrunk in two steps (FaceDetector._letterbox).
-# Below it the one-step area filter takes about a millisecond or less (a 470×350 picture: 0.96 against 0.67 ms),
-# and two steps would move a small still's find by a fraction of a pixel: on afw (pictures up to 480 px) they
-# moved its mesh enough to fail one more face at 0.08.
-BLOCK_AVERAGE_FROM = 4
+# Frames 2 × LEFT_FOR_AREA_FILTER times the network's input a side or more are shrunk in two steps
+# (FaceDetector._letterbox): squares of whole pixels averaged first, on OpenCV's fast path for a whole-number
+# factor, leave at least this many times the input for its general area filter, whose result they then match
+# within about a grey level on average (a whole-pixel factor taken as far as it goes, within 2).
+LEFT_FOR_AREA_FILTER = 4
 SAME_FACE_OVERLAP = 0.5  # two boxes are one face when their overlap covers more than this of the smaller one
 # Quarter turns of the frame (clockwise) searched for faces the frame shows on their side or upside down:
 # BlazeFace finds faces within about 45° of upright, and places an upside-down face's eyes as an upright one's.
@@ -168,16 +168,17 @@ class FaceDetector:
         h, w = image.shape[:2]
         n = self.input_size
         scale = n / max(h, w)
-        block = max(h, w) // n  # whole frame pixels a side per input pixel
-        if block >= BLOCK_AVERAGE_FROM and min(h, w) >= block:
-            # Average block × block squares first: OpenCV's area filter has a fast path for a whole-number
-            # factor, and its general one takes 2-4 times longer (a 4000×3000 photo: 54 ms against 24 ms in
-            # two steps). The last row and column of squares may be cut short; those few pixels, under one
-            # input pixel across, are left out of the canvas (the scale below is the kept part's).
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        block = max(h, w) // (n * LEFT_FOR_AREA_FILTER)  # frame pixels a side averaged first
+        if (w % nw or h % nh) and block >= 2 and min(h, w) >= block:
+            # OpenCV's area filter has a fast path for a whole-number factor (as 1920×1080 has), and its general
+            # one takes 2-5 times longer on a large frame (a 4000×3000 photo: 54 ms in one step, 11 ms in two).
+            # The last row and column of squares may be cut short; those pixels, under a quarter of an input
+            # pixel across, are left out of the canvas (the scale is the kept part's).
             h, w = h // block * block, w // block * block
             image = cv2.resize(image[:h, :w], (w // block, h // block), interpolation=cv2.INTER_AREA)
             scale = n / max(h, w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(image, (nw, nh), interpolation=interp)
         ox, oy = (n - nw) // 2, (n - nh) // 2
