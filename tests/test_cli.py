@@ -495,6 +495,10 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--json", str(tmp_path / "earlier.jsonl"), "--csv", str(tmp_path / "link.jsonl")): "both write to",
         ("--json", str(tmp_path / "a.out"), "--csv", str(tmp_path / "a.out")): "both write to",
         ("--json", "-", "--csv", "-"): "both write to stdout",
+        # A frame of the overlay folder would replace it, or be written through it while it is open.
+        ("--output", str(tmp_path / "frames"), "--json", str(tmp_path / "frames" / "000001_clip.png")): "named like",
+        ("--output", str(tmp_path / "frames"), "--csv", str(tmp_path / "frames" / "000001_clip.png.part")):
+            "named like",
         ("--json", ""): "empty",
         ("--vmc", ""): "empty",
         ("--vmc-mirror",): "give --vmc",
@@ -619,6 +623,11 @@ def test_an_overlay_that_cannot_be_written_stops_before_the_earlier_outputs_are_
                    "--quiet")
     assert_clean_failure(proc, 1, f"cannot write overlay frames into '{notes}': it is a file, not a folder")
     assert "WARNING" not in proc.stderr and earlier_json.read_text() == EARLIER and notes.read_text() == "mine\n"
+    for too_long in (tmp_path / ("a" * 300 + ".mp4"), tmp_path / ("a" * 300)):  # a look at the name fails
+        proc = run_cli("--source", str(afw_dir / FACE_IMAGE), "--json", str(earlier_json), "--output", str(too_long),
+                       "--quiet")
+        assert_clean_failure(proc, 1, "cannot write", "File name too long")
+        assert earlier_json.read_text() == EARLIER
 
 
 def test_an_overlay_video_too_large_for_its_encoder_says_so_in_one_line(afw_dir, tmp_path):
@@ -978,6 +987,52 @@ def test_a_stop_while_the_tracker_loads_writes_nothing(afw_dir, tmp_path):
     assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
 
 
+def test_a_first_stop_while_loading_says_the_run_ends_when_loading_does(caplog):
+    """A first start compiles for half a minute, deaf to a first Ctrl-C: the stop says so, and a second one
+    interrupts. Outside the block a first stop says nothing."""
+    from tracker.cli import StopRequest
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop = StopRequest()
+        stop.install()
+        with caplog.at_level("INFO", logger="tracker"):
+            with stop.noting_a_first_stop("stopping once loading ends"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert stop.requested and [r.getMessage() for r in caplog.records] == ["stopping once loading ends"]
+                with pytest.raises(KeyboardInterrupt):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            quiet = StopRequest()
+            quiet.install()
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert quiet.requested and len(caplog.records) == 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def test_stops_after_the_run_leave_its_exit_code_alone(monkeypatch):
+    """A stop between the run's end and the hold on stops is the run's interruption, not a traceback; once the
+    command's main returns, stops are ignored, or Python's default handlers, put back while the interpreter
+    ends, would turn the exit code into the signal's (143 for SIGTERM)."""
+    import tracker.cli
+    from tracker import launcher
+
+    def stopped_as_it_ends(args, stop):
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        monkeypatch.setattr(tracker.cli, "_run_reporting", stopped_as_it_ends)
+        assert tracker.cli.main(["--source", "x.mp4"]) == tracker.cli.EXIT_INTERRUPTED
+        monkeypatch.setattr(tracker.cli, "main", lambda: 0)
+        assert launcher.main() == 0
+        assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in launcher.STOP_SIGNALS)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def test_threads_beyond_the_cpu_count_are_refused():
     proc = run_cli("--threads", str((os.cpu_count() or 1) + 1))
     assert proc.returncode == 2 and "at most" in proc.stderr and "Traceback" not in proc.stderr
@@ -1187,6 +1242,14 @@ def test_stdout_and_stderr_that_are_closed_gone_or_shared(talking_clip, tmp_path
                           f"> {tmp_path / 'both.txt'}", shell=True, cwd=REPO, executable="/bin/bash",
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "both write to stdout" in proc.stderr
+    # stdout a pipe, reached under two names; and the null device, which any number of outputs may share.
+    base = [sys.executable, "run_tracker.py", "--source", str(talking_clip), "--max-frames", "2", "--quiet"]
+    proc = subprocess.run([*base, "--json", "-", "--csv", "/dev/stdout"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2 and "both write to '/dev/stdout'" in proc.stderr and not proc.stdout, proc.stderr
+    proc = subprocess.run([*base, "--json", "/dev/null", "--csv", "/dev/null"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="an X display is a Unix socket here")

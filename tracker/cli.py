@@ -127,13 +127,21 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
-    # With several sources, a source in the overlay folder named like its frames could be overwritten by an earlier
-    # source's frame before it is read.
-    if len(args.sources) > 1 and args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+    if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         folder = os.path.realpath(args.output)
-        for source in args.sources:
-            if (os.path.isfile(source) and os.path.dirname(os.path.realpath(source)) == folder
-                    and named_like_an_overlay_frame(source)):
+
+        def among_its_frames(path: str) -> bool:  # in the overlay folder, named as a frame is (or while written)
+            return (os.path.dirname(os.path.realpath(path)) == folder
+                    and named_like_an_overlay_frame(path.removesuffix(".part")))
+
+        for option in ("--json", "--csv"):
+            value = files.get(option)
+            if value and value != "-" and among_its_frames(value):
+                return (f"{option} '{value}' is in the overlay folder '{args.output}' and named like its frames; "
+                        "an overlay frame could overwrite it")
+        # With several sources, a source named so could be overwritten by an earlier source's frame before it is read.
+        for source in args.sources if len(args.sources) > 1 else ():
+            if os.path.isfile(source) and among_its_frames(source):
                 return (f"source '{source}' is in the overlay folder '{args.output}' and named like its frames; "
                         "an earlier source's overlay frame could overwrite it before it is read")
     return None
@@ -157,15 +165,23 @@ def _folder_files(path: str) -> set[object]:
 
 def _written_file(path: str) -> object:
     """What an output path (``-``: stdout) writes to, the same for every name of one file: the device and inode
-    of an existing file (so a link, a hard link, `/dev/stdout` or a redirect to it are told), else the real
-    path; stdout that is not a file is "stdout"."""
+    of what exists (so a link, a hard link, `/dev/stdout` or a redirect to it are told, a pipe or a terminal
+    too), else the real path; stdout that cannot be looked at is "stdout". The null device is a new object each
+    time: any number of outputs may be thrown away there."""
     try:
         info = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(path)
     except (OSError, ValueError, AttributeError):
         return "stdout" if path == "-" else os.path.realpath(path)
-    if stat.S_ISREG(info.st_mode):
-        return info.st_dev, info.st_ino
-    return "stdout" if path == "-" else os.path.realpath(path)
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == _null_device():
+        return object()
+    return info.st_dev, info.st_ino
+
+
+def _null_device() -> int | None:
+    try:
+        return os.stat(os.devnull).st_rdev
+    except OSError:
+        return None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -320,6 +336,7 @@ class StopRequest:
         self._interrupt_now = False  # inside interruptible(): a stop raises at once
         self._holding = False  # hold() has begun: a stop is noted, never raised
         self._held: dict[int, object] = {}  # while the outputs close: each stop signal's handler before
+        self._first_stop_note: str | None = None  # said at a first stop inside noting_a_first_stop()
 
     def install(self) -> None:
         def handler(signum, frame):
@@ -329,6 +346,8 @@ class StopRequest:
             self.requested = True
             if (again or self._interrupt_now) and not self._holding:
                 raise KeyboardInterrupt
+            if self._first_stop_note and not again:
+                log.info(self._first_stop_note)
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
@@ -344,6 +363,16 @@ class StopRequest:
             yield
         finally:
             self._interrupt_now = False
+
+    @contextmanager
+    def noting_a_first_stop(self, note: str) -> Iterator[None]:
+        """A first stop during the block says ``note``: for work that goes on to its end, so long that a
+        stop that seems to do nothing would look like a hang."""
+        self._first_stop_note = note
+        try:
+            yield
+        finally:
+            self._first_stop_note = None
 
     def hold(self) -> None:
         """Stops are noted, never raised, until :meth:`release`: a source or the outputs are being closed (and
@@ -452,7 +481,9 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         window = Window() if args.show else None
         if window:
             outputs.append(window)
-        tracker = load_tracker(config, quiet=args.quiet)
+        # A first start compiles the 3D fit's kernels for half a minute; cut short, they would be compiled again.
+        with stop.noting_a_first_stop("stopping once loading ends; press Ctrl-C again to stop now"):
+            tracker = load_tracker(config, quiet=args.quiet)
         if stop.requested:  # asked to stop while loading: nothing is tracked, nothing written
             return EXIT_INTERRUPTED
         wireframe = tracker.fitter.model.mesh468_tris if (args.wireframe and tracker.fitter) else None
@@ -669,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     try:
         return _run_reporting(args, stop)
+    except KeyboardInterrupt:
+        # A second stop in the moment between the run's end (whose outputs are closed) and the hold below.
+        return EXIT_INTERRUPTED
     finally:
         stop.hold()  # the run is over: a late Ctrl-C must not turn its exit code into a signal's
 

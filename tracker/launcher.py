@@ -17,13 +17,14 @@ from tracker.opencv_env import OpenCVSettingError, max_decoded_pixels
 
 EXIT_INTERRUPTED = 130  # as tracker.cli exits on Ctrl-C
 EXIT_BAD_INPUT = 2  # as tracker.cli exits on a source it cannot read
+# Ctrl-C, `kill` and the terminal going away; tracker.cli.STOP_SIGNALS, which cannot be imported yet.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def main() -> int:
     stops: list[int] = []
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # tracker.cli.STOP_SIGNALS, which cannot be imported yet
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), lambda signum, _frame: stops.append(signum))
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: stops.append(signum))
     try:  # before OpenCV is imported: it aborts the process on a setting it cannot read
         max_decoded_pixels()
     except OpenCVSettingError as exc:
@@ -34,6 +35,10 @@ def main() -> int:
     if stops:
         return EXIT_INTERRUPTED
     code = cli_main()
+    # The run is over and its outputs closed. Python puts the default handlers back while the interpreter ends,
+    # and a stop then would end the process with the signal's status (143 for SIGTERM) instead of this code.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     # A run stopped by Ctrl-C or an error may leave one of the tracker's own daemon threads (the pipeline's
     # worker, a live source's reader; named "tracker. ...") inside ONNX Runtime or a camera driver. Tearing the
     # interpreter down under it can abort the process ("terminate called without an active exception"), so

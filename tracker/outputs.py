@@ -410,6 +410,16 @@ class OverlayWriter:
         self._renamed = 0
         self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         shown = readable_path(path)
+        try:
+            self._check_destination(shown)
+        except OSError as exc:  # from a look at the path itself: a name too long for the file system, say
+            kind = "video" if self._is_video else "overlay frames into"
+            raise OutputError(f"cannot write {kind} '{shown}': {exc.strerror or exc}") from None
+
+    def _check_destination(self, shown: str) -> None:
+        """What would stop the overlay, found now, before any other output is opened: an OutputError that says so.
+        A folder is made here."""
+        path = str(self.path)
         if not self._is_video:
             if self.path.exists() and not self.path.is_dir():
                 raise OutputError(f"cannot write overlay frames into '{shown}': it is a file, not a folder (name a "
