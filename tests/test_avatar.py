@@ -15,6 +15,7 @@ from pythonosc.osc_bundle import OscBundle
 
 from tracker.avatar import (
     ARKIT_BLENDSHAPES,
+    AddressError,
     UdpJsonSender,
     VmcSender,
     camera_to_unity_quaternion,
@@ -240,6 +241,7 @@ def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
             with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, eye_bones=True) as sender:
                 sender.send(f)
                 msgs = receive_bundle(receiver)
+            receive_bundle(receiver)  # the one its close sends
             bones[mirror, name] = {p[0]: tuple(p[4:]) for a, p in msgs if a == "/VMC/Ext/Bone/Pos"}
     assert list(bones[False, "side"]) == ["Head", "LeftEye", "RightEye"]
     assert bones[False, "side"]["LeftEye"] == bones[False, "side"]["RightEye"]
@@ -253,6 +255,7 @@ def test_vmc_eye_bones_turn_with_the_gaze_like_the_head(receiver):
     with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
         sender.send(frame)
         assert [p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"] == ["Head"]
+    receive_bundle(receiver)
     with VmcSender("127.0.0.1", receiver.getsockname()[1], eye_bones=True) as sender:
         sender.send(FakeFrame(2, 0.0, "cam0", [FakeFace(1, make_pose(0, 0, 0), make_shapes())]))
         rest = {p[0]: tuple(p[4:]) for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Bone/Pos"}
@@ -300,6 +303,26 @@ def test_vmc_a_lost_face_fades_its_blendshapes_to_rest_and_holds_its_head(receiv
         assert {p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"} == shapes.keys()
 
 
+def test_vmc_closing_puts_the_weights_at_rest_and_says_tracking_is_lost(receiver):
+    """The run's end: a receiver keeps what it got last, so the sender's close sends each weight it sent at 0
+    and tracking lost, at the last frame's time; the head keeps its rotation. A sender that sent nothing says
+    nothing."""
+    shapes = make_shapes()
+    sender = VmcSender("127.0.0.1", receiver.getsockname()[1])
+    sender.send(FakeFrame(1, 2.5, "cam0", [FakeFace(1, make_pose(10, 0, 0), shapes)]))
+    receive_bundle(receiver)
+    sender.close()
+    last = receive_bundle(receiver)
+    assert {p[0]: p[1] for a, p in last if a == "/VMC/Ext/Blend/Val"} == dict.fromkeys(shapes, 0.0)
+    assert [a for a, _ in last][-3:] == ["/VMC/Ext/Blend/Apply", "/VMC/Ext/OK", "/VMC/Ext/T"]
+    assert ("/VMC/Ext/OK", [1, 3, 0, 0]) in last and last[-1][1] == [pytest.approx(2.5)]
+    assert not any(a == "/VMC/Ext/Bone/Pos" for a, _ in last)
+    VmcSender("127.0.0.1", receiver.getsockname()[1]).close()
+    receiver.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        receiver.recvfrom(65536)
+
+
 def test_vmc_the_fade_never_stalls_or_goes_back_up_when_the_clock_does(receiver):
     """Time that stands still (stills, the library's default time_s) counts each frame as 1/30 s; time that
     jumps back (a restarted source) neither restarts nor undoes the fade."""
@@ -327,6 +350,7 @@ def test_vmc_presets_follow_the_arkit_weights_and_the_mirror(receiver):
         with VmcSender("127.0.0.1", receiver.getsockname()[1], mirror=mirror, presets=True) as sender:
             sender.send(frame)
             sent[mirror] = {p[0]: p[1] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/Blend/Val"}
+        receive_bundle(receiver)  # the one its close sends
     assert sent[False]["Blink_L"] == pytest.approx(0.9) and sent[False]["Blink_R"] == pytest.approx(0.1)
     assert sent[False]["A"] == pytest.approx(0.4) and sent[False]["LookUp"] == pytest.approx(0.3)
     assert sent[False]["LookLeft"] == pytest.approx(0.5) and sent[False]["LookRight"] == pytest.approx(0.0)
@@ -516,11 +540,17 @@ def test_unreachable_network_is_counted_and_retried(receiver, monkeypatch, caplo
     sender.close()
 
 
-def test_unresolvable_host_is_one_clear_value_error():
-    with pytest.raises(ValueError, match="cannot resolve VMC host 'no-such-host.invalid'"):
+def test_unresolvable_host_is_one_clear_address_error():
+    with pytest.raises(AddressError, match="cannot resolve VMC host 'no-such-host.invalid'"):
         VmcSender("no-such-host.invalid", 39539)
-    with pytest.raises(ValueError, match="cannot resolve UDP JSON host"):
+    with pytest.raises(AddressError, match="cannot resolve UDP JSON host"):
         UdpJsonSender("no-such-host.invalid", 40000)
+
+
+def test_a_broadcast_address_may_be_sent_to():
+    """Without SO_BROADCAST the kernel refuses every datagram to 255.255.255.255 (EACCES), frame after frame."""
+    with VmcSender("255.255.255.255", closed_port()) as sender:
+        assert sender._link._sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 1
 
 
 def test_sender_opens_no_listening_socket():

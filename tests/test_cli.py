@@ -928,6 +928,8 @@ EARLIER = '{"frame": 0, "note": "an earlier run\'s output"}\n' * 3
 @pytest.mark.parametrize("options, code, words", [
     (["--vmc", "127.0.0.1:abc"], 2, ["--vmc", "not a number"]),
     (["--udp-json", "127.0.0.1:\u00b9\u00b2"], 2, ["--udp-json", "not a number"]),
+    (["--vmc", "no-such-host.invalid"], 2, ["cannot resolve VMC host"]),
+    (["--vmc", "127.0.0.1", "--udp-json", "localhost:39539"], 2, ["both send to 127.0.0.1:39539"]),
     (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "no folder"]),
     (["--csv", "/nonexistent-folder/faces.csv"], 1, ["cannot write CSV", "No such file"]),
 ])

@@ -4,7 +4,7 @@ Both senders are fire-and-forget: a receiver that is down, a network that is
 unreachable or a full socket buffer never blocks or crashes tracking. Errors
 are counted (``.errors``) and logged at most once per 5 s on the
 ``tracker.avatar`` logger. The host name is resolved once, at construction
-(an unresolvable name raises ``ValueError``), so no DNS look-up ever happens on
+(an unresolvable name raises ``AddressError``, a ``ValueError``), so no DNS look-up ever happens on
 the per-frame path. The sockets are UDP, non-blocking and *connected* to the
 receiver: they own only the ephemeral source port the kernel gives them, listen
 on nothing, and the kernel discards any datagram not coming from the receiver.
@@ -125,6 +125,16 @@ def _check_port(port: int, text: str) -> int:
 # --------------------------------------------------------------------------- transport
 
 
+class AddressError(ValueError):
+    """A receiver's address that names no host: the command line's usage error, like an address it cannot parse."""
+
+
+def shown_address(address: tuple) -> str:
+    """host:port of a socket address, an IPv6 host in brackets ([::1]:39539)."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _UdpLink:
     """A non-blocking, connected UDP socket that counts errors instead of raising them."""
 
@@ -132,9 +142,9 @@ class _UdpLink:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except (socket.gaierror, UnicodeError) as e:
-            raise ValueError(f"cannot resolve {what} host {host!r}: {e}") from None
+            raise AddressError(f"cannot resolve {what} host {host!r}: {e}") from None
         if not infos:
-            raise ValueError(f"cannot resolve {what} host {host!r}")
+            raise AddressError(f"cannot resolve {what} host {host!r}")
         # Prefer IPv4: "localhost" often resolves to ::1 first, while VMC receivers
         # (VSeeFace, Warudo, VNyan) listen on IPv4 only.
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
@@ -146,6 +156,8 @@ class _UdpLink:
         except OSError as e:  # e.g. an IPv6 address on a machine with IPv6 disabled
             raise ValueError(f"cannot open a UDP socket to {what} host {host!r}: {e}") from None
         self._sock.setblocking(False)  # a full send buffer must drop the frame, not stall tracking
+        if family == socket.AF_INET:  # a broadcast address (255.255.255.255, a subnet's .255) is refused without it
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         self._connected = False
         self._last_log = -math.inf
         self._unlogged = 0
@@ -182,8 +194,8 @@ class _UdpLink:
         now = time.monotonic()
         if now - self._last_log >= LOG_INTERVAL_S:  # one line per 5 s, however fast frames fail
             log.warning(
-                "%s to %s:%s: %s (%d send error(s) since the last report, %d in all)",
-                self.what, self.address[0], self.address[1], exc, self._unlogged, self.errors,
+                "%s to %s: %s (%d send error(s) since the last report, %d in all)",
+                self.what, shown_address(self.address), exc, self._unlogged, self.errors,
             )
             self._last_log = now
             self._unlogged = 0
@@ -313,7 +325,8 @@ class VmcSender(_Sender):
       with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the face's gaze,
       relative to the head (:func:`eye_rotation`),
       ``/VMC/Ext/OK`` (1, 3, 0, 1): loaded, calibrated, normal mode, tracking; ``/VMC/Ext/T`` time_s.
-    A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
+    ``close`` sends a last bundle: the weights last sent at 0, and tracking lost (the run is over; a receiver
+    would otherwise keep the last expression, reported as tracked). A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
     the first :data:`LOST_FACE_FADE_S` seconds it also sends the last blendshape weights fading to 0 (a
     receiver keeps the last weights it got), while the head keeps its last rotation. A face without pose
     (or blendshapes) skips the Bone (or Blend) messages, and so does a rotation that is not finite.
@@ -413,6 +426,25 @@ class VmcSender(_Sender):
         """Send one frame: the first face, or the face with id ``face_id``. Never raises on network errors."""
         if self._link.send(self.build(result, face_id)):
             self.sent += 1
+
+    def closing_bundle(self) -> bytes:
+        """The bundle :meth:`close` sends: every weight sent since the face was last at rest back to 0, and
+        tracking lost, at the last frame's time."""
+        bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
+        if self._last_blends:
+            for name, _ in self._last_blends:
+                bundle.add_content(_message("/VMC/Ext/Blend/Val", (name, "s"), (0.0, "f")))
+            bundle.add_content(_message("/VMC/Ext/Blend/Apply"))
+        bundle.add_content(_message("/VMC/Ext/OK", (_VMC_LOADED, "i"), (_VMC_CALIBRATED, "i"), (_VMC_NORMAL_MODE, "i"),
+                                    (0, "i")))
+        bundle.add_content(_message("/VMC/Ext/T", (self._last_time or 0.0, "f")))
+        return bundle.build().dgram
+
+    def close(self) -> None:
+        if self.sent:  # a receiver that got frames: the avatar is not left mid-expression, reported as tracked
+            self._link.send(self.closing_bundle())
+            self._last_blends = []
+        super().close()
 
 
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from tracker.avatar import VMC_DEFAULT_PORT, UdpJsonSender, VmcSender, parse_host_port
+from tracker.avatar import (
+    VMC_DEFAULT_PORT,
+    AddressError,
+    UdpJsonSender,
+    VmcSender,
+    parse_host_port,
+    shown_address,
+)
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
 from tracker.outputs import (
@@ -457,15 +464,19 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         # Whatever could refuse to run is opened first (senders, the overlay's folder, the display, the models)
         # and the JSON and CSV files are emptied last, once everything else has worked: a failed start leaves
         # the user's earlier files as they were.
+        vmc = None
         if args.vmc:
-            outputs.append(VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
-                                     eye_bones=args.vmc_eye_bones, presets=args.vmc_presets,
-                                     pascal_case=args.vmc_pascal_case))
+            vmc = VmcSender(*parse_host_port(args.vmc, VMC_DEFAULT_PORT), mirror=args.vmc_mirror,
+                            eye_bones=args.vmc_eye_bones, presets=args.vmc_presets, pascal_case=args.vmc_pascal_case)
+            outputs.append(vmc)
         if args.vmc and args.no_fit:
             log.warning("--vmc with --no-fit sends no head pose or blendshapes (the 3D fit makes them), only "
                         "VMC's status messages")
         if args.udp_json:
             outputs.append(UdpJsonSender(*parse_host_port(args.udp_json, UDP_JSON_PORT)))
+            if vmc and vmc.address == outputs[-1].address:  # known once both names are resolved
+                raise AddressError(f"--vmc and --udp-json both send to {shown_address(vmc.address)}; a VMC "
+                                   "receiver would get JSON among its OSC bundles")
         # An overlay video of several sources plays at the first one's rate, in its frame size.
         overlay = OverlayWriter(args.output, source.fps) if args.output else None
         if overlay:
@@ -711,7 +722,7 @@ def _run_reporting(args: argparse.Namespace, stop: StopRequest) -> int:
     """run(), with each way it can fail as one line and an exit code."""
     try:
         return run(args, stop)
-    except SourceError as exc:
+    except (SourceError, AddressError) as exc:
         if stop.requested:  # a stop while a stream took its time to open (or refuse): a stop
             return EXIT_INTERRUPTED
         log.error(str(exc))
