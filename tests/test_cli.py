@@ -488,6 +488,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
     os.link(source, tmp_path / "hard.mp4")  # the same file under another name
     (tmp_path / "earlier.jsonl").write_text("{}\n")
     os.symlink(tmp_path / "earlier.jsonl", tmp_path / "link.jsonl")
+    os.symlink(tmp_path / "frames" / "000001_clip.png", tmp_path / "to_a_frame.jsonl")  # the file written is the frame
     cases = {
         ("--json", str(source)): "source itself",
         ("--output", str(source)): "source itself",
@@ -499,6 +500,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--output", str(tmp_path / "frames"), "--json", str(tmp_path / "frames" / "000001_clip.png")): "named like",
         ("--output", str(tmp_path / "frames"), "--csv", str(tmp_path / "frames" / "000001_clip.png.part")):
             "named like",
+        ("--output", str(tmp_path / "frames"), "--json", str(tmp_path / "to_a_frame.jsonl")): "named like",
         ("--json", ""): "empty",
         ("--vmc", ""): "empty",
         ("--vmc-mirror",): "give --vmc",
@@ -1013,6 +1015,31 @@ def test_a_first_stop_while_loading_says_the_run_ends_when_loading_does(caplog):
             signal.signal(sig, handler)
 
 
+def test_a_first_stop_while_the_run_loads_its_models_says_so(afw_dir, tmp_path, monkeypatch, caplog):
+    """The run's loading is the block that notes a first stop: the run then ends, 130, before any output opens."""
+    import tracker.cli
+    from tracker.cli import EXIT_INTERRUPTED, StopRequest, build_parser, run
+
+    loading = tracker.cli.load_tracker
+
+    def stopped_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return loading(*args, **kwargs)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        monkeypatch.setattr(tracker.cli, "load_tracker", stopped_while_loading)
+        stop = StopRequest()
+        stop.install()
+        args = build_parser().parse_args(["--source", str(afw_dir / FACE_IMAGE), "--json", str(tmp_path / "f.jsonl")])
+        with caplog.at_level("INFO", logger="tracker"):
+            assert run(args, stop) == EXIT_INTERRUPTED
+        assert "stopping once loading ends" in caplog.text and not (tmp_path / "f.jsonl").exists()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def test_stops_after_the_run_leave_its_exit_code_alone(monkeypatch):
     """A stop between the run's end and the hold on stops is the run's interruption, not a traceback; once the
     command's main returns, stops are ignored, or Python's default handlers, put back while the interpreter
@@ -1028,6 +1055,8 @@ def test_stops_after_the_run_leave_its_exit_code_alone(monkeypatch):
         monkeypatch.setattr(tracker.cli, "_run_reporting", stopped_as_it_ends)
         assert tracker.cli.main(["--source", "x.mp4"]) == tracker.cli.EXIT_INTERRUPTED
         monkeypatch.setattr(tracker.cli, "main", lambda: 0)
+        # A tracker thread an earlier test left would make the launcher end this very process (os._exit).
+        monkeypatch.setattr(launcher.threading, "enumerate", list)
         assert launcher.main() == 0
         assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in launcher.STOP_SIGNALS)
     finally:

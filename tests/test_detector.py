@@ -19,7 +19,7 @@ from tracker.detector import (
     _ROTATE_CODES,
     CORNERS,
     LEFT_EYE,
-    LEFT_FOR_AREA_FILTER,
+    MIN_AREA_FILTER_FACTOR,
     RIGHT_EYE,
     TURNS,
     Detection,
@@ -242,14 +242,14 @@ def test_a_find_that_is_no_face_takes_no_place_of_a_face() -> None:
     assert len(faces) == 1 and faces[0].bbox[0] < 80 < faces[0].bbox[2], [f.bbox for f in faces]
 
 
-@pytest.mark.parametrize("size", [(4000, 3000), (3024, 4032), (1200, 1000), (1100, 131)])
+@pytest.mark.parametrize("size", [(4000, 3000), (3024, 4032), (3001, 4001), (1200, 1000), (1100, 131)])
 def test_a_large_frame_shrunk_in_two_steps_keeps_its_points_in_place(size) -> None:
     """Frames many times the network's input are block-averaged first (a fast path), then shrunk the rest of the
     way: bright squares land where the returned scale and offsets put them, as the one-step area filter puts
     them, and the canvas reads as that filter's within a few grey levels."""
     w, h = size
     detector = FaceDetector("short", "onnxruntime", threads=1)
-    block = max(w, h) // (detector.input_size * LEFT_FOR_AREA_FILTER)  # the kept part: whole squares of step one
+    block = max(w, h) // (detector.input_size * MIN_AREA_FILTER_FACTOR)  # the kept part: whole squares of step one
     assert block >= 2  # the two-step path is the one tested
     frame = np.zeros((h, w, 3), np.uint8)
     side = max(w, h) // 25
@@ -259,6 +259,7 @@ def test_a_large_frame_shrunk_in_two_steps_keeps_its_points_in_place(size) -> No
     canvas, scale, ox, oy = detector._letterbox(frame)
     kept_w, kept_h = w // block * block, h // block * block
     fill = detector.input_size / max(kept_w, kept_h)
+    assert scale == fill  # the kept part's long side fills the input exactly, a portrait frame's too
     one_step = cv2.resize(frame[:kept_h, :kept_w], (round(kept_w * fill), round(kept_h * fill)),
                           interpolation=cv2.INTER_AREA)
     shown = canvas[oy:oy + one_step.shape[0], ox:ox + one_step.shape[1]]

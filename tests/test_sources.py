@@ -364,7 +364,7 @@ def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):
         assert np.abs(same.landmarks - face.landmarks).max() < limit, name
     for bad, words in ((image[:0], "empty"), (np.zeros((0, 0), np.uint8), "empty"),
                        (np.zeros((0, 0, 4), np.uint8), "empty"), (np.zeros((8, 8, 5), np.uint8), "shape"),
-                       (image.astype(np.float32), "reaches 255")):
+                       (image.astype(np.float32), "spans 0 to 255"), (image / 127.5 - 1.0, "spans -1 to 1")):
         with pytest.raises(ValueError, match=words):
             tracker.process(bad, still=True)
     # Rounding a hair over 1, and NaN (black), are taken.

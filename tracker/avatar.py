@@ -126,7 +126,8 @@ def _check_port(port: int, text: str) -> int:
 
 
 class AddressError(ValueError):
-    """A receiver's address that names no host: the command line's usage error, like an address it cannot parse."""
+    """A receiver's address that cannot be used (a name that resolves to no host, or another sender's address): the
+    command line's usage error, like an address it cannot parse."""
 
 
 def shown_address(address: tuple) -> str:
@@ -176,7 +177,8 @@ class _UdpLink:
         self._connected = True
         return True
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, report: bool = True) -> bool:
+        """Send one datagram; a failure is counted, and with ``report`` logged (at most once per 5 s)."""
         if self._sock is None:
             return False
         if not self._connected and not self._try_connect():
@@ -184,7 +186,10 @@ class _UdpLink:
         try:
             self._sock.send(data)
         except OSError as e:  # ConnectionRefusedError, BlockingIOError, EMSGSIZE, ENETUNREACH, ...
-            self._error(e)
+            if report:
+                self._error(e)
+            else:
+                self.errors += 1
             return False
         return True
 
@@ -325,11 +330,12 @@ class VmcSender(_Sender):
       with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the face's gaze,
       relative to the head (:func:`eye_rotation`),
       ``/VMC/Ext/OK`` (1, 3, 0, 1): loaded, calibrated, normal mode, tracking; ``/VMC/Ext/T`` time_s.
-    ``close`` sends a last bundle: the weights last sent at 0, and tracking lost (the run is over; a receiver
-    would otherwise keep the last expression, reported as tracked). A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
+    A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
     the first :data:`LOST_FACE_FADE_S` seconds it also sends the last blendshape weights fading to 0 (a
     receiver keeps the last weights it got), while the head keeps its last rotation. A face without pose
-    (or blendshapes) skips the Bone (or Blend) messages, and so does a rotation that is not finite.
+    (or blendshapes) skips the Bone (or Blend) messages, and so does a rotation that is not finite. ``close``
+    sends a last bundle: the weights last sent at 0, and tracking lost (the run is over; a receiver would otherwise
+    keep the last expression, reported as tracked).
 
     The Head position is (0, 0, 0): a VMC bone position is the bone's *local* offset
     from its parent (Neck) in the avatar's rig, which the camera-frame translation is
@@ -349,7 +355,6 @@ class VmcSender(_Sender):
         self._fade_left = 1.0  # how much of them a lost face still sends (1 down to 0)
         self._lost = False  # the frame before had no face
         self._last_time: float | None = None  # time_s of the frame before
-
 
     def build(self, result: _Frame, face_id: int | None = None) -> bytes:
         """The OSC bundle for one frame (what :meth:`send` sends)."""
@@ -442,10 +447,9 @@ class VmcSender(_Sender):
 
     def close(self) -> None:
         if self.sent:  # a receiver that got frames: the avatar is not left mid-expression, reported as tracked
-            self._link.send(self.closing_bundle())
+            self._link.send(self.closing_bundle(), report=False)  # a receiver gone by now is no news at exit
             self._last_blends = []
         super().close()
-
 
 
 def _pick_face(result: _Frame, face_id: int | None) -> _Face | None:
@@ -487,7 +491,6 @@ class UdpJsonSender(_Sender):
         self.sent = 0
         self.split = 0
         self.dropped = 0
-
 
     def datagrams(self, result: _Frame) -> list[bytes]:
         """The datagrams for one frame (what :meth:`send` sends); updates ``split``/``dropped``."""

@@ -138,8 +138,10 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
         folder = os.path.realpath(args.output)
 
         def among_its_frames(path: str) -> bool:  # in the overlay folder, named as a frame is (or while written)
-            return (os.path.dirname(os.path.realpath(path)) == folder
-                    and named_like_an_overlay_frame(path.removesuffix(".part")))
+            real = os.path.realpath(path)  # a link's target is the file written
+            name = os.path.basename(real)
+            name = name[:-len(".part")] if name.lower().endswith(".part") else name
+            return os.path.dirname(real) == folder and named_like_an_overlay_frame(name)
 
         for option in ("--json", "--csv"):
             value = files.get(option)
@@ -372,9 +374,9 @@ class StopRequest:
             self._interrupt_now = False
 
     @contextmanager
-    def noting_a_first_stop(self, note: str) -> Iterator[None]:
-        """A first stop during the block says ``note``: for work that goes on to its end, so long that a
-        stop that seems to do nothing would look like a hang."""
+    def noting_a_first_stop(self, note: str | None) -> Iterator[None]:
+        """A first stop during the block says ``note`` (None: nothing): for work that goes on to its end, so long
+        that a stop that seems to do nothing would look like a hang."""
         self._first_stop_note = note
         try:
             yield
@@ -492,8 +494,11 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         window = Window() if args.show else None
         if window:
             outputs.append(window)
+        if stop.requested:  # asked to stop while the outputs were checked (a slow name look-up): before loading
+            return EXIT_INTERRUPTED
         # A first start compiles the 3D fit's kernels for half a minute; cut short, they would be compiled again.
-        with stop.noting_a_first_stop("stopping once loading ends; press Ctrl-C again to stop now"):
+        with stop.noting_a_first_stop(None if args.quiet else "stopping once loading ends; stop again (Ctrl-C) to "
+                                      "stop now"):
             tracker = load_tracker(config, quiet=args.quiet)
         if stop.requested:  # asked to stop while loading: nothing is tracked, nothing written
             return EXIT_INTERRUPTED

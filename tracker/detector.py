@@ -27,11 +27,11 @@ CORNERS = (0, 1, 2, 3)
 # Four more searches at a larger scale are four more chances to see a face in a texture: a tile's detection
 # must score higher than the whole frame's (low-frequency noise gave 0.53-0.55, group-photo faces 0.54-0.95).
 TILE_MIN_SCORE = 0.6
-# Frames 2 × LEFT_FOR_AREA_FILTER times the network's input a side or more are shrunk in two steps
+# Frames 2 × MIN_AREA_FILTER_FACTOR times the network's input a side or more are shrunk in two steps
 # (FaceDetector._letterbox): squares of whole pixels averaged first, on OpenCV's fast path for a whole-number
-# factor, leave at least this many times the input for its general area filter, whose result they then match
-# within about a grey level on average (a whole-pixel factor taken as far as it goes, within 2).
-LEFT_FOR_AREA_FILTER = 4
+# factor, leave at least this factor for its general area filter, whose picture the two steps then match within
+# about a grey level on average.
+MIN_AREA_FILTER_FACTOR = 4
 SAME_FACE_OVERLAP = 0.5  # two boxes are one face when their overlap covers more than this of the smaller one
 # Quarter turns of the frame (clockwise) searched for faces the frame shows on their side or upside down:
 # BlazeFace finds faces within about 45° of upright, and places an upside-down face's eyes as an upright one's.
@@ -169,10 +169,10 @@ class FaceDetector:
         n = self.input_size
         scale = n / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        block = max(h, w) // (n * LEFT_FOR_AREA_FILTER)  # frame pixels a side averaged first
+        block = max(h, w) // (n * MIN_AREA_FILTER_FACTOR)  # frame pixels a side averaged first
         if (w % nw or h % nh) and block >= 2 and min(h, w) >= block:
             # OpenCV's area filter has a fast path for a whole-number factor (as 1920×1080 has), and its general
-            # one takes 2-5 times longer on a large frame (a 4000×3000 photo: 54 ms in one step, 11 ms in two).
+            # one takes 2-5 times longer on a large frame (a 4000×3000 photo: 52 ms in one step, 11 ms in two).
             # The last row and column of squares may be cut short; those pixels, under a quarter of an input
             # pixel across, are left out of the canvas (the scale is the kept part's).
             h, w = h // block * block, w // block * block

@@ -259,12 +259,13 @@ class FaceTracker:
         self._next_corner = 0
         self._next_turn = 0
         self._first_search = True
+        self._after_still = False
 
     def process(self, image: np.ndarray, frame: int = 0, time_s: float = 0.0, source: str = "",
                 still: bool = False) -> FrameResult:
         """Track faces in one frame: BGR uint8 (H×W×3), or anything tracker.sources.to_bgr8 turns into it
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
-        unrelated to the previous one."""
+        unrelated to the frames before and after it: its faces are searched afresh and not tracked on."""
         image = _bgr8(image)
         frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
         with self._using("process()"):
@@ -563,12 +564,14 @@ def _bgr8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
         return image
     if np.issubdtype(image.dtype, np.floating) and image.size:
-        # Float pixels hold 0..1: a 0..255 picture in floats would be clipped to white and show no face. Half a
-        # grey level over 1 is let through (rounding in the caller's arithmetic).
-        top = np.max(image, initial=0.0, where=np.isfinite(image))
-        if top > 1.0 + 0.5 / 255.0:
-            raise ValueError(f"a float image holds values in [0, 1], this one reaches {float(top):g}: divide a "
-                             "0-255 picture by 255 or pass it as uint8")
+        # Float pixels hold 0..1: a 0..255 picture in floats would be clipped to white and show no face, one in
+        # -1..1 would lose its dark half. Half a grey level beyond is let through (rounding in the caller's
+        # arithmetic); NaN is black.
+        known = ~np.isnan(image)
+        low, high = np.min(image, initial=0.0, where=known), np.max(image, initial=0.0, where=known)
+        if low < -0.5 / 255.0 or high > 1.0 + 0.5 / 255.0:
+            raise ValueError(f"a float image holds values in [0, 1], this one spans {float(low):g} to {float(high):g}: "
+                             "divide a 0-255 picture by 255, or pass it as uint8")
     return to_bgr8(image)
 
 
