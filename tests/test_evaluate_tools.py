@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,3 +197,105 @@ def test_a_section_names_the_command_that_wrote_it_with_its_options(monkeypatch)
     for bad in ("0", "-2", "x"):
         with pytest.raises(Exception, match="expected"):
             report.positive_int(bad)
+
+
+def _refused(*command: str, env: dict | None = None) -> str:
+    """Run a tool that must refuse its input: quickly, with exit status 1 or 2 and one error line (after
+    argparse's usage, if any), never a traceback. Returns that line."""
+    done = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=10,
+                          env=env, check=False)
+    assert done.returncode in (1, 2), (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0]), done.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    (("tools/calibrate_landmarks.py", "--seed", "-5"), "--seed: expected a non-negative integer"),
+    (("tools/evaluate_renders.py", "--clips", "-1"), "--clips: expected a non-negative integer"),
+    (("tools/train_refiner.py", "train", "--epochs", "0"), "--epochs: expected a positive integer"),
+    (("tools/calibrate_crop_offsets.py", "--out", "/nonexistent/o.npz"), "no folder '/nonexistent'"),
+    (("tools/render_ict.py", "--out", "README.md"), "'README.md' is a file, not a folder"),
+    (("tools/evaluate.py", "--no-write", "--worst", "README.md"), "'README.md' is a file, not a folder"),
+    (("tools/evaluate.py", "--no-write", "--plots", "README.md/ced"), "cannot make the folder 'README.md/ced'"),
+    (("tools/evaluate_hard_cases.py", "--faces", "5"), "the group photo needs at least 30 faces"),
+    (("tools/train_refiner.py", "evaluate", "--images", "/nonexistent"), "--images: /nonexistent not found"),
+])
+def test_tools_refuse_bad_arguments_before_any_work(command, expected):
+    assert expected in _refused(*command)
+
+
+def test_tools_without_a_tool_time_dependency_say_so_in_one_line(tmp_path):
+    # A module that cannot be imported, as where mediapipe or torch is not installed.
+    for name in ("mediapipe", "torch"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('not installed (a stand-in)')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for command in (("tools/bench.py", "--no-write", "--clip", "README.md"),
+                    ("tools/jitter.py", "--no-write", "--clips", "README.md"),
+                    ("tools/convert_tflite.py", "--out", str(tmp_path / "engines"))):
+        line = _refused(*command, env=env)
+        assert "mediapipe" in line and "tool-time dependency: pip install -e '.[test]'" in line
+    assert not (tmp_path / "engines").exists()
+    assert "the train stage needs PyTorch" in _refused("tools/train_refiner.py", "train", env=env)
+
+
+def test_argument_types_refuse_negative_counts_and_files_as_folders(tmp_path):
+    report = _load("report")
+    assert report.non_negative_int("0") == 0 and report.non_negative_int("7") == 7
+    for bad in ("-1", "x", "1.5"):
+        with pytest.raises(Exception, match="expected a non-negative integer"):
+            report.non_negative_int(bad)
+    (tmp_path / "file").write_text("")
+    assert report.folder_to_write(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    assert (tmp_path / "new" / "deeper").is_dir()  # made before the work, which then writes into it
+    with pytest.raises(Exception, match="is a file, not a folder"):
+        report.folder_to_write(str(tmp_path / "file"))
+    with pytest.raises(Exception, match="cannot make the folder .*: Not a directory"):
+        report.folder_to_write(str(tmp_path / "file" / "below"))
+
+
+def test_evaluate_names_a_run_by_its_folder_detector_and_backend(monkeypatch, tmp_path):
+    """The default run keeps its section, plots and command; `--images .` is named after the folder itself,
+    and another backend gets a section and plots of its own and says so in its command."""
+    ev = _load("evaluate")
+    assert ev.run_names(ev.LANDMARKS68 / "afw", "short", "onnxruntime") == (
+        "afw", "landmarks-afw-short", "afw", "python tools/evaluate.py")
+    monkeypatch.chdir(tmp_path)
+    folder, section, plot, command = ev.run_names(Path("."), "full", "opencv")
+    assert folder == tmp_path.name and plot == f"{tmp_path.name}-full-opencv"
+    assert section == f"landmarks-{tmp_path.name}-full-opencv"
+    assert command == "python tools/evaluate.py --images . --detector full --backend opencv"
+
+
+def test_tools_without_the_shared_data_say_where_it_was_expected(monkeypatch, tmp_path, capsys):
+    missing = tmp_path / "shared" / "data" / "face_model" / "ict_face.npz"
+    ce = _load("calibrate_expression")
+    monkeypatch.setattr(ce, "ICT_PATH", missing)
+    assert ce.main(["--no-write"]) == 2
+    tf = _load("tune_fit_weights")
+    monkeypatch.setattr(tf, "ICT_PATH", missing)
+    monkeypatch.setattr(sys, "argv", ["tune_fit_weights.py", "depth"])
+    assert tf.main() == 2
+    jt = _load("jitter")
+    monkeypatch.setattr(jt, "DEFAULT_CLIPS", [])
+    monkeypatch.setattr(sys, "argv", ["jitter.py", "--no-write"])
+    assert jt.main() == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 3, errors
+    assert all(line.startswith(f"error: ICT face model not found at {missing}") for line in errors[:2])
+    assert errors[2] == ("error: the shared clips were not found "
+                         f"(expected talking_*.mp4 in {jt.SHARED_DATA / 'video'})")
+
+
+def test_refiner_stages_name_the_stage_their_data_comes_from(monkeypatch, tmp_path):
+    tr = _load("train_refiner")
+    monkeypatch.setattr(tr, "CACHE", tmp_path)  # an empty cache
+    with pytest.raises(SystemExit, match=r"meta.npz: run `python tools/train_refiner.py data` first"):
+        tr.model_params()
+    torch = pytest.importorskip("torch", reason="PyTorch is tool-time only: pip install torch==2.13.0")
+    for setting in ("set_num_threads", "manual_seed"):  # the stage's process-wide settings, not this one's
+        monkeypatch.setattr(torch, setting, lambda _: None)
+    with pytest.raises(SystemExit, match=r"params.npz: run `python tools/train_refiner.py model-params`"):
+        tr.train(1, 0, 8, 1e-3, dual=True)

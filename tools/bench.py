@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import SHARED_DATA
-from report import positive_int, publish
+from report import import_mediapipe, positive_int, publish
 
 DEFAULT_CLIP = SHARED_DATA / "video" / "talking_d10.mp4"
 
@@ -147,6 +147,7 @@ def main() -> int:
     if not args.clip.is_file():
         print(f"error: clip {args.clip} not found", file=sys.stderr)
         return 2
+    import_mediapipe()  # the peer, timed after ours: a missing one must not waste that time
     frames = read_frames(args.clip)
     h, w = frames[0].shape[:2]
     print(f"{args.clip.name}: {len(frames)} frames {w}x{h}, {args.repeats} repeats")

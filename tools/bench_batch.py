@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Refiner throughput at batch 64: ONNX Runtime on this CPU, and the same ONNX graph on a CUDA GPU.
+"""Refiner throughput at batch 64: ONNX Runtime on this CPU, and the same ONNX graph run by PyTorch on
+this CPU or, with --device cuda, a CUDA GPU.
 
 The issue asks for the batch-64 throughput on a CUDA GPU with ONNX Runtime or PyTorch as a stand-in
 for TensorRT. Our machines' ONNX Runtime has no CUDA provider, so the GPU figure comes from PyTorch

@@ -130,7 +130,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=positive_int, default=300)
     parser.add_argument("--scipy-frames", type=positive_int, default=10, help="scipy is slow: time it on the first N")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     # Phases, not a progress bar: a bar's updates would sit inside the timed loops.
     print(f"timing our fit on {args.frames} synthetic frames (after the JIT warm-up) ...", file=sys.stderr)

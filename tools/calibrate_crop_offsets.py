@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import LANDMARKS68, annotated_faces, load_folder
+from report import file_to_write
 
 from tracker.backends import ENGINES_DIR
 from tracker.landmarks68 import OFFSET_ROWS, OFFSETS_FILE, Mesh68Mapping
@@ -41,7 +42,7 @@ from tracker.roi import image_points_to_crop
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "helen_train")
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / OFFSETS_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / OFFSETS_FILE)
     args = parser.parse_args()
     items = load_folder(args.images) if args.images.is_dir() else []
     if not items:

@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
 from render_ict import ICT_PATH, KEY_SHAPES, load_ict
-from report import invocation, update_section
+from report import file_to_write, invocation, update_section
 from tune_fit_weights import CLIP_SEEDS, render_clip_folders
 
 from tracker.backends import ENGINES_DIR
@@ -101,10 +101,14 @@ def report_body(calibration: ExpressionCalibration, weights: np.ndarray, truth: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / CALIBRATION_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
     parser.add_argument("--no-write", action="store_true", help="print only; write neither the calibration nor BENCHMARKS.md")
     args = parser.parse_args(argv)
-    ict = load_ict(ICT_PATH)
+    try:
+        ict = load_ict(ICT_PATH)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="expression_calibration_") as tmp:
         rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False, calibrate_expression=False)[0]
                 .arrays() for folder in render_clip_folders(ict, Path(tmp))]

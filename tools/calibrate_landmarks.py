@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from render_ict import ICT_PATH, load_ict, render_image
-from report import positive_int
+from report import file_to_write, non_negative_int, positive_int
 
 from tracker.backends import ENGINES_DIR
 from tracker.fitting import EYE_ROWS, JAW_ROWS, OFFSETS_FILE, FaceFitter, FaceModel, choose_contour_points
@@ -40,10 +40,11 @@ RIDGE = 1e-2  # in px² per cm² of offset, summed over renders: keeps unobserva
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--renders", type=int, default=400)
+    parser.add_argument("--renders", type=positive_int, default=400)
     parser.add_argument("--size", type=positive_int, default=512)
-    parser.add_argument("--seed", type=int, default=0, help="renders use seeds seed..seed+renders-1 (keep < 1000)")
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR / OFFSETS_FILE)
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="renders use seeds seed..seed+renders-1 (keep < 1000)")
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / OFFSETS_FILE)
     args = parser.parse_args()
     if args.seed + args.renders > 1000:
         print("error: calibration seeds must stay below 1000 (evaluation uses 1000 and up)", file=sys.stderr)

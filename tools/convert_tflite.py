@@ -1078,7 +1078,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default: engines)")
     args = parser.parse_args(argv)
 
-    import mediapipe  # tool-time only: the wheel is where the .tflite files live
+    from report import import_mediapipe  # tools/ is on the path: this script's own folder
+
+    mediapipe = import_mediapipe()  # tool-time only: the wheel is where the .tflite files live
 
     modules = Path(os.path.dirname(mediapipe.__file__)) / "modules"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ from evaluate import nme_scores, summarise, table_cells
 from evaluate_renders import DEFAULT_SEED, YAW_LIMIT, read_jsonl, render_set
 from landmark_data import LANDMARKS68, LabelledImage, load_folder, match_face
 from render_ict import ICT_PATH, load_ict
-from report import update_section
+from report import file_to_write, non_negative_int, positive_int, update_section
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 
@@ -247,18 +247,23 @@ def report_body(afw: dict | None, renders: dict | None, afw_name: str, render_no
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="folder of images with .pts files")
-    parser.add_argument("--limit", type=int, help="only the first N images of --images")
-    parser.add_argument("--renders", type=int, default=160,
+    parser.add_argument("--limit", type=positive_int, help="only the first N images of --images")
+    parser.add_argument("--renders", type=non_negative_int, default=160,
                         help="held-out stills to render (those with |yaw| <= 45° are kept); 0: none")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="render seed (< 1000: not held out)")
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help="render seed (< 1000: not held out)")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--predictor", type=Path, help="shape_predictor_68_face_landmarks.dat (default: the package's)")
-    parser.add_argument("--json", type=Path, help="also write the report (with per-face rows) here")
+    parser.add_argument("--json", type=file_to_write, help="also write the report (with per-face rows) here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("dlib") is None:
         print("error: dlib is not installed (pip install dlib-bin face-recognition-models)", file=sys.stderr)
         return 1
+    if args.renders and not ICT_PATH.is_file():  # checked before the afw part, not after it
+        print(f"error: {ICT_PATH} not found (the shared ICT face model; --renders 0 leaves the renders out)",
+              file=sys.stderr)
+        return 2
     if args.seed < DEFAULT_SEED and args.renders:
         print(f"warning: seed {args.seed} < {DEFAULT_SEED} is in the calibration range; not held out",
               file=sys.stderr)

@@ -25,11 +25,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
-from report import file_to_write, update_section
+from report import file_to_write, folder_to_write, update_section
 
 from tracker.backends import BACKENDS
 from tracker.pipeline import FaceTracker, TrackerConfig
 
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BACKEND = "onnxruntime"
 JAW = slice(0, 17)
 INNER = slice(17, 68)
 
@@ -149,22 +151,44 @@ def draw_worst(report: dict, path: Path, count: int = 12) -> None:
     cv2.imwrite(str(path), sheet)
 
 
+def run_names(images: Path, detector: str, backend: str) -> tuple[str, str, str, str]:
+    """A run's folder name, BENCHMARKS.md section, plot name and command line. A detector or backend other
+    than the default is in the last three, so such a run neither overwrites the default run's section and
+    plots nor hides how it was made."""
+    folder = images.resolve().name  # resolved: `--images .` has no name of its own
+    options = (("" if images == LANDMARKS68 / "afw" else f" --images {images}")
+               + ("" if detector == "short" else f" --detector {detector}")
+               + ("" if backend == DEFAULT_BACKEND else f" --backend {backend}"))
+    backend_suffix = "" if backend == DEFAULT_BACKEND else f"-{backend}"
+    detector_suffix = "" if detector == "short" else f"-{detector}"
+    return (folder, f"landmarks-{folder}-{detector}{backend_suffix}",
+            f"{folder}{detector_suffix}{backend_suffix}", f"python tools/evaluate.py{options}")
+
+
+def shown(path: Path) -> str:
+    """``path`` as the section shows it: relative to the repository (where BENCHMARKS.md links from) when
+    inside it, else as it is."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="folder of images with .pts files")
-    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--detector", default="short", choices=("short", "full"))
     parser.add_argument("--json", type=file_to_write, help="also write the report (with per-face rows) here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--plots", type=Path,
+    parser.add_argument("--plots", type=folder_to_write,
                         help="folder for the CED plot (default: docs/, or the --worst folder with --no-write, "
                              "so a trial run leaves the committed plot alone)")
-    parser.add_argument("--worst", type=Path, default=Path(__file__).resolve().parent.parent / "out",
+    parser.add_argument("--worst", type=folder_to_write, default=REPO / "out",
                         help="folder for the sheet of the 12 worst faces (dataset pixels: kept out of the repo)")
     args = parser.parse_args()
     if not args.images.is_dir():
         print(f"error: {args.images} not found", file=sys.stderr)
         return 2
+    folder_name, section, plot_name, command = run_names(args.images, args.detector, args.backend)
     started = time.perf_counter()
     # Several faces per image are tracked so the annotated one is found even when it is not the largest.
     # The baseline (face mesh + linear 68-point map) runs on the same faces in the same run.
@@ -177,7 +201,7 @@ def main() -> int:
     r = next(iter(reports.values()))
     rows = [f"| {name} | {table_cells(q)} |" for name, q in reports.items()]
     body = "\n".join([
-        (f"`{args.images.name}` ({r['images']} images, held out: the 68-point map and the refiner are trained on "
+        (f"`{folder_name}` ({r['images']} images, held out: the 68-point map and the refiner are trained on "
          f"helen_train), detector `{args.detector}` included, backend {args.backend}."),
         "",
         ("| pipeline | annotated face found | NME | jaw NME (0-16) | inner-51 NME | failures @0.08 | failures @0.10 "
@@ -188,24 +212,23 @@ def main() -> int:
         ("NME: mean point-to-point error over the 68 points divided by the outer-eye-corner distance (36-45). "
          "A missed face is a failure in the failure rates and AUC."),
         "",
-        (f"Command: `python tools/evaluate.py{'' if args.images == LANDMARKS68 / 'afw' else f' --images {args.images}'}"
-         f"{'' if args.detector == 'short' else f' --detector {args.detector}'}`"),
+        f"Command: `{command}`",
     ])
     report = reports
-    plots = args.plots or (args.worst if args.no_write else Path(__file__).resolve().parent.parent / "docs")
+    plots = args.plots or (args.worst if args.no_write else REPO / "docs")
     plots.mkdir(parents=True, exist_ok=True)
     args.worst.mkdir(parents=True, exist_ok=True)
-    ced, worst = plots / f"ced_{args.images.name}.png", args.worst / f"worst_{args.images.name}.png"
+    ced, worst = plots / f"ced_{plot_name}.png", args.worst / f"worst_{plot_name}.png"
     draw_ced(reports, 0.08, ced)
     draw_worst(r, worst)
-    body += (f"\n\n![CED](docs/{ced.name}) — the sheet of the 12 worst faces (prediction red, truth green) is "
-             f"written to `out/{worst.name}`, not committed: it holds dataset pixels.")
-    print(f"{args.images.name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
+    body += (f"\n\n![CED]({shown(ced)}) — the sheet of the 12 worst faces (prediction red, truth green) is "
+             f"written to `{shown(worst)}`, not committed: it holds dataset pixels.")
+    print(f"{folder_name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
     print(body)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     if not args.no_write:
-        update_section(f"landmarks-{args.images.name}-{args.detector}", body)
+        update_section(section, body)
     return 0
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, load_folder, match_face
-from report import invocation, publish
+from report import invocation, non_negative_int, publish
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 
@@ -85,8 +85,8 @@ def paint(image: np.ndarray, mask: np.ndarray, kind: str, donor: np.ndarray, rng
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     items = load_folder(args.images) if args.images.is_dir() else []
     if not items:

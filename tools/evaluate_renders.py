@@ -57,7 +57,7 @@ from render_ict import (
     render_clip,
     render_image,
 )
-from report import positive_int, update_section
+from report import file_to_write, folder_to_write, non_negative_int, positive_int, update_section
 
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix
@@ -524,17 +524,19 @@ def print_diagnostics(name: str, r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of clips")
+    parser.add_argument("--clips", type=non_negative_int, default=DEFAULT_CLIPS, help="number of clips")
     parser.add_argument("--frames", type=positive_int, default=120, help="frames per clip (25 fps)")
-    parser.add_argument("--images", type=int, default=150, help="number of stills")
+    parser.add_argument("--images", type=non_negative_int, default=150, help="number of stills")
     parser.add_argument("--size", type=positive_int, default=512, help="render width and height, pixels")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="held-out seed (< 1000: calibration's)")
-    parser.add_argument("--out", type=Path, help="keep the renders in this folder (default: a temporary one)")
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help="held-out seed (< 1000: calibration's)")
+    parser.add_argument("--out", type=folder_to_write,
+                        help="keep the renders in this folder (default: a temporary one)")
     parser.add_argument("--from", dest="source", type=Path,
                         help="score existing renders (DIR/clips, DIR/images) instead of rendering")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--model", type=Path, default=ICT_PATH, help="ict_face.npz")
-    parser.add_argument("--json", type=Path, help="also write all numbers here")
+    parser.add_argument("--json", type=file_to_write, help="also write all numbers here")
     parser.add_argument("--no-expression-calibration", action="store_true",
                         help="score the fit's own blendshape weights (tracker/expression.py's map off)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")

@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from landmark_data import SHARED_DATA
-from report import file_to_write, positive_int, publish
+from report import file_to_write, import_mediapipe, positive_int, publish
 
 from tracker.gaze import LOOK_NAMES, look_weights, smooth_gaze
 from tracker.smoothing import (
@@ -596,14 +596,19 @@ def main() -> int:
                         help="raw tracks file: loaded if it exists, else written (for repeated --grid runs)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    if not args.clips:  # --clips takes one or more: only the default, the shared clips, can be empty
+        print(f"error: the shared clips were not found (expected talking_*.mp4 in {SHARED_DATA / 'video'})",
+              file=sys.stderr)
+        return 2
     missing = [c for c in args.clips if not c.is_file()]
-    if not args.clips or missing:
-        print(f"error: clip(s) not found: {', '.join(map(str, missing)) or 'none given'}", file=sys.stderr)
+    if missing:
+        print(f"error: clip(s) not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     if args.cache is not None and args.cache.is_file():
         clips = load_cache(args.cache)
         print(f"raw tracks from {args.cache} (delete it to re-track)")
     else:
+        import_mediapipe()  # tracking runs MediaPipe's FaceMesh beside ours
         total = sum(min(int(cv2.VideoCapture(str(c)).get(cv2.CAP_PROP_FRAME_COUNT)), args.max_frames or 10**9)
                     for c in args.clips)
         with tqdm(total=total, desc="tracking", unit="frame") as bar:

@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--clip", type=Path, help="one clip instead of the default two")
     parser.add_argument("--max-faces", type=positive_int, default=1, help="with --clip")
     parser.add_argument("--seconds", type=positive_float, default=20.0, help="stop each run after this long")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     for clip in [args.clip] if args.clip else [ONE_FACE, *GRID_CLIPS]:
         if not clip.is_file():

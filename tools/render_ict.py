@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO, REPO / "tools"):  # imported by the tests and other tools as well as run
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
-from report import positive_int
+from report import folder_to_write, non_negative_int, positive_int
 
 from tracker.pose import MODEL_TO_CAMERA, euler_to_matrix, matrix_to_quaternion
 from tracker.types import ARKIT_BLENDSHAPES as ARKIT_NAMES
@@ -746,12 +746,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--images", type=int, default=100, help="number of still images")
-    parser.add_argument("--clips", type=int, default=0, help="number of clips")
+    parser.add_argument("--out", type=folder_to_write, required=True, help="output folder")
+    parser.add_argument("--images", type=non_negative_int, default=100, help="number of still images")
+    parser.add_argument("--clips", type=non_negative_int, default=0, help="number of clips")
     parser.add_argument("--frames", type=positive_int, default=100, help="frames per clip (25 fps)")
     parser.add_argument("--size", type=positive_int, default=512, help="image width and height, pixels")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed (same seed, same output)")
     parser.add_argument("--model", type=Path, default=ICT_PATH, help="ict_face.npz")
     args = parser.parse_args(argv)
     try:

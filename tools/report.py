@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import platform
 import re
 import sys
@@ -14,25 +16,59 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from tracker.cli import positive_float, positive_int  # the command line's own argparse types
 
-__all__ = ["file_to_write", "invocation", "machine", "positive_float", "positive_int", "publish", "update_section"]
+__all__ = ["file_to_write", "folder_to_write", "import_mediapipe", "invocation", "machine",
+           "non_negative_int", "positive_float", "positive_int", "publish", "update_section"]
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0 (seeds, and counts where 0 means none)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
+    return value
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
 def file_to_write(text: str) -> Path:
     """argparse type: a file path whose folder exists (checked before the work, not after it)."""
-    import argparse
-
     path = Path(text)
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"no folder {str(path.parent)!r} to write {path.name!r} into")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
     return path
+
+
+def folder_to_write(text: str) -> Path:
+    """argparse type: a folder to write into, made now where missing, so that a file in the way or a place
+    that cannot be written to is an error before the work, not after it."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot make the folder {text!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"no permission to write into {text!r}")
+    return path
+
+
+def import_mediapipe():
+    """The mediapipe module, imported before a tool's work: where it is missing, a one-line error saying it
+    is a tool-time dependency, not a traceback after minutes of work."""
+    try:
+        import mediapipe
+    except ImportError as exc:
+        raise SystemExit(f"error: cannot import mediapipe ({exc}), a tool-time dependency: "
+                         "pip install -e '.[test]'") from None
+    return mediapipe
 
 
 def invocation() -> str:

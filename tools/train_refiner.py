@@ -47,7 +47,7 @@ from evaluate import nme_scores, summarise, table_cells
 from evaluate_occlusion import recall_at_precision
 from landmark_data import LANDMARKS68, annotated_faces, load_folder, match_face
 from render_ict import KEY_SHAPES
-from report import positive_int
+from report import non_negative_int, positive_float, positive_int
 
 from tracker.backends import create_session
 from tracker.landmarks68 import IBUG68_MIRROR
@@ -346,9 +346,16 @@ def make_data(augmentations: int, seed: int, occluded: float, renders: int, rend
           f"({missed[RENDER]} not found), {n} crops in {time.perf_counter() - started:.0f} s")
 
 
+def load_meta() -> np.lib.npyio.NpzFile:
+    """The data cache's meta.npz, or a one-line error naming the stage that writes it."""
+    if not (CACHE / "meta.npz").is_file():
+        raise SystemExit(f"error: no {CACHE / 'meta.npz'}: run `python tools/train_refiner.py data` first")
+    return np.load(CACHE / "meta.npz")
+
+
 def load_data():
     """The cache's maps, S0, truth (render jaws on their silhouette), visibility, image ids and sources."""
-    meta = np.load(CACHE / "meta.npz")
+    meta = load_meta()
     n = int(meta["n"])
     f48 = np.load(CACHE / "f48.npy", mmap_mode="r")[:n]
     f24 = np.load(CACHE / "f24.npy", mmap_mode="r")[:n]
@@ -478,7 +485,7 @@ def project_params(theta: np.ndarray) -> np.ndarray:
 
 def model_params() -> None:
     """The truth's θ for every crop of the landmark data (CACHE/params.npz): what the 3D branch learns."""
-    meta = np.load(CACHE / "meta.npz")
+    meta = load_meta()
     started = time.perf_counter()
     theta = np.concatenate([fit_model_params(meta["gt"][i:i + 2048], meta["expression"][i:i + 2048])
                             for i in range(0, int(meta["n"]), 2048)])
@@ -872,6 +879,10 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    if dual:  # before the data, which load slowly
+        for needed, stage in ((CACHE / "params.npz", "model-params"), (CHECKPOINT_2D, "train")):
+            if not needed.is_file():
+                raise SystemExit(f"error: no {needed}: run `python tools/train_refiner.py {stage}` first")
     f48, f24, s0, gt, visible, image_id, source = load_data()
     # Held-out images (model selection) are helen_train ones only, so the criterion stays on real faces.
     held = _held_out_images(image_id, source, rng)
@@ -888,9 +899,6 @@ def train(epochs: int, seed: int, batch: int, lr: float, stop_after: int | None 
     net.dual = dual
     saved_to = CHECKPOINT if dual else CHECKPOINT_2D
     if dual:
-        for needed, stage in ((CACHE / "params.npz", "model-params"), (CHECKPOINT_2D, "train")):
-            if not needed.is_file():
-                raise SystemExit(f"no {needed}: run `python tools/train_refiner.py {stage}` first")
         # The 2D network has no 3D heads (steps.*.params) yet; its expression head and pixel CNN are unused.
         load_checkpoint(net, CHECKPOINT_2D, may_lack=("expression.", "visibility.pixel",
                                                       *(f"steps.{i}.params." for i in range(STEPS))))
@@ -1230,7 +1238,7 @@ def train_backbone(epochs: int, seed: int, batch: int, lr: float) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    meta = np.load(CACHE / "meta.npz")
+    meta = load_meta()
     n = int(meta["n"])
     if not (CACHE / "crops96.npy").is_file():
         raise SystemExit("the data cache has no crops: rerun `python tools/train_refiner.py data`")
@@ -1427,28 +1435,48 @@ def evaluate(folder: Path) -> None:
     print(f"refiner alone, ONNX Runtime CPU 1 thread, batch 2: median {1e3 * np.median(times) / 2:.3f} ms per face")
 
 
+# The stages that run the network in PyTorch (the others read images, caches and ONNX only).
+TORCH_STAGES = ("train", "train-3d", "train-visibility", "train-expression", "export", "all",
+                "train-backbone")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("data", "train", "model-params", "train-3d", "expression-data",
                                           "train-expression", "visibility-data", "train-visibility", "export",
                                           "evaluate", "all", "train-backbone"))
-    parser.add_argument("--augmentations", type=int, default=12, help="perturbed crops per image (besides the ROI)")
-    parser.add_argument("--renders", type=int, default=1000,
+    parser.add_argument("--augmentations", type=non_negative_int, default=12,
+                        help="perturbed crops per image (besides the ROI)")
+    parser.add_argument("--renders", type=non_negative_int, default=1000,
                         help="ICT renders (seeds 0..N-1) added to the training data, for large poses and expressions")
-    parser.add_argument("--render-augmentations", type=int, default=3, help="perturbed crops per render")
-    parser.add_argument("--expression-renders", type=int, default=18000,
+    parser.add_argument("--render-augmentations", type=non_negative_int, default=3,
+                        help="perturbed crops per render")
+    parser.add_argument("--expression-renders", type=positive_int, default=18000,
                         help=f"extra renders for the expression head (seeds {EXPRESSION_FIRST_SEED} and up)")
     parser.add_argument("--occluded", type=float, default=0.5, help="share of perturbed crops given an occluder")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--dual-epochs", type=int, default=30, help="epochs of the train-3d stage")
-    parser.add_argument("--dual-lr", type=float, default=3e-4, help="learning rate of the train-3d stage")
-    parser.add_argument("--visibility-epochs", type=int, default=20, help="epochs of the train-visibility stage")
-    parser.add_argument("--stop-after", type=int, help="run only the first N epochs of the --epochs cosine schedule")
+    parser.add_argument("--epochs", type=positive_int, default=50)
+    parser.add_argument("--dual-epochs", type=positive_int, default=30, help="epochs of the train-3d stage")
+    parser.add_argument("--dual-lr", type=positive_float, default=3e-4,
+                        help="learning rate of the train-3d stage")
+    parser.add_argument("--visibility-epochs", type=positive_int, default=20,
+                        help="epochs of the train-visibility stage")
+    parser.add_argument("--stop-after", type=positive_int,
+                        help="run only the first N epochs of the --epochs cosine schedule")
     parser.add_argument("--batch", type=positive_int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--seed", type=non_negative_int, default=SEED)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw", help="evaluation folder")
     args = parser.parse_args()
+    if not 0.0 <= args.occluded <= 1.0:
+        parser.error(f"argument --occluded: expected a share from 0 to 1, got {args.occluded:g}")
+    if args.stage in ("evaluate", "all") and not args.images.is_dir():
+        parser.error(f"argument --images: {args.images} not found")
+    if args.stage in TORCH_STAGES:
+        try:
+            import torch  # noqa: F401 (imported where used; here to fail before any work)
+        except ImportError:
+            raise SystemExit(f"error: the {args.stage} stage needs PyTorch (tool-time only: "
+                             "pip install torch)") from None
     if args.stage in ("data", "all"):
         make_data(args.augmentations, args.seed, args.occluded, args.renders, args.render_augmentations)
     if args.stage in ("train", "all"):

@@ -235,7 +235,11 @@ def main() -> int:
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
     if args.parameter in SMOOTHING and args.values:
         parser.error(f"{args.parameter} scores its built-in candidates; --values does not apply")
-    ict = load_ict(ICT_PATH)
+    try:
+        ict = load_ict(ICT_PATH)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         if args.parameter in SMOOTHING:  # on clips whether or not --clips is given
             SMOOTHING[args.parameter](ict, render_clip_folders(ict, Path(tmp)))
