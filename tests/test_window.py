@@ -190,6 +190,43 @@ def test_snapshot_key_writes_the_current_view(display: None, tmp_path: Path, mon
     assert any(str(files[0].name) in rec.getMessage() for rec in caplog.records)
 
 
+def test_a_view_larger_than_a_screen_is_shown_scaled_to_fit(display: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An autosized window cannot be shrunk: a 4K frame's view is shown within MAX_SHOWN, its shape kept, in a
+    window opened without Qt's toolbar; a small one as it is."""
+    shown, flags = [], []
+    monkeypatch.setattr(cv2, "namedWindow", lambda title, flag: flags.append(flag))
+    monkeypatch.setattr(cv2, "imshow", lambda title, view: shown.append(view.shape[:2]))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0)
+    window = Window()
+    assert window.show(np.zeros((2160, 3840, 3), np.uint8), make_result(), "status")
+    view = window._view.shape[:2]
+    (h, w), (max_w, max_h) = shown[0], Window.MAX_SHOWN
+    assert (w == max_w or h == max_h) and w <= max_w and h <= max_h
+    assert abs(w / h - view[1] / view[0]) < 0.01
+    assert window.show(blank(), make_result(), "status") and shown[1] == window._view.shape[:2]
+    assert flags == [cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL]  # opened once
+
+
+def test_a_held_still_waits_for_a_key_a_closed_window_or_a_stop(display: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    keys: list[int] = []
+    visible = [1.0]
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: keys.pop(0) if keys else -1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: visible[0])
+    window = Window()
+    keys[:] = [-1, -1, ord(" ")]
+    assert window.hold(lambda: False) is True and not keys  # the next still, after two polls with no key
+    keys[:] = [-1, ord("q")]
+    assert window.hold(lambda: False) is False
+    keys[:] = [27]
+    assert window.hold(lambda: False) is False
+    polls = iter([False, False, True])
+    assert window.hold(lambda: next(polls)) is True  # a stop: the caller ends the run
+    visible[0] = 0.0
+    assert window.hold(lambda: False) is False  # the window was closed
+
+
 def test_render_readouts(display: None) -> None:
     window = Window()
     window.render(blank(), make_result(), "onnxruntime", latency_ms=50.0)

@@ -636,8 +636,12 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
                 if writers.overlay:
                     writers.overlay.write(frame.image, result)
                 if writers.window:
-                    latency_ms = 1000.0 * (time.perf_counter() - frame.grabbed_at)  # capture to display
+                    # Capture to display; a still has no capture time worth showing (its first counts loading).
+                    latency_ms = None if source.still_images else 1000.0 * (time.perf_counter() - frame.grabbed_at)
                     if not writers.window.show(frame.image, result, tracker.backend, latency_ms=latency_ms):
+                        return False
+                    # A still would flash past: it stays until a key asks for the next one (q or Esc quits).
+                    if source.still_images and not writers.window.hold(lambda: stop.requested):
                         return False
                 bar.update(1)
                 if stop.requested:

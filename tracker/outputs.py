@@ -652,12 +652,18 @@ class Window:
     """A live preview window; ``show`` returns False once the user closes it or presses q/Esc.
 
     Keys: ``q``/Esc quit, ``m`` toggles a mirrored view (displayed pixels only: no output changes),
-    ``s`` saves the current view as ``snapshot_YYYYmmdd_HHMMSS.png`` in the working directory.
+    ``s`` saves the current view as ``snapshot_YYYYmmdd_HHMMSS.png`` in the working directory (at full size).
     The view has a side panel with the strongest blendshapes and a line with the display rate and,
-    when the caller gives it, the capture-to-display latency."""
+    when the caller gives it, the capture-to-display latency. A view larger than :data:`MAX_SHOWN` is shown
+    scaled down to fit it. The window has no toolbar: Qt's would offer a second "save" whose dialog halts
+    the run, deaf to Ctrl-C, while it is open."""
 
     TITLE = "face tracker (q quit, m mirror, s snapshot)"
+    # Width and height the shown view fits in: a 1080p screen with its panels and the window's frame. An
+    # autosized window cannot be shrunk, and a 4K frame's would show its corner only.
+    MAX_SHOWN = (1600, 900)
     _SMOOTHING = 0.1  # weight of the newest sample in the fps/latency readouts: steady, readable digits
+    _HOLD_POLL_MS = 50  # how often a held still looks for a key, the window's closing and a stop
 
     def __init__(self, wireframe: np.ndarray | None = None, *, mirror: bool = False) -> None:
         self.wireframe = wireframe
@@ -696,14 +702,40 @@ class Window:
 
     def show(self, image: np.ndarray, result: FrameResult, status: str, latency_ms: float | None = None) -> bool:
         view = self.render(image, result, status, latency_ms)
+        h, w = view.shape[:2]
+        fit = min(1.0, self.MAX_SHOWN[0] / w, self.MAX_SHOWN[1] / h)
+        if fit < 1.0:
+            view = cv2.resize(view, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
         try:
+            if not self._open:
+                cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.imshow(self.TITLE, view)
             self._open = True
             key = cv2.waitKey(1)
-            visible = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
+            visible = self._visible()
         except cv2.error as exc:
             raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
         return self.handle_key(key) and visible
+
+    def _visible(self) -> bool:
+        return cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
+
+    def hold(self, stopped: Callable[[], bool]) -> bool:
+        """Keep the view shown (a still) until a key is pressed: False for q/Esc or a closed window (the user
+        quits), True for another key (the next still) or once ``stopped()`` (a stop the caller then honours).
+        ``s`` saves a snapshot and keeps holding."""
+        while not stopped():
+            try:
+                key = cv2.waitKey(self._HOLD_POLL_MS)
+                if not self._visible():
+                    return False
+            except cv2.error as exc:
+                raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
+            if key < 0 or key & 0xFF in (ord("s"), ord("S")):
+                self.handle_key(key)
+                continue
+            return self.handle_key(key)
+        return True
 
     def handle_key(self, key: int) -> bool:
         """Act on a key code from ``cv2.waitKey`` (-1: none); False means the user asked to quit."""
