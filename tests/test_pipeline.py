@@ -231,6 +231,24 @@ def test_frame_numbers_and_times_that_are_not_numbers_are_refused_and_numpy_ones
     assert tracker.process(image, 5, 0.2, Path("a") / "x.jpg", np.bool_(True)).source == str(Path("a") / "x.jpg")
 
 
+def test_a_point_smoothing_takes_beyond_the_frame_edge_is_flagged_as_one_measured_there():
+    """talking_d10 cut at x = 300, through the face's right side: the filter's lag moves some points across the
+    edge; every point written beyond it is flagged occluded with confidence and visibility 0 (QA: 8 were not,
+    up to 5.5 px out)."""
+    from tracker.roi import outside_image
+
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    written_out = 0
+    for i, image in enumerate(read_frames(shared_path("video", "talking_d10.mp4"), 0, 60)):
+        cut = np.ascontiguousarray(image[:, :300])
+        for face in tracker.process(cut, i, i / 30.0).faces:
+            out = outside_image(face.landmarks, cut.shape)
+            written_out += int(out.sum())
+            assert face.occluded[out].all() and not face.landmark_confidence[out].any(), i
+            assert not face.landmark_visibility[out].any(), i
+    assert written_out > 100  # the test saw points beyond the edge
+
+
 def test_the_frame_after_a_still_starts_a_new_sequence(afw_dir):
     """A still's face is not tracked into the next frame: a video's first frame after it reads as it does for a
     fresh tracker, and not meshed from where the still's face was (afw 1130084326_1's crop overlaps

@@ -419,6 +419,15 @@ class FaceTracker:
                 face.occluded = hidden
             if self.config.smooth and not still:
                 _smooth(face, state.smoother, time_s, gaze=self.gaze is not None)
+                # Smoothing moves the points written: one it takes beyond the edge is as unseen as one measured
+                # there (and one measured there stays flagged, though the filter's lag may hold it inside).
+                moved_out = outside_image(face.landmarks, shape) & ~outside
+                if moved_out.any():
+                    for name in ("landmark_visibility", "landmark_confidence"):
+                        if getattr(face, name) is not None:
+                            setattr(face, name, np.where(moved_out, 0.0, getattr(face, name)))
+                    if face.occluded is not None:
+                        face.occluded = face.occluded | moved_out
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
             extent = np.concatenate([face.landmarks, mesh.points[:, :2]])
             face.bbox = np.concatenate([extent.min(0), extent.max(0)])
