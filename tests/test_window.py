@@ -208,15 +208,26 @@ def test_a_view_larger_than_a_screen_is_shown_scaled_to_fit(display: None, monke
     assert flags == [cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL]  # opened once
 
 
-def test_a_held_still_waits_for_a_key_a_closed_window_or_a_stop(display: None,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_held_still_waits_for_a_key_a_closed_window_or_a_stop(display: None, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
     keys: list[int] = []
     visible = [1.0]
+    shown: list[np.ndarray] = []
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cv2, "waitKey", lambda ms: keys.pop(0) if keys else -1)
     monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: visible[0])
+    monkeypatch.setattr(cv2, "namedWindow", lambda title, flag: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, view: shown.append(view.copy()))
     window = Window()
+    assert window.show(blank(), make_result(make_face()), "status")
     keys[:] = [-1, -1, ord(" ")]
     assert window.hold(lambda: False) is True and not keys  # the next still, after two polls with no key
+    # Shift and Alt alone (as Qt reports them), another letter and a snapshot keep it held; Enter moves on.
+    keys[:] = [0xE1, 0xE9, ord("x"), ord("s"), 13]
+    assert window.hold(lambda: False) is True and not keys and len(list(tmp_path.glob("snapshot_*.png"))) == 1
+    keys[:] = [ord("m"), ord("n")]  # the held view is shown again, mirrored
+    assert window.hold(lambda: False) is True and window.mirror and len(shown) == 2
+    assert not np.array_equal(shown[1], shown[0])  # the same still, mirrored
     keys[:] = [-1, ord("q")]
     assert window.hold(lambda: False) is False
     keys[:] = [27]

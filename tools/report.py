@@ -46,17 +46,17 @@ def file_to_write(text: str) -> Path:
 
 
 def folder_to_write(text: str) -> Path:
-    """argparse type: a folder to write into, made now where missing, so that a file in the way or a place
-    that cannot be written to is an error before the work, not after it."""
+    """argparse type: a folder to write into (made by the tool when it writes), checked before the work: a file
+    in the way, or a nearest existing folder that cannot be written to, is an error now, not after it. Nothing
+    is made here, so a run refused for another argument leaves no folder behind."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot make the folder {text!r}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"no permission to write into {text!r}")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot make the folder {text!r}: '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"no permission to write into '{existing}'")
     return path
 
 

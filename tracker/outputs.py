@@ -648,6 +648,10 @@ def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambd
         raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
 
 
+# Keys (low byte of cv2.waitKey) that move a held still on: space, Enter (CR or LF), n.
+_NEXT_STILL_KEYS = (ord(" "), 13, 10, ord("n"), ord("N"))
+
+
 class Window:
     """A live preview window; ``show`` returns False once the user closes it or presses q/Esc.
 
@@ -671,6 +675,7 @@ class Window:
         self.mirror = mirror
         self._open = False
         self._view: np.ndarray | None = None
+        self._shown: tuple | None = None  # what the last view was rendered from: a held still re-renders it
         self._last_render: float | None = None
         self.fps: float | None = None
         self.latency_ms: float | None = None
@@ -685,6 +690,8 @@ class Window:
         self._last_render = now
         if latency_ms is not None and math.isfinite(latency_ms):
             self.latency_ms = self._smooth(self.latency_ms, latency_ms)
+        elif latency_ms is None:  # a still has none: a video's before it would linger on screen
+            self.latency_ms = None
         view = draw_overlay(image, result, self.wireframe, mirror=self.mirror, panel=True)
         # Readouts go on after mirroring (draw_overlay flips before any text), so they always read normally.
         scale = max(1, round(max(image.shape[:2]) / 640))
@@ -701,40 +708,51 @@ class Window:
         return view
 
     def show(self, image: np.ndarray, result: FrameResult, status: str, latency_ms: float | None = None) -> bool:
-        view = self.render(image, result, status, latency_ms)
-        h, w = view.shape[:2]
-        fit = min(1.0, self.MAX_SHOWN[0] / w, self.MAX_SHOWN[1] / h)
-        if fit < 1.0:
-            view = cv2.resize(view, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
+        self._shown = (image, result, status)
+        self.render(image, result, status, latency_ms)
         try:
-            if not self._open:
-                cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-            cv2.imshow(self.TITLE, view)
-            self._open = True
+            self._display()
             key = cv2.waitKey(1)
             visible = self._visible()
         except cv2.error as exc:
             raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
         return self.handle_key(key) and visible
 
+    def _display(self) -> None:
+        """The last rendered view on screen, scaled down to fit MAX_SHOWN."""
+        view = self._view
+        h, w = view.shape[:2]
+        fit = min(1.0, self.MAX_SHOWN[0] / w, self.MAX_SHOWN[1] / h)
+        if fit < 1.0:
+            view = cv2.resize(view, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
+        if not self._open:
+            cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        cv2.imshow(self.TITLE, view)
+        self._open = True
+
     def _visible(self) -> bool:
         return cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
 
     def hold(self, stopped: Callable[[], bool]) -> bool:
-        """Keep the view shown (a still) until a key is pressed: False for q/Esc or a closed window (the user
-        quits), True for another key (the next still) or once ``stopped()`` (a stop the caller then honours).
-        ``s`` saves a snapshot and keeps holding."""
+        """Keep the view shown (a still) until the user asks for the next one (space, Enter or n: True) or quits
+        (q, Esc or a closed window: False), or ``stopped()`` (True: a stop the caller then honours). ``s`` saves
+        a snapshot and ``m`` mirrors the view, both while it is held; other keys (Shift, Alt-Tab) do nothing."""
         while not stopped():
             try:
                 key = cv2.waitKey(self._HOLD_POLL_MS)
                 if not self._visible():
                     return False
+                if key < 0:
+                    continue
+                if (key & 0xFF) in _NEXT_STILL_KEYS:
+                    return True
+                if not self.handle_key(key):
+                    return False
+                if (key & 0xFF) in (ord("m"), ord("M")) and self._shown is not None:
+                    self.render(*self._shown)
+                    self._display()
             except cv2.error as exc:
                 raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
-            if key < 0 or key & 0xFF in (ord("s"), ord("S")):
-                self.handle_key(key)
-                continue
-            return self.handle_key(key)
         return True
 
     def handle_key(self, key: int) -> bool:

@@ -44,7 +44,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
 TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (detect_meshes)
-RESCUED_MIN_PRESENCE = 0.9  # the least presence of a third mesh pass, for a find the first two doubted (same)
+RESCUED_MIN_PRESENCE = 0.9  # the least presence of a third mesh pass, for a find the first two doubted
 TURNED_LOGIT_MARGIN = 2.0  # how much surer of a face (log-odds) a turned find's mesh must be to go before an upright's
 
 
@@ -513,10 +513,14 @@ class FaceTracker:
         # multi_face the woman on the right of the shot from frame 211 was found at 0.75-0.78 with its box 30 px
         # off her face: the two passes read 0.00-0.40, a third 0.94-0.99; in its faceless shot, a third pass
         # read 0.65 where no face was.
+        # A third pass that lands on a tracked face is no new face (it would count toward the search's limit,
+        # and the tracks refuse it).
         unsure = [i for i, m in enumerate(second) if m.presence < self.config.presence_threshold]
         third = self.mesh.run(image, [second[i].next_roi for i in unsure], mirror=self.config.mirror_check)
+        rescued_least = max(self.config.presence_threshold, RESCUED_MIN_PRESENCE)
         for i, m in zip(unsure, third):
-            if m.presence >= RESCUED_MIN_PRESENCE:
+            points = m.points[:, :2]
+            if m.presence >= rescued_least and self.tracks.is_new_face(np.r_[points.min(0), points.max(0)]):
                 second[i] = m
         meshes = iter(second)
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside
