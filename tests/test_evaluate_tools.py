@@ -221,6 +221,8 @@ def _refused(*command: str, env: dict | None = None) -> str:
     (("tools/evaluate.py", "--no-write", "--plots", "README.md/ced"), "cannot make the folder 'README.md/ced'"),
     (("tools/evaluate_hard_cases.py", "--faces", "5"), "the group photo needs at least 30 faces"),
     (("tools/train_refiner.py", "evaluate", "--images", "/nonexistent"), "--images: /nonexistent not found"),
+    (("tools/tune_fit_weights.py", "depth", "--values", "0.1", "-1"), "--values: expected a non-negative number"),
+    (("tools/convert_tflite.py", "--out", "README.md"), "'README.md' is a file, not a folder"),
 ])
 def test_tools_refuse_bad_arguments_before_any_work(command, expected):
     assert expected in _refused(*command)

@@ -1073,12 +1073,12 @@ def parity(tflite_path: Path, model: onnx.ModelProto, spec: ModelSpec, seed: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("engines"),
-                        help="output directory (default: engines)")
-    args = parser.parse_args(argv)
+    from report import folder_to_write, import_mediapipe  # tools/ is on the path: this script's own folder
 
-    from report import import_mediapipe  # tools/ is on the path: this script's own folder
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=folder_to_write, default=Path(__file__).resolve().parent.parent / "engines",
+                        help="output directory (default: the repository's engines/, wherever it is run from)")
+    args = parser.parse_args(argv)
 
     mediapipe = import_mediapipe()  # tool-time only: the wheel is where the .tflite files live
 

@@ -16,7 +16,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from tracker.cli import positive_float, positive_int  # the command line's own argparse types
 
-__all__ = ["file_to_write", "folder_to_write", "import_mediapipe", "invocation", "machine",
+__all__ = ["file_to_write", "folder_to_write", "import_mediapipe", "invocation", "machine", "non_negative_float",
            "non_negative_int", "positive_float", "positive_int", "publish", "update_section"]
 
 
@@ -28,6 +28,17 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0 (a weight, where 0 turns a term off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
     return value
 
 

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
 from jitter import describe
 from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
+from report import non_negative_float
 
 from tracker import fitting
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -228,7 +229,8 @@ def tune_landmark_smoothing(ict, folders: list[Path]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parameter", choices=(*PARAMETERS, *SMOOTHING))
-    parser.add_argument("--values", type=float, nargs="+", help="candidate values (default: a built-in grid)")
+    parser.add_argument("--values", type=non_negative_float, nargs="+",
+                        help="candidate values (default: a built-in grid)")
     parser.add_argument("--clips", action="store_true", help="score tracked clips (seeds 700-702), not stills")
     args = parser.parse_args()
     if args.clips and args.parameter == "hint":
