@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import re
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "BENCHMARKS.md"
@@ -22,23 +25,21 @@ __all__ = ["file_to_write", "folder_to_write", "import_mediapipe", "invocation",
 
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number of at least 0 (seeds, and counts where 0 means none)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
-    return value
+    return _at_least_zero(text, int, "integer")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number of at least 0 (a weight, where 0 turns a term off)."""
+    return _at_least_zero(text, float, "number")
+
+
+def _at_least_zero(text: str, convert: Callable[[str], float], kind: str) -> Any:
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
+        value = None
+    if value is None or not 0 <= value < math.inf:  # NaN is neither
+        raise argparse.ArgumentTypeError(f"expected a non-negative {kind}, got '{text}'")
     return value
 
 
