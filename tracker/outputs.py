@@ -648,6 +648,11 @@ def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambd
         raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
 
 
+def _window_failed(exc: cv2.error) -> OutputError:
+    """An error of OpenCV's window calls, in one line (the last of OpenCV's)."""
+    return OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}")
+
+
 # Keys (low byte of cv2.waitKey) that move a held still on: space, Enter (CR or LF), n.
 _NEXT_STILL_KEYS = (ord(" "), 13, 10, ord("n"), ord("N"))
 
@@ -715,7 +720,7 @@ class Window:
             key = cv2.waitKey(1)
             visible = self._visible()
         except cv2.error as exc:
-            raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
+            raise _window_failed(exc) from None
         return self.handle_key(key) and visible
 
     def _display(self) -> None:
@@ -746,13 +751,14 @@ class Window:
                     continue
                 if (key & 0xFF) in _NEXT_STILL_KEYS:
                     return True
+                mirrored = self.mirror
                 if not self.handle_key(key):
                     return False
-                if (key & 0xFF) in (ord("m"), ord("M")) and self._shown is not None:
+                if self.mirror != mirrored and self._shown is not None:  # m: the held view, mirrored
                     self.render(*self._shown)
                     self._display()
             except cv2.error as exc:
-                raise OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}") from None
+                raise _window_failed(exc) from None
         return True
 
     def handle_key(self, key: int) -> bool:

@@ -30,7 +30,7 @@ from tracker.reliability import ConfidenceCalibration, assess
 from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image, outside_image
 from tracker.smoothing import STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
-from tracker.tracking import FaceState, TrackSet
+from tracker.tracking import FaceState, TrackSet, points_box
 from tracker.types import FaceResult, FrameResult, Pose
 
 # The refiner's visibility below which a landmark is reported occluded (hidden by something in
@@ -429,8 +429,7 @@ class FaceTracker:
                     if face.occluded is not None:
                         face.occluded = face.occluded | moved_out
             # The box holds the whole face: the mesh (forehead) and the 68 points (jaw contour).
-            extent = np.concatenate([face.landmarks, mesh.points[:, :2]])
-            face.bbox = np.concatenate([extent.min(0), extent.max(0)])
+            face.bbox = points_box(np.concatenate([face.landmarks, mesh.points[:, :2]]))
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
 
@@ -519,8 +518,7 @@ class FaceTracker:
         third = self.mesh.run(image, [second[i].next_roi for i in unsure], mirror=self.config.mirror_check)
         rescued_least = max(self.config.presence_threshold, RESCUED_MIN_PRESENCE)
         for i, m in zip(unsure, third):
-            points = m.points[:, :2]
-            if m.presence >= rescued_least and self.tracks.is_new_face(np.r_[points.min(0), points.max(0)]):
+            if m.presence >= rescued_least and self.tracks.is_new_face(points_box(m.points)):
                 second[i] = m
         meshes = iter(second)
         # A turned search's find must show the mesh a face beyond doubt: an upright face in a crop turned upside

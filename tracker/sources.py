@@ -939,7 +939,7 @@ def _lacks_its_index(path: str) -> bool:
                 if length == 1 and len(header) == 16:  # a 64-bit length follows
                     length = int.from_bytes(header[8:16], "big")
                 if length == 0 or at + length >= size:  # the last box: up to the end, or cut off in it
-                    return data_seen or kind == b"mdat"
+                    return data_seen
                 if length < 8:
                     return False  # not boxes after all
                 at += length

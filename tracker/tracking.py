@@ -123,7 +123,8 @@ def appearance_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 1.0 - float(np.sqrt(a * b).sum()))))
 
 
-def _box(points: np.ndarray) -> np.ndarray:
+def points_box(points: np.ndarray) -> np.ndarray:
+    """[x0, y0, x1, y1] around points (their first two columns)."""
     return np.concatenate([points[:, :2].min(0), points[:, :2].max(0)])
 
 
@@ -155,7 +156,7 @@ class Track:
 
     @property
     def bbox(self) -> np.ndarray:
-        return _box(self.mesh.points)
+        return points_box(self.mesh.points)
 
     def _see(self, seen: np.ndarray | None) -> None:
         if seen is not None:
@@ -203,7 +204,7 @@ class TrackSet:
             self._cuts.reset()  # nothing seen: the next frame with an image starts afresh
         self.cut = image is not None and self._cuts.is_cut(image)
         present = [(track, mesh) for track, mesh in zip(self.tracks, meshes) if mesh.presence >= self.min_presence]
-        boxes = [_box(mesh.points) for _, mesh in present]
+        boxes = [points_box(mesh.points) for _, mesh in present]
         for track, mesh in zip(self.tracks, meshes):
             if mesh.presence < self.min_presence:
                 # Gone where another face is: hidden behind it rather than gone.
