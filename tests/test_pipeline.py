@@ -1,5 +1,6 @@
 """FaceTracker.process_stream: the two stages on two threads give process()'s results, frame for frame."""
 
+import logging
 import signal
 import threading
 import time
@@ -229,6 +230,31 @@ def test_frame_numbers_and_times_that_are_not_numbers_are_refused_and_numpy_ones
         with pytest.raises(ValueError, match=words):
             list(tracker.process_stream([(image, 5, 0.2, source, still)]))
     assert tracker.process(image, 5, 0.2, Path("a") / "x.jpg", np.bool_(True)).source == str(Path("a") / "x.jpg")
+
+
+def test_a_clock_in_milliseconds_is_noted_once_and_one_in_seconds_or_a_single_gap_is_not(caplog):
+    """Frames further apart than smoothing bridges are each smoothed afresh: a caller passing time_s in
+    milliseconds (cv2.CAP_PROP_POS_MSEC) would lose smoothing without a word."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    with caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
+        for i, t in enumerate((0.0, 0.04, 0.08, 3.0, 3.04, 9.0, 9.04)):  # a track lost twice for a while
+            tracker.process(image, i, t)
+        for i in range(6):  # stills far apart (an image folder) are no sequence
+            tracker.process(image, i, 10.0 * i, "x.jpg", True)
+        assert not caplog.records
+        list(tracker.process_stream((image, i, 1000.0 * i / 30.0) for i in range(10)))
+        for i in range(10, 20):
+            tracker.process(image, i, 1000.0 * i / 30.0)
+    (note,) = caplog.records
+    assert "33.3 s apart, 3 in a row" in note.getMessage() and "read in seconds" in note.getMessage()
+    # Without smoothing there is nothing to lose.
+    unsmoothed = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False, smooth=False))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
+        for i in range(6):
+            unsmoothed.process(image, i, 1000.0 * i / 30.0)
+    assert not caplog.records
 
 
 def test_a_point_smoothing_takes_beyond_the_frame_edge_is_flagged_as_one_measured_there():

@@ -3,6 +3,7 @@ pipelined over two threads (the mesh stage of the next frame beside the later st
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
@@ -28,7 +29,7 @@ from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import REFINER_FILE, Refiner
 from tracker.reliability import ConfidenceCalibration, assess
 from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image, outside_image
-from tracker.smoothing import STEADY_PARAMS, FaceSmoother
+from tracker.smoothing import MAX_GAP_S, STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
 from tracker.tracking import FaceState, TrackSet, points_box
 from tracker.types import FaceResult, FrameResult, Pose
@@ -46,6 +47,11 @@ FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted 
 TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (detect_meshes)
 RESCUED_MIN_PRESENCE = 0.9  # the least presence of a third mesh pass, for a find the first two doubted
 TURNED_LOGIT_MARGIN = 2.0  # how much surer of a face (log-odds) a turned find's mesh must be to go before an upright's
+# Frames in a row further apart than smoothing bridges before the tracker says so, once: a caller's clock in
+# milliseconds (cv2.CAP_PROP_POS_MSEC) would otherwise turn smoothing off without a word.
+LONG_STEPS_NOTED = 3
+
+log = logging.getLogger("tracker.pipeline")
 
 
 _BLAS_POOLS = ThreadpoolController()  # after tracker.fitting's import: SciPy's BLAS is loaded and seen too
@@ -198,6 +204,9 @@ class FaceTracker:
         self._first_search = True  # a sequence's first search looks at every corner and turn, as a still's does
         self._since_full_search = 0  # frames since a search looked at every corner and turn
         self._after_still = False  # the last frame was a still: the next one starts a new sequence
+        self._last_time: float | None = None  # time_s of the last frame of the sequence (None after a still)
+        self._long_steps = 0  # frames in a row that came further apart than smoothing bridges
+        self._clock_noted = False
         self._unfinished: Future | None = None  # a stopped stream's worker call, still changing the tracks
         # Held by a process() call and by an open process_stream: the tracks are one sequence's state, so a second
         # caller at the same time (another thread, a process() inside a stream) is an error, not a mix of two.
@@ -251,6 +260,8 @@ class FaceTracker:
         up, so an ID is never given to two faces in one tracker's life."""
         with self._using("reset()"):
             self._forget_faces()
+            # Kept apart from _forget_faces, which a stream's worker calls: _describe, in the caller's thread, owns it.
+            self._last_time, self._long_steps = None, 0
 
     def _forget_faces(self) -> None:
         self._await_unfinished()
@@ -365,6 +376,8 @@ class FaceTracker:
                   time_s: float, source: str, still: bool) -> FrameResult:
         """The second stage: each found face's 68 points, confidence, pose, blendshapes and gaze, smoothed."""
         camera = camera_for((shape[1], shape[0]), self.config.focal_px)
+        if self.config.smooth:
+            self._note_long_steps(time_s, still)
         faces = []
         predictions = self.mapping.predict_batch([mesh for _, mesh, _ in found])
         for (face_id, mesh, state), prediction in zip(found, predictions):
@@ -432,6 +445,17 @@ class FaceTracker:
             face.bbox = points_box(np.concatenate([face.landmarks, mesh.points[:, :2]]))
             faces.append(face)
         return FrameResult(frame=frame, time_s=time_s, source=source, faces=faces)
+
+    def _note_long_steps(self, time_s: float, still: bool) -> None:
+        """Say once when frames keep coming further apart than smoothing bridges (each is then smoothed afresh)."""
+        step = None if (still or self._last_time is None) else time_s - self._last_time
+        self._last_time = None if still else time_s
+        self._long_steps = self._long_steps + 1 if step is not None and step > MAX_GAP_S else 0
+        if self._long_steps == LONG_STEPS_NOTED and not self._clock_noted:
+            self._clock_noted = True
+            # Worded for a video of a frame a second (the command line) as well as for a caller's clock in ms.
+            log.warning("frames came %.3g s apart, %d in a row: further apart than smoothing bridges (%.1f s), so "
+                        "they are not smoothed (times are read in seconds)", step, LONG_STEPS_NOTED, MAX_GAP_S)
 
     def _detect_new_faces(self, image: np.ndarray, thorough: bool, periodic: bool = True) -> None:
         if periodic:
