@@ -507,6 +507,11 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--vmc-eye-bones",): "give --vmc",
         ("--vmc-presets",): "give --vmc",
         ("--vmc-pascal-case",): "give --vmc",
+        # Options that would do nothing here: said, not ignored.
+        ("--wireframe",): "give --output or --show",
+        ("--wireframe", "--output", str(tmp_path / "o.mp4"), "--no-fit"): "which --no-fit leaves out",
+        ("--camera-size", "640x480"): "is not a webcam",
+        ("--camera-fps", "30"): "is not a webcam",
     }
     for args, words in cases.items():
         proc = run_cli("--source", str(source), *args, "--max-frames", "2", "--quiet")

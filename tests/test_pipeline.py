@@ -185,7 +185,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     {"max_faces": 0}, {"max_faces": -1}, {"max_faces": 1.5}, {"redetect_interval": 0}, {"threads": 0},
     {"threads": True}, {"focal_px": 0}, {"focal_px": -600.0}, {"focal_px": float("nan")},
     {"presence_threshold": 1.5}, {"detection_threshold": -0.1}, {"refiner": "none"}, {"fit_3d": "no"},
-    {"smooth": 0},
+    {"smooth": 0}, {"backend": "x"}, {"backend": "ONNXRuntime"}, {"detector": "long"}, {"detector": ["short"]},
 ])
 def test_a_config_out_of_range_is_refused_at_once(settings):
     """README: bad arguments raise ValueError. Out of range, these would not fail later: they would track

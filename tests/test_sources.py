@@ -16,7 +16,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
-from conftest import run_without_root_rights, write_variable_rate_mkv
+from conftest import run_without_root_rights, shared_path, write_variable_rate_mkv
 
 from tracker.sources import Frame, SourceError, open_source, to_bgr8
 
@@ -499,6 +499,28 @@ def _mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
         if kind in (b"moov", b"trak"):
             yield from _mp4_boxes(data, start + 8, start + size)
         start += size
+
+
+def test_an_mp4_over_http_from_a_server_without_byte_ranges_says_what_it_needs(tmp_path):
+    """The shared clips keep their index at the end: over http, FFmpeg seeks back from it to the data, which
+    python -m http.server (no byte ranges) cannot serve. QA found the message said only "no frames"."""
+    import functools
+    import http.server
+
+    (tmp_path / "clip.mp4").write_bytes(shared_path("video", "talking_d0.mp4").read_bytes())
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SourceError, match="byte-range requests, or its index at the front"):
+            list(open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("as_url", [False, True])

@@ -115,6 +115,10 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
                                 ("--vmc-pascal-case", args.vmc_pascal_case, "spells")):
         if given and not args.vmc:
             return f"{option} {does} what --vmc sends; give --vmc HOST[:PORT] too"
+    if args.wireframe and not (args.output or args.show):
+        return "--wireframe draws on the overlay; give --output or --show too"
+    if args.wireframe and args.no_fit:
+        return "--wireframe draws the fitted 3D face, which --no-fit leaves out"
     for option, value, port in (("--vmc", args.vmc, VMC_DEFAULT_PORT), ("--udp-json", args.udp_json, UDP_JSON_PORT)):
         if value:
             try:
@@ -251,14 +255,19 @@ class _Parser(argparse.ArgumentParser):
         if len(parsed.sources) > 1 and cameras:
             self.error(f"camera {cameras[0]} cannot be one of several sources (a camera does not end); track it "
                        f"alone, or name a file called '{cameras[0]}' as './{cameras[0]}'")
+        if not cameras:  # a file, folder or stream has no camera to ask: the options would do nothing
+            for option, value in (("--camera-size", parsed.camera_size), ("--camera-fps", parsed.camera_fps)):
+                if value is not None:
+                    self.error(f"{option} asks a webcam for what it delivers; {parsed.sources[0]!r} is not a webcam "
+                               "(a webcam is a number: 0, 1, ...)")
         del parsed.source, parsed.source_positional
         return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="run_tracker.py",
-        description="Track faces in a webcam, video file, image, image folder or stream: 68 landmarks per face.",
+        description="Track faces in a webcam, video file, image, image folder or stream: 68 landmarks per face, "
+                    "with confidence and occlusion, head pose and 52 ARKit blendshapes.",
         formatter_class=_HelpFormatter,
     )
     io = p.add_argument_group("input and output")
@@ -274,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--csv", metavar="PATH", help="write one row per face per frame (CSV); '-' for stdout")
     io.add_argument("--output", metavar="PATH",
                     help="overlay: a video file (.mp4 .avi .mkv .mov) or a folder for PNG frames")
-    io.add_argument("--wireframe", action="store_true", help="draw the face mesh wireframe in the overlay")
+    io.add_argument("--wireframe", action="store_true",
+                    help="with --output or --show: draw the fitted 3D face's wireframe (not with --no-fit)")
     io.add_argument("--show", action="store_true", help="show a live window with the overlay (q or Esc quits)")
     io.add_argument("--vmc", metavar="HOST[:PORT]",
                     help="send blendshapes and head rotation to a VMC receiver over OSC/UDP (default port 39539)")
@@ -306,16 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--refiner", choices=("rdr", "none"), default="rdr",
                        help="68-point refinement: rdr = the trained refiner; none = the plain mesh mapping")
     model.add_argument("--no-fit", action="store_true",
-                       help="skip the 3D face model fit (no pose or blendshapes; occlusion only from the refiner)")
+                       help="skip the 3D face model fit (no pose, blendshapes or gaze; occlusion flags only from the "
+                            "refiner, none with --refiner none)")
     model.add_argument("--no-mirror", action="store_true",
-                       help="skip the mirror-image pass (no landmark confidence; about 5 ms faster per face on a 2-core CPU)")
+                       help="skip the mirror-image pass (no landmark confidence; about 4-7 ms faster per face on a 2-core CPU)")
     smoothing = model.add_mutually_exclusive_group()
     smoothing.add_argument("--no-smooth", action="store_true",
                            help="no temporal smoothing of landmarks, pose, blendshapes and gaze (raw per-frame values)")
     smoothing.add_argument("--steady", action="store_true",
                            help="stronger smoothing, for avatars: less jitter, up to about 2 frames of lag (under 1 without it)")
     model.add_argument("--focal", type=_focal_length, metavar="PX",
-                       help="camera focal length in pixels, for translation_mm (the image width if not given)")
+                       help="camera focal length in pixels (1 to 1,000,000), for the 3D fit's pose and translation_mm "
+                            "(the image width if not given)")
     model.add_argument("--threads", type=_thread_count, metavar="N",
                        help="CPU threads per model for ONNX Runtime, at most the CPU count (1 if not given: fastest "
                             "for one or two faces)")

@@ -18,6 +18,7 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from tracker.backends import BACKENDS
 from tracker.detector import CORNERS, DETECTOR_MODELS, TURNS, Detection, FaceDetector, same_face
 from tracker.engines import BackendError, runtime_said
 from tracker.expression import ExpressionCalibration
@@ -151,6 +152,9 @@ class TrackerConfig:
         def number(value: object) -> bool:
             return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
+        for name, known in (("backend", BACKENDS), ("detector", tuple(DETECTOR_MODELS))):
+            if not (isinstance(getattr(self, name), str) and getattr(self, name) in known):
+                raise ValueError(f"TrackerConfig.{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}")
         for name in ("max_faces", "redetect_interval"):
             if not whole(getattr(self, name)):
                 raise ValueError(f"TrackerConfig.{name} must be a positive whole number, got {getattr(self, name)!r}")

@@ -911,9 +911,13 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
     # not. The file is read like a local one, every frame, unless asked to play live.
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     is_file = math.isfinite(count) and count > 0
+    # An MP4 whose index comes after its data (as most recorders write it) is read over http by seeking to the
+    # index: a server that ignores byte ranges (python -m http.server) opens it, then delivers no frame.
+    why = (" (an MP4 over http needs a server that answers byte-range requests, or its index at the front: "
+           "ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)" if is_file and url.lower().startswith("http") else "")
     return _capture_source(cap, label=label, source=shown, is_file=is_file,
                            live=(not is_file) if live is None else live,
-                           fail=lambda: SourceError(f"{label} opened but delivered no frames"))
+                           fail=lambda: SourceError(f"{label} opened but delivered no frames{why}"))
 
 
 def _lacks_its_index(path: str) -> bool:
