@@ -937,7 +937,8 @@ EARLIER = '{"frame": 0, "note": "an earlier run\'s output"}\n' * 3
     (["--udp-json", "127.0.0.1:\u00b9\u00b2"], 2, ["--udp-json", "not a number"]),
     (["--vmc", "no-such-host.invalid"], 2, ["cannot resolve VMC host"]),
     (["--vmc", "127.0.0.1", "--udp-json", "localhost:39539"], 2, ["both send to 127.0.0.1:39539"]),
-    (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "no folder"]),
+    (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "does not exist"]),
+    (["--output", __file__ + "/overlay.mp4"], 1, ["cannot write video", "is a file, not a folder"]),
     (["--csv", "/nonexistent-folder/faces.csv"], 1, ["cannot write CSV", "No such file"]),
 ])
 def test_an_option_that_cannot_be_honoured_leaves_the_earlier_json_alone(afw_dir, tmp_path, options, code, words):

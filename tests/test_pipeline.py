@@ -203,6 +203,18 @@ def test_a_config_changed_after_it_was_made_or_not_a_config_is_refused_by_the_tr
     config.max_faces = 0
     with pytest.raises(ValueError, match="TrackerConfig.max_faces"):
         FaceTracker(config)
+    # focal_px is read every frame, so it is checked every frame (QA: NaN raised ZeroDivisionError in the fit,
+    # -5 and inf gave a neutral pose without a word).
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False))
+    image = np.zeros((64, 64, 3), np.uint8)
+    for focal in (float("nan"), "500", -5.0, float("inf"), 0):
+        tracker.config.focal_px = focal
+        with pytest.raises(ValueError, match="TrackerConfig.focal_px"):
+            tracker.process(image, still=True)
+        with pytest.raises(ValueError, match="TrackerConfig.focal_px"):
+            list(tracker.process_stream([(image,)]))
+    tracker.config.focal_px = np.float32(500.0)
+    tracker.process(image, still=True)
     with pytest.raises(ValueError, match="takes a TrackerConfig"):
         FaceTracker({"max_faces": 2})
 

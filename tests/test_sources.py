@@ -346,6 +346,24 @@ def test_a_10_bit_pgm_reads_as_bright_as_its_8_bit_twin(tmp_path):
     assert np.abs(frame.image[:, :, 0].astype(int) - picture).max() <= 1
 
 
+def test_a_float_picture_of_another_range_is_read_from_that_range_with_a_warning(tmp_path, caplog):
+    """QA: a 32-bit TIFF holding 0-255 read as white (clipped to [0, 1]) and showed no face, without a word. OpenCV
+    writes float colour TIFFs lossily (LogLuv): a 0-1 picture comes back a little beyond [0, 1], which is no
+    other range."""
+    picture = np.random.default_rng(4).integers(0, 256, (24, 32, 3)).astype(np.float32)
+    for name, stored in (("unit", picture / 255), ("bytes", picture), ("wide", picture * 10 - 300)):
+        cv2.imwrite(str(tmp_path / f"{name}.tiff"), stored)
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        (unit,), _ = _read_all(tmp_path / "unit.tiff")
+        assert caplog.records == []
+        (as_bytes,), _ = _read_all(tmp_path / "bytes.tiff")
+        (wide,), _ = _read_all(tmp_path / "wide.tiff")
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == ["read as 0-255", "read as its own range"]
+    for frame in (unit, as_bytes):
+        assert np.abs(frame.image.astype(float) - picture).mean() < 3
+    assert np.corrcoef(wide.image.ravel(), picture.ravel())[0, 1] > 0.99 and wide.image.max() > 200
+
+
 def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):
     """FaceTracker.process normalises what it is handed as the sources do: grey, BGRA, 16-bit and float images
     find the same face; an empty or five-channel array is a ValueError that says so."""

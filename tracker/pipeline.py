@@ -160,8 +160,7 @@ class TrackerConfig:
                 raise ValueError(f"TrackerConfig.{name} must be a positive whole number, got {getattr(self, name)!r}")
         if self.threads is not None and not whole(self.threads):
             raise ValueError(f"TrackerConfig.threads must be None or a positive whole number, got {self.threads!r}")
-        if self.focal_px is not None and not (number(self.focal_px) and self.focal_px > 0):
-            raise ValueError(f"TrackerConfig.focal_px must be None or a positive number of pixels, got {self.focal_px!r}")
+        self.checked_focal()
         for name in ("detection_threshold", "presence_threshold"):
             if not (number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
@@ -169,6 +168,14 @@ class TrackerConfig:
             if not isinstance(getattr(self, name), (bool, np.bool_)):  # refiner="none" would be true
                 raise ValueError(  # noqa: TRY004 -- README: bad arguments raise ValueError
                     f"TrackerConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+    def checked_focal(self) -> float | None:
+        """focal_px, or ValueError: the tracker reads it every frame (a caller's images may each have their own)."""
+        value = self.focal_px
+        if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                      and math.isfinite(value) and value > 0):
+            raise ValueError(f"TrackerConfig.focal_px must be None or a positive number of pixels, got {value!r}")
+        return value
 
 
 class FaceTracker:
@@ -284,6 +291,7 @@ class FaceTracker:
         unrelated to the frames before and after it: its faces are searched afresh and not tracked on."""
         image = _bgr8(image)
         frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
+        self.config.checked_focal()  # before the frame changes the tracks
         with self._using("process()"):
             self._await_unfinished()
             with one_blas_thread():
@@ -379,7 +387,7 @@ class FaceTracker:
     def _describe(self, found: list[tuple[int, MeshResult, FaceState]], shape: tuple[int, ...], frame: int,
                   time_s: float, source: str, still: bool) -> FrameResult:
         """The second stage: each found face's 68 points, confidence, pose, blendshapes and gaze, smoothed."""
-        camera = camera_for((shape[1], shape[0]), self.config.focal_px)
+        camera = camera_for((shape[1], shape[0]), self.config.checked_focal())
         if self.config.smooth:
             self._note_long_steps(time_s, still)
         faces = []

@@ -398,6 +398,26 @@ def _tiff_pages(data: np.ndarray, most: int = 10_000) -> int:
     return max(pages, 1)
 
 
+def _float_range_to_unit(img: np.ndarray, path: str) -> np.ndarray:
+    """A float picture's pixels in [0, 1], as to_bgr8 reads floats. A file may hold another range (a 32-bit TIFF
+    of 0-255, an HDR frame): clipped to [0, 1] it would read white, with no face. Read as 0-255 when it fits
+    there, else from its own lowest to highest value; with a warning, for the picture is then guessed at."""
+    known = img[np.isfinite(img)]
+    low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
+    # A lossy float format strays a little beyond its range: OpenCV's own 32-bit colour TIFFs (LogLuv) read a
+    # 0-1 photo back as -0.008 to 1.018. That much is clipped, as to_bgr8 clips.
+    slack = 0.05
+    if low >= -slack and high <= 1.0 + slack:
+        return img
+    if low >= -slack * 255.0 and high <= (1.0 + slack) * 255.0:
+        scale, offset, read_as = 255.0, 0.0, "0-255"
+    else:
+        scale, offset, read_as = max(high - low, 1e-12), low, "its own range"
+    log.warning("'%s' holds float pixels from %g to %g, not the usual 0 to 1: read as %s", readable_path(path), low,
+                high, read_as)
+    return (img - offset) / scale
+
+
 def _read_image(path: str) -> tuple[np.ndarray | None, str]:
     """Decode one image file -> (BGR uint8 image, "") or (None, why it could not be read)."""
     try:
@@ -427,6 +447,8 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str]:
         # 16-bit photo so dark that it uses 12 bits or fewer comes out brighter, which only helps the detector.
         # Each still is tracked on its own, so a folder's images may differ in this.
         img = (img >> max(int(img.max()).bit_length() - 8, 0)).astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.floating):
+        img = _float_range_to_unit(img, path)
     rotate, flip = _ORIENTATION_FIX.get(webp_orientation(data.data), (None, None))
     if rotate is not None:
         img = cv2.rotate(img, rotate)
