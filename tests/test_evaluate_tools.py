@@ -301,3 +301,25 @@ def test_refiner_stages_name_the_stage_their_data_comes_from(monkeypatch, tmp_pa
         monkeypatch.setattr(torch, setting, lambda _: None)
     with pytest.raises(SystemExit, match=r"params.npz: run `python tools/train_refiner.py model-params`"):
         tr.train(1, 0, 8, 1e-3, dual=True)
+
+
+def test_the_turn_from_the_line_of_sight_is_what_a_moved_picture_centre_leaves_alone():
+    """evaluate_hard_cases compares cut faces by their turn from their line of sight: a head turned by a known
+    amount from the line to it reads that turn wherever it sits in the frame, and a head seen from the side of
+    the frame, facing along the camera's axis, reads the angle of its line of sight."""
+    from tracker.pose import _rx, _ry, euler_to_matrix, matrix_to_quaternion
+    from tracker.types import Pose
+
+    turn = _load("evaluate_hard_cases").line_of_sight_turn
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        yaw, pitch, roll = rng.uniform(-40, 40), rng.uniform(-25, 25), rng.uniform(-20, 20)
+        head = euler_to_matrix(yaw, pitch, roll)
+        side = rng.uniform(-30, 30)
+        for look, at in ((_ry(np.radians(side)), [np.sin(np.radians(side)), 0.0, np.cos(np.radians(side))]),
+                         (_rx(np.radians(side)), [0.0, -np.sin(np.radians(side)), np.cos(np.radians(side))])):
+            rotation = look @ head  # the camera turned away from the head: the head's turn from its sight is kept
+            pose = Pose(0.0, 0.0, 0.0, matrix_to_quaternion(rotation), 700.0 * np.array(at), rotation)
+            np.testing.assert_allclose(turn(pose), (yaw, pitch), atol=1e-6)
+    ahead = Pose(0.0, 0.0, 0.0, np.array([1.0, 0, 0, 0]), np.array([300.0, 0.0, 300.0]), np.eye(3))
+    np.testing.assert_allclose(turn(ahead), (45.0, 0.0), atol=1e-9)

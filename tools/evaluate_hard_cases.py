@@ -5,7 +5,9 @@ Three cases, each made from afw's annotated faces (faces at least 40 px between 
 - faces cut by the frame edge: the image cut through the face, 20% or 35% of its annotated box off at
   one side. Of the points the tracker places beyond the edge, how many are flagged
   `occluded` and how much they are trusted; and how far pose and blendshapes move against the same
-  face uncut (the head did not move).
+  face uncut (the head did not move). Cutting a picture moves its centre, which the tracker takes for the
+  camera's axis, so the pose is also compared as the head's turn from its line of sight (line_of_sight_turn),
+  which a moved centre leaves alone.
 - faces turned by quarter turns (a picture without its orientation tag): how many are reported, how wrong
   their points are and how much they are trusted, and how far their pose, gaze and blendshapes read from
   the same faces upright.
@@ -35,7 +37,9 @@ from report import invocation, positive_int, publish
 
 from tracker.detector import CORNERS, TURNS
 from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.pose import matrix_to_euler
 from tracker.roi import outside_image
+from tracker.types import Pose
 
 SIDES = ("left", "right", "top", "bottom")
 CUTS = (0.2, 0.35)
@@ -65,6 +69,24 @@ def cut_at_edge(image: np.ndarray, points: np.ndarray, side: str, fraction: floa
     return image[:int(y1 - fraction * (y1 - y0))], points
 
 
+def line_of_sight_turn(pose: Pose) -> tuple[float, float]:
+    """(yaw, pitch) in degrees of the head's turn from its line of sight: its rotation after the camera is turned,
+    the shortest way, to look straight at it. A head seen from the side of the frame looks turned in the camera's
+    axes; a picture cut through the face moves its centre, which the tracker takes for the camera's axis, and so
+    its camera-axis pose, but not this turn (what the picture itself shows)."""
+    sight = np.asarray(pose.translation_mm, np.float64)
+    sight = sight / np.linalg.norm(sight)
+    axis = np.cross([0.0, 0.0, 1.0], sight)
+    sin, cos = float(np.linalg.norm(axis)), float(sight[2])
+    look = np.eye(3)
+    if sin > 1e-12:
+        k = axis / sin
+        cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+        look = look + sin * cross + (1.0 - cos) * cross @ cross  # Rodrigues: the z axis onto the line of sight
+    yaw, pitch, _ = matrix_to_euler(look.T @ pose.rotation)
+    return yaw, pitch
+
+
 def tracked(tracker: FaceTracker, image: np.ndarray, truth: np.ndarray):
     """The still's face that matches the annotated one, or None (a still forgets the faces before it)."""
     faces = tracker.process(np.ascontiguousarray(image), still=True).faces
@@ -82,11 +104,15 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
     for side in SIDES:
         for fraction in CUTS:
             found, beyond, flagged, trust_beyond, trust_inside, yaw, pitch, shifts = 0, 0, 0, [], [], [], [], {}
+            sight_turns = []
             error_cut, error_uncut = [], []
             for item in tqdm([i for i in items if i.name in uncut], desc=f"cut {fraction:.0%} at {side}",
                              unit="img", leave=False):
                 image, truth = cut_at_edge(item.image, item.points, side, fraction)
+                # The uncut picture's focal length (its width, the default): the same camera, cut.
+                tracker.config.focal_px = float(item.image.shape[1])
                 face = tracked(tracker, image, truth)
+                tracker.config.focal_px = None
                 if face is None or face.pose is None:
                     continue
                 found += 1
@@ -101,6 +127,7 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 error_uncut += (np.linalg.norm(before.landmarks - item.points, axis=1)[~out] / scale).tolist()
                 yaw.append(face.pose.yaw - before.pose.yaw)
                 pitch.append(face.pose.pitch - before.pose.pitch)
+                sight_turns.append(np.subtract(line_of_sight_turn(face.pose), line_of_sight_turn(before.pose)))
                 for name, value in face.blendshapes.items():
                     shifts.setdefault(name, []).append(value - before.blendshapes[name])
             top = max(shifts, key=lambda k: abs(np.mean(shifts[k]))) if shifts else None
@@ -109,9 +136,15 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 f"{100 * flagged / max(beyond, 1):.0f}% | {np.mean(trust_beyond) if trust_beyond else np.nan:.2f} | "
                 f"{np.mean(trust_inside) if trust_inside else np.nan:.2f} | "
                 f"{np.mean(error_cut):.3f} ({np.mean(error_uncut):.3f}) | {np.mean(yaw):+.1f}° ({np.mean(np.abs(yaw)):.1f}°) | "
-                f"{np.mean(pitch):+.1f}° ({np.mean(np.abs(pitch)):.1f}°) | "
-                + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
+                f"{np.mean(pitch):+.1f}° ({np.mean(np.abs(pitch)):.1f}°) | {turned(sight_turns, 0)} | "
+                f"{turned(sight_turns, 1)} | " + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
     return rows
+
+
+def turned(changes: list[np.ndarray], axis: int) -> str:
+    """Mean change (mean size in brackets) of one angle, a table cell."""
+    values = np.array([c[axis] for c in changes]) if changes else np.full(1, np.nan)
+    return f"{np.mean(values):+.1f}° ({np.mean(np.abs(values)):.1f}°)"
 
 
 SHIFT_PX = 9  # the reference row: the picture moved right and down, not turned
@@ -281,11 +314,16 @@ def main() -> int:
         ("**Cut by the frame edge.** Points beyond the edge: those the tracker places outside the cut image. "
          "Error of the points inside: their distance from the annotated points, in inter-ocular distances (the "
          "same points of the same faces uncut in brackets). Yaw and pitch: mean change against the same face "
-         "uncut (mean size in brackets); the blendshape that moved most on average."),
+         "uncut (mean size in brackets), in the camera's axes as the tracker reports them, and as the head's turn "
+         "from its line of sight: cutting the picture moves its centre, which the tracker takes for the camera's "
+         "axis, so a head that did not turn reads turned in the camera's axes by about the angle its line of sight "
+         "moved (a camera's own frame edge moves no centre). The cut picture is tracked with the uncut one's focal "
+         "length (its width). The blendshape that moved most on average."),
         "",
         ("| cut off | found | points beyond the edge | of them `occluded` | their mean confidence | confidence "
-         "of the points inside | error of the points inside | yaw | pitch | blendshape |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+         "of the points inside | error of the points inside | yaw | pitch | yaw from the line of sight | pitch "
+         "from the line of sight | blendshape |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *frame_edge_rows(tracker, items),
         "",
         ("**Turned.** Each picture turned by quarter turns, as a photo or video without its orientation tag "
