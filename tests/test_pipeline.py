@@ -287,6 +287,34 @@ def test_a_point_smoothing_takes_beyond_the_frame_edge_is_flagged_as_one_measure
     assert written_out > 100  # the test saw points beyond the edge
 
 
+@pytest.mark.parametrize("mirror_check", [True, False])
+def test_points_beyond_the_frame_edge_count_at_the_floor_in_the_3d_fit(afw_dir, mirror_check):
+    """An afw face with a fifth of it cut off at the left by the frame: every fit row beyond the edge (jaw landmarks and
+    mesh points, extrapolated) has the floor weight, with or without the mirror check's confidence; the rows
+    inside keep theirs. (Judged by the head's turn from its line of sight, the cut faces then read 0.5-1.9°
+    nearer the uncut ones: BENCHMARKS.md, "Hard cases".)"""
+    from tracker.fitting import LANDMARK_ROWS
+    from tracker.pipeline import FIT_WEIGHT_FLOOR
+    from tracker.roi import outside_image
+
+    image = cv2.imread(str(afw_dir / "1051618982_1.jpg"))
+    text = (afw_dir / "1051618982_1.pts").read_text()
+    points = np.array(text[text.index("{") + 1:text.index("}")].split(), float).reshape(68, 2) - 1
+    left, right = points[:, 0].min(), points[:, 0].max()
+    cut = np.ascontiguousarray(image[:, int(left + 0.2 * (right - left)):])
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", mirror_check=mirror_check))
+    seen = []
+    fit = tracker.fitter.fit
+    tracker.fitter.fit = lambda rows, camera, weights, **kw: seen.append((rows, weights)) or fit(rows, camera, weights,
+                                                                                                  **kw)
+    assert tracker.process(cut, still=True).faces
+    (rows, weights), = seen
+    beyond = outside_image(rows[:, :2], cut.shape)
+    assert beyond[len(LANDMARK_ROWS):].sum() >= 3 and beyond[:len(LANDMARK_ROWS)].sum() >= 3  # mesh and jaw rows
+    assert (weights[beyond] == FIT_WEIGHT_FLOOR).all()
+    assert (weights[~beyond] > FIT_WEIGHT_FLOOR).sum() > 0.9 * (~beyond).sum()
+
+
 def test_the_frame_after_a_still_starts_a_new_sequence(afw_dir):
     """A still's face is not tracked into the next frame: a video's first frame after it reads as it does for a
     fresh tracker, and not meshed from where the still's face was (afw 1130084326_1's crop overlaps
