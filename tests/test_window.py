@@ -194,6 +194,7 @@ def test_a_view_larger_than_a_screen_is_shown_scaled_to_fit(display: None, monke
     """An autosized window cannot be shrunk: a 4K frame's view is shown within MAX_SHOWN, its shape kept, in a
     window opened without Qt's toolbar; a small one as it is."""
     shown, flags = [], []
+    monkeypatch.setattr("tracker.outputs.screen_size", lambda: None)  # as on a system that does not tell it
     monkeypatch.setattr(cv2, "namedWindow", lambda title, flag: flags.append(flag))
     monkeypatch.setattr(cv2, "imshow", lambda title, view: shown.append(view.shape[:2]))
     monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
@@ -206,6 +207,31 @@ def test_a_view_larger_than_a_screen_is_shown_scaled_to_fit(display: None, monke
     assert abs(w / h - view[1] / view[0]) < 0.01
     assert window.show(blank(), make_result(), "status") and shown[1] == window._view.shape[:2]
     assert flags == [cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL]  # opened once
+
+
+def test_a_view_is_scaled_to_fit_the_screen_it_is_shown_on(display: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 720p webcam's view (1720 px wide with its panel) on a 1366×768 laptop screen: within the screen, less
+    room for the window's frame and a taskbar, its shape kept. The screen is asked once, when the window opens."""
+    shown, asked = [], []
+    monkeypatch.setattr("tracker.outputs.screen_size", lambda: asked.append(1) or (1366, 768))
+    monkeypatch.setattr(cv2, "namedWindow", lambda title, flag: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, view: shown.append(view.shape[:2]))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0)
+    window = Window()
+    for _ in range(2):
+        assert window.show(np.zeros((720, 1280, 3), np.uint8), make_result(), "status")
+    (h, w), view = shown[0], window._view.shape[:2]
+    assert w == 1366 - Window.SCREEN_MARGIN[0] and h <= 768 - Window.SCREEN_MARGIN[1]
+    assert abs(w / h - view[1] / view[0]) < 0.01 and len(asked) == 1
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed")
+def test_the_screen_size_is_read_from_the_x_server() -> None:
+    code = "from tracker.outputs import screen_size; print(screen_size())"
+    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1366x768x24", sys.executable, "-c", code], check=False,
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "(1366, 768)", proc.stdout + proc.stderr[-2000:]
 
 
 def test_a_held_still_waits_for_a_key_a_closed_window_or_a_stop(display: None, monkeypatch: pytest.MonkeyPatch,

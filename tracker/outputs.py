@@ -8,6 +8,8 @@ and ``close`` is safe to call more than once.
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import io
 import logging
 import math
@@ -649,6 +651,36 @@ def probe_display(timeout_s: float = 10.0, cancelled: Callable[[], bool] = lambd
         raise OutputError(f"cannot open a window on display '{where}' ({said}); drop --show or use --output")
 
 
+def screen_size() -> tuple[int, int] | None:
+    """The screen's width and height in pixels where the system tells it without a GUI toolkit of our own (X11,
+    XWayland included, and Windows); None elsewhere or when it cannot be asked. With several monitors X11 gives
+    the width of them all."""
+    try:
+        if sys.platform == "win32":
+            user32 = ctypes.windll.user32
+            size = (int(user32.GetSystemMetrics(0)), int(user32.GetSystemMetrics(1)))  # SM_CXSCREEN, SM_CYSCREEN
+        elif os.environ.get("DISPLAY") and (name := ctypes.util.find_library("X11")):
+            x11 = ctypes.CDLL(name)
+            x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+            for call in (x11.XDefaultScreen, x11.XCloseDisplay):
+                call.argtypes = [ctypes.c_void_p]
+            for call in (x11.XDisplayWidth, x11.XDisplayHeight):
+                call.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            display = x11.XOpenDisplay(None)
+            if not display:
+                return None
+            try:
+                screen = x11.XDefaultScreen(display)
+                size = (int(x11.XDisplayWidth(display, screen)), int(x11.XDisplayHeight(display, screen)))
+            finally:
+                x11.XCloseDisplay(display)
+        else:
+            return None
+    except (OSError, AttributeError):  # a library that will not load, or lacks the call
+        return None
+    return size if size[0] > 0 and size[1] > 0 else None
+
+
 def _window_failed(exc: cv2.error) -> OutputError:
     """An error of OpenCV's window calls, in one line (the last of OpenCV's)."""
     return OutputError(f"cannot show the window: {str(exc).strip().splitlines()[-1]}")
@@ -664,14 +696,17 @@ class Window:
     Keys: ``q``/Esc quit, ``m`` toggles a mirrored view (displayed pixels only: no output changes),
     ``s`` saves the current view as ``snapshot_YYYYmmdd_HHMMSS.png`` in the working directory (at full size).
     The view has a side panel with the strongest blendshapes and a line with the display rate and,
-    when the caller gives it, the capture-to-display latency. A view larger than :data:`MAX_SHOWN` is shown
-    scaled down to fit it. The window has no toolbar: Qt's would offer a second "save" whose dialog halts
+    when the caller gives it, the capture-to-display latency. A view larger than the screen (less
+    :data:`SCREEN_MARGIN`; :data:`MAX_SHOWN` where its size is not known) is shown scaled down to fit it. The window
+    has no toolbar: Qt's would offer a second "save" whose dialog halts
     the run, deaf to Ctrl-C, while it is open."""
 
     TITLE = "face tracker (q quit, m mirror, s snapshot)"
-    # Width and height the shown view fits in: a 1080p screen with its panels and the window's frame. An
-    # autosized window cannot be shrunk, and a 4K frame's would show its corner only.
+    # Width and height the shown view fits in when the screen's size is not known: a 1080p screen with its panels
+    # and the window's frame. An autosized window cannot be shrunk, and a 4K frame's would show its corner only.
     MAX_SHOWN = (1600, 900)
+    # Room a known screen keeps for the window's frame and title, and a taskbar or panel.
+    SCREEN_MARGIN = (64, 128)
     _SMOOTHING = 0.1  # weight of the newest sample in the fps/latency readouts: steady, readable digits
     _HOLD_POLL_MS = 50  # how often a held still looks for a key, the window's closing and a stop
 
@@ -686,6 +721,7 @@ class Window:
         self.fps: float | None = None
         self.latency_ms: float | None = None
         self._log = logging.getLogger("tracker.window")
+        self._room: tuple[int, int] | None = None  # what the view is scaled to fit, known when the window opens
 
     def render(self, image: np.ndarray, result: FrameResult, status: str = "",
                latency_ms: float | None = None) -> np.ndarray:
@@ -725,10 +761,14 @@ class Window:
         return self.handle_key(key) and visible
 
     def _display(self) -> None:
-        """The last rendered view on screen, scaled down to fit MAX_SHOWN."""
+        """The last rendered view on screen, scaled down to fit the screen (MAX_SHOWN if its size is unknown)."""
+        if self._room is None:
+            screen = screen_size()
+            self._room = self.MAX_SHOWN if screen is None else (max(320, screen[0] - self.SCREEN_MARGIN[0]),
+                                                               max(240, screen[1] - self.SCREEN_MARGIN[1]))
         view = self._view
         h, w = view.shape[:2]
-        fit = min(1.0, self.MAX_SHOWN[0] / w, self.MAX_SHOWN[1] / h)
+        fit = min(1.0, self._room[0] / w, self._room[1] / h)
         if fit < 1.0:
             view = cv2.resize(view, (max(1, round(w * fit)), max(1, round(h * fit))), interpolation=cv2.INTER_AREA)
         if not self._open:
