@@ -997,6 +997,34 @@ def test_a_stop_while_the_tracker_loads_writes_nothing(afw_dir, tmp_path):
     assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
 
 
+def test_a_second_stop_among_a_frames_writes_leaves_it_out_of_the_count(talking_clip, tmp_path, monkeypatch, capsys):
+    """A second stop interrupts at once, so it may fall between one output's write and the next (QA: the JSON
+    held 22 frames, the overlay 21, and the summary said 22). The summary counts the frames written in full."""
+    import tracker.cli
+    from tracker.cli import EXIT_INTERRUPTED, StopRequest, build_parser, run
+
+    written = tracker.cli.OverlayWriter.write
+    calls = []
+
+    def interrupted_on_the_third(self, image, result):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a second Ctrl-C raises it
+        return written(self, image, result)
+
+    monkeypatch.setattr(tracker.cli.OverlayWriter, "write", interrupted_on_the_third)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        args = build_parser().parse_args([str(talking_clip), "--json", str(tmp_path / "f.jsonl"),
+                                          "--output", str(tmp_path / "o.mp4"), "--max-frames", "10"])
+        assert run(args, StopRequest()) == EXIT_INTERRUPTED
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert len((tmp_path / "f.jsonl").read_text().splitlines()) == 3
+    assert "interrupted; 2 frames" in capsys.readouterr().err
+
+
 def test_a_first_stop_while_loading_says_the_run_ends_when_loading_does(caplog):
     """A first start compiles for half a minute, deaf to a first Ctrl-C: the stop says so, and a second one
     interrupts. Outside the block a first stop says nothing."""

@@ -637,8 +637,6 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
         try:
             for result in results:
                 frame = read.popleft()
-                total.frames += 1
-                total.with_faces += bool(result.faces)
                 if writers.jsonl:
                     writers.jsonl.write(result)
                 if writers.table:
@@ -647,6 +645,9 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
                     sender.send(result)
                 if writers.overlay:
                     writers.overlay.write(frame.image, result)
+                # Counted once written: a second stop, which interrupts at once, may fall among the writes.
+                total.frames += 1
+                total.with_faces += bool(result.faces)
                 if writers.window:
                     # Capture to display; a still has no capture time worth showing (its first counts loading).
                     latency_ms = None if source.still_images else 1000.0 * (time.perf_counter() - frame.grabbed_at)
