@@ -564,6 +564,33 @@ def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path, as_url):
     assert top[2] > 200 and top[0] < 60 and bottom.max() < 60
 
 
+@pytest.mark.parametrize("matrix", [(-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)])
+def test_a_video_tagged_to_be_mirrored_is_read_as_tagged(tmp_path, matrix):
+    """A display matrix that mirrors the picture (alone, or with a turn) is shown as a player shows it. OpenCV
+    reads such a tag as a turn alone: a mirrored front-camera clip came out upside down, left and right
+    swapped back. Each stored pixel (x, y) must show at (a·x + c·y, b·x + d·y), moved into the frame."""
+    stored = np.zeros((48, 96, 3), np.uint8)
+    stored[:, :24] = (0, 0, 255)  # red left, blue top: every turn and mirror of it differs
+    stored[:12] = (255, 0, 0)
+    path = tmp_path / "front.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 48))
+    for _ in range(2):
+        writer.write(stored)
+    writer.release()
+    data = bytearray(path.read_bytes())
+    tkhd = next(offset for kind, offset in _mp4_boxes(bytes(data)) if kind == b"tkhd")
+    a, b, c, d = matrix
+    data[tkhd + 48:tkhd + 84] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    y, x = np.mgrid[0:48, 0:96]
+    shown_x, shown_y = a * x + c * y, b * x + d * y
+    expected = np.zeros((shown_y.max() - shown_y.min() + 1, shown_x.max() - shown_x.min() + 1, 3), np.uint8)
+    expected[shown_y - shown_y.min(), shown_x - shown_x.min()] = stored
+    frames, _ = _read_all(path)
+    assert len(frames) == 2 and frames[0].image.shape == expected.shape
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 12
+
+
 def test_truncated_video_ends_with_warning(video, tmp_path, caplog, capfd):
     # Cut halfway through the frame data (the 'movi' list), keeping the AVI header: a cut inside the
     # header (which is half of this tiny file) leaves nothing FFmpeg can open.

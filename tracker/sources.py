@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import cv2
@@ -577,8 +578,10 @@ def _open_folder(path: str) -> FrameSource:
 class _CaptureReader:
     """Reads one cv2.VideoCapture into Frames; shared by the synchronous and the threaded source."""
 
-    def __init__(self, cap: cv2.VideoCapture, label: str, source: str, *, is_file: bool) -> None:
+    def __init__(self, cap: cv2.VideoCapture, label: str, source: str, *, is_file: bool,
+                 shown: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.cap = cap
+        self.shown = shown
         self.label = label
         self.source = source
         self.is_file = is_file
@@ -643,6 +646,8 @@ class _CaptureReader:
             image = to_bgr8(img)
         except ValueError as e:
             raise SourceError(f"{self.label} delivered an unusable frame: {e}") from None
+        if self.shown is not None:
+            image = self.shown(image)
         frame = Frame(image, self.index, time_s, self.source, now)
         self.index += 1
         return frame
@@ -815,9 +820,11 @@ class _ThreadedCaptureSource(FrameSource):
 
 
 def _capture_source(cap: cv2.VideoCapture, *, label: str, source: str, is_file: bool, live: bool,
-                    fail: Callable[[], SourceError]) -> FrameSource:
-    """Wrap an opened capture; raise fail() if it yields no first frame."""
-    reader = _CaptureReader(cap, label, source, is_file=is_file)
+                    fail: Callable[[], SourceError],
+                    shown: Callable[[np.ndarray], np.ndarray] | None = None) -> FrameSource:
+    """Wrap an opened capture; raise fail() if it yields no first frame. ``shown`` turns each frame as the
+    file's tag asks, where OpenCV would not."""
+    reader = _CaptureReader(cap, label, source, is_file=is_file, shown=shown)
     try:
         first = reader.read()
     except SourceError:
@@ -974,6 +981,89 @@ def _lacks_its_index(path: str) -> bool:
     return False
 
 
+_MOVIE_INDEX_LIMIT = 64 << 20  # an MP4's 'moov' box is read whole for its display matrix: an hour's is a few MB
+
+
+def _boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, where its content starts, where it ends) of each ISO media box in data[start:end]."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        length, kind, head = int.from_bytes(data[start:start + 4], "big"), bytes(data[start + 4:start + 8]), 8
+        if length == 1 and start + 16 <= end:  # a 64-bit length follows
+            length, head = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif length == 0:  # up to the end
+            length = end - start
+        if length < head or start + length > end:
+            return
+        yield kind, start + head, start + length
+        start += length
+
+
+def video_display_matrix(path: str) -> tuple[int, int, int, int] | None:
+    """The turn and mirror an MP4 or MOV file tags its video with (the track header's display matrix): (a, b, c,
+    d) in {-1, 0, 1}, a stored pixel (x, y) shown at (a·x + c·y, b·x + d·y) plus a shift; None if the file is
+    none or says nothing readable."""
+    try:
+        with open(path, "rb") as f:
+            size, at = os.fstat(f.fileno()).st_size, 0
+            while at + 8 <= size:  # the top-level boxes, to the movie's index ('moov'), which may come last
+                f.seek(at)
+                header = f.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if length == 1 and len(header) == 16:  # a 64-bit length follows
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:  # up to the end
+                    length = size - at
+                if length < 8:
+                    return None
+                if kind == b"moov":
+                    if length > _MOVIE_INDEX_LIMIT:
+                        return None
+                    f.seek(at)
+                    return _video_track_matrix(memoryview(f.read(length)))  # a cut-off index: IndexError
+                at += length
+    except (OSError, IndexError):
+        pass
+    return None
+
+
+def _video_track_matrix(moov: memoryview) -> tuple[int, int, int, int] | None:
+    for _, start, end in _boxes(moov):
+        for kind, track, track_end in _boxes(moov, start, end):
+            if kind != b"trak":
+                continue
+            parts = {k: (s, e) for k, s, e in _boxes(moov, track, track_end)}
+            if b"tkhd" not in parts or b"mdia" not in parts:
+                continue
+            handler = {k: (s, e) for k, s, e in _boxes(moov, *parts[b"mdia"])}.get(b"hdlr")
+            if handler is None or bytes(moov[handler[0] + 8:handler[0] + 12]) != b"vide":
+                continue  # a sound track's header holds a matrix too
+            s, e = parts[b"tkhd"]
+            matrix = s + (52 if moov[s] == 1 else 40)  # past version 1's or version 0's times and ids
+            if matrix + 36 > e:
+                return None
+            values = [int.from_bytes(moov[matrix + 4 * i:matrix + 4 * i + 4], "big", signed=True) for i in (0, 1, 3, 4)]
+            a, b, c, d = (round(v / 0x10000) for v in values)  # 16.16 fixed point
+            if {a, b, c, d} <= {-1, 0, 1} and abs(a * d - b * c) == 1 and (a == 0) == (d == 0):
+                return a, b, c, d
+            return None
+    return None
+
+
+def shown_as_tagged(image: np.ndarray, matrix: tuple[int, int, int, int]) -> np.ndarray:
+    """A stored frame as its display matrix (:func:`video_display_matrix`) shows it."""
+    a, b, c, d = matrix
+    if a == 0:  # the axes trade places: x' = c·y, y' = b·x
+        image, (flip_x, flip_y) = image.transpose(1, 0, 2), (c < 0, b < 0)
+    else:
+        flip_x, flip_y = a < 0, d < 0
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
 def _open_video(path: str, live: bool) -> FrameSource:
     def fail() -> SourceError:
         extension = os.path.splitext(path)[1].lower()
@@ -1008,9 +1098,13 @@ def _open_video(path: str, live: bool) -> FrameSource:
         cap.release()
         raise fail()
     # Phone videos store portrait frames on their side with a tag that says how to turn them; this OpenCV
-    # leaves them unturned unless asked, and a sideways face reads as a 90° roll.
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-    return _capture_source(cap, label=f"video '{path}'", source=path, is_file=True, live=live, fail=fail)
+    # leaves them unturned unless asked, and a sideways face reads as a 90° roll. It reads a tag that also
+    # mirrors the picture (a front camera's) as a turn alone, upside down: such a file is shown as tagged here.
+    matrix = video_display_matrix(path)
+    mirrored = matrix is not None and matrix[0] * matrix[3] - matrix[1] * matrix[2] < 0
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0 if mirrored else 1)
+    return _capture_source(cap, label=f"video '{path}'", source=path, is_file=True, live=live, fail=fail,
+                           shown=partial(shown_as_tagged, matrix=matrix) if mirrored else None)
 
 
 # ---------------------------------------------------------------------------------------------------
