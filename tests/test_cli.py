@@ -466,6 +466,17 @@ def test_bad_option_values_are_usage_errors():
         assert len(proc.stderr.splitlines()) == 1 and "--help" in proc.stderr, (args, proc.stderr)
 
 
+def test_usage_errors_name_the_command_as_it_was_run():
+    """`face-tracker` (the installed command) and `run_tracker.py` each name themselves in a usage error."""
+    script = Path(sys.executable).parent / "face-tracker"
+    if not script.exists():
+        pytest.skip("the face-tracker command is not installed here (pip install -e . installs it)")
+    installed = subprocess.run([str(script), "--no-such-option"], capture_output=True, text=True, check=False,
+                               cwd=REPO, timeout=120)
+    assert installed.returncode == 2 and installed.stderr.startswith("face-tracker: error:"), installed.stderr
+    assert run_cli("--no-such-option").stderr.startswith("run_tracker.py: error:")
+
+
 def test_a_name_with_a_line_break_still_makes_one_line_of_error(tmp_path):
     for args in (("--source", str(tmp_path / "no\nsuch.jpg")), ("--json", "a\nb", "--csv", "a\nb")):
         proc = run_cli(*args)
@@ -509,7 +520,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--vmc-pascal-case",): "give --vmc",
         # Options that would do nothing here: said, not ignored.
         ("--wireframe",): "give --output or --show",
-        ("--wireframe", "--output", str(tmp_path / "o.mp4"), "--no-fit"): "which --no-fit leaves out",
+        ("--wireframe", "--output", str(tmp_path / "o.mp4"), "--no-fit"): "--no-fit leaves it out",
         ("--camera-size", "640x480"): "is not a webcam",
         ("--camera-fps", "30"): "is not a webcam",
     }
@@ -938,7 +949,7 @@ EARLIER = '{"frame": 0, "note": "an earlier run\'s output"}\n' * 3
     (["--vmc", "no-such-host.invalid"], 2, ["cannot resolve VMC host"]),
     (["--vmc", "127.0.0.1", "--udp-json", "localhost:39539"], 2, ["both send to 127.0.0.1:39539"]),
     (["--output", "/nonexistent-folder/overlay.mp4"], 1, ["cannot write video", "does not exist"]),
-    (["--output", __file__ + "/overlay.mp4"], 1, ["cannot write video", "is a file, not a folder"]),
+    (["--output", __file__ + "/overlay.mp4"], 1, ["cannot write video", "is not a folder"]),
     (["--csv", "/nonexistent-folder/faces.csv"], 1, ["cannot write CSV", "No such file"]),
 ])
 def test_an_option_that_cannot_be_honoured_leaves_the_earlier_json_alone(afw_dir, tmp_path, options, code, words):

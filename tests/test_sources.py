@@ -351,17 +351,25 @@ def test_a_float_picture_of_another_range_is_read_from_that_range_with_a_warning
     writes float colour TIFFs lossily (LogLuv): a 0-1 picture comes back a little beyond [0, 1], which is no
     other range."""
     picture = np.random.default_rng(4).integers(0, 256, (24, 32, 3)).astype(np.float32)
-    for name, stored in (("unit", picture / 255), ("bytes", picture), ("wide", picture * 10 - 300)):
-        cv2.imwrite(str(tmp_path / f"{name}.tiff"), stored)
+    # An HDR frame (0-4) and a -1..1 picture are no 0-255 ones. (A colour float TIFF, LogLuv, keeps no sign: the
+    # signed one is grey, stored as plain floats.)
+    stored = {"unit": picture / 255, "bytes": picture, "wide": picture * 10 - 300, "hdr": picture / 64,
+              "signed": picture[:, :, 0] / 127.5 - 1}
+    for name, values in stored.items():
+        cv2.imwrite(str(tmp_path / f"{name}.tiff"), values)
+    frames = {}
     with caplog.at_level(logging.WARNING, logger="tracker.sources"):
-        (unit,), _ = _read_all(tmp_path / "unit.tiff")
+        (frames["unit"],), _ = _read_all(tmp_path / "unit.tiff")
         assert caplog.records == []
-        (as_bytes,), _ = _read_all(tmp_path / "bytes.tiff")
-        (wide,), _ = _read_all(tmp_path / "wide.tiff")
-    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == ["read as 0-255", "read as its own range"]
-    for frame in (unit, as_bytes):
-        assert np.abs(frame.image.astype(float) - picture).mean() < 3
-    assert np.corrcoef(wide.image.ravel(), picture.ravel())[0, 1] > 0.99 and wide.image.max() > 200
+        for name in ("bytes", "wide", "hdr", "signed"):
+            (frames[name],), _ = _read_all(tmp_path / f"{name}.tiff")
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == [
+        "read as 0-255", "read as its own range", "read as its own range", "read as its own range"]
+    for name in ("unit", "bytes"):
+        assert np.abs(frames[name].image.astype(float) - picture).mean() < 3
+    for name in ("wide", "hdr", "signed"):
+        image, truth = frames[name].image, picture if name != "signed" else picture[:, :, :1].repeat(3, 2)
+        assert np.corrcoef(image.ravel(), truth.ravel())[0, 1] > 0.99 and image.max() > 200, name
 
 
 def test_the_tracker_called_as_a_library_takes_any_image_layout(afw_dir):
@@ -534,7 +542,7 @@ def test_an_mp4_over_http_from_a_server_without_byte_ranges_says_what_it_needs(t
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(SourceError, match="byte-range requests, or its index at the front"):
+        with pytest.raises(SourceError, match="byte-range requests, or the index moved to the front"):
             list(open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"))
     finally:
         server.shutdown()

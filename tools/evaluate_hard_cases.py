@@ -111,8 +111,10 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 image, truth = cut_at_edge(item.image, item.points, side, fraction)
                 # The uncut picture's focal length (its width, the default): the same camera, cut.
                 tracker.config.focal_px = float(item.image.shape[1])
-                face = tracked(tracker, image, truth)
-                tracker.config.focal_px = None
+                try:
+                    face = tracked(tracker, image, truth)
+                finally:
+                    tracker.config.focal_px = None
                 if face is None or face.pose is None:
                     continue
                 found += 1
@@ -135,15 +137,16 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 f"| {side}, {fraction:.0%} | {found} of {len(uncut)} | {beyond} | "
                 f"{100 * flagged / max(beyond, 1):.0f}% | {np.mean(trust_beyond) if trust_beyond else np.nan:.2f} | "
                 f"{np.mean(trust_inside) if trust_inside else np.nan:.2f} | "
-                f"{np.mean(error_cut):.3f} ({np.mean(error_uncut):.3f}) | {np.mean(yaw):+.1f}° ({np.mean(np.abs(yaw)):.1f}°) | "
-                f"{np.mean(pitch):+.1f}° ({np.mean(np.abs(pitch)):.1f}°) | {turned(sight_turns, 0)} | "
-                f"{turned(sight_turns, 1)} | " + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
+                f"{np.mean(error_cut):.3f} ({np.mean(error_uncut):.3f}) | {mean_change_cell(yaw)} | "
+                f"{mean_change_cell(pitch)} | {mean_change_cell([t[0] for t in sight_turns])} | "
+                f"{mean_change_cell([t[1] for t in sight_turns])} | "
+                + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
     return rows
 
 
-def turned(changes: list[np.ndarray], axis: int) -> str:
-    """Mean change (mean size in brackets) of one angle, a table cell."""
-    values = np.array([c[axis] for c in changes]) if changes else np.full(1, np.nan)
+def mean_change_cell(changes: list[float]) -> str:
+    """A table cell: the mean change of an angle, its mean size in brackets."""
+    values = np.array(changes, dtype=float) if changes else np.full(1, np.nan)
     return f"{np.mean(values):+.1f}° ({np.mean(np.abs(values)):.1f}°)"
 
 

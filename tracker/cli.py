@@ -118,7 +118,7 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
     if args.wireframe and not (args.output or args.show):
         return "--wireframe draws on the overlay; give --output or --show too"
     if args.wireframe and args.no_fit:
-        return "--wireframe draws the fitted 3D face, which --no-fit leaves out"
+        return "--wireframe draws the face mesh's triangles, which come with the 3D fit's model; --no-fit leaves it out"
     for option, value, port in (("--vmc", args.vmc, VMC_DEFAULT_PORT), ("--udp-json", args.udp_json, UDP_JSON_PORT)):
         if value:
             try:
@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output", metavar="PATH",
                     help="overlay: a video file (.mp4 .avi .mkv .mov) or a folder for PNG frames")
     io.add_argument("--wireframe", action="store_true",
-                    help="with --output or --show: draw the fitted 3D face's wireframe (not with --no-fit)")
+                    help="with --output or --show: draw the face mesh's wireframe (its triangles come with the 3D "
+                         "fit's model: not with --no-fit)")
     io.add_argument("--show", action="store_true", help="show a live window with the overlay (q or Esc quits)")
     io.add_argument("--vmc", metavar="HOST[:PORT]",
                     help="send blendshapes and head rotation to a VMC receiver over OSC/UDP (default port 39539)")

@@ -458,7 +458,7 @@ class OverlayWriter:
             raise OutputError(f"cannot write video '{shown}': not a regular file (a pipe or a device); a video "
                               "file is written out of order (its index last), so it must be a file on disk")
         if not folder.is_dir():
-            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            what = "is not a folder" if folder.exists() else "does not exist"
             raise OutputError(f"cannot write video '{shown}': '{readable_path(str(folder))}' {what}")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write video '{shown}': the folder is not writable")

@@ -50,7 +50,7 @@ RESCUED_MIN_PRESENCE = 0.9  # the least presence of a third mesh pass, for a fin
 TURNED_LOGIT_MARGIN = 2.0  # how much surer of a face (log-odds) a turned find's mesh must be to go before an upright's
 # Frames in a row further apart than smoothing bridges before the tracker says so, once: a caller's clock in
 # milliseconds (cv2.CAP_PROP_POS_MSEC) would otherwise turn smoothing off without a word.
-LONG_STEPS_NOTED = 3
+LONG_STEPS_BEFORE_NOTE = 3
 
 log = logging.getLogger("tracker.pipeline")
 
@@ -149,9 +149,6 @@ class TrackerConfig:
         def whole(value: object) -> bool:
             return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
-        def number(value: object) -> bool:
-            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
         for name, known in (("backend", BACKENDS), ("detector", tuple(DETECTOR_MODELS))):
             if not (isinstance(getattr(self, name), str) and getattr(self, name) in known):
                 raise ValueError(f"TrackerConfig.{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}")
@@ -162,7 +159,7 @@ class TrackerConfig:
             raise ValueError(f"TrackerConfig.threads must be None or a positive whole number, got {self.threads!r}")
         self.checked_focal()
         for name in ("detection_threshold", "presence_threshold"):
-            if not (number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
+            if not (_finite_number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         for name in ("fit_3d", "mirror_check", "smooth", "steady", "refiner", "calibrate_expression", "gaze"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):  # refiner="none" would be true
@@ -172,10 +169,13 @@ class TrackerConfig:
     def checked_focal(self) -> float | None:
         """focal_px, or ValueError: the tracker reads it every frame (a caller's images may each have their own)."""
         value = self.focal_px
-        if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                                      and math.isfinite(value) and value > 0):
+        if value is not None and not (_finite_number(value) and value > 0):
             raise ValueError(f"TrackerConfig.focal_px must be None or a positive number of pixels, got {value!r}")
         return value
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class FaceTracker:
@@ -225,7 +225,7 @@ class FaceTracker:
 
     def warm_up(self) -> None:
         """Load every stage and run every network once on a made-up frame: their first-call allocations happen
-        here, not on the first face (about 0.1 s), and a model or engine file that is missing or damaged (weights
+        here, not on the first face (about 0.1-0.3 s), and a model or engine file that is missing or damaged (weights
         that load but cannot run) fails here, as a BackendError naming it."""
         frame = np.full((256, 256, 3), 128, np.uint8)
         with _blamed_on(DETECTOR_MODELS[self.config.detector][0]):
@@ -334,6 +334,7 @@ class FaceTracker:
             image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
             image = _bgr8(image)
             frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
+            self.config.checked_focal()  # before the frame changes the tracks, as process() checks it
             return self._find(image, still), image.shape, frame, time_s, source, still
 
         with self._using("process_stream()"):
@@ -387,6 +388,7 @@ class FaceTracker:
     def _describe(self, found: list[tuple[int, MeshResult, FaceState]], shape: tuple[int, ...], frame: int,
                   time_s: float, source: str, still: bool) -> FrameResult:
         """The second stage: each found face's 68 points, confidence, pose, blendshapes and gaze, smoothed."""
+        # Read (and checked) again: the caller may change it between the worker's check and this frame's fit.
         camera = camera_for((shape[1], shape[0]), self.config.checked_focal())
         if self.config.smooth:
             self._note_long_steps(time_s, still)
@@ -466,11 +468,12 @@ class FaceTracker:
         step = None if (still or self._last_time is None) else time_s - self._last_time
         self._last_time = None if still else time_s
         self._long_steps = self._long_steps + 1 if step is not None and step > MAX_GAP_S else 0
-        if self._long_steps == LONG_STEPS_NOTED and not self._clock_noted:
+        if self._long_steps == LONG_STEPS_BEFORE_NOTE and not self._clock_noted:
             self._clock_noted = True
             # Worded for a video of a frame a second (the command line) as well as for a caller's clock in ms.
             log.warning("frames came %.3g s apart, %d in a row: further apart than smoothing bridges (%.1f s), so "
-                        "they are not smoothed (times are read in seconds)", step, LONG_STEPS_NOTED, MAX_GAP_S)
+                        "they are not smoothed (a caller's time_s is read in seconds)", step, LONG_STEPS_BEFORE_NOTE,
+                        MAX_GAP_S)
 
     def _detect_new_faces(self, image: np.ndarray, thorough: bool, periodic: bool = True) -> None:
         if periodic:

@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -410,7 +411,9 @@ def _float_range_to_unit(img: np.ndarray, path: str) -> np.ndarray:
     slack = 0.05
     if low >= -slack and high <= 1.0 + slack:
         return img
-    if low >= -slack * 255.0 and high <= (1.0 + slack) * 255.0:
+    # 0-255 when it reaches well past 1 and stays within 255; an HDR frame (0-4, say) or a -1..1 picture read so
+    # would be all but black.
+    if low >= -slack * 255.0 and 64.0 <= high <= (1.0 + slack) * 255.0:
         scale, offset, read_as = 255.0, 0.0, "0-255"
     else:
         scale, offset, read_as = max(high - low, 1e-12), low, "its own range"
@@ -942,8 +945,10 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
     is_file = math.isfinite(count) and count > 0
     # An MP4 whose index comes after its data (as most recorders write it) is read over http by seeking to the
     # index: a server that ignores byte ranges (python -m http.server) opens it, then delivers no frame.
-    why = (" (an MP4 over http needs a server that answers byte-range requests, or its index at the front: "
-           "ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)" if is_file and url.lower().startswith("http") else "")
+    indexed = os.path.splitext(urllib.parse.urlsplit(url).path)[1].lower() in _INDEXED_CONTAINERS
+    why = (" (if its index is at its end, an MP4 over http needs a server that answers byte-range requests, or the "
+           "index moved to the front: ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)"
+           if is_file and indexed and url.lower().startswith("http") else "")
     return _capture_source(cap, label=label, source=shown, is_file=is_file,
                            live=(not is_file) if live is None else live,
                            fail=lambda: SourceError(f"{label} opened but delivered no frames{why}"))
