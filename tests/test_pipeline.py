@@ -215,6 +215,15 @@ def test_a_config_changed_after_it_was_made_or_not_a_config_is_refused_by_the_tr
             list(tracker.process_stream([(image,)]))
     tracker.config.focal_px = np.float32(500.0)
     tracker.process(image, still=True)
+    # process_stream checks it on its worker, before the frame moves the tracks.
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    tracker.process(frames[0], 0, 0.0)
+    (track,) = tracker.tracks.tracks
+    roi = track.roi
+    tracker.config.focal_px = float("nan")
+    with pytest.raises(ValueError, match="TrackerConfig.focal_px"):
+        list(tracker.process_stream([(frames[1], 1, 1 / 30)]))
+    assert tracker.tracks.tracks == [track] and track.roi == roi
     with pytest.raises(ValueError, match="takes a TrackerConfig"):
         FaceTracker({"max_faces": 2})
 

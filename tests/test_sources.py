@@ -541,9 +541,12 @@ def test_an_mp4_over_http_from_a_server_without_byte_ranges_says_what_it_needs(t
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "clip.bin").write_bytes((tmp_path / "clip.mp4").read_bytes())
     try:
         with pytest.raises(SourceError, match="byte-range requests, or the index moved to the front"):
             list(open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"))
+        with pytest.raises(SourceError, match="delivered no frames$"):  # not named as an MP4: no guess at why
+            list(open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.bin"))
     finally:
         server.shutdown()
         server.server_close()
@@ -572,16 +575,9 @@ def test_a_phone_video_tagged_to_be_turned_is_read_upright(tmp_path, as_url):
     assert top[2] > 200 and top[0] < 60 and bottom.max() < 60
 
 
-@pytest.mark.parametrize("matrix", [(-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)])
-def test_a_video_tagged_to_be_mirrored_is_read_as_tagged(tmp_path, matrix):
-    """A display matrix that mirrors the picture (alone, or with a turn) is shown as a player shows it. OpenCV
-    reads such a tag as a turn alone: a mirrored front-camera clip came out upside down, left and right
-    swapped back. Each stored pixel (x, y) must show at (a·x + c·y, b·x + d·y), moved into the frame."""
-    stored = np.zeros((48, 96, 3), np.uint8)
-    stored[:, :24] = (0, 0, 255)  # red left, blue top: every turn and mirror of it differs
-    stored[:12] = (255, 0, 0)
-    path = tmp_path / "front.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 48))
+def _tagged_mp4(path: Path, stored: np.ndarray, matrix: tuple[int, int, int, int]) -> Path:
+    """Two frames of ``stored`` in an MP4 whose track header's display matrix is (a, b, c, d)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, stored.shape[1::-1])
     for _ in range(2):
         writer.write(stored)
     writer.release()
@@ -590,6 +586,28 @@ def test_a_video_tagged_to_be_mirrored_is_read_as_tagged(tmp_path, matrix):
     a, b, c, d = matrix
     data[tkhd + 48:tkhd + 84] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 0x40000000)
     path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_display_matrix_that_is_no_quarter_turn_is_not_read(tmp_path):
+    """A shear (determinant -1, so 'mirrored') or a scale is no turn of the picture: left to OpenCV."""
+    from tracker.sources import video_display_matrix
+
+    stored = np.zeros((48, 96, 3), np.uint8)
+    for matrix, read in (((1, 1, 0, -1), None), ((2, 0, 0, 1), None), ((0, -1, 1, 0), (0, -1, 1, 0))):
+        assert video_display_matrix(str(_tagged_mp4(tmp_path / "t.mp4", stored, matrix))) == read
+
+
+@pytest.mark.parametrize("matrix", [(-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)])
+def test_a_video_tagged_to_be_mirrored_is_read_as_tagged(tmp_path, matrix):
+    """A display matrix that mirrors the picture (alone, or with a turn) is shown as a player shows it. OpenCV
+    reads only such a tag's turn: a clip mirrored left to right came out upside down, one mirrored top to
+    bottom unturned. Each stored pixel (x, y) must show at (a·x + c·y, b·x + d·y), moved into the frame."""
+    stored = np.zeros((48, 96, 3), np.uint8)
+    stored[:, :24] = (0, 0, 255)  # red left, blue top: every turn and mirror of it differs
+    stored[:12] = (255, 0, 0)
+    path = _tagged_mp4(tmp_path / "front.mp4", stored, matrix)
+    a, b, c, d = matrix
     y, x = np.mgrid[0:48, 0:96]
     shown_x, shown_y = a * x + c * y, b * x + d * y
     expected = np.zeros((shown_y.max() - shown_y.min() + 1, shown_x.max() - shown_x.min() + 1, 3), np.uint8)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
@@ -403,7 +403,8 @@ def _tiff_pages(data: np.ndarray, most: int = 10_000) -> int:
 def _float_range_to_unit(img: np.ndarray, path: str) -> np.ndarray:
     """A float picture's pixels in [0, 1], as to_bgr8 reads floats. A file may hold another range (a 32-bit TIFF
     of 0-255, an HDR frame): clipped to [0, 1] it would read white, with no face. Read as 0-255 when it fits
-    there, else from its own lowest to highest value; with a warning, for the picture is then guessed at."""
+    there and reaches 64 or more, else from its own lowest to highest value; with a warning, for the picture is
+    then guessed at."""
     known = img[np.isfinite(img)]
     low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
     # A lossy float format strays a little beyond its range: OpenCV's own 32-bit colour TIFFs (LogLuv) read a
@@ -954,33 +955,43 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
                            fail=lambda: SourceError(f"{label} opened but delivered no frames{why}"))
 
 
+def _file_boxes(f: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, where it starts, its length) of each top-level box of an ISO media file (MP4, MOV) open as ``f``,
+    ``size`` bytes long (a length of 0 runs to the end); none when the file does not start as one, and no more
+    after a length that cannot be one."""
+    at = 0
+    while at + 8 <= size:
+        f.seek(at)
+        header = f.read(16)
+        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if at == 0 and kind not in _FIRST_MOVIE_BOXES:
+            return
+        if length == 1 and len(header) == 16:  # a 64-bit length follows
+            length = int.from_bytes(header[8:16], "big")
+        elif length == 0:
+            length = size - at
+        if length < 8:
+            return
+        yield kind, at, length
+        at += length
+
+
 def _lacks_its_index(path: str) -> bool:
     """Whether ``path`` is an MP4 or MOV (ISO media) that holds a recording's data ('mdat') but runs to the end of
     the file without its index (the 'moov' box), as a recording cut off before it was finished does."""
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            at, data_seen = 0, False
-            while at + 8 <= size:
-                f.seek(at)
-                header = f.read(16)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if at == 0 and kind not in _FIRST_MOVIE_BOXES:
-                    return False
+            size, data_seen = os.fstat(f.fileno()).st_size, False
+            for kind, at, length in _file_boxes(f, size):
                 if kind == b"ftyp":
                     f.seek(at + 8)
-                    if _picture_brand(f.read(min(max(length - 8, 0), 256))):
+                    if _picture_brand(f.read(min(length - 8, 256))):
                         return False
                 if kind in (b"moov", b"moof"):  # its index, or a fragment's (a stream's segment needs none)
                     return False
                 data_seen = data_seen or kind == b"mdat"
-                if length == 1 and len(header) == 16:  # a 64-bit length follows
-                    length = int.from_bytes(header[8:16], "big")
-                if length == 0 or at + length >= size:  # the last box: up to the end, or cut off in it
+                if at + length >= size:  # the last box: up to the end, or cut off in it
                     return data_seen
-                if length < 8:
-                    return False  # not boxes after all
-                at += length
     except OSError:
         return False
     return False
@@ -1005,28 +1016,18 @@ def _boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> 
 
 
 def video_display_matrix(path: str) -> tuple[int, int, int, int] | None:
-    """The turn and mirror an MP4 or MOV file tags its video with (the track header's display matrix): (a, b, c,
+    """The turn and mirror an MP4 or MOV file tags its video with (its track header's display matrix): (a, b, c,
     d) in {-1, 0, 1}, a stored pixel (x, y) shown at (a·x + c·y, b·x + d·y) plus a shift; None if the file is
-    none or says nothing readable."""
+    none or says nothing readable. (A movie header's matrix, which players apply on top and phones leave alone,
+    is not read.)"""
     try:
         with open(path, "rb") as f:
-            size, at = os.fstat(f.fileno()).st_size, 0
-            while at + 8 <= size:  # the top-level boxes, to the movie's index ('moov'), which may come last
-                f.seek(at)
-                header = f.read(16)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if length == 1 and len(header) == 16:  # a 64-bit length follows
-                    length = int.from_bytes(header[8:16], "big")
-                elif length == 0:  # up to the end
-                    length = size - at
-                if length < 8:
-                    return None
-                if kind == b"moov":
+            for kind, at, length in _file_boxes(f, os.fstat(f.fileno()).st_size):
+                if kind == b"moov":  # the movie's index, which may come last
                     if length > _MOVIE_INDEX_LIMIT:
                         return None
                     f.seek(at)
                     return _video_track_matrix(memoryview(f.read(length)))  # a cut-off index: IndexError
-                at += length
     except (OSError, IndexError):
         pass
     return None
@@ -1049,7 +1050,8 @@ def _video_track_matrix(moov: memoryview) -> tuple[int, int, int, int] | None:
                 return None
             values = [int.from_bytes(moov[matrix + 4 * i:matrix + 4 * i + 4], "big", signed=True) for i in (0, 1, 3, 4)]
             a, b, c, d = (round(v / 0x10000) for v in values)  # 16.16 fixed point
-            if {a, b, c, d} <= {-1, 0, 1} and abs(a * d - b * c) == 1 and (a == 0) == (d == 0):
+            # A turn by quarter turns, mirrored or not: two of the four are 0, on one diagonal.
+            if {a, b, c, d} <= {-1, 0, 1} and (a == 0) == (d == 0) != (b == 0) == (c == 0):
                 return a, b, c, d
             return None
     return None
@@ -1103,8 +1105,9 @@ def _open_video(path: str, live: bool) -> FrameSource:
         cap.release()
         raise fail()
     # Phone videos store portrait frames on their side with a tag that says how to turn them; this OpenCV
-    # leaves them unturned unless asked, and a sideways face reads as a 90° roll. It reads a tag that also
-    # mirrors the picture (a front camera's) as a turn alone, upside down: such a file is shown as tagged here.
+    # leaves them unturned unless asked, and a sideways face reads as a 90° roll. Of a tag that also mirrors the
+    # picture (a front camera's) it reads the turn alone (a mirror left to right came out upside down): such a
+    # file is shown as tagged here.
     matrix = video_display_matrix(path)
     mirrored = matrix is not None and matrix[0] * matrix[3] - matrix[1] * matrix[2] < 0
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0 if mirrored else 1)
