@@ -289,13 +289,20 @@ class FaceTracker:
         """Track faces in one frame: BGR uint8 (H×W×3), or anything tracker.sources.to_bgr8 turns into it
         (grey, BGRA, 16-bit, float in [0, 1]); ValueError for what is not an image. ``still`` treats it as
         unrelated to the frames before and after it: its faces are searched afresh and not tracked on."""
-        image = _bgr8(image)
-        frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
-        self.config.checked_focal()  # before the frame changes the tracks
+        image, frame, time_s, source, still = self._checked_arguments(image, frame, time_s, source, still)
         with self._using("process()"):
             self._await_unfinished()
             with one_blas_thread():
                 return self._describe(self._find(image, still), image.shape, frame, time_s, source, still)
+
+    def _checked_arguments(self, image: object, frame: object, time_s: object, source: object,
+                           still: object) -> tuple[np.ndarray, int, float, str, bool]:
+        """process()'s arguments as the stages take them, or a ValueError; focal_px is checked too, as it is read
+        every frame: all before the frame changes the tracks."""
+        image = _bgr8(image)
+        arguments = _frame_arguments(frame, time_s, source, still)
+        self.config.checked_focal()
+        return image, *arguments
 
     @contextmanager
     def _using(self, caller: str) -> Iterator[None]:
@@ -331,10 +338,7 @@ class FaceTracker:
                 raise ValueError("process_stream takes tuples of process()'s arguments: (image, frame, time_s, "
                                  f"source, still), the last four optional; got {type(item).__name__}"
                                  + (f" of {len(item)}" if isinstance(item, tuple) else ""))
-            image, frame, time_s, source, still = (*item, *(0, 0.0, "", False)[len(item) - 1:])
-            image = _bgr8(image)
-            frame, time_s, source, still = _frame_arguments(frame, time_s, source, still)
-            self.config.checked_focal()  # before the frame changes the tracks, as process() checks it
+            image, frame, time_s, source, still = self._checked_arguments(*item, *(0, 0.0, "", False)[len(item) - 1:])
             return self._find(image, still), image.shape, frame, time_s, source, still
 
         with self._using("process_stream()"):
@@ -612,7 +616,7 @@ def _frame_arguments(frame: object, time_s: object, source: object, still: objec
     whole = isinstance(frame, numbers.Integral) or (isinstance(frame, numbers.Real) and float(frame).is_integer())
     if not whole or isinstance(frame, bool):  # 3.0 is taken: cv2's CAP_PROP_POS_FRAMES is a float
         raise ValueError(f"frame must be a whole number, got {frame!r}")
-    if not (isinstance(time_s, numbers.Real) and not isinstance(time_s, bool) and math.isfinite(time_s)):
+    if not _finite_number(time_s):
         raise ValueError(f"time_s must be a finite number of seconds, got {time_s!r}")
     if not isinstance(source, (str, os.PathLike)):  # written into every record as text
         raise ValueError(f"source must be a name or path (str), got {source!r}")  # noqa: TRY004 -- as README says

@@ -955,22 +955,27 @@ def _open_url(url: str, live: bool | None, cancelled: Callable[[], bool] | None 
                            fail=lambda: SourceError(f"{label} opened but delivered no frames{why}"))
 
 
+def _box_header(header: bytes | memoryview, room: int) -> tuple[bytes, int, int]:
+    """(type, header length, box length) of the ISO media box whose first 16 bytes (fewer at the end) are
+    ``header``, ``room`` bytes before the end of what holds it: a length of 1 is given in the 64 bits after the
+    type, one of 0 runs to the end."""
+    length, kind, head = int.from_bytes(header[:4], "big"), bytes(header[4:8]), 8
+    if length == 1 and len(header) >= 16:
+        length, head = int.from_bytes(header[8:16], "big"), 16
+    elif length == 0:
+        length = room
+    return kind, head, length
+
+
 def _file_boxes(f: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int]]:
     """(type, where it starts, its length) of each top-level box of an ISO media file (MP4, MOV) open as ``f``,
-    ``size`` bytes long (a length of 0 runs to the end); none when the file does not start as one, and no more
-    after a length that cannot be one."""
+    ``size`` bytes long; none when the file does not start as one, and no more after a length that cannot be
+    one. The last box may run past the end (a file cut off in it)."""
     at = 0
     while at + 8 <= size:
         f.seek(at)
-        header = f.read(16)
-        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-        if at == 0 and kind not in _FIRST_MOVIE_BOXES:
-            return
-        if length == 1 and len(header) == 16:  # a 64-bit length follows
-            length = int.from_bytes(header[8:16], "big")
-        elif length == 0:
-            length = size - at
-        if length < 8:
+        kind, _, length = _box_header(f.read(16), size - at)
+        if (at == 0 and kind not in _FIRST_MOVIE_BOXES) or length < 8:
             return
         yield kind, at, length
         at += length
@@ -1004,11 +1009,7 @@ def _boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> 
     """(type, where its content starts, where it ends) of each ISO media box in data[start:end]."""
     end = len(data) if end is None else end
     while start + 8 <= end:
-        length, kind, head = int.from_bytes(data[start:start + 4], "big"), bytes(data[start + 4:start + 8]), 8
-        if length == 1 and start + 16 <= end:  # a 64-bit length follows
-            length, head = int.from_bytes(data[start + 8:start + 16], "big"), 16
-        elif length == 0:  # up to the end
-            length = end - start
+        kind, head, length = _box_header(data[start:min(start + 16, end)], end - start)
         if length < head or start + length > end:
             return
         yield kind, start + head, start + length
