@@ -30,7 +30,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
-from render_ict import ICT_PATH, KEY_SHAPES, load_ict
+from render_ict import ICT_PATH, KEY_SHAPES, load_ict_for_tool
 from report import file_to_write, invocation, update_section
 from tune_fit_weights import CLIP_SEEDS, render_clip_folders
 
@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
     parser.add_argument("--no-write", action="store_true", help="print only; write neither the calibration nor BENCHMARKS.md")
     args = parser.parse_args(argv)
-    try:
-        ict = load_ict(ICT_PATH)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if (ict := load_ict_for_tool(ICT_PATH)) is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="expression_calibration_") as tmp:
         rows = [evaluate_renders.track_clips(folder, ict, "onnxruntime", smooth=False, calibrate_expression=False)[0]

@@ -37,7 +37,7 @@ from report import invocation, positive_int, publish
 
 from tracker.detector import CORNERS, TURNS
 from tracker.pipeline import FaceTracker, TrackerConfig
-from tracker.pose import matrix_to_euler
+from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.roi import outside_image
 from tracker.types import Pose
 
@@ -76,13 +76,8 @@ def line_of_sight_turn(pose: Pose) -> tuple[float, float]:
     its camera-axis pose, but not this turn (what the picture itself shows)."""
     sight = np.asarray(pose.translation_mm, np.float64)
     sight = sight / np.linalg.norm(sight)
-    axis = np.cross([0.0, 0.0, 1.0], sight)
-    sin, cos = float(np.linalg.norm(axis)), float(sight[2])
-    look = np.eye(3)
-    if sin > 1e-12:
-        k = axis / sin
-        cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-        look = look + sin * cross + (1.0 - cos) * cross @ cross  # Rodrigues: the z axis onto the line of sight
+    # The shortest turn from the camera's axis z onto the line of sight, as a quaternion [1 + z·s, z × s].
+    look = quaternion_to_matrix(np.concatenate([[1.0 + sight[2]], np.cross([0.0, 0.0, 1.0], sight)]))
     yaw, pitch, _ = matrix_to_euler(look.T @ pose.rotation)
     return yaw, pitch
 

@@ -53,7 +53,7 @@ from render_ict import (
     KEY_SHAPES,
     IctModel,
     arkit_to_ict,
-    load_ict,
+    load_ict_for_tool,
     render_clip,
     render_image,
 )
@@ -544,10 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < DEFAULT_SEED and args.source is None:
         print(f"warning: seed {args.seed} < {DEFAULT_SEED} is in the calibration range; not held out",
               file=sys.stderr)
-    try:
-        model = load_ict(args.model)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if (model := load_ict_for_tool(args.model)) is None:
         return 2
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="held_out_") as tmp:

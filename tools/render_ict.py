@@ -179,6 +179,16 @@ def _feature_masks(mean: np.ndarray, tris: np.ndarray, lm68: np.ndarray,
     return np.stack([lips, brows, lashes, nostrils], axis=1).astype(np.float32)
 
 
+def load_ict_for_tool(path: Path | str = ICT_PATH) -> IctModel | None:
+    """load_ict for a tool's main(): None where the model cannot be loaded, its reason printed as one error line
+    (the tool then exits 2, as for any missing input)."""
+    try:
+        return load_ict(path)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def load_ict(path: Path | str = ICT_PATH) -> IctModel:
     """Load ict_face.npz and derive the hole loops and feature masks the renderer needs."""
     path = Path(path)
@@ -755,10 +765,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="random seed (same seed, same output)")
     parser.add_argument("--model", type=Path, default=ICT_PATH, help="ict_face.npz")
     args = parser.parse_args(argv)
-    try:
-        model = load_ict(args.model)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if (model := load_ict_for_tool(args.model)) is None:
         return 2
     # Each image and clip gets its own child seed, so one item does not depend on how many came before.
     seeds = np.random.SeedSequence(args.seed).spawn(args.images + args.clips)

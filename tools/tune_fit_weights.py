@@ -53,7 +53,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import evaluate_renders
 from jitter import describe
-from render_ict import ICT_PATH, KEY_SHAPES, load_ict, render_image
+from render_ict import ICT_PATH, KEY_SHAPES, load_ict_for_tool, render_image
 from report import non_negative_float
 
 from tracker import fitting
@@ -237,10 +237,7 @@ def main() -> int:
         parser.error("--clips tunes the depth weight only (each clip's tracker takes the fitter's default hint weight)")
     if args.parameter in SMOOTHING and args.values:
         parser.error(f"{args.parameter} scores its built-in candidates; --values does not apply")
-    try:
-        ict = load_ict(ICT_PATH)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if (ict := load_ict_for_tool(ICT_PATH)) is None:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         if args.parameter in SMOOTHING:  # on clips whether or not --clips is given
