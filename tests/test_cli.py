@@ -594,8 +594,10 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir, tmp_path
         header, row = list(csv.reader(f))
     assert len(row) == len(header)
     at = header.index("gaze_yaw")
-    assert header[at - 1:at + 3] == ["tz_mm", "gaze_yaw", "gaze_pitch", "lm0_x"]
+    assert header[at - 2:at + 3] == ["tz_mm", "pose_error_deg", "gaze_yaw", "gaze_pitch", "lm0_x"]
     assert [float(v) for v in row[at:at + 2]] == pytest.approx([gaze["yaw"], gaze["pitch"]], abs=0.011)
+    pose = json.loads(proc.stdout.splitlines()[0])["faces"][0]["pose"]
+    assert float(row[at - 1]) == pytest.approx(pose["expected_error_deg"], abs=0.011)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")

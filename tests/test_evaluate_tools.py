@@ -323,3 +323,35 @@ def test_the_turn_from_the_line_of_sight_is_what_a_moved_picture_centre_leaves_a
             np.testing.assert_allclose(turn(pose), (yaw, pitch), atol=1e-6)
     ahead = Pose(0.0, 0.0, 0.0, np.array([1.0, 0, 0, 0]), np.array([300.0, 0.0, 300.0]), np.eye(3))
     np.testing.assert_allclose(turn(ahead), (45.0, 0.0), atol=1e-9)
+
+
+def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_angles(er):
+    """tools/calibrate_pose_error.py: the isotonic knots follow a known rising error-of-residual curve through
+    noise; tools/evaluate_renders.py's rotation_error_deg reads the angle of a known turn applied to a head of any
+    pose."""
+    from tracker.pose import euler_to_matrix, matrix_to_euler
+    from tracker.reliability import PoseErrorCalibration
+
+    tool = _load("calibrate_pose_error")
+    rng = np.random.default_rng(3)
+    residual = rng.uniform(0.01, 0.09, 4000)
+    error = 20.0 + 1500.0 * (residual - 0.01) ** 1.5 + rng.normal(0.0, 1.0, residual.size)
+    still = tool.fit_calibration(residual, error)
+    tracked = tool.fit_calibration(residual, 2 * error)
+    calibration = PoseErrorCalibration(table={"fit_rms_still": still[0], "error_deg_still": still[1],
+                                              "fit_rms_tracked": tracked[0], "error_deg_tracked": tracked[1]})
+    for r in (0.02, 0.05, 0.08):
+        truth = 20.0 + 1500.0 * (r - 0.01) ** 1.5
+        assert calibration.expected_deg(r, tracked=False) == pytest.approx(truth, abs=1.0)
+        assert calibration.expected_deg(r, tracked=True) == pytest.approx(2 * truth, abs=2.0)
+    for _ in range(20):
+        head = rng.uniform([-60, -25, -20], [60, 25, 20])
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        angle = rng.uniform(0.5, 20.0)
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        turn = np.eye(3) + np.sin(np.radians(angle)) * k + (1 - np.cos(np.radians(angle))) * k @ k
+        turned = np.array(matrix_to_euler(turn @ euler_to_matrix(*head)))
+        assert er.rotation_error_deg(head, turned) == pytest.approx(angle, abs=1e-6)
+    assert er.rotation_error_deg(np.array([10.0, 5.0, -3.0]), np.array([10.0, 5.0, -3.0])) == pytest.approx(0.0,
+                                                                                                           abs=1e-5)

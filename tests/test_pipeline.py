@@ -36,7 +36,8 @@ def summary(result: FrameResult) -> list[tuple]:
             f.id, f.bbox.tobytes(), f.landmarks.tobytes(), f.mesh.points.tobytes(),
             None if f.landmark_confidence is None else f.landmark_confidence.tobytes(),
             None if f.occluded is None else f.occluded.tobytes(),
-            None if f.pose is None else (f.pose.quaternion.tobytes(), f.pose.translation_mm.tobytes()),
+            None if f.pose is None else (f.pose.quaternion.tobytes(), f.pose.translation_mm.tobytes(),
+                                         f.pose.expected_error_deg),
             None if f.blendshapes is None else tuple(f.blendshapes.items()),
             None if f.gaze is None else (f.gaze.yaw, f.gaze.pitch),
         ))
@@ -57,6 +58,7 @@ def test_a_talking_head_reads_the_same_pipelined():
     expected, got = both_ways(TrackerConfig(backend="onnxruntime"), items)
     assert len(expected) == len(got) == 40 and all(len(s) == 4 for s in expected)  # a face in every frame
     assert got == expected
+    assert all(s[3][6][2] > 0 for s in expected)  # smoothing keeps each pose's expected error
 
 
 def test_a_cut_lost_and_new_faces_read_the_same_pipelined():
@@ -397,3 +399,35 @@ def test_reset_waits_its_turn_too():
     stream.close()
     tracker.reset()
 
+
+
+@pytest.mark.parametrize("name", ["1051618982_1", "111076519_1", "1130084326_1"])
+def test_a_face_no_head_pose_explains_rates_its_pose_less_sure(afw_dir, name):
+    """The pose's expected error comes from the 3D fit's residual: squashed to 0.6 of its height, a face's points
+    fit no rigid head as well, and the rating says so; the JSON carries it, and TrackerConfig(pose_error=False)
+    leaves it out."""
+    image = cv2.imread(str(afw_dir / f"{name}.jpg"))
+    h, w = image.shape[:2]
+    squashed = cv2.resize(image, (w, int(0.6 * h)))
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", focal_px=float(w)))
+    whole, = tracker.process(image, still=True).faces
+    distorted, = tracker.process(squashed, still=True).faces
+    assert 0.0 < whole.pose.expected_error_deg < distorted.pose.expected_error_deg
+    assert whole.fit_rms < distorted.fit_rms
+    assert whole.to_record()["pose"]["expected_error_deg"] == round(whole.pose.expected_error_deg, 2)
+    unrated, = FaceTracker(TrackerConfig(backend="onnxruntime", focal_px=float(w),
+                                         pose_error=False)).process(image, still=True).faces
+    assert unrated.pose.expected_error_deg is None and "expected_error_deg" not in unrated.to_record()["pose"]
+    assert unrated.fit_rms == whole.fit_rms
+
+
+def test_video_frames_rate_their_pose_on_the_tracked_map_and_stills_on_the_still_map(afw_dir):
+    image = cv2.imread(str(afw_dir / "1051618982_1.jpg"))
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime"))
+    maps = tracker.pose_error_calibration
+    still, = tracker.process(image, still=True).faces
+    assert still.pose.expected_error_deg == maps.expected_deg(still.fit_rms, tracked=False)
+    for i, frame in enumerate(read_frames(shared_path("video", "talking_d10.mp4"), 0, 3)):
+        face, = tracker.process(frame, i, i / 30.0, "talking_d10").faces
+        assert face.pose.expected_error_deg == maps.expected_deg(face.fit_rms, tracked=True)
+        assert maps.expected_deg(face.fit_rms, tracked=True) != maps.expected_deg(face.fit_rms, tracked=False)

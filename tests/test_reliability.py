@@ -292,3 +292,37 @@ def test_past_the_last_knot_the_expected_error_grows_in_proportion() -> None:
     knots_x, knots_y = np.array([0.0, 0.05, 0.2]), np.array([0.02, 0.06, 0.16])
     x = np.array([0.1, 0.2, 0.4, 2.0])
     np.testing.assert_allclose(knot_map(x, knots_x, knots_y), [np.interp(0.1, knots_x, knots_y), 0.16, 0.32, 1.6])
+
+
+def test_the_shipped_pose_error_maps_rise_with_the_fit_residual() -> None:
+    from tracker.reliability import PoseErrorCalibration
+
+    calibration = PoseErrorCalibration()
+    for tracked in (False, True):
+        expected = np.array([calibration.expected_deg(r, tracked) for r in np.linspace(0.0, 0.3, 61)])
+        assert np.all(np.diff(expected) >= 0) and np.all(expected > 0)
+        # A fit whose points disagree by a tenth of the eye distance is far less trusted than a close one.
+        assert calibration.expected_deg(0.1, tracked) > 2 * calibration.expected_deg(0.02, tracked)
+        # Past the last knot, in proportion to the residual.
+        knots_x, knots_y = calibration.maps["tracked" if tracked else "still"]
+        assert calibration.expected_deg(2 * knots_x[-1], tracked) == pytest.approx(2 * knots_y[-1])
+
+
+@pytest.mark.parametrize("knots", [
+    (np.array([0.02, 0.01]), np.array([2.0, 3.0])),  # knots falling
+    (np.array([0.01, np.nan]), np.array([2.0, 3.0])),
+    (np.array([0.01, 0.02, 0.03]), np.array([2.0, 3.0])),
+    (np.array([0.0, 0.02]), np.array([2.0, 3.0])),  # past the last knot divides by it
+    (np.array([0.01]), np.array([2.0])),
+])
+@pytest.mark.parametrize("kind", ["still", "tracked"])
+def test_a_pose_error_table_that_is_no_monotone_map_is_refused(knots, kind) -> None:
+    from tracker.engines import BackendError
+    from tracker.reliability import PoseErrorCalibration
+
+    good = (np.array([0.01, 0.05]), np.array([2.0, 6.0]))
+    table = {}
+    for name in ("still", "tracked"):
+        table[f"fit_rms_{name}"], table[f"error_deg_{name}"] = knots if name == kind else good
+    with pytest.raises(BackendError, match=f"{kind} knot table.*calibrate_pose_error"):
+        PoseErrorCalibration(table=table)

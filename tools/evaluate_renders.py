@@ -43,6 +43,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.stats import spearmanr
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -204,6 +205,7 @@ class Rows:
     true_landmarks: list[np.ndarray] = field(default_factory=list)
     true_roll: list[float] = field(default_factory=list)
     true_hidden: list[np.ndarray] = field(default_factory=list)
+    est_pose_error: list[float] = field(default_factory=list)  # the pose's expected_error_deg (NaN: none)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=np.float64) for k, v in self.__dict__.items()}
@@ -262,8 +264,10 @@ def score_frame(rows: Rows, model: IctModel, rec: dict, face, group: int = 0) ->
         rows.openings.append(np.concatenate([openings(truth_lm), np.full(3, np.nan)]))
         rows.est_landmarks.append(nan68)
         rows.est_confidence.append(np.full(68, np.nan))
+        rows.est_pose_error.append(np.nan)
         return
     rows.est_pose.append(np.array([face.pose.yaw, face.pose.pitch, face.pose.roll]))
+    rows.est_pose_error.append(np.nan if face.pose.expected_error_deg is None else face.pose.expected_error_deg)
     rows.est_shapes.append(np.array([face.blendshapes.get(k, np.nan) for k in KEY_SHAPES]))
     rows.est_z.append(float(face.pose.translation_mm[2]))
     rows.lm_offsets.append(landmark_offsets(face.landmarks, truth_lm, rec["roll"], rec["occluded"]))
@@ -337,6 +341,26 @@ def pose_stats(a: dict[str, np.ndarray], mask: np.ndarray) -> dict:
         # Slope of tracked on true: a scale error (e.g. a too shallow model) shows as gain != 1.
         out[f"{axis}_gain"] = gain(a["true_pose"][found, k], a["est_pose"][found, k])
     return out
+
+
+def rotation_error_deg(true_ypr: np.ndarray, est_ypr: np.ndarray) -> float:
+    """The angle, degrees, of the rotation that takes the true head rotation to the estimated one (both as yaw,
+    pitch, roll in tracker.pose's convention)."""
+    turn = euler_to_matrix(*est_ypr) @ euler_to_matrix(*true_ypr).T
+    return float(np.degrees(np.arccos(np.clip((np.trace(turn) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def pose_error_stats(a: dict[str, np.ndarray]) -> dict:
+    """How the poses' expected error (tracker.reliability.PoseErrorCalibration) ranks and sizes their true error:
+    the angle between the tracked and the true head rotation."""
+    rated = np.isfinite(a["est_pose_error"]) & np.isfinite(a["est_pose"][:, 0])
+    true = np.array([rotation_error_deg(t, e) for t, e in zip(a["true_pose"][rated], a["est_pose"][rated])])
+    expected = a["est_pose_error"][rated]
+    if len(true) < 2:
+        return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
+                "true_mean": float("nan")}
+    return {"frames": len(true), "rho": float(spearmanr(expected, true).correlation),
+            "expected_mean": float(expected.mean()), "true_mean": float(true.mean())}
 
 
 def shape_stats(a: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:
@@ -425,6 +449,7 @@ def summarise(rows: Rows) -> dict:
         "pose_all": pose_stats(a, every),
         "pose_by_yaw": {f"{lo}-{hi}": pose_stats(a, (ayaw >= lo) & (ayaw < hi)) for lo, hi in YAW_BANDS
                         if ((ayaw >= lo) & (ayaw < hi)).any()},
+        "pose_error": pose_error_stats(a),
         "shapes_frontal": shape_stats(a, frontal),
         "smile_sides": smile_side_stats(a),
         "depth": depth_stats(a, every),
@@ -469,6 +494,12 @@ def report_body(results: dict, command: str) -> str:
               "| \\|yaw\\| | frames | face found | yaw MAE | pitch MAE | roll MAE | bias yaw / pitch / roll |",
               "|---|---|---|---|---|---|---|"]
     lines += [pose_row(f"{band}°", s, bar=False) for band, s in main["pose_by_yaw"].items()]
+    lines += ["", ("The poses' `expected_error_deg` against their true error, the angle between the tracked and the "
+                   "true head rotation (every frame with a face; the calibration: `python tools/calibrate_pose_error.py`):"),
+              "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['pose_error']['frames']} | {r['pose_error']['rho']:.3f} | "
+              f"{r['pose_error']['expected_mean']:.2f}° | {r['pose_error']['true_mean']:.2f}° |"
+              for name, r in (("clips", clips), ("stills", stills)) if r]
     lines += ["", "**Blendshapes** (\\|yaw\\| ≤ 45°; bar: MAE ≤ 0.1; gain: slope of tracked on true, 1 is right)", "",
               "| shape | clips MAE | ± s.e. over clips | clips r | clips bias | clips gain | stills MAE | stills r |",
               "|---|---|---|---|---|---|---|---|"]

@@ -328,7 +328,7 @@ class CsvWriter:
         header = ["frame", "time_s", "source", "id", "score", "x0", "y0", "x1", "y1"]
         if self.names:
             header += ["fit_ok", "yaw", "pitch", "roll", "qw", "qx", "qy", "qz", "tx_mm", "ty_mm", "tz_mm",
-                       "gaze_yaw", "gaze_pitch"]
+                       "pose_error_deg", "gaze_yaw", "gaze_pitch"]
         header += [f"lm{i}_{axis}" for i in range(68) for axis in "xy"]
         if self.occlusion:
             header += [f"occluded{i}" for i in range(68)]
@@ -359,6 +359,7 @@ class CsvWriter:
                 p = face.pose
                 row += [int(face.fit_ok), f"{p.yaw:.2f}", f"{p.pitch:.2f}", f"{p.roll:.2f}"]
                 row += [f"{v:.5f}" for v in p.quaternion] + [f"{v:.1f}" for v in p.translation_mm]
+                row += ["" if p.expected_error_deg is None else f"{p.expected_error_deg:.2f}"]
                 row += ["", ""] if face.gaze is None else [f"{face.gaze.yaw:.2f}", f"{face.gaze.pitch:.2f}"]
             row += [f"{v:.2f}" for v in face.landmarks.reshape(-1)]
             if self.occlusion:

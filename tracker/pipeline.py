@@ -28,7 +28,7 @@ from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, MESH_MODEL, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import REFINER_FILE, Refiner
-from tracker.reliability import ConfidenceCalibration, assess
+from tracker.reliability import ConfidenceCalibration, PoseErrorCalibration, assess
 from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image, outside_image
 from tracker.smoothing import MAX_GAP_S, STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
@@ -138,6 +138,8 @@ class TrackerConfig:
     calibrate_expression: bool = True
     # The eyeLook weights from the irises (tracker/gaze.py); off, they are the fit's own (lids only).
     gaze: bool = True
+    # Each pose's expected error from the 3D fit's residual (tracker/reliability.py PoseErrorCalibration).
+    pose_error: bool = True
 
     def __post_init__(self) -> None:
         self.check()
@@ -161,7 +163,8 @@ class TrackerConfig:
         for name in ("detection_threshold", "presence_threshold"):
             if not (_finite_number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
-        for name in ("fit_3d", "mirror_check", "smooth", "steady", "refiner", "calibrate_expression", "gaze"):
+        for name in ("fit_3d", "mirror_check", "smooth", "steady", "refiner", "calibrate_expression", "gaze",
+                     "pose_error"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):  # refiner="none" would be true
                 raise ValueError(  # noqa: TRY004 -- README: bad arguments raise ValueError
                     f"TrackerConfig.{name} must be True or False, got {getattr(self, name)!r}")
@@ -197,8 +200,11 @@ class FaceTracker:
         self._calibration: ConfidenceCalibration | None = None
         self.fitter = FaceFitter() if c.fit_3d else None
         self.expression_calibration: ExpressionCalibration | None = None
+        self.pose_error_calibration: PoseErrorCalibration | None = None
         self.gaze: GazeEstimator | None = None
         if self.fitter is not None:
+            if c.pose_error:
+                self.pose_error_calibration = PoseErrorCalibration()
             if c.gaze:
                 self.gaze = GazeEstimator.load(self.fitter.model)
                 self.gaze.warm_up()
@@ -438,6 +444,11 @@ class FaceTracker:
                 face.fit_ok = fit.ok
                 face.occluded = fit.self_occluded | hidden
                 face.pose = head_pose(fit.state)
+                if fit.ok:
+                    face.fit_rms = fit.rms
+                    if self.pose_error_calibration is not None:
+                        face.pose.expected_error_deg = self.pose_error_calibration.expected_deg(
+                            fit.rms, tracked=not still)
                 weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
                 face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
                 if self.gaze is not None:
@@ -661,7 +672,7 @@ def _smooth(face: FaceResult, smoother: FaceSmoother, time_s: float, gaze: bool 
         rotation = quaternion_to_matrix(quat)
         yaw, pitch, roll = matrix_to_euler(rotation)
         face.pose = Pose(yaw=yaw, pitch=pitch, roll=roll, quaternion=quat, translation_mm=translation,
-                         rotation=rotation)
+                         rotation=rotation, expected_error_deg=pose.expected_error_deg)
     if expression is not None:
         face.blendshapes = dict(zip(names, expression.tolist()))
     if gaze:

@@ -18,6 +18,14 @@ crop and from its mirror; the two are averaged, and a landmark's confidence is i
 mirror-based confidence times that visibility, so a covered point is never trusted.
 Its expression weights from the crop and from the mirror (Left and Right swapped back)
 are averaged too.
+
+The head pose gets a rating of its own: the 3D fit's residual (how far the fitted face model's
+points lie from the landmarks, in inter-ocular units) mapped monotonically to the pose's expected
+error in degrees (PoseErrorCalibration, fitted on tracked ICT renders with known pose by
+tools/calibrate_pose_error.py, one map for stills and one for video). Landmarks that no one head
+explains (misread, or a picture out of shape) make for a pose to trust less; points the fit counts
+at its floor (beyond the frame's edge) hardly count in the residual, so a face cut by the frame
+rates only a little less sure.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from tracker.roi import Roi, crop_points_to_image
 from tracker.types import ARKIT_MIRROR
 
 CALIBRATION_FILE = "confidence_calibration.npz"
+POSE_ERROR_FILE = "pose_error_calibration.npz"
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.
 FAILURE_ERROR = 0.10
 
@@ -82,6 +91,37 @@ class ConfidenceCalibration:
 
     def expected(self, signal: np.ndarray) -> np.ndarray:
         return knot_map(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
+
+
+class PoseErrorCalibration:
+    """Monotone maps from the 3D fit's residual RMS (inter-ocular units, tracker.fitting.FitResult.rms) to the head
+    pose's expected error: the angle, in degrees, between the fitted head rotation and the true one. One map for
+    stills and one for tracked video frames, whose fits start from the last frame's, hold the face's identity and
+    whose poses are smoothed: the same residual means another error there."""
+
+    def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
+        """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
+        tools/calibrate_pose_error.py fits them)."""
+        data, fix = table, "rebuild it with `python tools/calibrate_pose_error.py`"
+        path = path or ENGINES_DIR / POSE_ERROR_FILE
+        if data is None:
+            data = load_engine_arrays(path, "pose error calibration", fix)
+        self.maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for kind in ("still", "tracked"):
+            knots_x = np.asarray(data[f"fit_rms_{kind}"], np.float64)
+            knots_y = np.asarray(data[f"error_deg_{kind}"], np.float64)
+            # knot_map needs rising knots, and past the last one divides by it.
+            if not (knots_x.ndim == 1 and knots_x.shape == knots_y.shape and len(knots_x) >= 2
+                    and np.all(np.isfinite(knots_x)) and np.all(np.isfinite(knots_y))
+                    and np.all(np.diff(knots_x) >= 0) and knots_x[0] > 0):
+                raise BackendError(f"pose error calibration {path if table is None else '(given)'} holds no usable "
+                                   f"{kind} knot table; {fix}")
+            self.maps[kind] = (knots_x, knots_y)
+
+    def expected_deg(self, fit_rms: float, tracked: bool) -> float:
+        """The expected error of a pose whose fit left ``fit_rms``, on a still or (``tracked``) a video frame."""
+        knots_x, knots_y = self.maps["tracked" if tracked else "still"]
+        return float(knot_map(np.float64(fit_rms), knots_x, knots_y))
 
 
 def knot_map(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:

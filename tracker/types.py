@@ -54,15 +54,21 @@ class Pose:
     quaternion: np.ndarray  # [w, x, y, z], the rotation from the frontal pose
     translation_mm: np.ndarray  # model origin in the camera frame (depth from an assumed focal length)
     rotation: np.ndarray  # 3×3, the same rotation as a matrix (not written out)
+    # The rotation's expected error, degrees (the angle between it and the true one), from the 3D fit's residual;
+    # None when not rated (a failed fit keeps the previous pose, TrackerConfig.pose_error off).
+    expected_error_deg: float | None = None
 
     def to_record(self) -> dict:
-        return {
+        record = {
             "yaw": round(self.yaw, 2),
             "pitch": round(self.pitch, 2),
             "roll": round(self.roll, 2),
             "quaternion": [round(float(v), 5) for v in self.quaternion],
             "translation_mm": [round(float(v), 1) for v in self.translation_mm],
         }
+        if self.expected_error_deg is not None:
+            record["expected_error_deg"] = round(self.expected_error_deg, 2)
+        return record
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class FaceResult:
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
     gaze: Gaze | None = None  # the eyes' turn in the head; None until the eyes are read
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
+    fit_rms: float | None = None  # the 3D fit's residual RMS, inter-ocular units (not written out); None unfitted
 
     def to_record(self) -> dict:
         """The JSON Lines form of DESIGN.md; fields not computed are left out, never faked."""
