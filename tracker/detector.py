@@ -216,22 +216,29 @@ class FaceDetector:
         found, turned = self._detect_in(image, turns)
         # Faces the whole frame shows: its upright finds, and the turned finds of faces they missed.
         shown = len(found) + sum(not any(same_face(d, k) for k in found) for d in _with_turned([], turned))
-        if shown < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
-            h, w = image.shape[:2]
-            th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
-            in_tiles = []
-            for corner in corners:
-                y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
-                for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
-                    if d.score >= TILE_MIN_SCORE:
-                        d.bbox += (x0, y0, x0, y0)
-                        d.keypoints += (x0, y0)
-                        in_tiles.append(d)
-            for d in sorted(in_tiles, key=lambda d: -d.score):
+        if shown < tile_below:
+            for d in self.corner_finds(image, corners):
                 # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
                 if not any(same_face(d, k) for k in found):
                     found.append(d)
         return _with_turned(found, turned) if turns else found
+
+    def corner_finds(self, image: np.ndarray, corners: tuple[int, ...]) -> list[Detection]:
+        """The finds of the frame's ``corners`` (see detect) that score TILE_MIN_SCORE, placed in the frame, best
+        first; none in a frame under twice the network's input a side."""
+        if min(image.shape[:2]) < 2 * self.input_size:
+            return []
+        h, w = image.shape[:2]
+        th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
+        in_tiles = []
+        for corner in corners:
+            y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
+            for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
+                if d.score >= TILE_MIN_SCORE:
+                    d.bbox += (x0, y0, x0, y0)
+                    d.keypoints += (x0, y0)
+                    in_tiles.append(d)
+        return sorted(in_tiles, key=lambda d: -d.score)
 
     def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> tuple[list[Detection], list[Detection]]:
         """Faces in ``image``: the upright search's, best first, and those of ``image`` turned by each of
