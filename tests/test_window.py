@@ -420,3 +420,15 @@ def test_an_overlay_folder_with_an_earlier_runs_frames_says_so(tmp_path: Path, c
         assert not caplog.records  # a new or empty folder: nothing to say
         OverlayWriter(str(folder), None)
     assert len(caplog.records) == 1 and "already holds 3 frames" in caplog.records[0].getMessage()
+
+
+def test_the_label_carries_the_pose_expected_error_when_rated() -> None:
+    def label_width(face: FaceResult) -> int:
+        cols = np.nonzero(draw_overlay(blank(), make_result(face))[150:178].any(axis=(0, 2)))[0]
+        return int(cols.max() - cols.min())
+
+    rated = make_face()
+    rated.pose.expected_error_deg = 3.7
+    # "#1 0.97" alone, against "#1 0.97  pose err ~4 deg"; no pose at all, no rating.
+    assert label_width(rated) > 2 * label_width(make_face()) and label_width(make_face(pose=None)) == label_width(
+        make_face())

@@ -184,8 +184,9 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray | None = None, *,
                  mirror: bool = False, panel: bool = False) -> np.ndarray:
-    """A copy of the frame with boxes, IDs, landmarks (coloured by confidence when known, occluded ones
-    hollow), pose axes, each eye's gaze and, given the mesh's triangles, its wireframe.
+    """A copy of the frame with boxes, IDs and scores (and each pose's expected error), landmarks (coloured by
+    confidence when known, occluded ones hollow), pose axes, each eye's gaze and, given the mesh's triangles, its
+    wireframe.
 
     ``mirror`` flips the picture horizontally after the geometry is drawn and before any text, so the view
     is a mirror while labels stay readable; ``result`` is only read, never changed. ``panel`` appends a
@@ -210,8 +211,11 @@ def draw_overlay(image: np.ndarray, result: FrameResult, wireframe: np.ndarray |
     for face in result.faces:
         x0, y0, x1, _ = np.round(face.bbox).astype(int).tolist()
         left = w - 1 - x1 if mirror else x0  # the box's left edge in the view
-        _put_text(out, f"#{face.id} {face.score:.2f}", (left, max(12 * scale, y0 - 4)), 0.45 * scale,
-                  (255, 200, 0), scale)
+        label = f"#{face.id} {face.score:.2f}"
+        rated = face.pose.expected_error_deg if face.pose is not None else None
+        if rated is not None:  # OpenCV's fonts are ASCII: no degree sign
+            label += f"  pose err ~{rated:.0f} deg"
+        _put_text(out, label, (left, max(12 * scale, y0 - 4)), 0.45 * scale, (255, 200, 0), scale)
     if panel:
         out = _with_blendshape_panel(out, result.faces[0] if result.faces else None, scale)
     return out
