@@ -379,3 +379,18 @@ def test_a_video_finds_a_face_on_its_side_or_upside_down_at_its_first_frame(turn
         assert np.linalg.norm(moved - seen.landmarks, axis=1).mean() < 0.05 * eye_distance, k
         roll = {cv2.ROTATE_90_CLOCKWISE: 90, cv2.ROTATE_180: 180, cv2.ROTATE_90_COUNTERCLOCKWISE: -90}[code]
         assert abs((seen.pose.roll - face.pose.roll - roll + 180) % 360 - 180) < 10, k
+
+def test_a_closer_look_at_a_box_between_two_heads_finds_both_apart() -> None:
+    """multi_face frame 264: the whole frame's best find is one box over the man in the centre and the woman beside
+    him; searched alone at three times its side, the square round it shows the two faces apart, placed in the frame
+    (the man at x 320-400, the woman at 385-465). A box that would take most of the frame gets no closer look."""
+    cap = cv2.VideoCapture(str(shared_path("video", "multi_face_640x360.mp4")))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 264)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    detector = FaceDetector("short", "onnxruntime")
+    box = detector.detect(frame, corners=())[0]
+    centres = sorted(0.5 * (d.bbox[0] + d.bbox[2]) for d in detector.closer_look(frame, box.bbox))
+    assert len(centres) == 2 and 340 < centres[0] < 380 and 405 < centres[1] < 445, centres
+    assert detector.closer_look(frame, np.array([100.0, 20.0, 400.0, 330.0])) == []

@@ -419,6 +419,12 @@ def test_a_face_no_head_pose_explains_rates_its_pose_less_sure(afw_dir, name):
                                          pose_error=False)).process(image, still=True).faces
     assert unrated.pose.expected_error_deg is None and "expected_error_deg" not in unrated.to_record()["pose"]
     assert unrated.fit_rms == whole.fit_rms
+    # Calibrated on the default landmarks only: other landmarks leave the pose unrated, their residual kept.
+    for other in (TrackerConfig(backend="onnxruntime", mirror_check=False), TrackerConfig(backend="onnxruntime",
+                                                                                          refiner=False)):
+        tracker = FaceTracker(other)
+        face, = tracker.process(image, still=True).faces
+        assert tracker.pose_error_calibration is None and face.pose.expected_error_deg is None and face.fit_rms > 0
 
 
 def test_video_frames_rate_their_pose_on_the_tracked_map_and_stills_on_the_still_map(afw_dir):

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=positive_int, default=12, help="calibration clips, 120 frames each")
     parser.add_argument("--held-out-stills", type=positive_int, default=400, help="held-out stills")
     parser.add_argument("--held-out-clips", type=positive_int, default=8, help="held-out clips, 120 frames each")
-    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / POSE_ERROR_FILE)
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / POSE_ERROR_FILE,
+                        help="the calibration file to write (default: the tracker's, engines/pose_error_calibration.npz)")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md and the calibration file alone")
     args = parser.parse_args(argv)
     if args.stills < 2 * KNOTS:

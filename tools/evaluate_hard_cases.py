@@ -126,7 +126,8 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 yaw.append(face.pose.yaw - before.pose.yaw)
                 pitch.append(face.pose.pitch - before.pose.pitch)
                 sight_turns.append(np.subtract(line_of_sight_turn(face.pose), line_of_sight_turn(before.pose)))
-                rated.append((face.pose.expected_error_deg, before.pose.expected_error_deg))
+                if face.pose.expected_error_deg is not None and before.pose.expected_error_deg is not None:
+                    rated.append((face.pose.expected_error_deg, before.pose.expected_error_deg))  # both fits held
                 for name, value in face.blendshapes.items():
                     shifts.setdefault(name, []).append(value - before.blendshapes[name])
             top = max(shifts, key=lambda k: abs(np.mean(shifts[k]))) if shifts else None
@@ -142,7 +143,8 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
 
 
 def rated_cell(rated: list[tuple[float, float]]) -> str:
-    """The pose's expected error, mean over the faces cut (uncut in brackets), and how many faces rate higher cut."""
+    """The pose's expected error, mean over the faces cut (uncut in brackets), and how many faces rate higher cut
+    (of those rated both ways: a failed fit leaves a pose unrated)."""
     if not rated:
         return "–"
     cut, uncut = np.array(rated).T

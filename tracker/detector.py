@@ -27,6 +27,10 @@ CORNERS = (0, 1, 2, 3)
 # Four more searches at a larger scale are four more chances to see a face in a texture: a tile's detection
 # must score higher than the whole frame's (low-frequency noise gave 0.53-0.55, group-photo faces 0.54-0.95).
 TILE_MIN_SCORE = 0.6
+# A closer look at a find the face mesh refused: the square of this many times its side round it, searched alone.
+# A box the detector draws between two heads (multi_face, frames 262-274: one box at 0.81-0.85 over two faces)
+# holds both faces apart at this scale (0.75-0.91; 2 and 2.5 times found them too, at 0.63-0.88).
+CLOSER_LOOK_SPAN = 3.0
 # Frames 2 × MIN_AREA_FILTER_FACTOR times the network's input a side or more are shrunk in two steps
 # (FaceDetector._letterbox): squares of whole pixels averaged first, on OpenCV's fast path for a whole-number
 # factor, leave at least this factor for its general area filter, whose picture the two steps then match within
@@ -216,29 +220,40 @@ class FaceDetector:
         found, turned = self._detect_in(image, turns)
         # Faces the whole frame shows: its upright finds, and the turned finds of faces they missed.
         shown = len(found) + sum(not any(same_face(d, k) for k in found) for d in _with_turned([], turned))
-        if shown < tile_below:
-            for d in self.corner_finds(image, corners):
+        if shown < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
+            h, w = image.shape[:2]
+            th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
+            in_tiles = []
+            for corner in corners:
+                y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
+                for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
+                    if d.score >= TILE_MIN_SCORE:
+                        d.bbox += (x0, y0, x0, y0)
+                        d.keypoints += (x0, y0)
+                        in_tiles.append(d)
+            for d in sorted(in_tiles, key=lambda d: -d.score):
                 # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
                 if not any(same_face(d, k) for k in found):
                     found.append(d)
         return _with_turned(found, turned) if turns else found
 
-    def corner_finds(self, image: np.ndarray, corners: tuple[int, ...]) -> list[Detection]:
-        """The finds of the frame's ``corners`` (see detect) that score TILE_MIN_SCORE, placed in the frame, best
-        first; none in a frame under twice the network's input a side."""
-        if min(image.shape[:2]) < 2 * self.input_size:
-            return []
+    def closer_look(self, image: np.ndarray, box: np.ndarray) -> list[Detection]:
+        """The upright finds, scoring TILE_MIN_SCORE, in the square CLOSER_LOOK_SPAN times ``box``'s longer side
+        round it (within the frame), placed in the frame, best first; none where that square is not at least a
+        quarter closer than the whole frame's search."""
         h, w = image.shape[:2]
-        th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
-        in_tiles = []
-        for corner in corners:
-            y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
-            for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
-                if d.score >= TILE_MIN_SCORE:
-                    d.bbox += (x0, y0, x0, y0)
-                    d.keypoints += (x0, y0)
-                    in_tiles.append(d)
-        return sorted(in_tiles, key=lambda d: -d.score)
+        x0, y0, x1, y1 = (float(v) for v in box)
+        half = 0.5 * CLOSER_LOOK_SPAN * max(x1 - x0, y1 - y0)
+        cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+        left, top = max(0, int(cx - half)), max(0, int(cy - half))
+        right, bottom = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+        if right - left < 2 or bottom - top < 2 or 1.25 * max(right - left, bottom - top) > max(h, w):
+            return []
+        finds = [d for d in self._detect_in(image[top:bottom, left:right])[0] if d.score >= TILE_MIN_SCORE]
+        for d in finds:
+            d.bbox += (left, top, left, top)
+            d.keypoints += (left, top)
+        return finds
 
     def _detect_in(self, image: np.ndarray, turns: tuple[int, ...] = ()) -> tuple[list[Detection], list[Detection]]:
         """Faces in ``image``: the upright search's, best first, and those of ``image`` turned by each of

@@ -138,7 +138,9 @@ class TrackerConfig:
     calibrate_expression: bool = True
     # The eyeLook weights from the irises (tracker/gaze.py); off, they are the fit's own (lids only).
     gaze: bool = True
-    # Each pose's expected error from the 3D fit's residual (tracker/reliability.py PoseErrorCalibration).
+    # Each pose's expected error from the 3D fit's residual (tracker/reliability.py PoseErrorCalibration). Calibrated
+    # on the default landmarks: with mirror_check or refiner off the residual reads on another scale, and the
+    # poses are left unrated.
     pose_error: bool = True
 
     def __post_init__(self) -> None:
@@ -203,7 +205,7 @@ class FaceTracker:
         self.pose_error_calibration: PoseErrorCalibration | None = None
         self.gaze: GazeEstimator | None = None
         if self.fitter is not None:
-            if c.pose_error:
+            if c.pose_error and c.mirror_check and c.refiner:
                 self.pose_error_calibration = PoseErrorCalibration()
             if c.gaze:
                 self.gaze = GazeEstimator.load(self.fitter.model)
@@ -555,21 +557,29 @@ class FaceTracker:
                 meshed.append((rank, meshes))
                 if any(m.presence >= self.config.presence_threshold for m in meshes):
                     faces = sorted([*faces, rank], reverse=True)
-        # A find that no mesh shows as a face may be a box between two faces (multi_face, frames 264-274: one box at
-        # 0.81-0.85 over the man in the centre and the woman beside him, refused by all three passes): the frame's
-        # corners find each of them apart, but detect() took their finds for the refused one's face. Where two or
-        # more faces apart lie under a refused find, they are meshed too.
-        refused = [face[0] for face, (_, meshes) in zip(searched, meshed)
+        # A find that no mesh shows as a face may be a box the detector drew between two heads (multi_face, frames
+        # 262-274: one box at 0.81-0.85 over the man in the centre and the woman beside him, refused by all three
+        # passes; the corners' search found the two apart but took them for the refused box's face). A closer
+        # look at a refused find (FaceDetector.closer_look) that finds two or more faces apart under it, none of
+        # them a face this search kept, meshes them too (one alone is not taken: on multi_face's frames 23-26 a box
+        # on a profile's hair and ear would be, which a third pass rescued at 0.98).
+        room = limit - len(faces)
+        kept = [face[0] for face, (_, meshes) in zip(searched, meshed, strict=True)
+                if any(m.presence >= self.config.presence_threshold for m in meshes)]
+        refused = [face[0] for face, (_, meshes) in zip(searched, meshed, strict=True)
                    if not any(m.presence >= self.config.presence_threshold for m in meshes)]
-        if refused and len(faces) < limit:
-            corner_finds = self.detector.corner_finds(image, CORNERS)
-            for r in refused:
-                apart: list[Detection] = []  # best first; a face in two corners is one
-                for d in corner_finds:
-                    if same_face(d, r) and self.tracks.is_new_face(d.bbox) and not any(same_face(d, k) for k in apart):
-                        apart.append(d)
-                if len(apart) >= 2:
-                    meshed.extend(self._meshed_groups(image, [[d] for d in apart]))
+        for box in refused:
+            if room <= 0:
+                break
+            apart: list[Detection] = []  # best first
+            for d in self.detector.closer_look(image, box.bbox):
+                if (same_face(d, box) and self.tracks.is_new_face(d.bbox)
+                        and not any(same_face(d, k) for k in apart + kept)):
+                    apart.append(d)
+            if len(apart) >= 2:
+                rescued = self._meshed_groups(image, [[d] for d in apart[:room]])
+                meshed.extend(rescued)
+                room -= sum(any(m.presence >= self.config.presence_threshold for m in ms) for _, ms in rescued)
         meshed.sort(key=lambda found: -found[0])  # stable: finds of one score keep the detector's order
         return [m for _, meshes in meshed for m in meshes]
 

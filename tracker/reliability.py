@@ -19,8 +19,9 @@ mirror-based confidence times that visibility, so a covered point is never trust
 Its expression weights from the crop and from the mirror (Left and Right swapped back)
 are averaged too.
 
-The head pose gets a rating of its own: the 3D fit's residual (how far the fitted face model's
-points lie from the landmarks, in inter-ocular units) mapped monotonically to the pose's expected
+The head pose gets a rating of its own: the 3D fit's residual (the weighted distance left between
+the fitted face model's points and the landmarks, with the mesh's depths and the fit's priors, per
+unit weight, in inter-ocular units) mapped monotonically to the pose's expected
 error in degrees (PoseErrorCalibration, fitted on tracked ICT renders with known pose by
 tools/calibrate_pose_error.py, one map for stills and one for video). Landmarks that no one head
 explains (misread, or a picture out of shape) make for a pose to trust less; points the fit counts
