@@ -577,6 +577,7 @@ class FaceTracker:
                         and not any(same_face(d, k) for k in apart + kept)):
                     apart.append(d)
             if len(apart) >= 2:
+                kept += apart[:room]  # a second refused box over the same heads meshes them once
                 rescued = self._meshed_groups(image, [[d] for d in apart[:room]])
                 meshed.extend(rescued)
                 room -= sum(any(m.presence >= self.config.presence_threshold for m in ms) for _, ms in rescued)
