@@ -226,11 +226,7 @@ class FaceDetector:
             in_tiles = []
             for corner in corners:
                 y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
-                for d in self._detect_in(image[y0:y0 + th, x0:x0 + tw])[0]:
-                    if d.score >= TILE_MIN_SCORE:
-                        d.bbox += (x0, y0, x0, y0)
-                        d.keypoints += (x0, y0)
-                        in_tiles.append(d)
+                in_tiles += self._finds_in_window(image, x0, y0, x0 + tw, y0 + th)
             for d in sorted(in_tiles, key=lambda d: -d.score):
                 # The same face seen again (a tile's edge may cut it into a box inside the whole one's).
                 if not any(same_face(d, k) for k in found):
@@ -249,6 +245,11 @@ class FaceDetector:
         right, bottom = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
         if right - left < 2 or bottom - top < 2 or 1.25 * max(right - left, bottom - top) > max(h, w):
             return []
+        return self._finds_in_window(image, left, top, right, bottom)
+
+    def _finds_in_window(self, image: np.ndarray, left: int, top: int, right: int, bottom: int) -> list[Detection]:
+        """The upright finds of the window [left, right) × [top, bottom) of ``image``, searched alone, that score
+        TILE_MIN_SCORE, placed in the frame (keypoints too), best first."""
         finds = [d for d in self._detect_in(image[top:bottom, left:right])[0] if d.score >= TILE_MIN_SCORE]
         for d in finds:
             d.bbox += (left, top, left, top)

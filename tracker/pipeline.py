@@ -542,6 +542,10 @@ class FaceTracker:
         # `limit` faces are kept and the next find ranks no higher than the least of them. Faces go best first
         # (without turns, the detector lists the corners' finds after the whole frame's).
         pending.sort(key=lambda face: -face[0].score)
+
+        def shows_a_face(meshes: list[MeshResult]) -> bool:
+            return any(m.presence >= self.config.presence_threshold for m in meshes)
+
         meshed: list[tuple[float, list[MeshResult]]] = []
         faces: list[float] = []  # the rank of each face kept, best first
         searched: list[list[Detection]] = []  # the faces meshed, in meshed's order
@@ -555,7 +559,7 @@ class FaceTracker:
             searched.extend(batch)
             for rank, meshes in self._meshed_groups(image, batch):
                 meshed.append((rank, meshes))
-                if any(m.presence >= self.config.presence_threshold for m in meshes):
+                if shows_a_face(meshes):
                     faces = sorted([*faces, rank], reverse=True)
         # A find that no mesh shows as a face may be a box the detector drew between two heads (multi_face, frames
         # 262-274: one box at 0.81-0.85 over the man in the centre and the woman beside him, refused by all three
@@ -564,10 +568,10 @@ class FaceTracker:
         # them a face this search kept, meshes them too (one alone is not taken: on multi_face's frames 23-26 a box
         # on a profile's hair and ear would be, which a third pass rescued at 0.98).
         room = limit - len(faces)
-        kept = [face[0] for face, (_, meshes) in zip(searched, meshed, strict=True)
-                if any(m.presence >= self.config.presence_threshold for m in meshes)]
-        refused = [face[0] for face, (_, meshes) in zip(searched, meshed, strict=True)
-                   if not any(m.presence >= self.config.presence_threshold for m in meshes)]
+        kept: list[Detection] = []
+        refused: list[Detection] = []
+        for face, (_, meshes) in zip(searched, meshed, strict=True):
+            (kept if shows_a_face(meshes) else refused).append(face[0])
         for box in refused:
             if room <= 0:
                 break
@@ -580,7 +584,7 @@ class FaceTracker:
                 kept += apart[:room]  # a second refused box over the same heads meshes them once
                 rescued = self._meshed_groups(image, [[d] for d in apart[:room]])
                 meshed.extend(rescued)
-                room -= sum(any(m.presence >= self.config.presence_threshold for m in ms) for _, ms in rescued)
+                room -= sum(shows_a_face(meshes) for _, meshes in rescued)
         meshed.sort(key=lambda found: -found[0])  # stable: finds of one score keep the detector's order
         return [m for _, meshes in meshed for m in meshes]
 

@@ -55,7 +55,7 @@ class Pose:
     translation_mm: np.ndarray  # model origin in the camera frame (depth from an assumed focal length)
     rotation: np.ndarray  # 3×3, the same rotation as a matrix (not written out)
     # The rotation's expected error, degrees (the angle between it and the true one), from the 3D fit's residual;
-    # None when not rated (a failed fit keeps the previous pose, TrackerConfig.pose_error off).
+    # None when not rated: a failed fit keeps the previous pose; TrackerConfig.pose_error, mirror_check or refiner off.
     expected_error_deg: float | None = None
 
     def to_record(self) -> dict:
