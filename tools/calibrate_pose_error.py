@@ -30,20 +30,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy.stats import spearmanr
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_confidence import isotonic
-from evaluate_renders import read_jsonl, render_set, rotation_error_deg
+from evaluate_renders import render_set, rotation_errors, track_clips, track_stills
 from render_ict import IctModel, load_ict_for_tool
 from report import file_to_write, invocation, positive_int, publish
 
 from tracker.backends import ENGINES_DIR
-from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.reliability import POSE_ERROR_FILE, PoseErrorCalibration
 
 CALIBRATION_SEED = 40_000
@@ -51,6 +48,7 @@ HELD_OUT_SEED = 41_000
 KNOTS = 12
 SIZE = 512
 FRAMES = 120
+BACKEND = "onnxruntime"  # as tools/evaluate_renders.py's default
 
 
 def fit_calibration(fit_rms: np.ndarray, error_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,53 +56,20 @@ def fit_calibration(fit_rms: np.ndarray, error_deg: np.ndarray) -> tuple[np.ndar
     return isotonic(fit_rms, error_deg, KNOTS)
 
 
-def residuals_and_errors(faces: list, truths: list[dict]) -> tuple[list[float], list[float]]:
-    rms, error = [], []
-    for face, truth in zip(faces, truths, strict=True):
-        if face is None or face.fit_rms is None:
-            continue
-        rms.append(face.fit_rms)
-        error.append(rotation_error_deg(np.array([truth["yaw"], truth["pitch"], truth["roll"]]),
-                                        np.array([face.pose.yaw, face.pose.pitch, face.pose.roll])))
-    return rms, error
-
-
-def track_renders(model: IctModel, seed: int, stills: int, clips: int, what: str) -> dict[str, np.ndarray]:
-    """Residuals and true rotation errors of the faces found in ``stills`` stills and ``clips`` clips rendered
-    from ``seed``; also how many frames were rendered and how many had no fitted face."""
+def track_renders(model: IctModel, seed: int, stills: int, clips: int) -> dict[str, np.ndarray]:
+    """Residuals and true rotation errors of the faces fitted in ``stills`` stills and ``clips`` clips rendered from
+    ``seed``, and how many frames each set has, tracked by tools/evaluate_renders.py's loops (smoothing on in the
+    clips, as users get the pose) without the rating being calibrated."""
+    out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="pose_error_") as tmp:
         folder = Path(tmp)
         render_set(model, folder, clips, FRAMES, stills, SIZE, seed)
-        out: dict[str, np.ndarray] = {}
-        truths = read_jsonl(folder / "images" / "truth.jsonl") if stills else []
-        tracker = FaceTracker(TrackerConfig(max_faces=1, pose_error=False))
-        faces = []
-        for i, truth in enumerate(tqdm(truths, unit="still", desc=f"{what} stills")):
-            tracker.config.focal_px = truth["focal"]  # each still has its own camera
-            found = tracker.process(cv2.imread(str(folder / "images" / truth["file"])), i, 0.0, truth["file"],
-                                    still=True).faces
-            faces.append(found[0] if found else None)
-        rms, error = residuals_and_errors(faces, truths)
-        out["still_rms"], out["still_error"], out["still_frames"] = np.array(rms), np.array(error), len(truths)
-        rms, error, frames = [], [], 0
-        for video in tqdm(sorted(folder.glob("clips/clip_*.mp4")), unit="clip", desc=f"{what} clips"):
-            truths = read_jsonl(video.with_suffix(".jsonl"))
-            # One tracker per clip: a fresh track and the clip's camera; smoothing on, as users get the pose.
-            tracker = FaceTracker(TrackerConfig(max_faces=1, focal_px=truths[0]["focal"], pose_error=False))
-            cap = cv2.VideoCapture(str(video))
-            faces = []
-            for truth in truths:
-                ok, image = cap.read()
-                if not ok:
-                    raise SystemExit(f"error: {video} ends before frame {truth['frame']} of its truth")
-                found = tracker.process(image, truth["frame"], truth["time_s"], video.name).faces
-                faces.append(found[0] if found else None)
-            cap.release()
-            clip_rms, clip_error = residuals_and_errors(faces, truths)
-            rms += clip_rms
-            error += clip_error
-            frames += len(truths)
-        out["tracked_rms"], out["tracked_error"], out["tracked_frames"] = np.array(rms), np.array(error), frames
+        for kind, rows in (("still", track_stills(folder / "images", model, BACKEND, pose_error=False)),
+                           ("tracked", track_clips(folder / "clips", model, BACKEND, pose_error=False)[0])):
+            a = rows.arrays()
+            fitted = np.isfinite(a["est_fit_rms"])
+            out[f"{kind}_rms"], out[f"{kind}_error"] = a["est_fit_rms"][fitted], rotation_errors(a, fitted)
+            out[f"{kind}_frames"] = len(fitted)
     return out
 
 
@@ -129,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     model = load_ict_for_tool()
     if model is None:
         return 2
-    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips, "calibration")
+    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips)
     (still_x, still_y), (tracked_x, tracked_y) = (fit_calibration(fit["still_rms"], fit["still_error"]),
                                                   fit_calibration(fit["tracked_rms"], fit["tracked_error"]))
     table = {"fit_rms_still": still_x, "error_deg_still": still_y,
              "fit_rms_tracked": tracked_x, "error_deg_tracked": tracked_y}
     calibration = PoseErrorCalibration(table=table)
-    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips, "held-out")
+    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips)
     rows, quarters = [], []
     for kind, label, tracked in (("still", "stills", False), ("tracked", "clip frames", True)):
         error = held[f"{kind}_error"]

@@ -206,6 +206,7 @@ class Rows:
     true_roll: list[float] = field(default_factory=list)
     true_hidden: list[np.ndarray] = field(default_factory=list)
     est_pose_error: list[float] = field(default_factory=list)  # the pose's expected_error_deg (NaN: none)
+    est_fit_rms: list[float] = field(default_factory=list)  # the 3D fit's residual (NaN: no face, or the fit failed)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=np.float64) for k, v in self.__dict__.items()}
@@ -265,9 +266,11 @@ def score_frame(rows: Rows, model: IctModel, rec: dict, face, group: int = 0) ->
         rows.est_landmarks.append(nan68)
         rows.est_confidence.append(np.full(68, np.nan))
         rows.est_pose_error.append(np.nan)
+        rows.est_fit_rms.append(np.nan)
         return
     rows.est_pose.append(np.array([face.pose.yaw, face.pose.pitch, face.pose.roll]))
     rows.est_pose_error.append(np.nan if face.pose.expected_error_deg is None else face.pose.expected_error_deg)
+    rows.est_fit_rms.append(np.nan if face.fit_rms is None else face.fit_rms)
     rows.est_shapes.append(np.array([face.blendshapes.get(k, np.nan) for k in KEY_SHAPES]))
     rows.est_z.append(float(face.pose.translation_mm[2]))
     rows.lm_offsets.append(landmark_offsets(face.landmarks, truth_lm, rec["roll"], rec["occluded"]))
@@ -283,9 +286,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True,
-                calibrate_expression: bool = True) -> tuple[Rows, int]:
+                calibrate_expression: bool = True, pose_error: bool = True) -> tuple[Rows, int]:
     """Track every clip of ``folder`` (``smooth``: the pipeline's output smoothing, ``calibrate_expression``:
-    the blendshape calibration, both as users get them)."""
+    the blendshape calibration, ``pose_error``: the pose's rating, all as users get them)."""
     rows = Rows()
     videos = sorted(folder.glob("clip_*.mp4"))
     truths = [read_jsonl(v.with_suffix(".jsonl")) for v in videos]
@@ -293,7 +296,8 @@ def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True
         for c, (video, truth) in enumerate(zip(videos, truths, strict=True)):
             # One tracker per clip: a fresh track (identity estimation included) and the clip's focal.
             tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, focal_px=truth[0]["focal"],
-                                                smooth=smooth, calibrate_expression=calibrate_expression))
+                                                smooth=smooth, calibrate_expression=calibrate_expression,
+                                                pose_error=pose_error))
             cap = cv2.VideoCapture(str(video))
             for rec in truth:
                 ok, image = cap.read()
@@ -306,10 +310,12 @@ def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True
     return rows, len(videos)
 
 
-def track_stills(folder: Path, model: IctModel, backend: str, calibrate_expression: bool = True) -> Rows:
+def track_stills(folder: Path, model: IctModel, backend: str, calibrate_expression: bool = True,
+                 pose_error: bool = True) -> Rows:
     rows = Rows()
     truth = read_jsonl(folder / "truth.jsonl")
-    tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, calibrate_expression=calibrate_expression))
+    tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, calibrate_expression=calibrate_expression,
+                                        pose_error=pose_error))
     for i, rec in enumerate(tqdm(truth, unit="img", desc="tracking stills")):
         tracker.config.focal_px = rec["focal"]  # each still has its own camera; read per frame by head_pose
         image = cv2.imread(str(folder / rec["file"]))
@@ -350,11 +356,16 @@ def rotation_error_deg(true_ypr: np.ndarray, est_ypr: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(turn) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+def rotation_errors(a: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """rotation_error_deg of each row of ``a`` (Rows.arrays()) that ``mask`` selects."""
+    return np.array([rotation_error_deg(t, e) for t, e in zip(a["true_pose"][mask], a["est_pose"][mask])])
+
+
 def pose_error_stats(a: dict[str, np.ndarray]) -> dict:
     """How the poses' expected error (tracker.reliability.PoseErrorCalibration) ranks and sizes their true error:
     the angle between the tracked and the true head rotation."""
     rated = np.isfinite(a["est_pose_error"]) & np.isfinite(a["est_pose"][:, 0])
-    true = np.array([rotation_error_deg(t, e) for t, e in zip(a["true_pose"][rated], a["est_pose"][rated])])
+    true = rotation_errors(a, rated)
     expected = a["est_pose_error"][rated]
     if len(true) < 2:
         return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
