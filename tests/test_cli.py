@@ -145,6 +145,7 @@ def test_csv_rows_hold_the_same_values_as_the_json(talking_clip, tmp_path):
         for name, value in face["blendshapes"].items():
             assert float(row[name]) == pytest.approx(value, abs=1e-4), name
         assert float(row["tongueOut"]) == 0.0
+        assert float(row["blendshapes_error"]) == pytest.approx(face["blendshapes_error"], abs=1e-3)
     # The faces move between these frames, so a column filled from the wrong field would not pass.
     assert len({row["lm30_x"] for row in rows}) > 1 and len({row["yaw"] for row in rows}) > 1
 
@@ -596,8 +597,11 @@ def test_vmc_eye_bones_reach_the_receiver_turned_with_the_gaze(afw_dir, tmp_path
     at = header.index("gaze_yaw")
     assert header[at - 2:at + 3] == ["tz_mm", "pose_error_deg", "gaze_yaw", "gaze_pitch", "lm0_x"]
     assert [float(v) for v in row[at:at + 2]] == pytest.approx([gaze["yaw"], gaze["pitch"]], abs=0.011)
-    pose = json.loads(proc.stdout.splitlines()[0])["faces"][0]["pose"]
-    assert float(row[at - 1]) == pytest.approx(pose["expected_error_deg"], abs=0.011)
+    face = json.loads(proc.stdout.splitlines()[0])["faces"][0]
+    assert float(row[at - 1]) == pytest.approx(face["pose"]["expected_error_deg"], abs=0.011)
+    at = header.index("blendshapes_error")
+    assert header[at - 1:at + 2] == ["occluded67", "blendshapes_error", "eyeBlinkLeft"]
+    assert float(row[at]) == pytest.approx(face["blendshapes_error"], abs=0.0011) and face["blendshapes_error"] > 0
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")

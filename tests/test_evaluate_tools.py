@@ -355,3 +355,25 @@ def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_a
         assert er.rotation_error_deg(head, turned) == pytest.approx(angle, abs=1e-6)
     assert er.rotation_error_deg(np.array([10.0, 5.0, -3.0]), np.array([10.0, 5.0, -3.0])) == pytest.approx(0.0,
                                                                                                            abs=1e-5)
+
+
+def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_split_by_the_expected_error(er):
+    """tools/calibrate_blendshape_error.py: the renders' key shapes are the ones the tracker rates, in its order;
+    evaluate_renders.shape_errors is the mean absolute error over them per row; and a quarter table ranks rows by the
+    expected error and reports the true error of each quarter."""
+    from tracker.reliability import RATED_SHAPES
+
+    tool = _load("calibrate_blendshape_error")
+    assert tuple(er.KEY_SHAPES) == RATED_SHAPES
+    rng = np.random.default_rng(4)
+    true = rng.uniform(0, 1, (50, len(RATED_SHAPES)))
+    off = rng.uniform(-0.2, 0.2, true.shape)
+    rows = {"est_shapes": true + off, "true_shapes": true}
+    mask = np.arange(50) % 3 != 0
+    np.testing.assert_allclose(er.shape_errors(rows, mask), np.abs(off[mask]).mean(axis=1))
+    expected = np.arange(8, dtype=float)
+    error = np.array([1.0, 1, 2, 2, 3, 3, 4, 4])[::-1]  # given in the reverse order: sorted by expected below
+    cells = [row.split(" | ") for row in tool.quarter_rows("clips", expected[::-1], error, digits=3)]
+    assert [c[1] for c in cells] == ["1", "2", "3", "4"]
+    assert [c[4] for c in cells] == ["1.000", "2.000", "3.000", "4.000"]
+    assert cells[0][2] == "0.000-1.000" and cells[3][2] == "6.000-7.000"

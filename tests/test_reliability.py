@@ -316,13 +316,57 @@ def test_the_shipped_pose_error_maps_rise_with_the_fit_residual() -> None:
     (np.array([0.01]), np.array([2.0])),
 ])
 @pytest.mark.parametrize("kind", ["still", "tracked"])
-def test_a_pose_error_table_that_is_no_monotone_map_is_refused(knots, kind) -> None:
+@pytest.mark.parametrize("rating", ["pose", "blendshapes"])
+def test_a_rating_table_that_is_no_monotone_map_is_refused(knots, kind, rating) -> None:
     from tracker.engines import BackendError
-    from tracker.reliability import PoseErrorCalibration
+    from tracker.reliability import BlendshapeErrorCalibration, PoseErrorCalibration
 
+    cls, x_name, y_name, tool = {
+        "pose": (PoseErrorCalibration, "fit_rms", "error_deg", "calibrate_pose_error"),
+        "blendshapes": (BlendshapeErrorCalibration, "signal", "error", "calibrate_blendshape_error")}[rating]
     good = (np.array([0.01, 0.05]), np.array([2.0, 6.0]))
     table = {}
     for name in ("still", "tracked"):
-        table[f"fit_rms_{name}"], table[f"error_deg_{name}"] = knots if name == kind else good
-    with pytest.raises(BackendError, match=f"{kind} knot table.*calibrate_pose_error"):
-        PoseErrorCalibration(table=table)
+        table[f"{x_name}_{name}"], table[f"{y_name}_{name}"] = knots if name == kind else good
+    cls(table={k: good[0] if k.startswith(x_name) else good[1] for k in table})  # the good ones load
+    with pytest.raises(BackendError, match=f"{kind} knot table.*{tool}"):
+        cls(table=table)
+
+
+def test_the_shipped_blendshape_error_maps_rise_with_the_signal() -> None:
+    from tracker.reliability import BlendshapeErrorCalibration
+
+    calibration = BlendshapeErrorCalibration()
+    for tracked in (False, True):
+        expected = np.array([calibration.expected(x, tracked) for x in np.linspace(0.0, 0.5, 101)])
+        assert np.all(np.diff(expected) >= 0) and np.all(expected > 0)
+        # Readings that disagree by a fifth of the weights' range are far less trusted than close ones.
+        assert calibration.expected(0.3, tracked) > 2 * calibration.expected(0.05, tracked)
+        knots_x, knots_y = calibration.maps["tracked" if tracked else "still"]
+        assert calibration.expected(2 * knots_x[-1], tracked) == pytest.approx(2 * knots_y[-1])
+
+
+def test_the_blendshape_signal_is_the_readings_disagreement_on_the_rated_shapes_plus_the_landmarks_distrust():
+    """assess: a mirror reading that is the crop's own, mirrored, disagrees by 0; one that differs by a known amount
+    on the rated shapes only (and by anything on the others) disagrees by that amount's mean over them."""
+    from tracker.reliability import RATED_SHAPES, UNCONFIDENCE_WEIGHT, blendshape_signal
+
+    rng = np.random.default_rng(5)
+    shape = rng.uniform(20, 170, (68, 2))
+    shape[36], shape[45] = (60.0, 80.0), (130.0, 80.0)
+    direct = rng.uniform(0, 1, 52)
+    prediction = CropLandmarks(direct=shape, mirror=mirror_of(shape), expression=direct,
+                               mirror_expression=direct[ARKIT_MIRROR])
+    roi = Roi(cx=96.0, cy=96.0, size=192.0, angle=0.0)
+    assert assess(prediction, roi, None).expression_disagreement == pytest.approx(0.0, abs=1e-15)
+    shift = np.zeros(52)
+    rated = [ARKIT_BLENDSHAPES.index(n) for n in RATED_SHAPES]
+    shift[rated] = np.linspace(0.1, 0.6, len(rated))
+    others = np.setdiff1d(np.arange(52), rated)
+    shift[others] = rng.uniform(-1, 1, len(others))
+    prediction.mirror_expression = (direct + shift)[ARKIT_MIRROR]
+    disagreement = assess(prediction, roi, None).expression_disagreement
+    assert disagreement == pytest.approx(np.mean(np.linspace(0.1, 0.6, len(rated))))
+    confidence = rng.uniform(0, 1, 68)
+    assert blendshape_signal(disagreement, confidence) == pytest.approx(
+        disagreement + UNCONFIDENCE_WEIGHT * (1 - confidence.mean()))

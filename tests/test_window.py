@@ -105,6 +105,18 @@ def test_top_blendshapes_skips_nan_and_orders_ties_by_name() -> None:
     assert _top_blendshapes(None) == []
 
 
+def test_panel_shows_the_blendshapes_expected_error_under_its_bars_when_rated() -> None:
+    rated = make_face()
+    rated.blendshapes_error = 0.07
+    plain, shown = (draw_overlay(blank(), make_result(face), panel=True)[:, W:] for face in (make_face(), rated))
+    last_bar = np.nonzero(np.all(plain == PANEL_BAR_COLOUR, axis=2).any(axis=1))[0].max()
+    changed = np.nonzero(np.any(plain != shown, axis=(1, 2)))[0]
+    assert len(changed) and changed.min() > last_bar  # a line of its own, below the bars
+    tiny = np.zeros((200, W, 3), np.uint8)  # too short for the eight bars: no room, no line
+    assert np.array_equal(draw_overlay(tiny, make_result(make_face()), panel=True),
+                          draw_overlay(tiny, make_result(rated), panel=True))
+
+
 def test_panel_without_a_face_or_blendshapes() -> None:
     for result in (make_result(), make_result(make_face(blendshapes=None))):
         view = draw_overlay(blank(), result, panel=True)

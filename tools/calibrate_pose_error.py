@@ -73,10 +73,13 @@ def track_renders(model: IctModel, seed: int, stills: int, clips: int) -> dict[s
     return out
 
 
-def quarter_rows(label: str, expected: np.ndarray, error: np.ndarray) -> list[str]:
+def quarter_rows(label: str, expected: np.ndarray, error: np.ndarray, digits: int = 1) -> list[str]:
+    """Table rows: the faces by quarter of their expected error, its range and mean, and their true error's mean and
+    median, to ``digits`` decimals."""
     quarters = np.array_split(np.argsort(expected), 4)
-    return [f"| {label} | {k + 1} | {expected[q].min():.1f}-{expected[q].max():.1f} | {expected[q].mean():.1f} | "
-            f"{error[q].mean():.1f} | {np.median(error[q]):.1f} |" for k, q in enumerate(quarters)]
+    return [f"| {label} | {k + 1} | {expected[q].min():.{digits}f}-{expected[q].max():.{digits}f} | "
+            f"{expected[q].mean():.{digits}f} | {error[q].mean():.{digits}f} | {np.median(error[q]):.{digits}f} |"
+            for k, q in enumerate(quarters)]
 
 
 def main(argv: list[str] | None = None) -> int:

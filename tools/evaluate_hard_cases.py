@@ -101,7 +101,7 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
             found, beyond, flagged, trust_beyond, trust_inside, yaw, pitch, shifts = 0, 0, 0, [], [], [], [], {}
             sight_turns = []
             error_cut, error_uncut = [], []
-            rated = []  # the pose's expected error, cut and uncut
+            rated, rated_shapes = [], []  # the pose's and the blendshapes' expected errors, cut and uncut
             for item in tqdm([i for i in items if i.name in uncut], desc=f"cut {fraction:.0%} at {side}",
                              unit="img", leave=False):
                 image, truth = cut_at_edge(item.image, item.points, side, fraction)
@@ -128,6 +128,8 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 sight_turns.append(np.subtract(line_of_sight_turn(face.pose), line_of_sight_turn(before.pose)))
                 if face.pose.expected_error_deg is not None and before.pose.expected_error_deg is not None:
                     rated.append((face.pose.expected_error_deg, before.pose.expected_error_deg))  # both fits held
+                if face.blendshapes_error is not None and before.blendshapes_error is not None:
+                    rated_shapes.append((face.blendshapes_error, before.blendshapes_error))
                 for name, value in face.blendshapes.items():
                     shifts.setdefault(name, []).append(value - before.blendshapes[name])
             top = max(shifts, key=lambda k: abs(np.mean(shifts[k]))) if shifts else None
@@ -138,17 +140,19 @@ def frame_edge_rows(tracker: FaceTracker, items: list) -> list[str]:
                 f"{np.mean(error_cut):.3f} ({np.mean(error_uncut):.3f}) | {mean_change_cell(yaw)} | "
                 f"{mean_change_cell(pitch)} | {mean_change_cell([t[0] for t in sight_turns])} | "
                 f"{mean_change_cell([t[1] for t in sight_turns])} | {rated_cell(rated)} | "
-                + (f"{top} {np.mean(shifts[top]):+.2f} |" if top else "– |"))
+                + (f"{top} {np.mean(shifts[top]):+.2f} | " if top else "– | ")
+                + f"{rated_cell(rated_shapes, unit='', digits=3)} |")
     return rows
 
 
-def rated_cell(rated: list[tuple[float, float]]) -> str:
-    """The pose's expected error, mean over the faces cut (uncut in brackets), and how many faces rate higher cut
-    (of those rated both ways: a failed fit leaves a pose unrated)."""
+def rated_cell(rated: list[tuple[float, float]], unit: str = "°", digits: int = 1) -> str:
+    """A rating (the pose's or the blendshapes' expected error), mean over the faces cut (uncut in brackets), and
+    how many faces rate higher cut (of those rated both ways: a failed fit leaves a face unrated)."""
     if not rated:
         return "–"
     cut, uncut = np.array(rated).T
-    return f"{cut.mean():.1f}° ({uncut.mean():.1f}°), {int((cut > uncut).sum())} of {len(cut)} higher"
+    return (f"{cut.mean():.{digits}f}{unit} ({uncut.mean():.{digits}f}{unit}), {int((cut > uncut).sum())} of "
+            f"{len(cut)} higher")
 
 
 def mean_change_cell(changes: list[float]) -> str:
@@ -329,12 +333,13 @@ def main() -> int:
          "axis, so a head that did not turn reads turned in the camera's axes by about the angle its line of sight "
          "moved (a camera's own frame edge moves no centre). The cut picture is tracked with the uncut one's focal "
          "length (its width). The pose's `expected_error_deg`: its mean over the faces cut (uncut in brackets), and "
-         "on how many faces it reads higher cut than uncut. The blendshape that moved most on average."),
+         "on how many faces it reads higher cut than uncut. The blendshape that moved most on average, and the "
+         "blendshapes' `blendshapes_error` as the pose's expected error."),
         "",
         ("| cut off | found | points beyond the edge | of them `occluded` | their mean confidence | confidence "
          "of the points inside | error of the points inside | yaw | pitch | yaw from the line of sight | pitch "
-         "from the line of sight | pose's expected error | blendshape |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+         "from the line of sight | pose's expected error | blendshape | blendshapes' expected error |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *frame_edge_rows(tracker, items),
         "",
         ("**Turned.** Each picture turned by quarter turns, as a photo or video without its orientation tag "

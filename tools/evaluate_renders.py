@@ -207,6 +207,8 @@ class Rows:
     true_hidden: list[np.ndarray] = field(default_factory=list)
     est_pose_error: list[float] = field(default_factory=list)  # the pose's expected_error_deg (NaN: none)
     est_fit_rms: list[float] = field(default_factory=list)  # the 3D fit's residual (NaN: no face, or the fit failed)
+    est_shapes_error: list[float] = field(default_factory=list)  # the face's blendshapes_error (NaN: none)
+    est_shape_signal: list[float] = field(default_factory=list)  # what it reads (NaN: no face, or the fit failed)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=np.float64) for k, v in self.__dict__.items()}
@@ -267,10 +269,14 @@ def score_frame(rows: Rows, model: IctModel, rec: dict, face, group: int = 0) ->
         rows.est_confidence.append(np.full(68, np.nan))
         rows.est_pose_error.append(np.nan)
         rows.est_fit_rms.append(np.nan)
+        rows.est_shapes_error.append(np.nan)
+        rows.est_shape_signal.append(np.nan)
         return
     rows.est_pose.append(np.array([face.pose.yaw, face.pose.pitch, face.pose.roll]))
     rows.est_pose_error.append(np.nan if face.pose.expected_error_deg is None else face.pose.expected_error_deg)
     rows.est_fit_rms.append(np.nan if face.fit_rms is None else face.fit_rms)
+    rows.est_shapes_error.append(np.nan if face.blendshapes_error is None else face.blendshapes_error)
+    rows.est_shape_signal.append(np.nan if face.blendshape_signal is None else face.blendshape_signal)
     rows.est_shapes.append(np.array([face.blendshapes.get(k, np.nan) for k in KEY_SHAPES]))
     rows.est_z.append(float(face.pose.translation_mm[2]))
     rows.lm_offsets.append(landmark_offsets(face.landmarks, truth_lm, rec["roll"], rec["occluded"]))
@@ -286,9 +292,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True,
-                calibrate_expression: bool = True, pose_error: bool = True) -> tuple[Rows, int]:
+                calibrate_expression: bool = True, pose_error: bool = True,
+                blendshape_error: bool = True) -> tuple[Rows, int]:
     """Track every clip of ``folder`` (``smooth``: the pipeline's output smoothing, ``calibrate_expression``:
-    the blendshape calibration, ``pose_error``: the pose's rating, all as users get them)."""
+    the blendshape calibration, ``pose_error`` and ``blendshape_error``: the pose's and the blendshapes' ratings,
+    all as users get them)."""
     rows = Rows()
     videos = sorted(folder.glob("clip_*.mp4"))
     truths = [read_jsonl(v.with_suffix(".jsonl")) for v in videos]
@@ -297,7 +305,7 @@ def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True
             # One tracker per clip: a fresh track (identity estimation included) and the clip's focal.
             tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, focal_px=truth[0]["focal"],
                                                 smooth=smooth, calibrate_expression=calibrate_expression,
-                                                pose_error=pose_error))
+                                                pose_error=pose_error, blendshape_error=blendshape_error))
             cap = cv2.VideoCapture(str(video))
             for rec in truth:
                 ok, image = cap.read()
@@ -311,11 +319,11 @@ def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True
 
 
 def track_stills(folder: Path, model: IctModel, backend: str, calibrate_expression: bool = True,
-                 pose_error: bool = True) -> Rows:
+                 pose_error: bool = True, blendshape_error: bool = True) -> Rows:
     rows = Rows()
     truth = read_jsonl(folder / "truth.jsonl")
     tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, calibrate_expression=calibrate_expression,
-                                        pose_error=pose_error))
+                                        pose_error=pose_error, blendshape_error=blendshape_error))
     for i, rec in enumerate(tqdm(truth, unit="img", desc="tracking stills")):
         tracker.config.focal_px = rec["focal"]  # each still has its own camera; read per frame by head_pose
         image = cv2.imread(str(folder / rec["file"]))
@@ -367,6 +375,25 @@ def pose_error_stats(a: dict[str, np.ndarray]) -> dict:
     rated = np.isfinite(a["est_pose_error"]) & np.isfinite(a["est_pose"][:, 0])
     true = rotation_errors(a, rated)
     expected = a["est_pose_error"][rated]
+    if len(true) < 2:
+        return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
+                "true_mean": float("nan")}
+    return {"frames": len(true), "rho": float(spearmanr(expected, true).correlation),
+            "expected_mean": float(expected.mean()), "true_mean": float(true.mean())}
+
+
+def shape_errors(a: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """The mean absolute error of the key shapes' weights (tracker.reliability.RATED_SHAPES) in each row of ``a``
+    that ``mask`` selects: what a face's blendshapes_error expects."""
+    return np.abs(a["est_shapes"][mask] - a["true_shapes"][mask]).mean(axis=1)
+
+
+def shapes_error_stats(a: dict[str, np.ndarray]) -> dict:
+    """How the faces' blendshapes_error (tracker.reliability.BlendshapeErrorCalibration) ranks and sizes the key
+    weights' true mean absolute error."""
+    rated = np.isfinite(a["est_shapes_error"]) & np.isfinite(a["est_shapes"][:, 0])
+    true = shape_errors(a, rated)
+    expected = a["est_shapes_error"][rated]
     if len(true) < 2:
         return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
                 "true_mean": float("nan")}
@@ -461,6 +488,7 @@ def summarise(rows: Rows) -> dict:
         "pose_by_yaw": {f"{lo}-{hi}": pose_stats(a, (ayaw >= lo) & (ayaw < hi)) for lo, hi in YAW_BANDS
                         if ((ayaw >= lo) & (ayaw < hi)).any()},
         "pose_error": pose_error_stats(a),
+        "shapes_error": shapes_error_stats(a),
         "shapes_frontal": shape_stats(a, frontal),
         "smile_sides": smile_side_stats(a),
         "depth": depth_stats(a, every),
@@ -529,6 +557,12 @@ def report_body(results: dict, command: str) -> str:
               "| \\|yaw\\| | frames | near side MAE | far side MAE | far corner hidden |", "|---|---|---|---|---|"]
     lines += [f"| {band}° | {v['frames']} | {v['near_mae']:.3f} | {v['far_mae']:.3f} | {100 * v['far_hidden']:.0f}% |"
               for band, v in sides.items()]
+    lines += ["", ("The faces' `blendshapes_error` against the key weights' true mean absolute error (every frame "
+                   "with a face, all yaws; the calibration: `python tools/calibrate_blendshape_error.py`):"),
+              "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['shapes_error']['frames']} | {r['shapes_error']['rho']:.3f} | "
+              f"{r['shapes_error']['expected_mean']:.3f} | {r['shapes_error']['true_mean']:.3f} |"
+              for name, r in (("clips", clips), ("stills", stills)) if r]
     d = main["depth"]
     lines += ["", ("**Depth**: the tracker's `translation_mm` z (given the true focal length) "
                    "divided by the true camera-space depth of three reference points (mean ± std over frames; "

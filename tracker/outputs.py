@@ -309,12 +309,16 @@ def _with_blendshape_panel(view: np.ndarray, face, scale: int) -> np.ndarray:
         if filled > 0:
             cv2.rectangle(panel, (pad, by0), (pad + filled - 1, by1), PANEL_BAR_COLOUR, -1)
         _put_text(panel, f"{value:.2f}", (pad + bar_len + 4 * scale, by1), font, (230, 230, 230), 1)
+    rated = getattr(face, "blendshapes_error", None) if face is not None else None
+    below = 34 * scale + len(top) * row_h + 16 * scale  # under the last bar, if the panel has room
+    if rated is not None and below <= h - 4 * scale:
+        _put_text(panel, f"expected error ~{rated:.2f}", (pad, below), font, (160, 160, 160), 1)
     return np.hstack([view, panel])
 
 
 class CsvWriter:
-    """One row per face per frame: identity, box, pose, gaze, the 68 landmarks, occlusion and the 52
-    blendshapes."""
+    """One row per face per frame: identity, box, pose, gaze, the 68 landmarks, occlusion, the blendshapes'
+    expected error and the 52 blendshapes."""
 
     kind = "CSV"
 
@@ -336,6 +340,8 @@ class CsvWriter:
         header += [f"lm{i}_{axis}" for i in range(68) for axis in "xy"]
         if self.occlusion:
             header += [f"occluded{i}" for i in range(68)]
+        if self.names:
+            header += ["blendshapes_error"]
         header += self.names
         self._header = header
         if start:
@@ -368,6 +374,8 @@ class CsvWriter:
             row += [f"{v:.2f}" for v in face.landmarks.reshape(-1)]
             if self.occlusion:
                 row += [""] * 68 if face.occluded is None else [int(v) for v in face.occluded]
+            if self.names:
+                row += ["" if face.blendshapes_error is None else f"{face.blendshapes_error:.3f}"]
             row += [f"{face.blendshapes[n]:.4f}" for n in self.names]
             self._csv.writerow(row)
         self._emit()

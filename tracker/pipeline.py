@@ -28,7 +28,13 @@ from tracker.landmarks68 import Mesh68Mapping
 from tracker.mesh import MESH_INPUT, MESH_MODEL, FaceMesh, MeshResult, roi_from_detection
 from tracker.pose import matrix_to_euler, quaternion_to_matrix
 from tracker.refiner import REFINER_FILE, Refiner
-from tracker.reliability import ConfidenceCalibration, PoseErrorCalibration, assess
+from tracker.reliability import (
+    BlendshapeErrorCalibration,
+    ConfidenceCalibration,
+    PoseErrorCalibration,
+    assess,
+    blendshape_signal,
+)
 from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image, outside_image
 from tracker.smoothing import MAX_GAP_S, STEADY_PARAMS, FaceSmoother
 from tracker.sources import to_bgr8
@@ -142,6 +148,10 @@ class TrackerConfig:
     # on the default landmarks: with mirror_check or refiner off the residual reads on another scale, and the
     # poses are left unrated.
     pose_error: bool = True
+    # Each face's expected blendshape error (tracker/reliability.py BlendshapeErrorCalibration). Its signal needs the
+    # refiner's expression readings of the crop and its mirror, and it was calibrated on the calibrated weights: with
+    # mirror_check, refiner or calibrate_expression off, the blendshapes are left unrated.
+    blendshape_error: bool = True
 
     def __post_init__(self) -> None:
         self.check()
@@ -166,7 +176,7 @@ class TrackerConfig:
             if not (_finite_number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"TrackerConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         for name in ("fit_3d", "mirror_check", "smooth", "steady", "refiner", "calibrate_expression", "gaze",
-                     "pose_error"):
+                     "pose_error", "blendshape_error"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):  # refiner="none" would be true
                 raise ValueError(  # noqa: TRY004 -- README: bad arguments raise ValueError
                     f"TrackerConfig.{name} must be True or False, got {getattr(self, name)!r}")
@@ -203,10 +213,13 @@ class FaceTracker:
         self.fitter = FaceFitter() if c.fit_3d else None
         self.expression_calibration: ExpressionCalibration | None = None
         self.pose_error_calibration: PoseErrorCalibration | None = None
+        self.blendshape_error_calibration: BlendshapeErrorCalibration | None = None
         self.gaze: GazeEstimator | None = None
         if self.fitter is not None:
             if c.pose_error and c.mirror_check and c.refiner:
                 self.pose_error_calibration = PoseErrorCalibration()
+            if c.blendshape_error and c.mirror_check and c.refiner and c.calibrate_expression:
+                self.blendshape_error_calibration = BlendshapeErrorCalibration()
             if c.gaze:
                 self.gaze = GazeEstimator.load(self.fitter.model)
                 self.gaze.warm_up()
@@ -453,6 +466,11 @@ class FaceTracker:
                             fit.rms, tracked=not still)
                 weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
                 face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
+                if fit.ok and rel is not None and rel.expression_disagreement is not None:
+                    face.blendshape_signal = blendshape_signal(rel.expression_disagreement, confidence)
+                    if self.blendshape_error_calibration is not None:
+                        face.blendshapes_error = self.blendshape_error_calibration.expected(
+                            face.blendshape_signal, tracked=not still)
                 if self.gaze is not None:
                     # The face model's eyeLook shapes only move the lids; the eyes' turn comes from the irises.
                     # Shut or turned-away eyes show none, nor does a failed fit: the track keeps the last gaze,

@@ -27,6 +27,12 @@ tools/calibrate_pose_error.py, one map for stills and one for video). Landmarks 
 explains (misread, or a picture out of shape) make for a pose to trust less; points the fit counts
 at its floor (beyond the frame's edge) hardly count in the residual, so a face cut by the frame
 rates only a little less sure.
+
+The blendshapes get one too: the expected mean absolute error of the six key weights (RATED_SHAPES), from how
+far the refiner's expression readings of the crop and of its mirror disagree on them plus how little its
+landmarks are trusted (blendshape_signal), mapped monotonically as the pose's is (BlendshapeErrorCalibration,
+fitted on tracked ICT renders by tools/calibrate_blendshape_error.py, one map for stills and one for video).
+A face whose mouth or eyes the frame cuts off, or that the two readings see differently, rates less sure.
 """
 
 from __future__ import annotations
@@ -42,10 +48,21 @@ from tracker.engines import load_engine_arrays
 from tracker.landmarks68 import IBUG68_MIRROR, CropLandmarks
 from tracker.mesh import MESH_INPUT, unmirror_crop_x
 from tracker.roi import Roi, crop_points_to_image
-from tracker.types import ARKIT_MIRROR
+from tracker.types import ARKIT_BLENDSHAPES, ARKIT_MIRROR
 
 CALIBRATION_FILE = "confidence_calibration.npz"
 POSE_ERROR_FILE = "pose_error_calibration.npz"
+BLENDSHAPE_ERROR_FILE = "blendshape_error_calibration.npz"
+# The weights the blendshape rating is for: the key shapes the ICT renders drive (tools/render_ict.py KEY_SHAPES),
+# which the render benchmarks score.
+RATED_SHAPES = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
+_RATED = np.array([ARKIT_BLENDSHAPES.index(name) for name in RATED_SHAPES])
+# How much the landmarks' mean distrust (1 − confidence) adds to the rating's signal, against the expression
+# readings' disagreement (weight units). Chosen on tools/tune_fit_weights.py's tuning render clips (seeds 700-702),
+# tracked whole and with the lower or upper 35% of the face beyond the frame's edge for a third of each clip:
+# Spearman ρ with the key weights' true error 0.55 / 0.60 / 0.60 / 0.60 at 0.05 / 0.1 / 0.15 / 0.2 on the whole
+# frames (0.46 with the disagreement alone), 0.72-0.74 over all.
+UNCONFIDENCE_WEIGHT = 0.15
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.
 FAILURE_ERROR = 0.10
 
@@ -58,6 +75,8 @@ class Reliability:
     confidence: np.ndarray  # 68 in [0, 1]: calibrated mirror confidence × visibility
     visibility: np.ndarray | None  # 68 in [0, 1] from the refiner (None without one)
     expression: np.ndarray | None = None  # 52 ARKit weights in [0, 1] from the refiner (None without one)
+    # The crop's and the mirror's readings of the RATED_SHAPES: mean absolute difference (None without a refiner).
+    expression_disagreement: float | None = None
 
 
 def mirror_back(mirror_crop_landmarks: np.ndarray) -> np.ndarray:
@@ -94,6 +113,23 @@ class ConfidenceCalibration:
         return knot_map(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
 
 
+def _still_and_tracked_maps(data: Mapping[str, np.ndarray], x_name: str, y_name: str, what: str,
+                            where: str, fix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The two knot tables (``x_name``_still / ``y_name``_still, and _tracked) of a rating's calibration,
+    checked; BackendError naming ``what`` and ``where`` and how to ``fix`` it for one that is no monotone map."""
+    maps = {}
+    for kind in ("still", "tracked"):
+        knots_x = np.asarray(data[f"{x_name}_{kind}"], np.float64)
+        knots_y = np.asarray(data[f"{y_name}_{kind}"], np.float64)
+        # knot_map needs rising knots, and past the last one divides by it.
+        if not (knots_x.ndim == 1 and knots_x.shape == knots_y.shape and len(knots_x) >= 2
+                and np.all(np.isfinite(knots_x)) and np.all(np.isfinite(knots_y))
+                and np.all(np.diff(knots_x) >= 0) and knots_x[0] > 0):
+            raise BackendError(f"{what} {where} holds no usable {kind} knot table; {fix}")
+        maps[kind] = (knots_x, knots_y)
+    return maps
+
+
 class PoseErrorCalibration:
     """Monotone maps from the 3D fit's residual RMS (inter-ocular units, tracker.fitting.FitResult.rms) to the head
     pose's expected error: the angle, in degrees, between the fitted head rotation and the true one. One map for
@@ -107,22 +143,41 @@ class PoseErrorCalibration:
         path = path or ENGINES_DIR / POSE_ERROR_FILE
         if data is None:
             data = load_engine_arrays(path, "pose error calibration", fix)
-        self.maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for kind in ("still", "tracked"):
-            knots_x = np.asarray(data[f"fit_rms_{kind}"], np.float64)
-            knots_y = np.asarray(data[f"error_deg_{kind}"], np.float64)
-            # knot_map needs rising knots, and past the last one divides by it.
-            if not (knots_x.ndim == 1 and knots_x.shape == knots_y.shape and len(knots_x) >= 2
-                    and np.all(np.isfinite(knots_x)) and np.all(np.isfinite(knots_y))
-                    and np.all(np.diff(knots_x) >= 0) and knots_x[0] > 0):
-                raise BackendError(f"pose error calibration {path if table is None else '(given)'} holds no usable "
-                                   f"{kind} knot table; {fix}")
-            self.maps[kind] = (knots_x, knots_y)
+        self.maps = _still_and_tracked_maps(data, "fit_rms", "error_deg", "pose error calibration",
+                                            str(path) if table is None else "(given)", fix)
 
     def expected_deg(self, fit_rms: float, tracked: bool) -> float:
         """The expected error of a pose whose fit left ``fit_rms``, on a still or (``tracked``) a video frame."""
         knots_x, knots_y = self.maps["tracked" if tracked else "still"]
         return float(knot_map(np.float64(fit_rms), knots_x, knots_y))
+
+
+def blendshape_signal(disagreement: float, confidence: np.ndarray) -> float:
+    """What the blendshape rating maps to an expected error: the expression readings' ``disagreement``
+    (Reliability.expression_disagreement) plus UNCONFIDENCE_WEIGHT times the 68 landmarks' mean distrust
+    (1 − ``confidence``, which is 0 beyond the frame's edge)."""
+    return float(disagreement + UNCONFIDENCE_WEIGHT * (1.0 - np.mean(confidence)))
+
+
+class BlendshapeErrorCalibration:
+    """Monotone maps from :func:`blendshape_signal` to the expected mean absolute error of the RATED_SHAPES' weights
+    (the tracker's calibrated blendshapes against the true ones), one for stills and one for tracked video frames
+    (fits warm-started, weights smoothed)."""
+
+    def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
+        """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
+        tools/calibrate_blendshape_error.py fits them)."""
+        data, fix = table, "rebuild it with `python tools/calibrate_blendshape_error.py`"
+        path = path or ENGINES_DIR / BLENDSHAPE_ERROR_FILE
+        if data is None:
+            data = load_engine_arrays(path, "blendshape error calibration", fix)
+        self.maps = _still_and_tracked_maps(data, "signal", "error", "blendshape error calibration",
+                                            str(path) if table is None else "(given)", fix)
+
+    def expected(self, signal: float, tracked: bool) -> float:
+        """The expected mean absolute error of the rated weights of a face whose signal is ``signal``."""
+        knots_x, knots_y = self.maps["tracked" if tracked else "still"]
+        return float(knot_map(np.float64(signal), knots_x, knots_y))
 
 
 def knot_map(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
@@ -162,9 +217,11 @@ def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibrati
     visibility = None
     if prediction.visibility is not None and prediction.mirror_visibility is not None:
         visibility = 0.5 * (prediction.visibility + prediction.mirror_visibility[IBUG68_MIRROR])
-    expression = None
+    expression = disagreement = None
     if prediction.expression is not None and prediction.mirror_expression is not None:
-        expression = 0.5 * (prediction.expression + prediction.mirror_expression[ARKIT_MIRROR])
+        mirrored = prediction.mirror_expression[ARKIT_MIRROR]
+        expression = 0.5 * (prediction.expression + mirrored)
+        disagreement = float(np.abs(prediction.expression - mirrored)[_RATED].mean())
     if calibration is None:
         expected = confidence = np.full(68, np.nan)
     else:
@@ -173,4 +230,5 @@ def assess(prediction: CropLandmarks, roi: Roi, calibration: ConfidenceCalibrati
         if visibility is not None:
             confidence = confidence * visibility
     return Reliability(landmarks=crop_points_to_image(fused, roi, MESH_INPUT), mirror_error=error,
-                       expected_error=expected, confidence=confidence, visibility=visibility, expression=expression)
+                       expected_error=expected, confidence=confidence, visibility=visibility, expression=expression,
+                       expression_disagreement=disagreement)

@@ -109,6 +109,11 @@ class FaceResult:
     gaze: Gaze | None = None  # the eyes' turn in the head; None until the eyes are read
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
     fit_rms: float | None = None  # the 3D fit's residual RMS, inter-ocular units (not written out); None unfitted
+    # The expected mean absolute error of the key blendshape weights (tracker.reliability.RATED_SHAPES), from
+    # blendshape_signal; None when not rated: a failed fit keeps the previous weights; TrackerConfig.blendshape_error,
+    # calibrate_expression, mirror_check or refiner off.
+    blendshapes_error: float | None = None
+    blendshape_signal: float | None = None  # what blendshapes_error was read from (not written out); None unfitted
 
     def to_record(self) -> dict:
         """The JSON Lines form of DESIGN.md; fields not computed are left out, never faked."""
@@ -128,6 +133,8 @@ class FaceResult:
             record["pose"] = self.pose.to_record()
         if self.blendshapes is not None:
             record["blendshapes"] = {k: round(float(v), 4) for k, v in self.blendshapes.items()}
+        if self.blendshapes_error is not None:
+            record["blendshapes_error"] = round(self.blendshapes_error, 3)
         if self.gaze is not None:
             record["gaze"] = self.gaze.to_record()
         if not self.fit_ok:
