@@ -326,18 +326,18 @@ def test_the_turn_from_the_line_of_sight_is_what_a_moved_picture_centre_leaves_a
 
 
 def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_angles(er):
-    """tools/calibrate_pose_error.py: the isotonic knots follow a known rising error-of-residual curve through
-    noise; tools/evaluate_renders.py's rotation_error_deg reads the angle of a known turn applied to a head of any
-    pose."""
+    """tools/calibrate_pose_error.py (tools/rating_calibration.py): the isotonic knots follow a known rising
+    error-of-residual curve through noise; tools/evaluate_renders.py's rotation_error_deg reads the angle of a known
+    turn applied to a head of any pose."""
     from tracker.pose import euler_to_matrix, matrix_to_euler
     from tracker.reliability import PoseErrorCalibration
 
-    tool = _load("calibrate_pose_error")
+    tool = _load("rating_calibration")
     rng = np.random.default_rng(3)
     residual = rng.uniform(0.01, 0.09, 4000)
     error = 20.0 + 1500.0 * (residual - 0.01) ** 1.5 + rng.normal(0.0, 1.0, residual.size)
-    still = tool.fit_calibration(residual, error)
-    tracked = tool.fit_calibration(residual, 2 * error)
+    still = tool.fit_map(residual, error)
+    tracked = tool.fit_map(residual, 2 * error)
     calibration = PoseErrorCalibration(table={"fit_rms_still": still[0], "error_deg_still": still[1],
                                               "fit_rms_tracked": tracked[0], "error_deg_tracked": tracked[1]})
     for r in (0.02, 0.05, 0.08):
@@ -359,11 +359,11 @@ def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_a
 
 def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_split_by_the_expected_error(er):
     """tools/calibrate_blendshape_error.py: the renders' key shapes are the ones the tracker rates, in its order;
-    evaluate_renders.shape_errors is the mean absolute error over them per row; and a quarter table ranks rows by the
-    expected error and reports the true error of each quarter."""
+    evaluate_renders.shape_errors is the mean absolute error over them per row; and a quarter table
+    (tools/rating_calibration.py) ranks rows by the expected error and reports the true error of each quarter."""
     from tracker.reliability import RATED_SHAPES
 
-    tool = _load("calibrate_blendshape_error")
+    tool = _load("rating_calibration")
     assert tuple(er.KEY_SHAPES) == RATED_SHAPES
     rng = np.random.default_rng(4)
     true = rng.uniform(0, 1, (50, len(RATED_SHAPES)))
@@ -371,6 +371,17 @@ def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_spli
     rows = {"est_shapes": true + off, "true_shapes": true}
     mask = np.arange(50) % 3 != 0
     np.testing.assert_allclose(er.shape_errors(rows, mask), np.abs(off[mask]).mean(axis=1))
+    # The faces the calibration pairs: a signal (the fit held) and weights (a face found), nothing else.
+    signal = rng.uniform(0.05, 0.3, 50)
+    signal[::4] = np.nan
+    rows["est_shapes"][1::5] = np.nan
+    paired = np.isfinite(signal) & np.isfinite(rows["est_shapes"][:, 0])
+    x, y = _load("calibrate_blendshape_error").rated_blendshapes({**rows, "est_shape_signal": signal})
+    np.testing.assert_array_equal(x, signal[paired])
+    np.testing.assert_allclose(y, np.abs(off[paired]).mean(axis=1))
+    stats = er.rating_stats(y ** 2, y)  # a rating that ranks as the truth does, at another size
+    assert stats["rho"] == pytest.approx(1.0) and stats["frames"] == paired.sum()
+    assert stats["expected_mean"] == pytest.approx(np.mean(y ** 2)) and stats["true_mean"] == pytest.approx(y.mean())
     expected = np.arange(8, dtype=float)
     error = np.array([1.0, 1, 2, 2, 3, 3, 4, 4])[::-1]  # given in the reverse order: sorted by expected below
     cells = [row.split(" | ") for row in tool.quarter_rows("clips", expected[::-1], error, digits=3)]

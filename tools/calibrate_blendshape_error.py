@@ -26,21 +26,25 @@ BENCHMARKS.md section "blendshape-error" unless --no-write.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate_confidence import isotonic
-from calibrate_pose_error import quarter_rows
-from evaluate_renders import render_set, shape_errors, track_clips, track_stills
-from render_ict import KEY_SHAPES, IctModel, load_ict_for_tool
-from report import file_to_write, invocation, positive_int, publish
+from evaluate_renders import shape_errors
+from rating_calibration import (
+    FRAMES,
+    SIZE,
+    fitted_table,
+    held_out_tables,
+    knots_text,
+    parse_arguments,
+    track_renders,
+)
+from render_ict import KEY_SHAPES, load_ict_for_tool
+from report import invocation, publish
 
 from tracker.backends import ENGINES_DIR
 from tracker.reliability import (
@@ -52,67 +56,31 @@ from tracker.reliability import (
 
 CALIBRATION_SEED = 42_000
 HELD_OUT_SEED = 43_000
-KNOTS = 12
-SIZE = 512
-FRAMES = 120
-BACKEND = "onnxruntime"  # as tools/evaluate_renders.py's default
 
 
-def track_renders(model: IctModel, seed: int, stills: int, clips: int) -> dict[str, np.ndarray]:
-    """Signals and true key-weight errors of the faces fitted in ``stills`` stills and ``clips`` clips rendered from
-    ``seed``, and how many frames each set has, tracked by tools/evaluate_renders.py's loops (smoothing on in the
-    clips, as users get the weights) without the rating being calibrated."""
-    out: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="blendshape_error_") as tmp:
-        folder = Path(tmp)
-        render_set(model, folder, clips, FRAMES, stills, SIZE, seed)
-        for kind, rows in (("still", track_stills(folder / "images", model, BACKEND, blendshape_error=False)),
-                           ("tracked", track_clips(folder / "clips", model, BACKEND, blendshape_error=False)[0])):
-            a = rows.arrays()
-            fitted = np.isfinite(a["est_shape_signal"]) & np.isfinite(a["est_shapes"][:, 0])
-            out[f"{kind}_signal"], out[f"{kind}_error"] = a["est_shape_signal"][fitted], shape_errors(a, fitted)
-            out[f"{kind}_frames"] = len(fitted)
-    return out
+def rated_blendshapes(a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The signals and the key weights' true mean absolute errors of the fitted faces of a set's Rows.arrays()."""
+    fitted = np.isfinite(a["est_shape_signal"]) & np.isfinite(a["est_shapes"][:, 0])
+    return a["est_shape_signal"][fitted], shape_errors(a, fitted)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stills", type=positive_int, default=400, help="calibration stills")
-    parser.add_argument("--clips", type=positive_int, default=12, help="calibration clips, 120 frames each")
-    parser.add_argument("--held-out-stills", type=positive_int, default=400, help="held-out stills")
-    parser.add_argument("--held-out-clips", type=positive_int, default=8, help="held-out clips, 120 frames each")
-    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / BLENDSHAPE_ERROR_FILE,
-                        help="the calibration file to write (default: the tracker's, "
-                             "engines/blendshape_error_calibration.npz)")
-    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md and the calibration file alone")
-    args = parser.parse_args(argv)
-    if args.stills < 2 * KNOTS:
-        parser.error(f"--stills must be at least {2 * KNOTS} (two per knot of a map)")
+    args = parse_arguments(__doc__, ENGINES_DIR / BLENDSHAPE_ERROR_FILE, argv)
     if tuple(KEY_SHAPES) != RATED_SHAPES:
         print("error: tools/render_ict.py's KEY_SHAPES are not the tracker's RATED_SHAPES", file=sys.stderr)
         return 2
     model = load_ict_for_tool()
     if model is None:
         return 2
-    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips)
-    (still_x, still_y), (tracked_x, tracked_y) = (isotonic(fit["still_signal"], fit["still_error"], KNOTS),
-                                                  isotonic(fit["tracked_signal"], fit["tracked_error"], KNOTS))
-    table = {"signal_still": still_x, "error_still": still_y, "signal_tracked": tracked_x, "error_tracked": tracked_y}
+    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips, rated_blendshapes, blendshape_error=False)
+    table = fitted_table(fit, "signal", "error")
     calibration = BlendshapeErrorCalibration(table=table)
-    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips)
-    rows, quarters = [], []
-    for kind, label, tracked in (("still", "stills", False), ("tracked", "clip frames", True)):
-        error = held[f"{kind}_error"]
-        expected = np.array([calibration.expected(x, tracked=tracked) for x in held[f"{kind}_signal"]])
-        rho = float(spearmanr(expected, error).correlation)
-        rows.append(f"| {label} | {len(fit[f'{kind}_signal'])} of {fit[f'{kind}_frames']} | {len(error)} of "
-                    f"{held[f'{kind}_frames']} | {rho:.3f} | {expected.mean():.3f} | {error.mean():.3f} | "
-                    f"{np.median(error):.3f} |")
-        quarters += quarter_rows(label, expected, error, digits=3)
+    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips, rated_blendshapes,
+                         blendshape_error=False)
+    rows, quarters = held_out_tables(calibration.expected, fit, held, mean_digits=3, quarter_digits=3)
     if not args.no_write:
         np.savez_compressed(args.out, **table)
-    knots = "; ".join(f"{label}: " + ", ".join(f"{x:.3f} → {y:.3f}" for x, y in zip(xs, ys))
-                      for label, xs, ys in (("stills", still_x, still_y), ("tracked", tracked_x, tracked_y)))
+    knots = knots_text(table, "signal", "error", digits=3)
     body = "\n".join([
         ("Each face's `blendshapes_error`: the expected mean absolute error of its key weights (" +
          ", ".join(RATED_SHAPES) + "). Its signal is the mean absolute difference between the refiner's readings "

@@ -373,8 +373,11 @@ def pose_error_stats(a: dict[str, np.ndarray]) -> dict:
     """How the poses' expected error (tracker.reliability.PoseErrorCalibration) ranks and sizes their true error:
     the angle between the tracked and the true head rotation."""
     rated = np.isfinite(a["est_pose_error"]) & np.isfinite(a["est_pose"][:, 0])
-    true = rotation_errors(a, rated)
-    expected = a["est_pose_error"][rated]
+    return rating_stats(a["est_pose_error"][rated], rotation_errors(a, rated))
+
+
+def rating_stats(expected: np.ndarray, true: np.ndarray) -> dict:
+    """How a rating's ``expected`` errors rank (Spearman ρ) and size the ``true`` ones, face by face."""
     if len(true) < 2:
         return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
                 "true_mean": float("nan")}
@@ -392,13 +395,7 @@ def shapes_error_stats(a: dict[str, np.ndarray]) -> dict:
     """How the faces' blendshapes_error (tracker.reliability.BlendshapeErrorCalibration) ranks and sizes the key
     weights' true mean absolute error."""
     rated = np.isfinite(a["est_shapes_error"]) & np.isfinite(a["est_shapes"][:, 0])
-    true = shape_errors(a, rated)
-    expected = a["est_shapes_error"][rated]
-    if len(true) < 2:
-        return {"frames": len(true), "rho": float("nan"), "expected_mean": float("nan"),
-                "true_mean": float("nan")}
-    return {"frames": len(true), "rho": float(spearmanr(expected, true).correlation),
-            "expected_mean": float(expected.mean()), "true_mean": float(true.mean())}
+    return rating_stats(a["est_shapes_error"][rated], shape_errors(a, rated))
 
 
 def shape_stats(a: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:

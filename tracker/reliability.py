@@ -113,43 +113,50 @@ class ConfidenceCalibration:
         return knot_map(signal / self.signal_scale, self.mirror_error, self.expected_error) * self.error_scale
 
 
-def _still_and_tracked_maps(data: Mapping[str, np.ndarray], x_name: str, y_name: str, what: str,
-                            where: str, fix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The two knot tables (``x_name``_still / ``y_name``_still, and _tracked) of a rating's calibration,
-    checked; BackendError naming ``what`` and ``where`` and how to ``fix`` it for one that is no monotone map."""
-    maps = {}
-    for kind in ("still", "tracked"):
-        knots_x = np.asarray(data[f"{x_name}_{kind}"], np.float64)
-        knots_y = np.asarray(data[f"{y_name}_{kind}"], np.float64)
-        # knot_map needs rising knots, and past the last one divides by it.
-        if not (knots_x.ndim == 1 and knots_x.shape == knots_y.shape and len(knots_x) >= 2
-                and np.all(np.isfinite(knots_x)) and np.all(np.isfinite(knots_y))
-                and np.all(np.diff(knots_x) >= 0) and knots_x[0] > 0):
-            raise BackendError(f"{what} {where} holds no usable {kind} knot table; {fix}")
-        maps[kind] = (knots_x, knots_y)
-    return maps
+class _StillAndTrackedMaps:
+    """A rating's calibration: two monotone knot tables (:func:`knot_map`) from a signal to an expected error, one
+    for stills and one for tracked video frames (fits warm-started, outputs smoothed: the same signal means another
+    error there), stored as ``{X}_still``, ``{Y}_still``, ``{X}_tracked`` and ``{Y}_tracked`` in engines/``FILE``,
+    which tools/``TOOL`` fits."""
 
-
-class PoseErrorCalibration:
-    """Monotone maps from the 3D fit's residual RMS (inter-ocular units, tracker.fitting.FitResult.rms) to the head
-    pose's expected error: the angle, in degrees, between the fitted head rotation and the true one. One map for
-    stills and one for tracked video frames, whose fits start from the last frame's, hold the face's identity and
-    whose poses are smoothed: the same residual means another error there."""
+    FILE: str
+    WHAT: str
+    TOOL: str
+    X: str
+    Y: str
 
     def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
         """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
-        tools/calibrate_pose_error.py fits them)."""
-        data, fix = table, "rebuild it with `python tools/calibrate_pose_error.py`"
-        path = path or ENGINES_DIR / POSE_ERROR_FILE
-        if data is None:
-            data = load_engine_arrays(path, "pose error calibration", fix)
-        self.maps = _still_and_tracked_maps(data, "fit_rms", "error_deg", "pose error calibration",
-                                            str(path) if table is None else "(given)", fix)
+        the tool fits them)."""
+        fix = f"rebuild it with `python tools/{self.TOOL}`"
+        path = path or ENGINES_DIR / self.FILE
+        data = table if table is not None else load_engine_arrays(path, self.WHAT, fix)
+        self.maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for kind in ("still", "tracked"):
+            knots_x = np.asarray(data[f"{self.X}_{kind}"], np.float64)
+            knots_y = np.asarray(data[f"{self.Y}_{kind}"], np.float64)
+            # knot_map needs rising knots, and past the last one divides by it.
+            if not (knots_x.ndim == 1 and knots_x.shape == knots_y.shape and len(knots_x) >= 2
+                    and np.all(np.isfinite(knots_x)) and np.all(np.isfinite(knots_y))
+                    and np.all(np.diff(knots_x) >= 0) and knots_x[0] > 0):
+                raise BackendError(f"{self.WHAT} {path if table is None else '(given)'} holds no usable {kind} knot "
+                                   f"table; {fix}")
+            self.maps[kind] = (knots_x, knots_y)
+
+    def _read(self, signal: float, tracked: bool) -> float:
+        knots_x, knots_y = self.maps["tracked" if tracked else "still"]
+        return float(knot_map(np.float64(signal), knots_x, knots_y))
+
+
+class PoseErrorCalibration(_StillAndTrackedMaps):
+    """Monotone maps from the 3D fit's residual RMS (inter-ocular units, tracker.fitting.FitResult.rms) to the head
+    pose's expected error: the angle, in degrees, between the fitted head rotation and the true one."""
+
+    FILE, WHAT, TOOL, X, Y = POSE_ERROR_FILE, "pose error calibration", "calibrate_pose_error.py", "fit_rms", "error_deg"
 
     def expected_deg(self, fit_rms: float, tracked: bool) -> float:
         """The expected error of a pose whose fit left ``fit_rms``, on a still or (``tracked``) a video frame."""
-        knots_x, knots_y = self.maps["tracked" if tracked else "still"]
-        return float(knot_map(np.float64(fit_rms), knots_x, knots_y))
+        return self._read(fit_rms, tracked)
 
 
 def blendshape_signal(disagreement: float, confidence: np.ndarray) -> float:
@@ -159,25 +166,17 @@ def blendshape_signal(disagreement: float, confidence: np.ndarray) -> float:
     return float(disagreement + UNCONFIDENCE_WEIGHT * (1.0 - np.mean(confidence)))
 
 
-class BlendshapeErrorCalibration:
+class BlendshapeErrorCalibration(_StillAndTrackedMaps):
     """Monotone maps from :func:`blendshape_signal` to the expected mean absolute error of the RATED_SHAPES' weights
-    (the tracker's calibrated blendshapes against the true ones), one for stills and one for tracked video frames
-    (fits warm-started, weights smoothed)."""
+    (the tracker's calibrated blendshapes against the true ones)."""
 
-    def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
-        """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
-        tools/calibrate_blendshape_error.py fits them)."""
-        data, fix = table, "rebuild it with `python tools/calibrate_blendshape_error.py`"
-        path = path or ENGINES_DIR / BLENDSHAPE_ERROR_FILE
-        if data is None:
-            data = load_engine_arrays(path, "blendshape error calibration", fix)
-        self.maps = _still_and_tracked_maps(data, "signal", "error", "blendshape error calibration",
-                                            str(path) if table is None else "(given)", fix)
+    FILE, WHAT, TOOL, X, Y = (BLENDSHAPE_ERROR_FILE, "blendshape error calibration",
+                              "calibrate_blendshape_error.py", "signal", "error")
 
     def expected(self, signal: float, tracked: bool) -> float:
-        """The expected mean absolute error of the rated weights of a face whose signal is ``signal``."""
-        knots_x, knots_y = self.maps["tracked" if tracked else "still"]
-        return float(knot_map(np.float64(signal), knots_x, knots_y))
+        """The expected mean absolute error of the rated weights of a face whose signal is ``signal``, on a still or
+        (``tracked``) a video frame."""
+        return self._read(signal, tracked)
 
 
 def knot_map(x: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:

@@ -1,0 +1,108 @@
+"""What the ratings' calibrations share (tools/calibrate_pose_error.py, tools/calibrate_blendshape_error.py).
+
+Each renders ICT stills and clips from a seed of its own, tracks them with the real tracker without the rating it
+calibrates, pairs each rated face's signal with its true error, fits two monotone maps (stills, tracked video
+frames), and scores them on held-out renders from another seed: the Spearman ρ of the expected error with the true
+error, and both by quarter of the expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from calibrate_confidence import isotonic
+from evaluate_renders import render_set, track_clips, track_stills
+from render_ict import IctModel
+from report import file_to_write, positive_int
+from scipy.stats import spearmanr
+
+KNOTS = 12
+SIZE = 512
+FRAMES = 120
+BACKEND = "onnxruntime"  # as tools/evaluate_renders.py's default
+KINDS = (("still", "stills", False), ("tracked", "clip frames", True))  # key, label, tracked
+
+
+def parse_arguments(description: str, default_out: Path, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stills", type=positive_int, default=400, help="calibration stills")
+    parser.add_argument("--clips", type=positive_int, default=12, help=f"calibration clips, {FRAMES} frames each")
+    parser.add_argument("--held-out-stills", type=positive_int, default=400, help="held-out stills")
+    parser.add_argument("--held-out-clips", type=positive_int, default=8, help=f"held-out clips, {FRAMES} frames each")
+    parser.add_argument("--out", type=file_to_write, default=default_out,
+                        help=f"the calibration file to write (default: the tracker's, engines/{default_out.name})")
+    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md and the calibration file alone")
+    args = parser.parse_args(argv)
+    if args.stills < 2 * KNOTS:
+        parser.error(f"--stills must be at least {2 * KNOTS} (two per knot of a map)")
+    return args
+
+
+def fit_map(signal: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One knot table: an isotonic fit of the error on the signal."""
+    return isotonic(signal, error, KNOTS)
+
+
+def track_renders(model: IctModel, seed: int, stills: int, clips: int,
+                  pairs: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]],
+                  **unrated: bool) -> dict[str, np.ndarray]:
+    """Signals and true errors of the rated faces in ``stills`` stills and ``clips`` clips rendered from ``seed``
+    (``pairs`` reads them from a set's tools/evaluate_renders.py Rows.arrays()), and how many frames each set has,
+    tracked by that tool's loops (smoothing on in the clips, as users get them); ``unrated``: the TrackerConfig
+    flag that leaves out the rating being calibrated (pose_error=False, say)."""
+    out: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="rating_") as tmp:
+        folder = Path(tmp)
+        render_set(model, folder, clips, FRAMES, stills, SIZE, seed)
+        for kind, rows in (("still", track_stills(folder / "images", model, BACKEND, **unrated)),
+                           ("tracked", track_clips(folder / "clips", model, BACKEND, **unrated)[0])):
+            a = rows.arrays()
+            out[f"{kind}_signal"], out[f"{kind}_error"] = pairs(a)
+            out[f"{kind}_frames"] = len(a["group"])
+    return out
+
+
+def fitted_table(fit: dict[str, np.ndarray], x_name: str, y_name: str) -> dict[str, np.ndarray]:
+    """The calibration file's four arrays, the maps fitted on ``fit`` (track_renders)."""
+    table = {}
+    for kind, _, _ in KINDS:
+        table[f"{x_name}_{kind}"], table[f"{y_name}_{kind}"] = fit_map(fit[f"{kind}_signal"], fit[f"{kind}_error"])
+    return table
+
+
+def held_out_tables(expected_of: Callable[[float, bool], float], fit: dict[str, np.ndarray],
+                    held: dict[str, np.ndarray], mean_digits: int, quarter_digits: int,
+                    unit: str = "") -> tuple[list[str], list[str]]:
+    """Table rows per set (faces fitted on and held out, ρ, expected and true error) and by quarter of the expected
+    error, of the held-out faces read by ``expected_of(signal, tracked)``."""
+    rows, quarters = [], []
+    for kind, label, tracked in KINDS:
+        error = held[f"{kind}_error"]
+        expected = np.array([expected_of(x, tracked) for x in held[f"{kind}_signal"]])
+        rho = float(spearmanr(expected, error).correlation)
+        d = mean_digits
+        rows.append(f"| {label} | {len(fit[f'{kind}_signal'])} of {fit[f'{kind}_frames']} | {len(error)} of "
+                    f"{held[f'{kind}_frames']} | {rho:.3f} | {expected.mean():.{d}f}{unit} | {error.mean():.{d}f}{unit} | "
+                    f"{np.median(error):.{d}f}{unit} |")
+        quarters += quarter_rows(label, expected, error, quarter_digits)
+    return rows, quarters
+
+
+def quarter_rows(label: str, expected: np.ndarray, error: np.ndarray, digits: int = 1) -> list[str]:
+    """Table rows: the faces by quarter of their expected error, its range and mean, and their true error's mean and
+    median, to ``digits`` decimals."""
+    quarters = np.array_split(np.argsort(expected), 4)
+    return [f"| {label} | {k + 1} | {expected[q].min():.{digits}f}-{expected[q].max():.{digits}f} | "
+            f"{expected[q].mean():.{digits}f} | {error[q].mean():.{digits}f} | {np.median(error[q]):.{digits}f} |"
+            for k, q in enumerate(quarters)]
+
+
+def knots_text(table: dict[str, np.ndarray], x_name: str, y_name: str, digits: int, unit: str = "") -> str:
+    """The maps' knots, "stills: x → y, ...; tracked: ..."."""
+    return "; ".join(f"{label}: " + ", ".join(f"{x:.3f} → {y:.{digits}f}{unit}" for x, y in
+                                               zip(table[f"{x_name}_{kind}"], table[f"{y_name}_{kind}"]))
+                     for kind, label in (("still", "stills"), ("tracked", "tracked")))
