@@ -60,7 +60,7 @@ _RATED = np.array([ARKIT_BLENDSHAPES.index(name) for name in RATED_SHAPES])
 # How much the landmarks' mean distrust (1 − confidence) adds to the rating's signal, against the expression
 # readings' disagreement (weight units). Chosen on tools/tune_fit_weights.py's tuning render clips (seeds 700-702),
 # tracked whole and with the lower or upper 35% of the face beyond the frame's edge for a third of each clip:
-# Spearman ρ with the key weights' true error 0.55 / 0.60 / 0.60 / 0.60 at 0.05 / 0.1 / 0.15 / 0.2 on the whole
+# Spearman ρ with the key weights' true error 0.55 / 0.58 / 0.60 / 0.60 at 0.05 / 0.1 / 0.15 / 0.2 on the whole
 # frames (0.46 with the disagreement alone), 0.72-0.74 over all.
 UNCONFIDENCE_WEIGHT = 0.15
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.

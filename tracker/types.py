@@ -113,7 +113,9 @@ class FaceResult:
     # blendshape_signal; None when not rated: a failed fit keeps the previous weights; TrackerConfig.blendshape_error,
     # calibrate_expression, mirror_check or refiner off.
     blendshapes_error: float | None = None
-    blendshape_signal: float | None = None  # what blendshapes_error was read from (not written out); None unfitted
+    # What blendshapes_error is read from (not written out); None when the fit failed or without the refiner's two
+    # expression readings (mirror_check or refiner off).
+    blendshape_signal: float | None = None
 
     def to_record(self) -> dict:
         """The JSON Lines form of DESIGN.md; fields not computed are left out, never faked."""
