@@ -442,9 +442,9 @@ def test_video_frames_rate_their_pose_on_the_tracked_map_and_stills_on_the_still
 @pytest.mark.parametrize("name", ["1051618982_1", "111076519_1", "1130084326_1"])
 def test_a_face_whose_mouth_the_frame_cuts_off_rates_its_blendshapes_less_sure(afw_dir, name):
     """The blendshapes' expected error: a face cut below the nose (the picture ends 35% of the way up its 68 points)
-    has its mouth and jaw read from the crop's repeated edge, and rates less sure than whole; the JSON and the CSV
-    carry it; TrackerConfig(blendshape_error=False), and the landmarks or weights it was not calibrated on, leave it
-    out."""
+    has its mouth and jaw read from the crop's repeated edge, and rates less sure than whole; the JSON carries it
+    (tests/test_cli.py: the CSV too); TrackerConfig(blendshape_error=False), and the landmarks or weights it was not
+    calibrated on, leave it out."""
     image = cv2.imread(str(afw_dir / f"{name}.jpg"))
     tracker = FaceTracker(TrackerConfig(backend="onnxruntime", focal_px=float(image.shape[1])))
     whole, = tracker.process(image, still=True).faces

@@ -554,12 +554,14 @@ def report_body(results: dict, command: str) -> str:
               "| \\|yaw\\| | frames | near side MAE | far side MAE | far corner hidden |", "|---|---|---|---|---|"]
     lines += [f"| {band}° | {v['frames']} | {v['near_mae']:.3f} | {v['far_mae']:.3f} | {100 * v['far_hidden']:.0f}% |"
               for band, v in sides.items()]
-    lines += ["", ("The faces' `blendshapes_error` against the key weights' true mean absolute error (every frame "
-                   "with a face, all yaws; the calibration: `python tools/calibrate_blendshape_error.py`):"),
-              "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['shapes_error']['frames']} | {r['shapes_error']['rho']:.3f} | "
-              f"{r['shapes_error']['expected_mean']:.3f} | {r['shapes_error']['true_mean']:.3f} |"
-              for name, r in (("clips", clips), ("stills", stills)) if r]
+    rated = [(name, r["shapes_error"]) for name, r in (("clips", clips), ("stills", stills))
+             if r and r["shapes_error"]["frames"]]  # none without the blendshape calibration, which it was fitted on
+    if rated:
+        lines += ["", ("The faces' `blendshapes_error` against the key weights' true mean absolute error (every frame "
+                       "with a face, all yaws; the calibration: `python tools/calibrate_blendshape_error.py`):"),
+                  "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {e['frames']} | {e['rho']:.3f} | {e['expected_mean']:.3f} | {e['true_mean']:.3f} |"
+                  for name, e in rated]
     d = main["depth"]
     lines += ["", ("**Depth**: the tracker's `translation_mm` z (given the true focal length) "
                    "divided by the true camera-space depth of three reference points (mean ± std over frames; "
