@@ -400,7 +400,6 @@ def test_reset_waits_its_turn_too():
     tracker.reset()
 
 
-
 @pytest.mark.parametrize("name", ["1051618982_1", "111076519_1", "1130084326_1"])
 def test_a_face_no_head_pose_explains_rates_its_pose_less_sure(afw_dir, name):
     """The pose's expected error comes from the 3D fit's residual: squashed to 0.6 of its height, a face's points

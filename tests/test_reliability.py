@@ -294,18 +294,28 @@ def test_past_the_last_knot_the_expected_error_grows_in_proportion() -> None:
     np.testing.assert_allclose(knot_map(x, knots_x, knots_y), [np.interp(0.1, knots_x, knots_y), 0.16, 0.32, 1.6])
 
 
-def test_the_shipped_pose_error_maps_rise_with_the_fit_residual() -> None:
-    from tracker.reliability import PoseErrorCalibration
+@pytest.mark.parametrize("rating, signals, close, far", [
+    # A fit whose points disagree by a tenth of the eye distance is far less trusted than a close one.
+    ("pose", np.linspace(0.0, 0.3, 61), 0.02, 0.1),
+    # Readings that disagree by a fifth of the weights' range are far less trusted than close ones.
+    ("blendshapes", np.linspace(0.0, 0.5, 101), 0.05, 0.3),
+])
+def test_the_shipped_rating_maps_rise_with_their_signal(rating, signals, close, far) -> None:
+    from tracker.reliability import BlendshapeErrorCalibration, PoseErrorCalibration
 
-    calibration = PoseErrorCalibration()
+    if rating == "pose":
+        calibration = PoseErrorCalibration()
+        expected = calibration.expected_deg
+    else:
+        calibration = BlendshapeErrorCalibration()
+        expected = calibration.expected
     for tracked in (False, True):
-        expected = np.array([calibration.expected_deg(r, tracked) for r in np.linspace(0.0, 0.3, 61)])
-        assert np.all(np.diff(expected) >= 0) and np.all(expected > 0)
-        # A fit whose points disagree by a tenth of the eye distance is far less trusted than a close one.
-        assert calibration.expected_deg(0.1, tracked) > 2 * calibration.expected_deg(0.02, tracked)
-        # Past the last knot, in proportion to the residual.
+        readings = np.array([expected(x, tracked) for x in signals])
+        assert np.all(np.diff(readings) >= 0) and np.all(readings > 0)
+        assert expected(far, tracked) > 2 * expected(close, tracked)
+        # Past the last knot, in proportion to the signal.
         knots_x, knots_y = calibration.maps["tracked" if tracked else "still"]
-        assert calibration.expected_deg(2 * knots_x[-1], tracked) == pytest.approx(2 * knots_y[-1])
+        assert expected(2 * knots_x[-1], tracked) == pytest.approx(2 * knots_y[-1])
 
 
 @pytest.mark.parametrize("knots", [
@@ -331,19 +341,6 @@ def test_a_rating_table_that_is_no_monotone_map_is_refused(knots, kind, rating) 
     cls(table={k: good[0] if k.startswith(x_name) else good[1] for k in table})  # the good ones load
     with pytest.raises(BackendError, match=f"{kind} knot table.*{tool}"):
         cls(table=table)
-
-
-def test_the_shipped_blendshape_error_maps_rise_with_the_signal() -> None:
-    from tracker.reliability import BlendshapeErrorCalibration
-
-    calibration = BlendshapeErrorCalibration()
-    for tracked in (False, True):
-        expected = np.array([calibration.expected(x, tracked) for x in np.linspace(0.0, 0.5, 101)])
-        assert np.all(np.diff(expected) >= 0) and np.all(expected > 0)
-        # Readings that disagree by a fifth of the weights' range are far less trusted than close ones.
-        assert calibration.expected(0.3, tracked) > 2 * calibration.expected(0.05, tracked)
-        knots_x, knots_y = calibration.maps["tracked" if tracked else "still"]
-        assert calibration.expected(2 * knots_x[-1], tracked) == pytest.approx(2 * knots_y[-1])
 
 
 def test_the_blendshape_signal_is_the_readings_disagreement_on_the_rated_shapes_plus_the_landmarks_distrust():

@@ -34,15 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_renders import shape_errors
-from rating_calibration import (
-    FRAMES,
-    SIZE,
-    fitted_table,
-    held_out_tables,
-    knots_text,
-    parse_arguments,
-    track_renders,
-)
+from rating_calibration import FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
 from render_ict import KEY_SHAPES, load_ict_for_tool
 from report import invocation, publish
 
@@ -72,14 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_ict_for_tool()
     if model is None:
         return 2
-    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips, rated_blendshapes, blendshape_error=False)
-    table = fitted_table(fit, "signal", "error")
-    calibration = BlendshapeErrorCalibration(table=table)
-    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips, rated_blendshapes,
-                         blendshape_error=False)
-    rows, quarters = held_out_tables(calibration.expected, fit, held, mean_digits=3, quarter_digits=3)
-    if not args.no_write:
-        np.savez_compressed(args.out, **table)
+    table, tables = calibrate_and_score(
+        model, args, (CALIBRATION_SEED, HELD_OUT_SEED), rated_blendshapes, ("signal", "error"),
+        lambda table: BlendshapeErrorCalibration(table=table).expected, mean_digits=3, quarter_digits=3,
+        blendshape_error=False)
     knots = knots_text(table, "signal", "error", digits=3)
     body = "\n".join([
         ("Each face's `blendshapes_error`: the expected mean absolute error of its key weights (" +
@@ -92,16 +80,7 @@ def main(argv: list[str] | None = None) -> int:
          "the key shapes driven), tracked by the default pipeline at their true focal length. Scored on held-out "
          f"renders of the same kinds from seed {HELD_OUT_SEED:,}, never fitted on:"),
         "",
-        ("| set | calibration faces | held-out faces | Spearman ρ, expected with true error, held out | expected, "
-         "mean | true, mean | true, median |"),
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Held out, by quarter of the expected error:",
-        "",
-        "| set | quarter | expected, range | expected, mean | true error, mean | true error, median |",
-        "|---|---|---|---|---|---|",
-        *quarters,
+        *tables,
         "",
         (f"The maps' knots (signal → expected error), {knots}; past the last knot the error grows in proportion "
          "to the signal. The renders' faces are ICT's and their expressions are driven at random: the scale of the "

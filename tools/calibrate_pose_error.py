@@ -33,15 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_renders import rotation_errors
-from rating_calibration import (
-    FRAMES,
-    SIZE,
-    fitted_table,
-    held_out_tables,
-    knots_text,
-    parse_arguments,
-    track_renders,
-)
+from rating_calibration import FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
 from render_ict import load_ict_for_tool
 from report import invocation, publish
 
@@ -63,14 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_ict_for_tool()
     if model is None:
         return 2
-    fit = track_renders(model, CALIBRATION_SEED, args.stills, args.clips, rated_poses, pose_error=False)
-    table = fitted_table(fit, "fit_rms", "error_deg")
-    calibration = PoseErrorCalibration(table=table)
-    held = track_renders(model, HELD_OUT_SEED, args.held_out_stills, args.held_out_clips, rated_poses,
-                         pose_error=False)
-    rows, quarters = held_out_tables(calibration.expected_deg, fit, held, mean_digits=2, quarter_digits=1, unit="°")
-    if not args.no_write:
-        np.savez_compressed(args.out, **table)
+    table, tables = calibrate_and_score(
+        model, args, (CALIBRATION_SEED, HELD_OUT_SEED), rated_poses, ("fit_rms", "error_deg"),
+        lambda table: PoseErrorCalibration(table=table).expected_deg, mean_digits=2, quarter_digits=1, unit="°",
+        pose_error=False)
     knots = knots_text(table, "fit_rms", "error_deg", digits=1, unit="°")
     body = "\n".join([
         ("Each pose's `expected_error_deg`: the 3D fit's residual RMS (inter-ocular units) mapped by an isotonic fit "
@@ -81,16 +69,7 @@ def main(argv: list[str] | None = None) -> int:
          "the default pipeline at their true focal length. Scored on held-out renders of the same kinds from seed "
          f"{HELD_OUT_SEED:,}, never fitted on:"),
         "",
-        ("| set | calibration faces | held-out faces | Spearman ρ, expected with true error, held out | expected, "
-         "mean | true, mean | true, median |"),
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Held out, by quarter of the expected error:",
-        "",
-        "| set | quarter | expected, range | expected, mean | true error, mean | true error, median |",
-        "|---|---|---|---|---|---|",
-        *quarters,
+        *tables,
         "",
         (f"The maps' knots (residual → expected error), {knots}; past the last knot the error grows in proportion "
          "to the residual. The renders' faces are ICT's: on real faces the residual runs from the same causes "

@@ -515,6 +515,18 @@ def pose_row(label: str, s: dict, bar: bool) -> str:
     return f"| {label} | {s['frames']} | {100 * s['found']:.1f}% | {' | '.join(cells)} | {bias} |"
 
 
+def rating_table(results: dict, key: str, digits: int, unit: str, title: str) -> list[str]:
+    """Report lines: how a rating (summarise's ``key``, rating_stats) ranks and sizes the true error, per set; none
+    where no face was rated (the blendshapes' rating is not given without the blendshape calibration)."""
+    rated = [(name, results[name][key]) for name in ("clips", "stills")
+             if results.get(name) and results[name][key]["frames"]]
+    if not rated:
+        return []
+    return ["", title, "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|",
+            *(f"| {name} | {r['frames']} | {r['rho']:.3f} | {r['expected_mean']:.{digits}f}{unit} | "
+              f"{r['true_mean']:.{digits}f}{unit} |" for name, r in rated)]
+
+
 def report_body(results: dict, command: str) -> str:
     clips, stills = results.get("clips"), results.get("stills")
     lines = [results["description"], "",
@@ -530,12 +542,9 @@ def report_body(results: dict, command: str) -> str:
               "| \\|yaw\\| | frames | face found | yaw MAE | pitch MAE | roll MAE | bias yaw / pitch / roll |",
               "|---|---|---|---|---|---|---|"]
     lines += [pose_row(f"{band}°", s, bar=False) for band, s in main["pose_by_yaw"].items()]
-    lines += ["", ("The poses' `expected_error_deg` against their true error, the angle between the tracked and the "
-                   "true head rotation (every frame with a face; the calibration: `python tools/calibrate_pose_error.py`):"),
-              "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['pose_error']['frames']} | {r['pose_error']['rho']:.3f} | "
-              f"{r['pose_error']['expected_mean']:.2f}° | {r['pose_error']['true_mean']:.2f}° |"
-              for name, r in (("clips", clips), ("stills", stills)) if r]
+    lines += rating_table(results, "pose_error", 2, "°", (
+        "The poses' `expected_error_deg` against their true error, the angle between the tracked and the true head "
+        "rotation (every frame with a face; the calibration: `python tools/calibrate_pose_error.py`):"))
     lines += ["", "**Blendshapes** (\\|yaw\\| ≤ 45°; bar: MAE ≤ 0.1; gain: slope of tracked on true, 1 is right)", "",
               "| shape | clips MAE | ± s.e. over clips | clips r | clips bias | clips gain | stills MAE | stills r |",
               "|---|---|---|---|---|---|---|---|"]
@@ -554,14 +563,9 @@ def report_body(results: dict, command: str) -> str:
               "| \\|yaw\\| | frames | near side MAE | far side MAE | far corner hidden |", "|---|---|---|---|---|"]
     lines += [f"| {band}° | {v['frames']} | {v['near_mae']:.3f} | {v['far_mae']:.3f} | {100 * v['far_hidden']:.0f}% |"
               for band, v in sides.items()]
-    rated = [(name, r["shapes_error"]) for name, r in (("clips", clips), ("stills", stills))
-             if r and r["shapes_error"]["frames"]]  # none without the blendshape calibration, which it was fitted on
-    if rated:
-        lines += ["", ("The faces' `blendshapes_error` against the key weights' true mean absolute error (every frame "
-                       "with a face, all yaws; the calibration: `python tools/calibrate_blendshape_error.py`):"),
-                  "", "| set | frames | Spearman ρ | expected, mean | true, mean |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {e['frames']} | {e['rho']:.3f} | {e['expected_mean']:.3f} | {e['true_mean']:.3f} |"
-                  for name, e in rated]
+    lines += rating_table(results, "shapes_error", 3, "", (
+        "The faces' `blendshapes_error` against the key weights' true mean absolute error (every frame with a face, "
+        "all yaws; the calibration: `python tools/calibrate_blendshape_error.py`):"))
     d = main["depth"]
     lines += ["", ("**Depth**: the tracker's `translation_mm` z (given the true focal length) "
                    "divided by the true camera-space depth of three reference points (mean ± std over frames; "

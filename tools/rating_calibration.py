@@ -92,6 +92,36 @@ def held_out_tables(expected_of: Callable[[float, bool], float], fit: dict[str, 
     return rows, quarters
 
 
+def calibrate_and_score(model: IctModel, args: argparse.Namespace, seeds: tuple[int, int],
+                        pairs: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]],
+                        names: tuple[str, str],
+                        reader: Callable[[dict[str, np.ndarray]], Callable[[float, bool], float]],
+                        mean_digits: int, quarter_digits: int, unit: str = "",
+                        **unrated: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A rating's whole calibration: the maps fitted on renders from ``seeds[0]`` and scored on held-out ones from
+    ``seeds[1]`` (track_renders with ``pairs`` and ``unrated``), written to ``args.out`` unless ``args.no_write``.
+    ``names``: the file's (signal, error) array names; ``reader``: the tracker's reading of a table, as
+    ``expected(signal, tracked)``. Returns the table and its section's two tables' lines (held_out_tables)."""
+    fit = track_renders(model, seeds[0], args.stills, args.clips, pairs, **unrated)
+    table = fitted_table(fit, *names)
+    held = track_renders(model, seeds[1], args.held_out_stills, args.held_out_clips, pairs, **unrated)
+    rows, quarters = held_out_tables(reader(table), fit, held, mean_digits, quarter_digits, unit)
+    if not args.no_write:
+        np.savez_compressed(args.out, **table)
+    return table, [
+        ("| set | calibration faces | held-out faces | Spearman ρ, expected with true error, held out | expected, "
+         "mean | true, mean | true, median |"),
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Held out, by quarter of the expected error:",
+        "",
+        "| set | quarter | expected, range | expected, mean | true error, mean | true error, median |",
+        "|---|---|---|---|---|---|",
+        *quarters,
+    ]
+
+
 def quarter_rows(label: str, expected: np.ndarray, error: np.ndarray, digits: int = 1) -> list[str]:
     """Table rows: the faces by quarter of their expected error, its range and mean, and their true error's mean and
     median, to ``digits`` decimals."""

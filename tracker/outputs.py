@@ -309,7 +309,7 @@ def _with_blendshape_panel(view: np.ndarray, face, scale: int) -> np.ndarray:
         if filled > 0:
             cv2.rectangle(panel, (pad, by0), (pad + filled - 1, by1), PANEL_BAR_COLOUR, -1)
         _put_text(panel, f"{value:.2f}", (pad + bar_len + 4 * scale, by1), font, (230, 230, 230), 1)
-    rated = getattr(face, "blendshapes_error", None) if face is not None else None
+    rated = getattr(face, "blendshapes_error", None)
     below = 34 * scale + len(top) * row_h + 16 * scale  # under the last bar, if the panel has room
     if rated is not None and below <= h - 4 * scale:
         _put_text(panel, f"expected error ~{rated:.2f}", (pad, below), font, (160, 160, 160), 1)

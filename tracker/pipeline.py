@@ -459,18 +459,18 @@ class FaceTracker:
                 face.fit_ok = fit.ok
                 face.occluded = fit.self_occluded | hidden
                 face.pose = head_pose(fit.state)
-                if fit.ok:
+                weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
+                face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
+                if fit.ok:  # a failed fit keeps the previous pose and weights: they are not rated
                     face.fit_rms = fit.rms
                     if self.pose_error_calibration is not None:
                         face.pose.expected_error_deg = self.pose_error_calibration.expected_deg(
                             fit.rms, tracked=not still)
-                weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
-                face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
-                if fit.ok and rel is not None and rel.expression_disagreement is not None:
-                    face.blendshape_signal = blendshape_signal(rel.expression_disagreement, confidence)
-                    if self.blendshape_error_calibration is not None:
-                        face.blendshapes_error = self.blendshape_error_calibration.expected(
-                            face.blendshape_signal, tracked=not still)
+                    if rel is not None and rel.expression_disagreement is not None:
+                        face.blendshape_signal = blendshape_signal(rel.expression_disagreement, confidence)
+                        if self.blendshape_error_calibration is not None:
+                            face.blendshapes_error = self.blendshape_error_calibration.expected(
+                                face.blendshape_signal, tracked=not still)
                 if self.gaze is not None:
                     # The face model's eyeLook shapes only move the lids; the eyes' turn comes from the irises.
                     # Shut or turned-away eyes show none, nor does a failed fit: the track keeps the last gaze,
