@@ -223,6 +223,8 @@ def _refused(*command: str, env: dict | None = None) -> str:
     (("tools/train_refiner.py", "evaluate", "--images", "/nonexistent"), "--images: /nonexistent not found"),
     (("tools/tune_fit_weights.py", "depth", "--values", "0.1", "-1"), "--values: expected a non-negative number"),
     (("tools/convert_tflite.py", "--out", "README.md"), "'README.md' is a file, not a folder"),
+    (("tools/calibrate_pose_error.py", "--held-out-stills", "3"), "--held-out-stills must be at least 4"),
+    (("tools/calibrate_blendshape_error.py", "--held-out-stills", "3"), "--held-out-stills must be at least 4"),
 ])
 def test_tools_refuse_bad_arguments_before_any_work(command, expected):
     assert expected in _refused(*command)

@@ -39,6 +39,8 @@ def parse_arguments(description: str, default_out: Path, argv: list[str] | None)
     args = parser.parse_args(argv)
     if args.stills < 2 * KNOTS:
         parser.error(f"--stills must be at least {2 * KNOTS} (two per knot of a map)")
+    if args.held_out_stills < 4:
+        parser.error("--held-out-stills must be at least 4 (the held-out table reads them by quarter)")
     return args
 
 
