@@ -660,6 +660,14 @@ def test_an_overlay_video_too_large_for_its_encoder_says_so_in_one_line(afw_dir,
     proc = run_cli("--source", str(wide), "--output", str(tmp_path / "overlay.mp4"), "--quiet")
     assert_clean_failure(proc, 1, "cannot write video", "9000x300", "8191 px", ".avi")
     assert len(proc.stderr.splitlines()) == 1, proc.stderr  # OpenCV's own error lines silenced
+    assert "from before" not in proc.stderr
+    # An overlay of an earlier run at that path stays as it was, and the error says so: beside this run's JSON it
+    # is not this run's overlay.
+    earlier = tmp_path / "earlier.mp4"
+    earlier.write_bytes(b"an earlier run's overlay")
+    proc = run_cli("--source", str(wide), "--json", str(tmp_path / "out.jsonl"), "--output", str(earlier), "--quiet")
+    assert_clean_failure(proc, 1, "refused frames of 9000x300", "the video there from before is left as it was")
+    assert earlier.read_bytes() == b"an earlier run's overlay"
     proc = run_cli("--source", str(wide), "--output", str(tmp_path / "overlay.avi"), "--quiet")
     assert proc.returncode == 0, proc.stderr
 

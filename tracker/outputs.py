@@ -509,8 +509,10 @@ class OverlayWriter:
             if not video.isOpened():
                 larger = f" (it takes at most {MAX_MPEG4_SIDE} px a side; .avi takes more)" if (
                     suffix != ".avi" and max(w, h) > MAX_MPEG4_SIDE) else ""
+                # The file a run before wrote there is untouched: said, so that it is not taken for this run's.
+                earlier = "; the video there from before is left as it was" if self.path.is_file() else ""
                 raise OutputError(f"cannot write video '{readable_path(str(self.path))}': the {suffix} encoder "
-                                  f"refused frames of {w}x{h}{larger}")
+                                  f"refused frames of {w}x{h}{larger}{earlier}")
             self._video, self._size = video, (w, h)
         self._keep_room()
         self._video.write(overlay)
