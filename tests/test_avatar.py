@@ -274,6 +274,24 @@ def test_vmc_no_face_sends_tracking_lost_and_time(receiver):
     assert msgs2[0] == ("/VMC/Ext/OK", [1, 3, 0, 0]) and len(msgs2) == 2
 
 
+def test_vmc_time_carries_on_where_the_media_clock_restarts(receiver):
+    """/VMC/Ext/T is each frame's media time until that clock goes back (the run's next source) or stands still
+    (stills at 0): from there it carries on a frame at 30 fps after the time last sent, never back; the closing
+    bundle sends the last time sent."""
+    face = FakeFace(1, make_pose(0, 0, 0), make_shapes())
+    times = (0.0, 0.04, 0.08, 0.0, 0.04, 0.04, 1.0)  # a clip, the next clip from 0, a repeated time, a jump
+    with VmcSender("127.0.0.1", receiver.getsockname()[1]) as sender:
+        sent = []
+        for k, t in enumerate(times):
+            sender.send(FakeFrame(k, t, "clip", [face]))
+            sent.append(next(p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/T"))
+    closing = next(p[0] for a, p in receive_bundle(receiver) if a == "/VMC/Ext/T")
+    step = 1 / 30
+    expected = [0.0, 0.04, 0.08, 0.08 + step, 0.12 + step, 0.12 + 2 * step, 1.08 + 2 * step]
+    assert sent == pytest.approx(expected, abs=1e-6)  # float32 on the wire
+    assert closing == pytest.approx(expected[-1], abs=1e-6)
+
+
 def test_vmc_a_lost_face_fades_its_blendshapes_to_rest_and_holds_its_head(receiver):
     """Lost at t = 1.0 s: the last weights go out scaled by 1, 0.6, 0.2, then 0 (0.5 s fade), then no more
     Blend messages; no Head message while lost (the receiver holds the last rotation); found again, all as

@@ -329,7 +329,8 @@ class VmcSender(_Sender):
       :func:`camera_to_unity_quaternion`,
       with ``eye_bones``, ``/VMC/Ext/Bone/Pos`` "LeftEye" and "RightEye" the same way: the face's gaze,
       relative to the head (:func:`eye_rotation`),
-      ``/VMC/Ext/OK`` (1, 3, 0, 1): loaded, calibrated, normal mode, tracking; ``/VMC/Ext/T`` time_s.
+      ``/VMC/Ext/OK`` (1, 3, 0, 1): loaded, calibrated, normal mode, tracking; ``/VMC/Ext/T`` time_s (carried
+      on, a frame at 30 fps later, where the media clock restarts or stands still: it never goes back).
     A frame without that face sends ``/VMC/Ext/OK`` (1, 3, 0, 0), tracking lost, and ``/VMC/Ext/T``; for
     the first :data:`LOST_FACE_FADE_S` seconds it also sends the last blendshape weights fading to 0 (a
     receiver keeps the last weights it got), while the head keeps its last rotation. A face without pose
@@ -355,6 +356,9 @@ class VmcSender(_Sender):
         self._fade_left = 1.0  # how much of them a lost face still sends (1 down to 0)
         self._lost = False  # the frame before had no face
         self._last_time: float | None = None  # time_s of the frame before
+        # /VMC/Ext/T never goes back: a clock that restarts (the next source of a run, stills at 0) is carried on
+        # from the time last sent, a frame at 30 fps later. Otherwise it is the media time plus this offset.
+        self._clock_offset = 0.0
 
     def build(self, result: _Frame, face_id: int | None = None) -> bytes:
         """The OSC bundle for one frame (what :meth:`send` sends)."""
@@ -363,6 +367,8 @@ class VmcSender(_Sender):
         blends = None
         time_s = float(result.time_s)
         step = time_s - self._last_time if self._last_time is not None else 0.0
+        if self._last_time is not None and step <= 0.0:
+            self._clock_offset += 1 / 30 - step
         self._last_time = time_s
         if face is not None:
             self._fade_left, self._lost = 1.0, False
@@ -388,7 +394,7 @@ class VmcSender(_Sender):
         tracking = 1 if face is not None else 0
         bundle.add_content(_message("/VMC/Ext/OK", (_VMC_LOADED, "i"), (_VMC_CALIBRATED, "i"), (_VMC_NORMAL_MODE, "i"),
                                     (tracking, "i")))
-        bundle.add_content(_message("/VMC/Ext/T", (time_s, "f")))
+        bundle.add_content(_message("/VMC/Ext/T", (time_s + self._clock_offset, "f")))
         return bundle.build().dgram
 
     def _fading(self, step: float) -> list[tuple[str, float]] | None:
@@ -442,7 +448,7 @@ class VmcSender(_Sender):
             bundle.add_content(_message("/VMC/Ext/Blend/Apply"))
         bundle.add_content(_message("/VMC/Ext/OK", (_VMC_LOADED, "i"), (_VMC_CALIBRATED, "i"), (_VMC_NORMAL_MODE, "i"),
                                     (0, "i")))
-        bundle.add_content(_message("/VMC/Ext/T", (self._last_time or 0.0, "f")))
+        bundle.add_content(_message("/VMC/Ext/T", ((self._last_time or 0.0) + self._clock_offset, "f")))
         return bundle.build().dgram
 
     def close(self) -> None:
