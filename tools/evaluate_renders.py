@@ -293,10 +293,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True,
                 calibrate_expression: bool = True, pose_error: bool = True,
-                blendshape_error: bool = True) -> tuple[Rows, int]:
+                blendshape_error: bool = True, steady: bool = False) -> tuple[Rows, int]:
     """Track every clip of ``folder`` (``smooth``: the pipeline's output smoothing, ``calibrate_expression``:
     the blendshape calibration, ``pose_error`` and ``blendshape_error``: the pose's and the blendshapes' ratings,
-    all as users get them)."""
+    all as users get them; ``steady``: the smoothing of ``--steady``)."""
     rows = Rows()
     videos = sorted(folder.glob("clip_*.mp4"))
     truths = [read_jsonl(v.with_suffix(".jsonl")) for v in videos]
@@ -304,7 +304,7 @@ def track_clips(folder: Path, model: IctModel, backend: str, smooth: bool = True
         for c, (video, truth) in enumerate(zip(videos, truths, strict=True)):
             # One tracker per clip: a fresh track (identity estimation included) and the clip's focal.
             tracker = FaceTracker(TrackerConfig(backend=backend, max_faces=1, focal_px=truth[0]["focal"],
-                                                smooth=smooth, calibrate_expression=calibrate_expression,
+                                                smooth=smooth, steady=steady, calibrate_expression=calibrate_expression,
                                                 pose_error=pose_error, blendshape_error=blendshape_error))
             cap = cv2.VideoCapture(str(video))
             for rec in truth:
@@ -618,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=file_to_write, help="also write all numbers here")
     parser.add_argument("--no-expression-calibration", action="store_true",
                         help="score the fit's own blendshape weights (tracker/expression.py's map off)")
+    parser.add_argument("--steady", action="store_true",
+                        help="track the clips with --steady's smoothing (stills are not smoothed); implies --no-write")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     if args.seed < DEFAULT_SEED and args.source is None:
@@ -637,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         n_clips = 0
         calibrate = not args.no_expression_calibration
         if (folder / "clips").is_dir() and any((folder / "clips").glob("clip_*.mp4")):
-            rows, n_clips = track_clips(folder / "clips", model, args.backend, calibrate_expression=calibrate)
+            rows, n_clips = track_clips(folder / "clips", model, args.backend, calibrate_expression=calibrate,
+                                        steady=args.steady)
             results["clips"] = summarise(rows)
         if (folder / "images" / "truth.jsonl").is_file():
             results["stills"] = summarise(track_stills(folder / "images", model, args.backend, calibrate))
@@ -664,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     if not calibrate:
         results["description"] += " Blendshapes without the calibration (the fit's own weights)."
         command += " --no-expression-calibration"
+    if args.steady:
+        results["description"] += " Clips smoothed as with `--steady`."
+        command += " --steady"
     body = report_body(results, command)
     print(f"\nscored {n_frames} clip frames and {n_images} stills in {time.perf_counter() - started:.0f} s\n")
     print(body)
@@ -672,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             print_diagnostics(name, results[name])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    if not args.no_write:
+    if not (args.no_write or args.steady):  # the section is the default pipeline's
         update_section("renders", body)
     return 0
 
