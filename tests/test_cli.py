@@ -1050,6 +1050,41 @@ def test_a_second_stop_among_a_frames_writes_leaves_it_out_of_the_count(talking_
     assert "interrupted; 2 frames" in capsys.readouterr().err
 
 
+def test_a_second_stop_as_the_hold_begins_is_held_not_raised():
+    """A second stop raises at once, but not when its handler runs at hold()'s first instruction, before the hold
+    is marked: raised there, it escaped the `finally` that called hold (main's, the frame loop's) as a traceback.
+    The stop is simulated where Python runs a signal's handler on entering a function: at its "call" event."""
+    from tracker.cli import StopRequest
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous_trace = sys.gettrace()
+    try:
+        stop = StopRequest()
+        stop.install()
+        os.kill(os.getpid(), signal.SIGINT)  # the first stop: noted
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):  # a second one, elsewhere: raised at once
+            os.kill(os.getpid(), signal.SIGINT)
+        handled_in_hold = []
+
+        def second_stop_entering_hold(frame, event, arg):
+            if event == "call" and frame.f_code is StopRequest.hold.__code__:
+                handled_in_hold.append(True)
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
+
+        sys.settrace(second_stop_entering_hold)
+        try:
+            stop.hold()
+        finally:
+            sys.settrace(previous_trace)
+        assert handled_in_hold and stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # held now: noted, never raised
+        stop.release()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def test_a_first_stop_while_loading_says_the_run_ends_when_loading_does(caplog):
     """A first start compiles for half a minute, deaf to a first Ctrl-C: the stop says so, and a second one
     interrupts. Outside the block a first stop says nothing."""

@@ -366,7 +366,10 @@ class StopRequest:
             # the handler; a second stop raises, so that it ends the run all the same.
             again = self.requested
             self.requested = True
-            if (again or self._interrupt_now) and not self._holding:
+            # A stop whose handler runs as hold() begins (at its first instruction, before it is marked) is held
+            # too: raised there, it would escape the `finally` that called hold, as a traceback.
+            holding = self._holding or (frame is not None and frame.f_code is StopRequest.hold.__code__)
+            if (again or self._interrupt_now) and not holding:
                 raise KeyboardInterrupt
             if self._first_stop_note and not again:
                 log.info(self._first_stop_note)
