@@ -406,6 +406,26 @@ def test_overlay_video_stops_whole_while_the_disk_still_has_room(tmp_path: Path,
         OverlayWriter(str(empty), 25.0)
 
 
+def test_a_stop_between_opening_the_overlay_video_and_its_first_frame_leaves_no_file(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """Two quick stops at the first frame can land once the encoder has opened the file (emptying any video there
+    before) and before it holds a frame: closed then, it would leave a file that does not play. It leaves none."""
+    from tracker.outputs import OverlayWriter
+
+    path = tmp_path / "overlay.mp4"
+    path.write_bytes(b"an earlier run's overlay")
+    writer = OverlayWriter(str(path), 25.0)
+
+    def second_stop() -> None:  # the stop's KeyboardInterrupt, where the writer checks the disk before the frame
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_keep_room", second_stop)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(np.full((120, 160, 3), 90, np.uint8), _frame_result(0))
+    writer.close()
+    assert not path.exists()
+
+
 def test_an_overlay_png_that_cannot_be_written_whole_leaves_no_part(tmp_path: Path) -> None:
     """A PNG is written under a temporary name and renamed: a failure leaves neither a half PNG nor the part."""
     from tracker.outputs import OutputError, OverlayWriter

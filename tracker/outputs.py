@@ -619,6 +619,10 @@ class OverlayWriter:
             return
         self._video.release()
         self._video = None
+        if self._frames == 0:  # stopped between opening the encoder and its first frame: no file rather than one
+            with suppress(OSError):  # that does not play (the encoder had emptied any video there before)
+                self.path.unlink(missing_ok=True)
+            return
         if stream_open_pending():  # the check would wait out a stream's open timeout after a stop
             return
         # OpenCV's writer reports no failure: a disk that filled up leaves a file without its index. (FFmpeg's
