@@ -716,8 +716,9 @@ class _CaptureReader:
                 return
         if "://" in self.source:  # a video file read over the network
             # FFmpeg gives up on a connection silent for _URL_READ_TIMEOUT_MS and cannot resume it.
-            log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s; "
-                        "the rest was not read", self.label, n, m, _URL_READ_TIMEOUT_MS // 1000)
+            log.warning("%s ended after %d of %d frames: the connection dropped or sent nothing for %d s, or the "
+                        "file it serves is truncated; the rest was not read", self.label, n, m,
+                        _URL_READ_TIMEOUT_MS // 1000)
         else:
             lost = f" ({self._lost} of them could not be decoded)" if self._lost else ""
             log.warning("%s ended after %d of %d frames%s; the file may be truncated", self.label, n, m, lost)
