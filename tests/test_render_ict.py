@@ -173,3 +173,39 @@ def test_silhouette_jaw_labels_of_training_renders(ri, model):
     np.testing.assert_array_equal(labelled[:, 17:], np.stack([direct, mirrored])[:, 17:].astype(np.float32))
     with pytest.raises(SystemExit, match="no affine image"):  # a crop of some other face
         tr.with_silhouette_jaws(np.stack([direct[::-1]]), np.zeros(1, int), source[:1])
+
+
+def test_a_clip_can_put_the_face_beyond_the_frame_edge(ri, model, tmp_path):
+    """render_clip's ``shift`` moves the head by where its landmarks would be, and the truth follows; with
+    tools/evaluate_cut_renders.py's edge_shift, CUT of the face's landmark extent lies beyond the chosen edge while
+    the clip is cut, and nothing moves while it is whole."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import evaluate_cut_renders as cut
+
+    focal = 1.3 * cut.SIZE
+    points = model.mean[model.lm68].astype(np.float64) @ (euler_to_matrix(20, -5, 3) @ ri.MODEL_TO_CAMERA).T
+    points += np.array([2.0, -1.0, 60.0])
+    assert not cut.edge_shift("bottom")(0, points, focal).any()
+    for side in cut.SIDES:
+        axis = 1 if side in ("bottom", "top") else 0
+        moved = points + cut.edge_shift(side)(60, points, focal)
+        px = focal * moved[:, axis] / moved[:, 2] + (cut.SIZE - 1) / 2.0
+        extent = px.max() - px.min()
+        edge = cut.SIZE - 0.5 if side in ("bottom", "right") else -0.5
+        beyond = abs(px.max() - edge if side in ("bottom", "right") else edge - px.min()) / extent
+        assert beyond == pytest.approx(cut.CUT, abs=0.005), side
+    truths = []
+    for shift in (None, lambda frame, pts, f: np.array([0.0, 3.0 * frame, 0.0])):
+        video, truth = tmp_path / "clip.mp4", tmp_path / "clip.jsonl"
+        ri.render_clip(model, np.random.default_rng(5), 256, 2, video, truth, shift=shift)
+        truths.append([json.loads(line) for line in truth.read_text().splitlines()])
+    for frame in (0, 1):
+        (plain, shifted) = (np.array(t[frame]["landmarks"]) for t in truths)
+        down = shifted[:, 1] - plain[:, 1]
+        # 3 cm down per frame: f·3/z px at the depth of the landmarks, between the nose tip's and the model origin's
+        origin, nose = truths[0][frame]["translation_mm"][2] / 10.0, truths[0][frame]["nose_tip_mm"][2] / 10.0
+        f = truths[0][frame]["focal"]
+        assert np.abs(shifted[:, 0] - plain[:, 0]).max() < 0.5
+        assert f * 3.0 * frame / origin - 0.05 <= down.mean() <= f * 3.0 * frame / nose + 0.05
+        assert truths[1][frame]["translation_mm"][1] == pytest.approx(truths[0][frame]["translation_mm"][1]
+                                                                      + 30.0 * frame, abs=0.01)

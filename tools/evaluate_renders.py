@@ -38,6 +38,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,15 +141,16 @@ def held_out_trajectory(rng: np.random.Generator, n: int, yaw_centre: float,
 
 
 def render_held_out_clip(model: IctModel, rng: np.random.Generator, size: int, frames: int, plan: tuple[float, float],
-                         video_path: Path, truth_path: Path, bar: tqdm) -> None:
-    """render_ict.render_clip (same files, same truth records) with the held-out trajectory."""
+                         video_path: Path, truth_path: Path, bar: tqdm,
+                         shift: Callable[[int, np.ndarray, float], np.ndarray] | None = None) -> None:
+    """render_ict.render_clip (same files, same truth records) with the held-out trajectory (and ``shift``)."""
 
     def drift(r: np.random.Generator, n: int) -> np.ndarray:
         return np.column_stack([1.5 * smooth_signal(r, n, 0.03, 0.2), 1.0 * smooth_signal(r, n, 0.03, 0.2),
                                 4.0 * smooth_signal(r, n, 0.03, 0.2)])
 
     render_clip(model, rng, size, frames, video_path, truth_path, bar,
-                trajectory=lambda r, n: held_out_trajectory(r, n, *plan), drift=drift)
+                trajectory=lambda r, n: held_out_trajectory(r, n, *plan), drift=drift, shift=shift)
 
 
 def set_seeds(seed: int, clips: int, images: int) -> tuple[list, list]:

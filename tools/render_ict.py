@@ -717,11 +717,14 @@ def _drift(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def render_clip(model: IctModel, rng: np.random.Generator, size: int, frames: int, video_path: Path,
                 truth_path: Path, progress: tqdm | None = None,
-                trajectory: Callable = clip_trajectory, drift: Callable = _drift) -> None:
+                trajectory: Callable = clip_trajectory, drift: Callable = _drift,
+                shift: Callable[[int, np.ndarray, float], np.ndarray] | None = None) -> None:
     """One clip: fixed identity, light, background and camera; smooth pose, translation and key shapes.
 
     ``trajectory(rng, frames)`` gives the pose (frames×3 degrees) and key-shape weights,
     ``drift(rng, frames)`` the translation offsets (frames×3 cm): evaluation plugs in its own.
+    ``shift(frame, points_cm, focal)``, when given, moves the head on (cm) by where its 68 landmark points
+    (camera axes, cm) would be without it: a tool that wants the face at the frame's edge puts it there.
     """
     identity = sample_identity(rng, model.id_basis.shape[0])
     light = random_light(rng)
@@ -739,6 +742,9 @@ def render_clip(model: IctModel, rng: np.random.Generator, size: int, frames: in
                 weights.update({k: float(v[i]) for k, v in shapes.items()})
                 t = t0 + drift[i]
                 rot, expr = euler_to_matrix(*pose[i]), arkit_to_ict(model, weights)
+                if shift is not None:
+                    points = _shape(model, identity, expr)[model.lm68].astype(np.float64)
+                    t = t + shift(i, points @ (rot @ MODEL_TO_CAMERA).T + t, focal)
                 image, lm, occ = render(model, identity, expr, rot, t, focal, size, light, bg, rng)
                 writer.write(image)
                 rec = {"frame": i, "time_s": round(i / FPS, 4)}
