@@ -340,8 +340,8 @@ def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_a
     error = 20.0 + 1500.0 * (residual - 0.01) ** 1.5 + rng.normal(0.0, 1.0, residual.size)
     still = tool.fit_map(residual, error)
     tracked = tool.fit_map(residual, 2 * error)
-    calibration = PoseErrorCalibration(table={"fit_rms_still": still[0], "error_deg_still": still[1],
-                                              "fit_rms_tracked": tracked[0], "error_deg_tracked": tracked[1]})
+    calibration = PoseErrorCalibration(table={"signal_still": still[0], "error_deg_still": still[1],
+                                              "signal_tracked": tracked[0], "error_deg_tracked": tracked[1]})
     for r in (0.02, 0.05, 0.08):
         truth = 20.0 + 1500.0 * (r - 0.01) ** 1.5
         assert calibration.expected_deg(r, tracked=False) == pytest.approx(truth, abs=1.0)
@@ -357,6 +357,28 @@ def test_the_pose_error_calibration_recovers_a_known_monotone_map_and_rotation_a
         assert er.rotation_error_deg(head, turned) == pytest.approx(angle, abs=1e-6)
     assert er.rotation_error_deg(np.array([10.0, 5.0, -3.0]), np.array([10.0, 5.0, -3.0])) == pytest.approx(0.0,
                                                                                                            abs=1e-5)
+
+
+def test_the_held_out_tables_give_the_faces_from_the_cut_renders_a_row_of_their_own():
+    """tools/rating_calibration.py: each set's row, then one for its faces from the renders cut by the frame (their
+    own ρ, expected and true error), and none for a set without such faces."""
+    tool = _load("rating_calibration")
+    rng = np.random.default_rng(9)
+    fit, held = {}, {}
+    for kind, n, cut in (("still", 40, 8), ("tracked", 60, 0)):
+        for store in (fit, held):
+            store[f"{kind}_signal"] = rng.uniform(0.01, 0.1, n)
+            store[f"{kind}_error"] = 100 * store[f"{kind}_signal"] + rng.normal(0, 0.5, n)
+            store[f"{kind}_cut"] = np.arange(n) >= n - cut
+            store[f"{kind}_frames"], store[f"{kind}_cut_frames"] = n + 2, cut + 1
+    rows, quarters = tool.held_out_tables(lambda x, tracked: 100 * x, fit, held, 2, 1, "°")
+    cells = [row.split(" | ") for row in rows]
+    assert [c[0] for c in cells] == ["| stills", "| stills, of them from the cut renders", "| clip frames"]
+    assert cells[1][1:3] == ["8 of 9", "8 of 9"] and cells[0][1:3] == ["40 of 42", "40 of 42"]
+    chosen = held["still_cut"]
+    assert cells[1][4] == f"{100 * held['still_signal'][chosen].mean():.2f}°"
+    assert cells[1][5] == f"{held['still_error'][chosen].mean():.2f}°"
+    assert float(cells[0][3]) > 0.9 and len(quarters) == 8
 
 
 def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_split_by_the_expected_error(er):

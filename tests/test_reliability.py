@@ -332,7 +332,7 @@ def test_a_rating_table_that_is_no_monotone_map_is_refused(knots, kind, rating) 
     from tracker.reliability import BlendshapeErrorCalibration, PoseErrorCalibration
 
     cls, x_name, y_name, tool = {
-        "pose": (PoseErrorCalibration, "fit_rms", "error_deg", "calibrate_pose_error"),
+        "pose": (PoseErrorCalibration, "signal", "error_deg", "calibrate_pose_error"),
         "blendshapes": (BlendshapeErrorCalibration, "signal", "error", "calibrate_blendshape_error")}[rating]
     good = (np.array([0.01, 0.05]), np.array([2.0, 6.0]))
     table = {}
@@ -345,8 +345,17 @@ def test_a_rating_table_that_is_no_monotone_map_is_refused(knots, kind, rating) 
 
 def test_the_blendshape_signal_is_the_readings_disagreement_on_the_rated_shapes_plus_the_landmarks_distrust():
     """assess: a mirror reading that is the crop's own, mirrored, disagrees by 0; one that differs by a known amount
-    on the rated shapes only (and by anything on the others) disagrees by that amount's mean over them."""
-    from tracker.reliability import RATED_SHAPES, UNCONFIDENCE_WEIGHT, blendshape_signal
+    on the rated shapes only (and by anything on the others) disagrees by that amount's mean over them. The signal
+    adds the landmarks' mean distrust and their share beyond the frame's edge, each by its weight; the pose's adds
+    that share to the fit's residual."""
+    from tracker.reliability import (
+        BLENDSHAPE_BEYOND_WEIGHT,
+        POSE_BEYOND_WEIGHT,
+        RATED_SHAPES,
+        UNCONFIDENCE_WEIGHT,
+        blendshape_signal,
+        pose_signal,
+    )
 
     rng = np.random.default_rng(5)
     shape = rng.uniform(20, 170, (68, 2))
@@ -365,5 +374,13 @@ def test_the_blendshape_signal_is_the_readings_disagreement_on_the_rated_shapes_
     disagreement = assess(prediction, roi, None).expression_disagreement
     assert disagreement == pytest.approx(np.mean(np.linspace(0.1, 0.6, len(rated))))
     confidence = rng.uniform(0, 1, 68)
-    assert blendshape_signal(disagreement, confidence) == pytest.approx(
+    beyond = np.zeros(68, bool)
+    assert blendshape_signal(disagreement, confidence, beyond) == pytest.approx(
         disagreement + UNCONFIDENCE_WEIGHT * (1 - confidence.mean()))
+    assert pose_signal(0.03, beyond) == pytest.approx(0.03)
+    beyond[:17] = True  # the jaw, a quarter of the points: it tells on the blendshapes, not on the pose
+    assert blendshape_signal(disagreement, confidence, beyond) == pytest.approx(
+        disagreement + UNCONFIDENCE_WEIGHT * (1 - confidence.mean()) + BLENDSHAPE_BEYOND_WEIGHT * 0.25)
+    assert pose_signal(0.03, beyond) == pytest.approx(0.03)
+    beyond[36:48] = True  # and the eyes: 12 of the 31 brow, nose and eye points
+    assert pose_signal(0.03, beyond) == pytest.approx(0.03 + POSE_BEYOND_WEIGHT * 12 / 31)

@@ -4,7 +4,8 @@
 Renders ICT faces with known expression, tracks them with the real tracker (detector, mesh, refiner, mirror check,
 3D fit, blendshape calibration, smoothing in clips) at their true focal length, and pairs each face's
 tracker.reliability.blendshape_signal (how far the refiner's expression readings of the crop and of its mirror
-disagree on the key shapes, plus the landmarks' mean distrust) with the key weights' true error: the mean absolute
+disagree on the key shapes, plus the landmarks' mean distrust and their share beyond the frame's edge) with the key
+weights' true error: the mean absolute
 difference of the tracked jawOpen, eyeBlinkLeft/Right, mouthSmileLeft/Right and browInnerUp from the rendered ones
 (tracker.reliability.RATED_SHAPES). Two monotone (isotonic) maps from one to the other go to
 engines/blendshape_error_calibration.npz, one for stills and one for tracked video frames (warm-started fits,
@@ -13,10 +14,13 @@ smoothed weights); the tracker writes the map's reading as each face's `blendsha
 - stills: tools/render_ict.py `render_image` (random identity, a sparse random expression with each key shape
   group on half the time, yaw ±60°, pitch ±25°, roll ±20°, light and background);
 - clips: tools/evaluate_renders.py's clips (yaw sweeps covering ±60°, pitch and roll wobble, the key
-  blendshapes driven), 120 frames at 25 fps.
+  blendshapes driven), 120 frames at 25 fps;
+- faces cut by the frame: tools/evaluate_cut_renders.py's clips (150 frames, the face drifting until 35% of it
+  is beyond the bottom, top, left or right edge, and back), and stills from their cut frames.
 
-Calibration renders come from seed 42,000, held-out ones (which only score the maps) from seed 43,000: no
-training, other calibration or evaluation uses either. Reports the Spearman ρ of the expected error with the true
+Calibration renders come from seed 42,000 (the cut clips from 42,500), held-out ones (which only score the maps)
+from seed 43,000 (43,500): no training, other calibration or evaluation uses any of them. Reports the Spearman ρ of
+the expected error with the true
 error on the held-out renders, and the expected against the true error by quarter of the expected; writes
 BENCHMARKS.md section "blendshape-error" unless --no-write.
 
@@ -34,12 +38,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_renders import shape_errors
-from rating_calibration import FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
+from rating_calibration import CUT_SEEDS, FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
 from render_ict import KEY_SHAPES, load_ict_for_tool
 from report import invocation, publish
 
 from tracker.backends import ENGINES_DIR
 from tracker.reliability import (
+    BLENDSHAPE_BEYOND_WEIGHT,
     BLENDSHAPE_ERROR_FILE,
     RATED_SHAPES,
     UNCONFIDENCE_WEIGHT,
@@ -73,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         ("Each face's `blendshapes_error`: the expected mean absolute error of its key weights (" +
          ", ".join(RATED_SHAPES) + "). Its signal is the mean absolute difference between the refiner's readings "
          f"of those weights in the crop and in its mirror, plus {UNCONFIDENCE_WEIGHT} × the 68 landmarks' mean "
-         "distrust (1 − `landmark_confidence`, 0 beyond the frame's edge). An isotonic fit maps it onto the true "
-         "error, one map for stills and one for tracked video frames. Fitted on ICT renders from seed "
-         f"{CALIBRATION_SEED:,} ({SIZE} px; stills: yaw ±60°, pitch ±25°, roll ±20°, random identity, a sparse random "
-         f"expression, light and background; clips of {FRAMES} frames: `tools/evaluate_renders.py`'s yaw sweeps with "
-         "the key shapes driven), tracked by the default pipeline at their true focal length. Scored on held-out "
-         f"renders of the same kinds from seed {HELD_OUT_SEED:,}, never fitted on:"),
+         f"distrust (1 − `landmark_confidence`, 0 beyond the frame's edge), plus {BLENDSHAPE_BEYOND_WEIGHT} × their "
+         "share beyond the frame's edge. An isotonic fit maps it onto the true error, one map for stills and one "
+         f"for tracked video frames. Fitted on ICT renders from seed {CALIBRATION_SEED:,} ({SIZE} px; stills: yaw "
+         "±60°, pitch ±25°, roll ±20°, random identity, a sparse random expression, light and background; clips of "
+         f"{FRAMES} frames: `tools/evaluate_renders.py`'s yaw sweeps with the key shapes driven) and "
+         f"{args.cut_clips} clips from seed {CALIBRATION_SEED + CUT_SEEDS:,} whose face drifts until 35% of it is "
+         "beyond an edge of the frame and back (`tools/evaluate_cut_renders.py`), with stills from their cut "
+         "frames; tracked by the default pipeline at their true focal length. Scored on held-out renders of the "
+         f"same kinds from seeds {HELD_OUT_SEED:,} and {HELD_OUT_SEED + CUT_SEEDS:,} ({args.held_out_cut_clips} "
+         "cut clips), never fitted on:"),
         "",
         *tables,
         "",

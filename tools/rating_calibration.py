@@ -1,9 +1,10 @@
 """What the ratings' calibrations share (tools/calibrate_pose_error.py, tools/calibrate_blendshape_error.py).
 
-Each renders ICT stills and clips from a seed of its own, tracks them with the real tracker without the rating it
-calibrates, pairs each rated face's signal with its true error, fits two monotone maps (stills, tracked video
-frames), and scores them on held-out renders from another seed: the Spearman ρ of the expected error with the true
-error, and both by quarter of the expected.
+Each renders ICT stills and clips from a seed of its own, and clips whose face drifts until part of it is beyond the
+frame's edge (tools/evaluate_cut_renders.py) with stills taken from their cut frames, from that seed + CUT_SEEDS;
+tracks them with the real tracker without the rating it calibrates, pairs each rated face's signal with its true
+error, fits two monotone maps (stills, tracked video frames), and scores them on held-out renders from another
+seed: the Spearman ρ of the expected error with the true error, and both by quarter of the expected.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from calibrate_confidence import isotonic
+from evaluate_cut_renders import FRAMES as CUT_FRAMES
+from evaluate_cut_renders import render_clips, stills_from_cut_clips
 from evaluate_renders import render_set, track_clips, track_stills
 from render_ict import IctModel
-from report import file_to_write, positive_int
+from report import file_to_write, non_negative_int, positive_int
 from scipy.stats import spearmanr
 
 KNOTS = 12
@@ -25,6 +28,7 @@ SIZE = 512
 FRAMES = 120
 BACKEND = "onnxruntime"  # as tools/evaluate_renders.py's default
 KINDS = (("still", "stills", False), ("tracked", "clip frames", True))  # key, label, tracked
+CUT_SEEDS = 500  # the cut clips' seed: the set's own plus this
 
 
 def parse_arguments(description: str, default_out: Path, argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +37,10 @@ def parse_arguments(description: str, default_out: Path, argv: list[str] | None)
     parser.add_argument("--clips", type=positive_int, default=12, help=f"calibration clips, {FRAMES} frames each")
     parser.add_argument("--held-out-stills", type=positive_int, default=400, help="held-out stills")
     parser.add_argument("--held-out-clips", type=positive_int, default=8, help=f"held-out clips, {FRAMES} frames each")
+    parser.add_argument("--cut-clips", type=non_negative_int, default=8,
+                        help=f"calibration clips whose face goes partly beyond the frame's edge, {CUT_FRAMES} frames "
+                             "each, and stills from their cut frames")
+    parser.add_argument("--held-out-cut-clips", type=non_negative_int, default=4, help="held-out ones")
     parser.add_argument("--out", type=file_to_write, default=default_out,
                         help=f"the calibration file to write (default: the tracker's, engines/{default_out.name})")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md and the calibration file alone")
@@ -49,22 +57,34 @@ def fit_map(signal: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return isotonic(signal, error, KNOTS)
 
 
-def track_renders(model: IctModel, seed: int, stills: int, clips: int,
+def track_renders(model: IctModel, seed: int, stills: int, clips: int, cut_clips: int,
                   pairs: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]],
                   **unrated: bool) -> dict[str, np.ndarray]:
-    """Signals and true errors of the rated faces in ``stills`` stills and ``clips`` clips rendered from ``seed``
-    (``pairs`` reads them from a set's tools/evaluate_renders.py Rows.arrays()), and how many frames each set has,
-    tracked by that tool's loops (smoothing on in the clips, as users get them); ``unrated``: the TrackerConfig
-    flag that leaves out the rating being calibrated (pose_error=False, say)."""
+    """Signals and true errors of the rated faces in ``stills`` stills and ``clips`` clips rendered from ``seed``,
+    and in ``cut_clips`` clips cut by the frame's edge from ``seed`` + CUT_SEEDS with stills from their cut frames
+    (``pairs`` reads them from a set's tools/evaluate_renders.py Rows.arrays()); which of them are from the cut
+    renders, and how many frames each set has. Tracked by that tool's loops (smoothing on in the clips, as users
+    get them); ``unrated``: the TrackerConfig flag that leaves out the rating being calibrated (pose_error=False,
+    say)."""
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="rating_") as tmp:
         folder = Path(tmp)
         render_set(model, folder, clips, FRAMES, stills, SIZE, seed)
-        for kind, rows in (("still", track_stills(folder / "images", model, BACKEND, **unrated)),
-                           ("tracked", track_clips(folder / "clips", model, BACKEND, **unrated)[0])):
-            a = rows.arrays()
-            out[f"{kind}_signal"], out[f"{kind}_error"] = pairs(a)
-            out[f"{kind}_frames"] = len(a["group"])
+        sets = {"still": [track_stills(folder / "images", model, BACKEND, **unrated)],
+                "tracked": [track_clips(folder / "clips", model, BACKEND, **unrated)[0]]}
+        if cut_clips:
+            render_clips(model, folder / "cut_clips", cut_clips, seed + CUT_SEEDS, cut=True)
+            stills_from_cut_clips(folder / "cut_clips", folder / "cut_stills")
+            sets["still"].append(track_stills(folder / "cut_stills", model, BACKEND, **unrated))
+            sets["tracked"].append(track_clips(folder / "cut_clips", model, BACKEND, **unrated)[0])
+        for kind, rows in sets.items():
+            arrays = [r.arrays() for r in rows]
+            paired = [pairs(a) for a in arrays]
+            out[f"{kind}_signal"] = np.concatenate([x for x, _ in paired])
+            out[f"{kind}_error"] = np.concatenate([y for _, y in paired])
+            out[f"{kind}_cut"] = np.concatenate([np.full(len(x), k > 0) for k, (x, _) in enumerate(paired)])
+            out[f"{kind}_frames"] = sum(len(a["group"]) for a in arrays)
+            out[f"{kind}_cut_frames"] = sum(len(a["group"]) for a in arrays[1:])
     return out
 
 
@@ -79,17 +99,23 @@ def fitted_table(fit: dict[str, np.ndarray], x_name: str, y_name: str) -> dict[s
 def held_out_tables(expected_of: Callable[[float, bool], float], fit: dict[str, np.ndarray],
                     held: dict[str, np.ndarray], mean_digits: int, quarter_digits: int,
                     unit: str = "") -> tuple[list[str], list[str]]:
-    """Table rows per set (faces fitted on and held out, ρ, expected and true error) and by quarter of the expected
-    error, of the held-out faces read by ``expected_of(signal, tracked)``."""
+    """Table rows per set (faces fitted on and held out, ρ, expected and true error), then for its faces from the
+    renders cut by the frame's edge alone, and by quarter of the expected error, of the held-out faces read by
+    ``expected_of(signal, tracked)``."""
     rows, quarters = [], []
+    d = mean_digits
     for kind, label, tracked in KINDS:
         error = held[f"{kind}_error"]
         expected = np.array([expected_of(x, tracked) for x in held[f"{kind}_signal"]])
-        rho = float(spearmanr(expected, error).correlation)
-        d = mean_digits
-        rows.append(f"| {label} | {len(fit[f'{kind}_signal'])} of {fit[f'{kind}_frames']} | {len(error)} of "
-                    f"{held[f'{kind}_frames']} | {rho:.3f} | {expected.mean():.{d}f}{unit} | {error.mean():.{d}f}{unit} | "
-                    f"{np.median(error):.{d}f}{unit} |")
+        for part, name, frames in (("all", label, ""), ("cut", f"{label}, of them from the cut renders", "cut_")):
+            chosen = np.ones(len(error), bool) if part == "all" else held[f"{kind}_cut"]
+            fitted = len(fit[f"{kind}_signal"]) if part == "all" else int(fit[f"{kind}_cut"].sum())
+            if not chosen.any():
+                continue
+            rho = float(spearmanr(expected[chosen], error[chosen]).correlation)
+            rows.append(f"| {name} | {fitted} of {fit[f'{kind}_{frames}frames']} | {chosen.sum()} of "
+                        f"{held[f'{kind}_{frames}frames']} | {rho:.3f} | {expected[chosen].mean():.{d}f}{unit} | "
+                        f"{error[chosen].mean():.{d}f}{unit} | {np.median(error[chosen]):.{d}f}{unit} |")
         quarters += quarter_rows(label, expected, error, quarter_digits)
     return rows, quarters
 
@@ -104,9 +130,10 @@ def calibrate_and_score(model: IctModel, args: argparse.Namespace, seeds: tuple[
     ``seeds[1]`` (track_renders with ``pairs`` and ``unrated``), written to ``args.out`` unless ``args.no_write``.
     ``names``: the file's (signal, error) array names; ``reader``: the tracker's reading of a table, as
     ``expected(signal, tracked)``. Returns the table and its section's two tables' lines (held_out_tables)."""
-    fit = track_renders(model, seeds[0], args.stills, args.clips, pairs, **unrated)
+    fit = track_renders(model, seeds[0], args.stills, args.clips, args.cut_clips, pairs, **unrated)
     table = fitted_table(fit, *names)
-    held = track_renders(model, seeds[1], args.held_out_stills, args.held_out_clips, pairs, **unrated)
+    held = track_renders(model, seeds[1], args.held_out_stills, args.held_out_clips, args.held_out_cut_clips, pairs,
+                         **unrated)
     rows, quarters = held_out_tables(reader(table), fit, held, mean_digits, quarter_digits, unit)
     if not args.no_write:
         np.savez_compressed(args.out, **table)

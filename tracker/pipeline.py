@@ -34,6 +34,7 @@ from tracker.reliability import (
     PoseErrorCalibration,
     assess,
     blendshape_signal,
+    pose_signal,
 )
 from tracker.roi import Roi, crop_camera_to_image, crop_points_to_image, outside_image
 from tracker.smoothing import MAX_GAP_S, STEADY_PARAMS, FaceSmoother
@@ -144,9 +145,9 @@ class TrackerConfig:
     calibrate_expression: bool = True
     # The eyeLook weights from the irises (tracker/gaze.py); off, they are the fit's own (lids only).
     gaze: bool = True
-    # Each pose's expected error from the 3D fit's residual (tracker/reliability.py PoseErrorCalibration). Calibrated
-    # on the default landmarks: with mirror_check or refiner off the residual reads on another scale, and the
-    # poses are left unrated.
+    # Each pose's expected error from the 3D fit's residual and the landmarks beyond the frame's edge
+    # (tracker/reliability.py pose_signal, PoseErrorCalibration). Calibrated on the default landmarks: with
+    # mirror_check or refiner off the residual reads on another scale, and the poses are left unrated.
     pose_error: bool = True
     # Each face's expected blendshape error (tracker/reliability.py BlendshapeErrorCalibration). Its signal needs the
     # refiner's expression readings of the crop and its mirror, and it was calibrated on the calibrated weights: with
@@ -462,12 +463,12 @@ class FaceTracker:
                 weights = self.expression_calibration.apply(fit.state.expression, face.pose.yaw)
                 face.blendshapes = dict(zip(self.fitter.model.names, weights.tolist()))
                 if fit.ok:  # a failed fit keeps the previous pose and weights: they are not rated
-                    face.fit_rms = fit.rms
+                    face.pose_signal = pose_signal(fit.rms, outside)
                     if self.pose_error_calibration is not None:
                         face.pose.expected_error_deg = self.pose_error_calibration.expected_deg(
-                            fit.rms, tracked=not still)
+                            face.pose_signal, tracked=not still)
                     if rel is not None and rel.expression_disagreement is not None:
-                        face.blendshape_signal = blendshape_signal(rel.expression_disagreement, confidence)
+                        face.blendshape_signal = blendshape_signal(rel.expression_disagreement, confidence, outside)
                         if self.blendshape_error_calibration is not None:
                             face.blendshapes_error = self.blendshape_error_calibration.expected(
                                 face.blendshape_signal, tracked=not still)

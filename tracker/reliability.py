@@ -21,18 +21,19 @@ are averaged too.
 
 The head pose gets a rating of its own: the 3D fit's residual (the weighted distance left between
 the fitted face model's points and the landmarks, with the mesh's depths and the fit's priors, per
-unit weight, in inter-ocular units) mapped monotonically to the pose's expected
-error in degrees (PoseErrorCalibration, fitted on tracked ICT renders with known pose by
-tools/calibrate_pose_error.py, one map for stills and one for video). Landmarks that no one head
-explains (misread, or a picture out of shape) make for a pose to trust less; points the fit counts
-at its floor (beyond the frame's edge) hardly count in the residual, so a face cut by the frame
-rates only a little less sure.
+unit weight, in inter-ocular units) plus a term for the landmarks beyond the frame's edge (pose_signal),
+mapped monotonically to the pose's expected error in degrees (PoseErrorCalibration, fitted on tracked
+ICT renders with known pose, whole faces and faces cut by the frame, by tools/calibrate_pose_error.py,
+one map for stills and one for video). Landmarks that no one head explains (misread, or a picture out
+of shape) make for a pose to trust less, and so does a face the frame cuts: the fit counts the points
+beyond the edge at its floor, so they hardly show in the residual, but the pose is read from the part
+in view.
 
 The blendshapes get one too: the expected mean absolute error of the six key weights (RATED_SHAPES), from how
-far the refiner's expression readings of the crop and of its mirror disagree on them plus how little its
-landmarks are trusted (blendshape_signal), mapped monotonically as the pose's is (BlendshapeErrorCalibration,
-fitted on tracked ICT renders by tools/calibrate_blendshape_error.py, one map for stills and one for video).
-A face whose mouth or eyes the frame cuts off, or that the two readings see differently, rates less sure.
+far the refiner's expression readings of the crop and of its mirror disagree on them, how little its landmarks
+are trusted and how many are beyond the frame's edge (blendshape_signal), mapped monotonically as the pose's is
+(BlendshapeErrorCalibration, fitted by tools/calibrate_blendshape_error.py on the same kinds of renders). A face
+whose mouth or eyes the frame cuts off, or that the two readings see differently, rates less sure.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ _RATED = np.array([ARKIT_BLENDSHAPES.index(name) for name in RATED_SHAPES])
 # Spearman ρ with the key weights' true error 0.55 / 0.58 / 0.60 / 0.60 at 0.05 / 0.1 / 0.15 / 0.2 on the whole
 # frames (0.46 with the disagreement alone), 0.72-0.74 over all.
 UNCONFIDENCE_WEIGHT = 0.15
+# How much the landmarks placed beyond the frame's edge add to each rating's signal, as a share of them. The pose and
+# the expression of such a face are read from the part in view, and are off by far more than the fit's residual or
+# the two readings' disagreement show. Chosen on tools/evaluate_cut_renders.py's clips from tuning seed 750 (12
+# clips, each tracked cut and whole; the maps fitted on all but one clip and read on it, clip by clip). On their cut
+# frames the pose was 11.7° off and read 7.4° from the residual alone. With the share of all 68 points at 0.15 it read
+# 11.8°, but 12.7° on the frames cut at the bottom (true 7.8°): the pose is read from the brows, nose and eyes, and a
+# jaw and mouth beyond the edge tell little about it. The share of points 17-47 at 0.1 / 0.15 / 0.2 read 11.4° /
+# 11.8° / 11.8° (at the bottom 8.4° / 7.5° / 7.1°; Spearman ρ on the cut frames 0.69 / 0.66 / 0.63, against 0.66 for
+# all 68 at 0.15), the uncut clips' frames 4.2° / 4.1° / 4.1° against a true 4.05° (4.8° from the residual alone). The
+# key weights were 0.188 off on the cut frames and read 0.109 without a term, 0.160 / 0.178 / 0.189 with the share of
+# all 68 at 0.2 / 0.4 / 0.6 (uncut 0.071 / 0.065 / 0.062 / 0.061 against 0.061; ρ 0.44 / 0.49 / 0.50 / 0.50 over all).
+POSE_BEYOND_POINTS = slice(17, 48)
+POSE_BEYOND_WEIGHT = 0.1
+BLENDSHAPE_BEYOND_WEIGHT = 0.6
 # Expected error (inter-ocular units) at which confidence reaches 0: the usual failure threshold.
 FAILURE_ERROR = 0.10
 
@@ -148,22 +163,31 @@ class _StillAndTrackedMaps:
         return float(knot_map(np.float64(signal), knots_x, knots_y))
 
 
+def pose_signal(fit_rms: float, beyond: np.ndarray) -> float:
+    """What the pose's rating maps to an expected error: the 3D fit's residual RMS (inter-ocular units,
+    tracker.fitting.FitResult.rms) plus POSE_BEYOND_WEIGHT times the share of the brows, nose and eyes
+    (POSE_BEYOND_POINTS) among the 68 landmarks ``beyond`` the frame's edge (68 bools)."""
+    return float(fit_rms + POSE_BEYOND_WEIGHT * np.mean(beyond[POSE_BEYOND_POINTS]))
+
+
 class PoseErrorCalibration(_StillAndTrackedMaps):
-    """Monotone maps from the 3D fit's residual RMS (inter-ocular units, tracker.fitting.FitResult.rms) to the head
-    pose's expected error: the angle, in degrees, between the fitted head rotation and the true one."""
+    """Monotone maps from :func:`pose_signal` to the head pose's expected error: the angle, in degrees, between the
+    fitted head rotation and the true one."""
 
-    FILE, WHAT, TOOL, X, Y = POSE_ERROR_FILE, "pose error calibration", "calibrate_pose_error.py", "fit_rms", "error_deg"
+    FILE, WHAT, TOOL, X, Y = POSE_ERROR_FILE, "pose error calibration", "calibrate_pose_error.py", "signal", "error_deg"
 
-    def expected_deg(self, fit_rms: float, tracked: bool) -> float:
-        """The expected error of a pose whose fit left ``fit_rms``, on a still or (``tracked``) a video frame."""
-        return self._read(fit_rms, tracked)
+    def expected_deg(self, signal: float, tracked: bool) -> float:
+        """The expected error of a pose whose signal is ``signal``, on a still or (``tracked``) a video frame."""
+        return self._read(signal, tracked)
 
 
-def blendshape_signal(disagreement: float, confidence: np.ndarray) -> float:
+def blendshape_signal(disagreement: float, confidence: np.ndarray, beyond: np.ndarray) -> float:
     """What the blendshape rating maps to an expected error: the expression readings' ``disagreement``
     (Reliability.expression_disagreement) plus UNCONFIDENCE_WEIGHT times the 68 landmarks' mean distrust
-    (1 − ``confidence``, which is 0 beyond the frame's edge)."""
-    return float(disagreement + UNCONFIDENCE_WEIGHT * (1.0 - np.mean(confidence)))
+    (1 − ``confidence``, which is 0 beyond the frame's edge) plus BLENDSHAPE_BEYOND_WEIGHT times the share of them
+    ``beyond`` the frame's edge (68 bools)."""
+    return float(disagreement + UNCONFIDENCE_WEIGHT * (1.0 - np.mean(confidence))
+                 + BLENDSHAPE_BEYOND_WEIGHT * np.mean(beyond))
 
 
 class BlendshapeErrorCalibration(_StillAndTrackedMaps):

@@ -108,7 +108,9 @@ class FaceResult:
     blendshapes: dict[str, float] | None = None  # 52 ARKit names, each in [0, 1]
     gaze: Gaze | None = None  # the eyes' turn in the head; None until the eyes are read
     fit_ok: bool = True  # False when the 3D fit could not use this frame's landmarks
-    fit_rms: float | None = None  # the 3D fit's residual RMS, inter-ocular units (not written out); None unfitted
+    # What the pose's expected_error_deg is read from (tracker.reliability.pose_signal: the 3D fit's residual RMS, in
+    # inter-ocular units, and the landmarks beyond the frame's edge; not written out); None when the fit failed.
+    pose_signal: float | None = None
     # The expected mean absolute error of the key blendshape weights (tracker.reliability.RATED_SHAPES), from
     # blendshape_signal; None when not rated: a failed fit keeps the previous weights; TrackerConfig.blendshape_error,
     # calibrate_expression, mirror_check or refiner off.
