@@ -412,3 +412,5 @@ def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_spli
     assert [c[1] for c in cells] == ["1", "2", "3", "4"]
     assert [c[4] for c in cells] == ["1.000", "2.000", "3.000", "4.000"]
     assert cells[0][2] == "0.000-1.000" and cells[3][2] == "6.000-7.000"
+    assert [row.split(" | ")[1] for row in tool.quarter_rows("stills", np.array([2.0, 1.0]), np.array([1.0, 2.0]))] == [
+        "1", "2"]  # two faces: two quarters, the empty ones left out

@@ -186,6 +186,9 @@ def test_a_clip_can_put_the_face_beyond_the_frame_edge(ri, model, tmp_path):
     points = model.mean[model.lm68].astype(np.float64) @ (euler_to_matrix(20, -5, 3) @ ri.MODEL_TO_CAMERA).T
     points += np.array([2.0, -1.0, 60.0])
     assert not cut.edge_shift("bottom")(0, points, focal).any()
+    shares = [cut.share_cut(f) for f in range(cut.FRAMES)]
+    assert shares[:30] == [0.0] * 30 and shares[110:] == [0.0] * 40 and shares[55:90] == [1.0] * 35
+    assert np.all(np.diff(shares[29:55]) > 0) and np.all(np.diff(shares[89:110]) < 0)
     for side in cut.SIDES:
         axis = 1 if side in ("bottom", "top") else 0
         moved = points + cut.edge_shift(side)(60, points, focal)

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_renders import rotation_errors
-from rating_calibration import CUT_SEEDS, FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
+from rating_calibration import CUT_SEED_OFFSET, FRAMES, SIZE, calibrate_and_score, knots_text, parse_arguments
 from render_ict import load_ict_for_tool
 from report import invocation, publish
 
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
          f"video frames (warm-started fits, a held identity, the pose smoothed). Fitted on ICT renders from seed "
          f"{CALIBRATION_SEED:,} ({SIZE} px; stills: yaw ±60°, pitch ±25°, roll ±20°, random identity, expression, "
          f"light and background; clips of {FRAMES} frames: `tools/evaluate_renders.py`'s yaw sweeps) and "
-         f"{args.cut_clips} clips from seed {CALIBRATION_SEED + CUT_SEEDS:,} whose face drifts until 35% of it is "
+         f"{args.cut_clips} clips from seed {CALIBRATION_SEED + CUT_SEED_OFFSET:,} whose face drifts until 35% of it is "
          "beyond an edge of the frame and back (`tools/evaluate_cut_renders.py`), with stills from their cut "
          "frames; tracked by the default pipeline at their true focal length. Scored on held-out renders of the "
-         f"same kinds from seeds {HELD_OUT_SEED:,} and {HELD_OUT_SEED + CUT_SEEDS:,} ({args.held_out_cut_clips} "
+         f"same kinds from seeds {HELD_OUT_SEED:,} and {HELD_OUT_SEED + CUT_SEED_OFFSET:,} ({args.held_out_cut_clips} "
          "cut clips), never fitted on:"),
         "",
         *tables,

@@ -156,15 +156,19 @@ def report(cut: dict[str, np.ndarray], whole: dict[str, np.ndarray], clips: int,
                      np.flatnonzero((frame >= first) & (frame < first + n))) for name, first, n in PARTS]
     _, cut_first, cut_n = CUT_PART
     in_cut = (frame >= cut_first) & (frame < cut_first + cut_n)
-    rows += [part_row(f"cut, {s} edge", cut, whole, np.flatnonzero(in_cut & (side == s))) for s in SIDES]
+    rows += [part_row(f"cut, {s} edge", cut, whole, np.flatnonzero(in_cut & (side == s))) for s in SIDES
+             if np.any(side == s)]
     rated = np.isfinite(cut["est_pose_error"]) & np.isfinite(cut["est_pose"][:, 0])
     rho_pose = spearmanr(cut["est_pose_error"][rated], rotation_errors(cut, rated)).correlation
     rated_shapes = np.isfinite(cut["est_shapes_error"]) & np.isfinite(cut["est_shapes"][:, 0])
     rho_shapes = spearmanr(cut["est_shapes_error"][rated_shapes], shape_errors(cut, rated_shapes)).correlation
     return "\n".join([
-        (f"{clips} ICT render clips (seed {seed}, {SIZE} px, {FRAMES} frames at 25 fps: `tools/evaluate_renders.py`'s "
+        (f"{clips} ICT render clips (seed {seed:,}, {SIZE} px, {FRAMES} frames at 25 fps: `tools/evaluate_renders.py`'s "
          f"held-out yaw sweeps and key shapes) whose head drifts until {CUT:.0%} of the face (its landmarks' height "
-         "or width) is beyond the frame's edge, bottom, top, left and right clip by clip, and back; each tracked by "
+         "or width) is beyond the frame's edge, bottom, top, left and right clip by clip, and back (clip c takes "
+         f"edge c mod {len(SIDES)} and yaw sweep c mod {len(CLIP_PLANS)}, so the bottom and left edges come with "
+         "three of the sweeps and the top and right with the other three: compare an edge's cut frames with the "
+         "same frames uncut, in brackets, rather than with another edge's); each tracked by "
          "the default pipeline at the true focal length, and so is the same clip rendered without that drift "
          "(figures in brackets). Error of the head's rotation: the angle between the tracked and the true one; "
          "blendshapes: the mean absolute error of the six key weights. Both, and the two ratings beside them, are "

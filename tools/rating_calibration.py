@@ -1,7 +1,7 @@
 """What the ratings' calibrations share (tools/calibrate_pose_error.py, tools/calibrate_blendshape_error.py).
 
 Each renders ICT stills and clips from a seed of its own, and clips whose face drifts until part of it is beyond the
-frame's edge (tools/evaluate_cut_renders.py) with stills taken from their cut frames, from that seed + CUT_SEEDS;
+frame's edge (tools/evaluate_cut_renders.py) with stills taken from their cut frames, from that seed + CUT_SEED_OFFSET;
 tracks them with the real tracker without the rating it calibrates, pairs each rated face's signal with its true
 error, fits two monotone maps (stills, tracked video frames), and scores them on held-out renders from another
 seed: the Spearman ρ of the expected error with the true error, and both by quarter of the expected.
@@ -28,7 +28,7 @@ SIZE = 512
 FRAMES = 120
 BACKEND = "onnxruntime"  # as tools/evaluate_renders.py's default
 KINDS = (("still", "stills", False), ("tracked", "clip frames", True))  # key, label, tracked
-CUT_SEEDS = 500  # the cut clips' seed: the set's own plus this
+CUT_SEED_OFFSET = 500  # the cut clips' seed: the set's own plus this
 
 
 def parse_arguments(description: str, default_out: Path, argv: list[str] | None) -> argparse.Namespace:
@@ -61,7 +61,7 @@ def track_renders(model: IctModel, seed: int, stills: int, clips: int, cut_clips
                   pairs: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]],
                   **unrated: bool) -> dict[str, np.ndarray]:
     """Signals and true errors of the rated faces in ``stills`` stills and ``clips`` clips rendered from ``seed``,
-    and in ``cut_clips`` clips cut by the frame's edge from ``seed`` + CUT_SEEDS with stills from their cut frames
+    and in ``cut_clips`` clips cut by the frame's edge from ``seed`` + CUT_SEED_OFFSET with stills from their cut frames
     (``pairs`` reads them from a set's tools/evaluate_renders.py Rows.arrays()); which of them are from the cut
     renders, and how many frames each set has. Tracked by that tool's loops (smoothing on in the clips, as users
     get them); ``unrated``: the TrackerConfig flag that leaves out the rating being calibrated (pose_error=False,
@@ -73,7 +73,7 @@ def track_renders(model: IctModel, seed: int, stills: int, clips: int, cut_clips
         sets = {"still": [track_stills(folder / "images", model, BACKEND, **unrated)],
                 "tracked": [track_clips(folder / "clips", model, BACKEND, **unrated)[0]]}
         if cut_clips:
-            render_clips(model, folder / "cut_clips", cut_clips, seed + CUT_SEEDS, cut=True)
+            render_clips(model, folder / "cut_clips", cut_clips, seed + CUT_SEED_OFFSET, cut=True)
             stills_from_cut_clips(folder / "cut_clips", folder / "cut_stills")
             sets["still"].append(track_stills(folder / "cut_stills", model, BACKEND, **unrated))
             sets["tracked"].append(track_clips(folder / "cut_clips", model, BACKEND, **unrated)[0])
@@ -154,10 +154,10 @@ def calibrate_and_score(model: IctModel, args: argparse.Namespace, seeds: tuple[
 def quarter_rows(label: str, expected: np.ndarray, error: np.ndarray, digits: int = 1) -> list[str]:
     """Table rows: the faces by quarter of their expected error, its range and mean, and their true error's mean and
     median, to ``digits`` decimals."""
-    quarters = np.array_split(np.argsort(expected), 4)
+    quarters = np.array_split(np.argsort(expected), 4)  # fewer than four faces: the empty quarters are left out
     return [f"| {label} | {k + 1} | {expected[q].min():.{digits}f}-{expected[q].max():.{digits}f} | "
             f"{expected[q].mean():.{digits}f} | {error[q].mean():.{digits}f} | {np.median(error[q]):.{digits}f} |"
-            for k, q in enumerate(quarters)]
+            for k, q in enumerate(quarters) if len(q)]
 
 
 def knots_text(table: dict[str, np.ndarray], x_name: str, y_name: str, digits: int, unit: str = "") -> str:

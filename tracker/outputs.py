@@ -400,6 +400,15 @@ def _too_full(shown: str, free: int) -> OutputError:
                        f"keeps {_VIDEO_SLACK >> 20} MB for its index)")
 
 
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """A regular file's size and modification time (None: no such file), to tell whether a call changed it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns) if path.is_file() else None
+
+
 class OverlayWriter:
     """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder.
 
@@ -503,14 +512,18 @@ class OverlayWriter:
         if self._video is None:
             h, w = overlay.shape[:2]
             suffix = self.path.suffix.lower()
+            before = _file_state(self.path)
             with opencv_quieter():  # the encoder's own error lines: the one below says it
                 video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[suffix]), self.fps,
                                         (w, h))
             if not video.isOpened():
                 larger = f" (it takes at most {MAX_MPEG4_SIDE} px a side; .avi takes more)" if (
                     suffix != ".avi" and max(w, h) > MAX_MPEG4_SIDE) else ""
-                # The file a run before wrote there is untouched: said, so that it is not taken for this run's.
-                earlier = "; the video there from before is left as it was" if self.path.is_file() else ""
+                # A video a run before wrote there, beside this run's other outputs: said, so that it is not taken
+                # for this run's.
+                earlier = "" if before is None else (
+                    "; the video there from before is left as it was" if _file_state(self.path) == before else
+                    "; the video there from before was emptied")
                 raise OutputError(f"cannot write video '{readable_path(str(self.path))}': the {suffix} encoder "
                                   f"refused frames of {w}x{h}{larger}{earlier}")
             self._video, self._size = video, (w, h)

@@ -54,7 +54,8 @@ class Pose:
     quaternion: np.ndarray  # [w, x, y, z], the rotation from the frontal pose
     translation_mm: np.ndarray  # model origin in the camera frame (depth from an assumed focal length)
     rotation: np.ndarray  # 3×3, the same rotation as a matrix (not written out)
-    # The rotation's expected error, degrees (the angle between it and the true one), from the 3D fit's residual;
+    # The rotation's expected error, degrees (the angle between it and the true one), from the 3D fit's residual and
+    # the brows, nose and eyes beyond the frame's edge (tracker.reliability.pose_signal);
     # None when not rated: a failed fit keeps the previous pose; TrackerConfig.pose_error, mirror_check or refiner off.
     expected_error_deg: float | None = None
 
