@@ -25,22 +25,25 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.stats import spearmanr
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_renders import (
     CLIP_PLANS,
+    pose_error_stats,
     read_jsonl,
     render_held_out_clip,
     rotation_errors,
     set_seeds,
     shape_errors,
+    shapes_error_stats,
     track_clips,
 )
 from render_ict import ICT_PATH, IctModel, load_ict_for_tool
 from report import invocation, non_negative_int, positive_int, publish
+
+from tracker.roi import outside_image
 
 SEED = 44_000
 SIZE = 512
@@ -123,17 +126,18 @@ def stills_from_cut_clips(clips: Path, out: Path, every: int = 5) -> None:
 
 
 def beyond_share(points: np.ndarray) -> np.ndarray:
-    """Per row of (n, 68, 2) points, the share beyond the SIZE × SIZE frame (pixel centres 0..SIZE-1)."""
-    out = (points < -0.5) | (points > SIZE - 0.5)
-    return np.mean(out[..., 0] | out[..., 1], axis=1)
+    """Per row of (n, 68, 2) points, the share beyond the SIZE × SIZE frame, as the tracker tells it."""
+    return outside_image(points.reshape(-1, 2), (SIZE, SIZE)).reshape(points.shape[:2]).mean(axis=1)
 
 
 def part_row(label: str, cut: dict[str, np.ndarray], whole: dict[str, np.ndarray], rows: np.ndarray) -> str:
     """One table row for the frames ``rows`` of both runs (Rows.arrays())."""
     found_cut, found_whole = (np.isfinite(a["est_pose"][rows, 0]) for a in (cut, whole))
     both = rows[found_cut & found_whole]
-    pose_cut, pose_whole = (rotation_errors(a, np.isin(np.arange(len(a["group"])), both)) for a in (cut, whole))
-    shapes = [shape_errors(a, np.isin(np.arange(len(a["group"])), both)) for a in (cut, whole)]
+    in_both = np.zeros(len(cut["group"]), bool)
+    in_both[both] = True
+    pose_cut, pose_whole = (rotation_errors(a, in_both) for a in (cut, whole))
+    shapes = [shape_errors(a, in_both) for a in (cut, whole)]
 
     def pair(values: list[np.ndarray], digits: int, unit: str = "") -> str:
         a, b = (f"{np.nanmean(v):.{digits}f}{unit}" if len(v) else "–" for v in values)
@@ -158,10 +162,7 @@ def report(cut: dict[str, np.ndarray], whole: dict[str, np.ndarray], clips: int,
     in_cut = (frame >= cut_first) & (frame < cut_first + cut_n)
     rows += [part_row(f"cut, {s} edge", cut, whole, np.flatnonzero(in_cut & (side == s))) for s in SIDES
              if np.any(side == s)]
-    rated = np.isfinite(cut["est_pose_error"]) & np.isfinite(cut["est_pose"][:, 0])
-    rho_pose = spearmanr(cut["est_pose_error"][rated], rotation_errors(cut, rated)).correlation
-    rated_shapes = np.isfinite(cut["est_shapes_error"]) & np.isfinite(cut["est_shapes"][:, 0])
-    rho_shapes = spearmanr(cut["est_shapes_error"][rated_shapes], shape_errors(cut, rated_shapes)).correlation
+    pose, shapes = pose_error_stats(cut), shapes_error_stats(cut)
     return "\n".join([
         (f"{clips} ICT render clips (seed {seed:,}, {SIZE} px, {FRAMES} frames at 25 fps: `tools/evaluate_renders.py`'s "
          f"held-out yaw sweeps and key shapes) whose head drifts until {CUT:.0%} of the face (its landmarks' height "
@@ -180,7 +181,8 @@ def report(cut: dict[str, np.ndarray], whole: dict[str, np.ndarray], clips: int,
         *rows,
         "",
         (f"Over every frame of the cut clips with a rated face, Spearman ρ of the rating with the true error: "
-         f"pose {rho_pose:.3f} ({rated.sum()} frames), blendshapes {rho_shapes:.3f} ({rated_shapes.sum()} frames)."),
+         f"pose {pose['rho']:.3f} ({pose['frames']} frames), blendshapes {shapes['rho']:.3f} ({shapes['frames']} "
+         "frames)."),
     ])
 
 

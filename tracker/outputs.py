@@ -561,12 +561,9 @@ class OverlayWriter:
         if free >= needed:
             return
         shown = readable_path(str(self.path))
-        if self._frames == 0:  # nothing to keep: no file rather than one that does not play
-            self._video.release()
-            self._video = None
-            self.path.unlink(missing_ok=True)
+        self.close()  # with no frame yet, nothing to keep: close leaves no file rather than one that does not play
+        if self._frames == 0:
             raise _too_full(shown, free)
-        self.close()
         raise OutputError(f"stopped the overlay video '{shown}' after {self._frames} frames: the disk is nearly "
                           f"full ({free / 1e6:.1f} MB free); it is closed and plays up to there")
 
@@ -632,8 +629,8 @@ class OverlayWriter:
             return
         self._video.release()
         self._video = None
-        if self._frames == 0:  # stopped between opening the encoder and its first frame: no file rather than one
-            with suppress(OSError):  # that does not play (the encoder had emptied any video there before)
+        if self._frames == 0:  # stopped (or the disk full) between opening the encoder and its first frame: no file
+            with suppress(OSError):  # rather than one that does not play (the encoder had emptied any video there)
                 self.path.unlink(missing_ok=True)
             return
         if stream_open_pending():  # the check would wait out a stream's open timeout after a stop
