@@ -220,6 +220,7 @@ def _refused(*command: str, env: dict | None = None) -> str:
     (("tools/evaluate.py", "--no-write", "--worst", "README.md"), "'README.md' is a file, not a folder"),
     (("tools/evaluate.py", "--no-write", "--plots", "README.md/ced"), "cannot make the folder 'README.md/ced'"),
     (("tools/evaluate_hard_cases.py", "--faces", "5"), "the group photo needs at least 30 faces"),
+    (("tools/evaluate_hard_cases.py", "--no-face-pictures", "0"), "--no-face-pictures: expected a positive integer"),
     (("tools/train_refiner.py", "evaluate", "--images", "/nonexistent"), "--images: /nonexistent not found"),
     (("tools/tune_fit_weights.py", "depth", "--values", "0.1", "-1"), "--values: expected a non-negative number"),
     (("tools/convert_tflite.py", "--out", "README.md"), "'README.md' is a file, not a folder"),
@@ -238,6 +239,7 @@ def test_tools_without_a_tool_time_dependency_say_so_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     for command in (("tools/bench.py", "--no-write", "--clip", "README.md"),
                     ("tools/jitter.py", "--no-write", "--clips", "README.md"),
+                    ("tools/evaluate_hard_cases.py", "--no-write", "--images", "README.md"),
                     ("tools/convert_tflite.py", "--out", str(tmp_path / "engines"))):
         line = _refused(*command, env=env)
         assert "mediapipe" in line and "tool-time dependency: pip install -e '.[test]'" in line

@@ -13,6 +13,8 @@ Three cases, each made from afw's annotated faces (faces at least 40 px between 
   the same faces upright.
 - a group photo: faces tiled 6 × 5 in 200 px cells (faces about 120 px wide, 1200 × 1000 px), as a
   still with --max-faces 30, by each detector: how many are found.
+- no face at all: textured backgrounds (tools/render_ict.py's, from this tool's own seed), as stills: on how
+  many a face is reported, by the tracker and by MediaPipe FaceMesh, and how the tracker rates what it reports.
 Writes BENCHMARKS.md section "hard-cases" unless --no-write.
 
     python tools/evaluate_hard_cases.py
@@ -33,7 +35,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
-from report import invocation, positive_int, publish
+from render_ict import random_background
+from report import import_mediapipe, invocation, positive_int, publish
 
 from tracker.detector import CORNERS, TURNS
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -45,6 +48,8 @@ SIDES = ("left", "right", "top", "bottom")
 CUTS = (0.2, 0.35)
 INNER = slice(27, 68)
 GRID_COLUMNS, GRID_ROWS, GRID_CELL = 6, 5, 200
+NO_FACE_SEED = 45_000  # this tool's own: no other tool draws backgrounds from it
+NO_FACE_SIZE = 512
 
 
 @dataclass
@@ -296,6 +301,38 @@ def group_rows(items: list) -> list[str]:
     return rows
 
 
+def no_face_pictures(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(NO_FACE_SEED)
+    return [random_background(rng, NO_FACE_SIZE) for _ in range(count)]
+
+
+def no_face_rows(pictures: list[np.ndarray]) -> list[str]:
+    """Per --max-faces: on how many of ``pictures`` (none shows a face) the tracker and MediaPipe FaceMesh (static
+    images, refined landmarks, as tools/bench.py runs it) report a face, and the tracker's faces' ratings."""
+    mediapipe = import_mediapipe()
+    rows = []
+    for max_faces in (1, 4):
+        tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=max_faces))
+        faces = [tracker.process(p, still=True).faces for p in pictures]
+        reported = [f for found in faces for f in found]
+        with mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
+                                                    refine_landmarks=True) as peer:
+            peer_hits = sum(bool(peer.process(cv2.cvtColor(p, cv2.COLOR_BGR2RGB)).multi_face_landmarks)
+                            for p in pictures)
+
+        def mean(values: list[float | None], digits: int, unit: str = "") -> str:
+            kept = [v for v in values if v is not None]
+            return f"{np.mean(kept):.{digits}f}{unit}" if kept else "–"
+
+        rows.append(
+            f"| {max_faces} | {sum(bool(found) for found in faces)} of {len(pictures)} | {len(reported)} | "
+            f"{peer_hits} of {len(pictures)} | {mean([f.score for f in reported], 2)} | "
+            f"{mean([float(np.mean(f.landmark_confidence)) for f in reported if f.landmark_confidence is not None], 2)} | "
+            f"{mean([f.pose.expected_error_deg for f in reported if f.pose is not None], 1, '°')} | "
+            f"{mean([f.blendshapes_error for f in reported], 3)} |")
+    return rows
+
+
 def face_count(text: str) -> int:
     """argparse type for --faces: at least the group photo's GRID_COLUMNS × GRID_ROWS faces."""
     value = positive_int(text)
@@ -311,8 +348,11 @@ def main() -> int:
     parser.add_argument("--faces", type=face_count, default=80,
                         help=f"afw faces to use (default: 80; at least {GRID_COLUMNS * GRID_ROWS}, for the "
                              "group photo)")
+    parser.add_argument("--no-face-pictures", type=positive_int, default=300,
+                        help="textured backgrounds without a face (default: 300)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    import_mediapipe()  # the peer of the no-face rows: a missing one must not waste the minutes before them
     labelled = load_folder(args.images) if args.images.is_dir() else []
     labelled = [i for i in labelled if inter_ocular(i.points) >= 40][:args.faces]
     if len(labelled) < GRID_COLUMNS * GRID_ROWS:
@@ -370,6 +410,19 @@ def main() -> int:
         "| detector | faces found | faces reported | found by the whole frame's search alone | search time, ms |",
         "|---|---|---|---|---|",
         *group_rows(items),
+        "",
+        (f"**No face.** {args.no_face_pictures} pictures without a face ({NO_FACE_SIZE} px, tools/render_ict.py's "
+         f"textured backgrounds: gradients, blurred noise, stripes and patches, seed {NO_FACE_SEED:,}), each a still. "
+         "Reported by the tracker, and by MediaPipe FaceMesh on the same pictures (static images, refined "
+         "landmarks, the same most faces). What the tracker's faces there read: the mesh's presence (`score`), "
+         "the mean `landmark_confidence` (afw's faces upright: the mean confidence above), the pose's "
+         "`expected_error_deg` and `blendshapes_error` (afw's faces uncut: the brackets of the first table)."),
+        "",
+        ("| `--max-faces` | pictures with a face reported | faces reported | MediaPipe FaceMesh: pictures with a face "
+         "| their `score`, mean | mean `landmark_confidence` | `expected_error_deg`, mean | `blendshapes_error`, "
+         "mean |"),
+        "|---|---|---|---|---|---|---|---|",
+        *no_face_rows(no_face_pictures(args.no_face_pictures)),
         "",
         f"Command: `{invocation()}`",
     ])
