@@ -302,13 +302,14 @@ def group_rows(items: list) -> list[str]:
 
 
 def no_face_pictures(count: int) -> list[np.ndarray]:
+    """``count`` textured backgrounds, none showing a face, the same every run (NO_FACE_SEED)."""
     rng = np.random.default_rng(NO_FACE_SEED)
     return [random_background(rng, NO_FACE_SIZE) for _ in range(count)]
 
 
 def no_face_rows(pictures: list[np.ndarray]) -> list[str]:
-    """Per --max-faces: on how many of ``pictures`` (none shows a face) the tracker and MediaPipe FaceMesh (static
-    images, refined landmarks, as tools/bench.py runs it) report a face, and the tracker's faces' ratings."""
+    """Per --max-faces: on how many of ``pictures`` (none shows a face) the tracker and MediaPipe FaceMesh (refined
+    landmarks, as tools/bench.py runs it, but on still images) report a face, and the tracker's faces' ratings."""
     mediapipe = import_mediapipe()
     rows = []
     for max_faces in (1, 4):
@@ -414,7 +415,7 @@ def main() -> int:
         (f"**No face.** {args.no_face_pictures} pictures without a face ({NO_FACE_SIZE} px, tools/render_ict.py's "
          f"textured backgrounds: gradients, blurred noise, stripes and patches, seed {NO_FACE_SEED:,}), each a still. "
          "Reported by the tracker, and by MediaPipe FaceMesh on the same pictures (static images, refined "
-         "landmarks, the same most faces). What the tracker's faces there read: the mesh's presence (`score`), "
+         "landmarks, as many faces at most). What the tracker's faces there read: the mesh's presence (`score`), "
          "the mean `landmark_confidence` (afw's faces upright: the mean confidence above), the pose's "
          "`expected_error_deg` and `blendshapes_error` (afw's faces uncut: the brackets of the first table)."),
         "",
