@@ -403,10 +403,10 @@ def _too_full(shown: str, free: int) -> OutputError:
 def _file_state(path: Path) -> tuple[int, int] | None:
     """A regular file's size and modification time (None: no such file), to tell whether a call changed it."""
     try:
-        stat = path.stat()
+        status = path.stat()
     except OSError:
         return None
-    return (stat.st_size, stat.st_mtime_ns) if path.is_file() else None
+    return (status.st_size, status.st_mtime_ns) if stat.S_ISREG(status.st_mode) else None
 
 
 class OverlayWriter:
