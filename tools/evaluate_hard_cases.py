@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -307,10 +308,15 @@ def no_face_pictures(count: int) -> list[np.ndarray]:
     return [random_background(rng, NO_FACE_SIZE) for _ in range(count)]
 
 
-def no_face_rows(pictures: list[np.ndarray]) -> list[str]:
+def mean_cell(values: list[float | None], digits: int, unit: str = "") -> str:
+    """A table cell: the mean of the values given (None: not rated), or – where none is."""
+    kept = [v for v in values if v is not None]
+    return f"{np.mean(kept):.{digits}f}{unit}" if kept else "–"
+
+
+def no_face_rows(pictures: list[np.ndarray], mediapipe: ModuleType) -> list[str]:
     """Per --max-faces: on how many of ``pictures`` (none shows a face) the tracker and MediaPipe FaceMesh (refined
     landmarks, as tools/bench.py runs it, but on still images) report a face, and the tracker's faces' ratings."""
-    mediapipe = import_mediapipe()
     rows = []
     for max_faces in (1, 4):
         tracker = FaceTracker(TrackerConfig(backend="onnxruntime", max_faces=max_faces))
@@ -320,17 +326,12 @@ def no_face_rows(pictures: list[np.ndarray]) -> list[str]:
                                                     refine_landmarks=True) as peer:
             peer_hits = sum(bool(peer.process(cv2.cvtColor(p, cv2.COLOR_BGR2RGB)).multi_face_landmarks)
                             for p in pictures)
-
-        def mean(values: list[float | None], digits: int, unit: str = "") -> str:
-            kept = [v for v in values if v is not None]
-            return f"{np.mean(kept):.{digits}f}{unit}" if kept else "–"
-
         rows.append(
             f"| {max_faces} | {sum(bool(found) for found in faces)} of {len(pictures)} | {len(reported)} | "
-            f"{peer_hits} of {len(pictures)} | {mean([f.score for f in reported], 2)} | "
-            f"{mean([float(np.mean(f.landmark_confidence)) for f in reported if f.landmark_confidence is not None], 2)} | "
-            f"{mean([f.pose.expected_error_deg for f in reported if f.pose is not None], 1, '°')} | "
-            f"{mean([f.blendshapes_error for f in reported], 3)} |")
+            f"{peer_hits} of {len(pictures)} | {mean_cell([f.score for f in reported], 2)} | "
+            f"{mean_cell([float(np.mean(f.landmark_confidence)) for f in reported if f.landmark_confidence is not None], 2)} | "
+            f"{mean_cell([f.pose.expected_error_deg for f in reported if f.pose is not None], 1, '°')} | "
+            f"{mean_cell([f.blendshapes_error for f in reported], 3)} |")
     return rows
 
 
@@ -353,7 +354,7 @@ def main() -> int:
                         help="textured backgrounds without a face (default: 300)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
-    import_mediapipe()  # the peer of the no-face rows: a missing one must not waste the minutes before them
+    mediapipe = import_mediapipe()  # the no-face rows' peer, checked first: a missing one wastes no minutes
     labelled = load_folder(args.images) if args.images.is_dir() else []
     labelled = [i for i in labelled if inter_ocular(i.points) >= 40][:args.faces]
     if len(labelled) < GRID_COLUMNS * GRID_ROWS:
@@ -423,7 +424,7 @@ def main() -> int:
          "| their `score`, mean | mean `landmark_confidence` | `expected_error_deg`, mean | `blendshapes_error`, "
          "mean |"),
         "|---|---|---|---|---|---|---|---|",
-        *no_face_rows(no_face_pictures(args.no_face_pictures)),
+        *no_face_rows(no_face_pictures(args.no_face_pictures), mediapipe),
         "",
         f"Command: `{invocation()}`",
     ])

@@ -464,9 +464,16 @@ def render(model: IctModel, identity: np.ndarray, expression_ict: np.ndarray, ro
     is occluded when the z-buffer holds a surface in front of it (self-occlusion) or it falls outside
     the image.
     """
+    return render_vertices(model, _shape(model, identity, expression_ict), rotation, translation_cm, focal, size, light,
+                        background, rng)
+
+
+def render_vertices(model: IctModel, verts: np.ndarray, rotation: np.ndarray, translation_cm: np.ndarray, focal: float,
+                 size: int | tuple[int, int], light: Light, background: np.ndarray | None, rng: np.random.Generator,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render` of a face whose vertices (V, 3, cm, model axes: :func:`_shape`) are already built."""
     w, h = (size, size) if isinstance(size, int) else size
     s = SUPERSAMPLE
-    verts = _shape(model, identity, expression_ict)
     centres, cap_tris, cap_kinds, attr = _caps(verts, model)
     all_verts = np.concatenate([verts, centres])
     rot = np.asarray(rotation, dtype=np.float64) @ MODEL_TO_CAMERA
@@ -742,10 +749,11 @@ def render_clip(model: IctModel, rng: np.random.Generator, size: int, frames: in
                 weights.update({k: float(v[i]) for k, v in shapes.items()})
                 t = t0 + drift[i]
                 rot, expr = euler_to_matrix(*pose[i]), arkit_to_ict(model, weights)
+                verts = _shape(model, identity, expr)
                 if shift is not None:
-                    points = _shape(model, identity, expr)[model.lm68].astype(np.float64)
+                    points = verts[model.lm68].astype(np.float64)
                     t = t + shift(i, points @ (rot @ MODEL_TO_CAMERA).T + t, focal)
-                image, lm, occ = render(model, identity, expr, rot, t, focal, size, light, bg, rng)
+                image, lm, occ = render_vertices(model, verts, rot, t, focal, size, light, bg, rng)
                 writer.write(image)
                 rec = {"frame": i, "time_s": round(i / FPS, 4)}
                 nose = nose_tip_cm(model, identity, expr, rot, t)
