@@ -47,6 +47,25 @@ def test_a_face_missed_briefly_keeps_its_id_and_state():
     assert state.fit == "fit state of face 1" and state.gaze == "gaze of face 1"
 
 
+def test_tracks_are_listed_tracked_longest_first_and_one_found_in_the_frame_it_was_lost_keeps_its_place():
+    tracks = TrackSet(max_faces=3, min_presence=0.5)
+    tracks.add([mesh_at(100, 100), mesh_at(300, 100), mesh_at(500, 100)])
+    # The first face's mesh doubts it; the same frame's search finds it again: no result went without it.
+    tracks.update([mesh_at(100, 100, presence=0.1), mesh_at(300, 100), mesh_at(500, 100)])
+    assert [t.id for t in tracks.tracks] == [2, 3]
+    tracks.add([mesh_at(102, 99)])
+    assert [t.id for t in tracks.tracks] == [1, 2, 3]
+    # Missed for a frame, it comes back behind the faces tracked all along.
+    tracks.update([mesh_at(102, 99, presence=0.1), mesh_at(300, 100), mesh_at(500, 100)])
+    tracks.update([mesh_at(300, 100), mesh_at(500, 100)])
+    tracks.add([mesh_at(103, 99)])
+    assert [t.id for t in tracks.tracks] == [2, 3, 1]
+    # And a face new after that comes after it.
+    tracks.update([mesh_at(300, 100), mesh_at(500, 100, presence=0.1), mesh_at(103, 99)])
+    tracks.add([mesh_at(500, 400)])
+    assert [t.id for t in tracks.tracks] == [2, 1, 4]
+
+
 def test_a_face_gone_for_long_gets_a_new_id_and_ids_are_not_reused():
     tracks = TrackSet(max_faces=2, min_presence=0.5)
     tracks.add([mesh_at(100, 100), mesh_at(300, 100)])

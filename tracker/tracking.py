@@ -144,6 +144,7 @@ class Track:
     id: int
     mesh: MeshResult
     frames: int = 1
+    run: int = 0  # the order its unbroken run began in: tracks are listed by it, tracked longest first
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
     hidden_by: int | None = None  # the ID of the face it was lost behind, if it was lost behind one
     state: FaceState = field(default_factory=FaceState)  # the fit, gaze and smoothing carried on
@@ -176,6 +177,7 @@ class TrackSet:
         self.tracks: list[Track] = []
         self.lost: list[Track] = []  # lost tracks, newest last; never holds a live track
         self._next_id = 1
+        self._runs = 0  # unbroken runs of tracking begun so far
         self._frame = 0
         self._cuts = ShotCuts()
         # The last update's frame does not continue the one before (a cut): the new shot's faces are
@@ -297,9 +299,14 @@ class TrackSet:
                 self._revive(returning, mesh, seen)
                 continue
             track._see(seen)
+            track.run = self._new_run()
             self._next_id += 1
             self.tracks.append(track)
         return deferred
+
+    def _new_run(self) -> int:
+        self._runs += 1
+        return self._runs
 
     def _revive(self, track: Track, mesh: MeshResult, seen: np.ndarray | None) -> None:
         # Out of the lost list before anyone else can match it; by identity (list.remove compares tracks field by
@@ -308,7 +315,12 @@ class TrackSet:
         track.mesh = mesh
         track.frames += 1
         track._see(seen)
+        if track.lost_at != self._frame:
+            track.run = self._new_run()  # back after frames without it
+        # Lost and found in one frame (a periodic search finds the face its mesh doubted), it never left a result, so it
+        # keeps its place: the first face drives an avatar (tracker.avatar), which must not switch to another here.
         self.tracks.append(track)
+        self.tracks.sort(key=lambda t: t.run)
 
     def _recently_lost_at(self, bbox: np.ndarray, seen: np.ndarray | None) -> Track | None:
         """The most recently lost track (in the last REMEMBER_FRAMES) whose last box overlaps
@@ -350,7 +362,7 @@ class TrackSet:
         """Drop all but one of tracks that converged onto one face; the dropped ones are remembered.
 
         The face stays with the track whose appearance it matches best (faces crossing each
-        other); without appearances, with the older track (tracks are kept oldest first)."""
+        other); without appearances, with the track listed first (tracked longest)."""
         kept: list[tuple[Track, np.ndarray | None]] = []
         for track, s in zip(tracks, seen):
             clash = next((i for i, (k, _) in enumerate(kept) if box_iou(track.bbox, k.bbox[None])[0] > DUPLICATE_IOU),
