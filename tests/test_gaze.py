@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import shared_path
 from tracker.fitting import FaceModel, FitState, camera_for, identity_shape
 from tracker.gaze import (
+    EYE_RANGE_DEG,
     IRIS_DISTANCE_CM,
     LOOK_NAMES,
     GazeEstimator,
@@ -263,7 +264,8 @@ def test_one_eye_reads_the_gaze_of_two_on_a_target_at_the_cameras_distance(model
     """Eyes converging on a point as far away as the camera (the camera itself, or a spot on a screen beside
     it) read the direction from between the eyes to that point, with both eyes, the right alone or the left
     alone; eyes looking in parallel at a far target read its direction with both. Averaging the two eyes'
-    angles, one eye alone read its own inward lean (a few degrees at webcam distance)."""
+    angles, one eye alone read its own inward lean (a few degrees at webcam distance). An eye turned further
+    than an eye turns (EYE_RANGE_DEG) is a misreading: it counts for nothing, and alone it gives no gaze."""
     rng = np.random.default_rng(7)
     camera = np.array([640.0, 319.5, 239.5])
     estimator = GazeEstimator(model, np.array([0.2, 0.3, -0.1]))
@@ -271,6 +273,7 @@ def test_one_eye_reads_the_gaze_of_two_on_a_target_at_the_cameras_distance(model
     only = {"right": np.ones(68, bool), "left": np.ones(68, bool)}
     only["right"][42:48] = False  # the left eye's points turned away: it counts for nothing
     only["left"][36:42] = False
+    beyond = within = 0
     for _ in range(30):
         state = random_state(rng, model)
         to_camera = state.rotation @ MODEL_TO_CAMERA
@@ -284,9 +287,15 @@ def test_one_eye_reads_the_gaze_of_two_on_a_target_at_the_cameras_distance(model
         iris = project((centres + IRIS_DISTANCE_CM * sight) @ to_camera.T + state.translation, camera)
         want = target - middle
         want_yaw, want_pitch = np.degrees([np.arctan2(want[0], want[2]), np.arctan2(want[1], np.hypot(want[0], want[2]))])
-        for facing in (None, only["right"], only["left"]):
+        turned = np.degrees(np.arccos(sight[:, 2])) > EYE_RANGE_DEG  # model z points out of the face
+        for facing, eyes in ((None, [0, 1]), (only["right"], [0]), (only["left"], [1])):
             gaze = estimator.estimate(iris, open_eyes, state, camera, facing=facing)
+            if turned[eyes].all():
+                assert gaze is None
+                beyond += 1
+                continue
             assert gaze.yaw == pytest.approx(want_yaw, abs=1e-6) and gaze.pitch == pytest.approx(want_pitch, abs=1e-6)
+            within += 1
         # Parallel lines of sight (a target far away): both eyes read their common direction, to within about the
         # lean of one eye (half the eyes' distance over the camera's) times how unequally the two count (each
         # by how squarely it faces the camera).
@@ -297,5 +306,10 @@ def test_one_eye_reads_the_gaze_of_two_on_a_target_at_the_cameras_distance(model
         iris = project((centres + IRIS_DISTANCE_CM * far) @ to_camera.T + state.translation, camera)
         sure = eye_readings(iris, centres, state.rotation, state.translation, camera)[:, 2]
         lean = np.degrees(np.arctan(np.linalg.norm(centres[0] - middle) / np.linalg.norm(camera_at - middle)))
-        off = np.degrees(np.arccos(min(estimator.estimate(iris, open_eyes, state, camera).direction() @ far, 1.0)))
+        gaze = estimator.estimate(iris, open_eyes, state, camera)
+        if np.degrees(np.arccos(far[2])) > EYE_RANGE_DEG:
+            assert gaze is None
+            continue
+        off = np.degrees(np.arccos(min(gaze.direction() @ far, 1.0)))
         assert off <= 1.05 * lean * abs(sure[0] - sure[1]) / sure.sum() + 1e-6  # (first order; 5% for the rest)
+    assert beyond and within > 2 * beyond  # both kinds were tried

@@ -38,6 +38,7 @@ from tracker.backends import ENGINES_DIR
 from tracker.fitting import FaceModel, camera_for
 from tracker.gaze import (
     CALIBRATION_FILE,
+    EYE_RANGE_DEG,
     FULL_DOWN_DEG,
     FULL_SIDEWAYS_DEG,
     FULL_UP_DEG,
@@ -131,16 +132,17 @@ def score(estimator: GazeEstimator, samples: list[dict]) -> dict:
 
 
 def one_eye(estimator: GazeEstimator, samples: list[dict]) -> dict:
-    """On faces with both eyes open, facing the camera and read squarely: the yaw error (degrees, against the
-    direction to the camera) of the gaze from the right eye alone, the left alone and both, medians, and the
-    median gap between the two one-eye yaws."""
+    """On faces with both eyes open, facing the camera, read squarely and turned no further than an eye turns
+    (EYE_RANGE_DEG): the yaw error (degrees, against the direction to the camera) of the gaze from the right eye
+    alone, the left alone and both, medians, and the median gap between the two one-eye yaws."""
     errors = []
     for s in samples:
         state = s["state"]
         if eye_weights(s["landmarks"], s["facing"]).min() < 0.99:
             continue
         readings = eye_readings(s["iris"], estimator.eye_centres(state), state.rotation, state.translation, s["camera"])
-        if not np.all(np.isfinite(readings)) or readings[:, 2].min() < 0.8:
+        turn = np.degrees(np.arccos(np.cos(readings[:, 0]) * np.cos(readings[:, 1])))  # from straight ahead
+        if not np.all(np.isfinite(readings)) or readings[:, 2].min() < 0.8 or turn.max() > EYE_RANGE_DEG:
             continue
         truth = toward_camera(estimator.model, s, estimator.centre_offset).yaw
         row = []
@@ -215,8 +217,8 @@ their left: positive): faces, then the medians of that yaw and of the measured o
 |---|{"---|" * len(YAW_BANDS)}
 {chr(10).join(band_rows)}
 
-One eye alone (a wink, a head turned away): on the faces with both eyes open, facing the camera and read
-squarely, the gaze read from each eye alone, the other's points marked as turned away. The two lines of
+One eye alone (a wink, a head turned away): on the faces with both eyes open, facing the camera, read
+squarely and turned no further than an eye turns ({EYE_RANGE_DEG:.0f}°), the gaze read from each eye alone, the other's points marked as turned away. The two lines of
 sight are taken to meet as far away as the camera is, so eyes on the camera read the same from either eye;
 averaging the two eyes' angles instead, each eye alone read its own inward lean (on afw +7.0° with the
 right eye and -4.4° with the left, 10.8° apart, on 226 faces: a scratch run of the same comparison on the build before).
@@ -228,7 +230,9 @@ right eye and -4.4° with the left, 10.8° apart, on 226 faces: a scratch run of
 Not measured: gaze away from the camera. These photos show too little of it, and the ICT renders have
 no eyeballs. The angle a weight of 1 stands for is a convention ({FULL_SIDEWAYS_DEG:.0f}° sideways, {FULL_UP_DEG:.0f}° up,
 {FULL_DOWN_DEG:.0f}° down), and the eyeball's radius ({IRIS_DISTANCE_CM} cm to the iris centre) is anatomy's, not fitted: eyes on the camera fix the
-iris on the ray through the centre whatever the radius, so these data cannot tell it.
+iris on the ray through the centre whatever the radius, so these data cannot tell it. An eye read as turned
+more than {EYE_RANGE_DEG:.0f}° from straight ahead counts as unread (tracker/gaze.py `EYE_RANGE_DEG`): that is further
+than eyes turn in the head.
 
 Command: `{invocation()}`"""
     if not args.no_write:

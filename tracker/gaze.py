@@ -40,6 +40,11 @@ EYE_CORNERS = np.array([[36, 39], [45, 42]])
 EYE_LIDS = np.array([[[37, 38], [41, 40]], [[43, 44], [47, 46]]])
 # Lid gap over eye width below which an eye tells no gaze, and above which it counts fully.
 SHUT, OPEN = 0.08, 0.16
+# How far an eye turns from straight ahead in its socket: about 50° at most (people turn the head to look
+# further). A reading beyond it is a misreading, not a gaze: on multi_face a face in profile (head yaw -70°)
+# read its eyes turned +75° back towards the camera for 40 frames.
+EYE_RANGE_DEG = 50.0
+_EYE_RANGE_COS = math.cos(math.radians(EYE_RANGE_DEG))
 # The least the two eyes must count together (eye_weights times each reading's reliability) to give a gaze.
 MIN_WEIGHT = 0.5
 # Eye-in-head angles that ARKit's eyeLook weights reach 1 at. ARKit does not document them; these are
@@ -116,7 +121,8 @@ class GazeEstimator:
         ``facing`` (68 bool, optional) marks the landmarks that face the camera. Each eye counts by its
         :func:`eye_weights` times its reading's :func:`eye_readings` reliability. None when together they
         count less than MIN_WEIGHT (about one eye, half open or read at 45°): nearly shut or turned-away
-        eyes, or irises at the rim of the ball, tell too little to move a held gaze."""
+        eyes, or irises at the rim of the ball, tell too little to move a held gaze. A reading turned further
+        than EYE_RANGE_DEG from straight ahead counts 0."""
         weights = eye_weights(landmarks, facing).tolist()
         if not sum(weights) >= MIN_WEIGHT:
             return None
@@ -129,8 +135,8 @@ class GazeEstimator:
         reach2 = float(camera_at @ camera_at)  # the squared distance of the sphere the lines of sight meet on
         total, fixation = 0.0, [0.0, 0.0, 0.0]  # the weighted sum of the eyes' points on that sphere
         for w, eye, (y, p, sure) in zip(weights, (centres - middle).tolist(), readings.tolist()):
-            if math.isfinite(y) and math.isfinite(p) and math.isfinite(sure):
-                sight = (math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y))
+            sight = (math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y))
+            if math.isfinite(sure) and sight[2] >= _EYE_RANGE_COS:  # NaN angles fail the comparison
                 along = sum(e * d for e, d in zip(eye, sight))
                 # Where the line of sight from inside the sphere leaves it: |eye + s · sight|² = reach2, s > 0.
                 s = math.sqrt(max(along * along - sum(e * e for e in eye) + reach2, 0.0)) - along
