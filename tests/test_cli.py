@@ -529,6 +529,13 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         proc = run_cli("--source", str(source), *args, "--max-frames", "2", "--quiet")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert words in proc.stderr, (args, proc.stderr)
+    # The source named by a file: URL (FFmpeg opens the path after 'file:'), alone or after another source.
+    other = tmp_path / "other.mp4"
+    other.write_bytes(talking_clip.read_bytes())
+    for sources in ((f"file://{source}",), (str(other), f"file://{source}")):
+        for option in ("--json", "--output"):
+            proc = run_cli(*sources, option, str(source), "--max-frames", "2", "--quiet")
+            assert proc.returncode == 2 and "source itself" in proc.stderr, (sources, option, proc.stderr)
     assert source.read_bytes() == talking_clip.read_bytes()
     assert not (tmp_path / "a.out").exists() and (tmp_path / "earlier.jsonl").read_text() == "{}\n"
     # An output on one of a source folder's images (which would be emptied before it is read).

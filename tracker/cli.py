@@ -128,7 +128,7 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
     files = {option: value for option, value in named.items() if option in ("--json", "--csv", "--output") and value}
     seen: dict[object, str] = {}
     inputs = set().union(*(_folder_files(source) for source in args.sources))
-    sources = {_written_file(source) for source in args.sources if os.path.exists(source)}
+    sources = {_written_file(path) for path in map(_local_path, args.sources) if os.path.exists(path)}
     for option, value in files.items():
         key = _written_file(value)
         if key in seen:
@@ -154,10 +154,16 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
                         "an overlay frame could overwrite it")
         # With several sources, a source named so could be overwritten by an earlier source's frame before it is read.
         for source in args.sources if len(args.sources) > 1 else ():
-            if os.path.isfile(source) and among_its_frames(source):
+            if os.path.isfile(_local_path(source)) and among_its_frames(_local_path(source)):
                 return (f"source '{source}' is in the overlay folder '{args.output}' and named like its frames; "
                         "an earlier source's overlay frame could overwrite it before it is read")
     return None
+
+
+def _local_path(source: str) -> str:
+    """The file a source names on this machine: a `file:` URL (file:///home/me/clip.mp4) is opened by FFmpeg as
+    the text after `file:`; any other source names itself."""
+    return source[len("file:"):] if source.startswith("file:") else source
 
 
 def _folder_files(path: str) -> set[object]:
