@@ -29,6 +29,7 @@ from tracker.avatar import (
 )
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
+from tracker.jit_cache import cache_failure
 from tracker.outputs import (
     VIDEO_SUFFIXES,
     CsvWriter,
@@ -163,7 +164,7 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
 def _local_path(source: str) -> str:
     """The file a source names on this machine: a `file:` URL (file:///home/me/clip.mp4) is opened by FFmpeg as
     the text after `file:`; any other source names itself."""
-    return source[len("file:"):] if source.startswith("file:") else source
+    return source.removeprefix("file:")
 
 
 def _folder_files(path: str) -> set[object]:
@@ -775,5 +776,9 @@ def _run_reporting(args: argparse.Namespace, stop: StopRequest) -> int:
     except Exception as exc:  # noqa: BLE001 -- the promise is one line, never a traceback
         if args.debug:
             traceback.print_exc()
-        log.error("unexpected %s: %s (rerun with --debug for details)", type(exc).__name__, exc)
+        cache = cache_failure(exc)  # a damaged file of Numba's cache, its disk full: what to do about it
+        if cache is not None:
+            log.error(str(cache))
+        else:
+            log.error("unexpected %s: %s (rerun with --debug for details)", type(exc).__name__, exc)
         return EXIT_FAILURE

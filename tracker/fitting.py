@@ -39,8 +39,11 @@ from numba import njit
 
 from tracker.backends import ENGINES_DIR
 from tracker.engines import load_engine_arrays
+from tracker.jit_cache import ensure_writable_cache
 from tracker.pose import MODEL_TO_CAMERA, matrix_to_euler, matrix_to_quaternion
 from tracker.types import Pose
+
+ensure_writable_cache()  # before the kernels below are decorated: Numba looks for its cache folder then
 
 MODEL_FILE = "face_model.npz"
 OFFSETS_FILE = "landmark_offsets.npz"

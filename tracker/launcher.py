@@ -17,6 +17,7 @@ from tracker.opencv_env import OpenCVSettingError, max_decoded_pixels
 
 EXIT_INTERRUPTED = 130  # as tracker.cli exits on Ctrl-C
 EXIT_BAD_INPUT = 2  # as tracker.cli exits on a source it cannot read
+EXIT_FAILURE = 1  # as tracker.cli exits when the tracker cannot run here
 # Ctrl-C, `kill` and the terminal going away; tracker.cli.STOP_SIGNALS, which cannot be imported yet.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -30,6 +31,14 @@ def main() -> int:
     except OpenCVSettingError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # Before the modules with Numba kernels are imported: Numba looks for its cache folder as it compiles them.
+    from tracker.jit_cache import JitCacheError, ensure_writable_cache
+
+    try:
+        ensure_writable_cache()
+    except JitCacheError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     from tracker.cli import main as cli_main
 
     if stops:
