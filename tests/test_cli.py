@@ -428,7 +428,7 @@ def test_ctrl_c_mid_file_leaves_valid_jsonl(talking_clip, tmp_path):
 
 def test_a_reader_that_stops_reading_ends_the_run_quietly(talking_clip, tmp_path):
     """`--json - | head -1`: once the reader has gone, the run ends with no error line and exit 0, and the
-    other outputs are closed whole (the overlay video plays)."""
+    other outputs are closed whole (the overlay video plays), with a line saying they end there."""
     video = tmp_path / "overlay.mp4"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--source", str(talking_clip), "--json", "-",
                              "--output", str(video), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
@@ -438,6 +438,7 @@ def test_a_reader_that_stops_reading_ends_the_run_quietly(talking_clip, tmp_path
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "ERROR" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert f"stopped reading, which ended the run: --output '{video}' holds the frames" in stderr, stderr
     cap = cv2.VideoCapture(str(video))
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     assert 1 <= frames < 448 and cap.read()[0]

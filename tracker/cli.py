@@ -772,6 +772,11 @@ def _run_reporting(args: argparse.Namespace, stop: StopRequest) -> int:
         # The reader of --json - or --csv - stopped reading (`| head`, a closed socket): an end, not an error.
         # Python would still flush stdout at exit and fail there, so stdout goes to the null device.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        files = [f"{option} '{value}'" for option, value in (("--json", args.json), ("--csv", args.csv),
+                                                            ("--output", args.output)) if value and value != "-"]
+        if files:  # cut short with the run: said, so that a script reading exit code 0 is not misled
+            log.warning("the reader of stdout stopped reading, which ended the run: %s hold%s the frames tracked "
+                        "until then", " and ".join(files), "" if len(files) > 1 else "s")
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 -- the promise is one line, never a traceback
         if args.debug:
