@@ -509,6 +509,7 @@ def test_outputs_that_clash_with_each_other_or_the_source_are_usage_errors(talki
         ("--json", str(tmp_path / "earlier.jsonl"), "--csv", str(tmp_path / "link.jsonl")): "both write to",
         ("--json", str(tmp_path / "a.out"), "--csv", str(tmp_path / "a.out")): "both write to",
         ("--json", "-", "--csv", "-"): "both write to stdout",
+        ("--output", "-"): "stdout ('-') is for --json and --csv",
         # A frame of the overlay folder would replace it, or be written through it while it is open.
         ("--output", str(tmp_path / "frames"), "--json", str(tmp_path / "frames" / "000001_clip.png")): "named like",
         ("--output", str(tmp_path / "frames"), "--csv", str(tmp_path / "frames" / "000001_clip.png.part")):

@@ -714,12 +714,17 @@ def test_fake_or_header_cut_video_fails(video, tmp_path, capfd):
 
 
 def test_an_empty_video_or_one_cut_off_before_its_index_says_so(tmp_path, capfd):
-    """A zero-byte .mp4, and an MP4 cut off before the index its writer puts last (a recording stopped by a crash):
-    each says what it is, not just "corrupt"; a file of boxes that is no MP4 is still "not a video"."""
+    """A zero-byte .mp4, an AVI without frames, and an MP4 cut off before the index its writer puts last (a recording
+    stopped by a crash): each says what it is, not just "corrupt"; a file of boxes that is no MP4 is still "not a
+    video"."""
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(SourceError, match=r"cannot read video .*empty.mp4.*: the file is empty$"):
         open_source(str(empty))
+    # A whole AVI with no frame in it (its writer closed before the first).
+    cv2.VideoWriter(str(tmp_path / "none.avi"), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 48)).release()
+    with pytest.raises(SourceError, match=r"cannot read video .*none.avi.*: it holds no frames$"):
+        open_source(str(tmp_path / "none.avi"))
     whole = tmp_path / "whole.mp4"
     writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 48))
     for i in range(N_FRAMES):

@@ -464,3 +464,18 @@ def test_the_label_carries_the_pose_expected_error_when_rated() -> None:
     # "#1 0.97" alone, against "#1 0.97  pose err ~4 deg"; no pose at all, no rating.
     assert label_width(rated) > 2 * label_width(make_face()) and label_width(make_face(pose=None)) == label_width(
         make_face())
+
+
+def test_an_overlay_name_ending_in_a_separator_is_a_folder_asked_for(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """'overlays.mp4/' is a folder of PNG frames, without the warning an unknown ending gets ('overlays.webm')."""
+    from tracker.outputs import OverlayWriter
+
+    with caplog.at_level(logging.WARNING, logger="tracker"):
+        writer = OverlayWriter(str(tmp_path / "overlays.mp4") + "/", None)
+        writer.write(np.zeros((40, 60, 3), np.uint8), _frame_result(0))
+        writer.close()
+        assert not caplog.records
+        OverlayWriter(str(tmp_path / "overlays.webm"), None).close()
+    assert (tmp_path / "overlays.mp4").is_dir() and (tmp_path / "overlays.mp4" / "000000_frame.png").is_file()
+    assert len(caplog.records) == 1 and "not a video file this writer makes" in caplog.records[0].getMessage()

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NoReturn, TextIO
 
 from tracker.avatar import (
@@ -31,13 +30,13 @@ from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
 from tracker.jit_cache import cache_failure
 from tracker.outputs import (
-    VIDEO_SUFFIXES,
     CsvWriter,
     JsonlWriter,
     OutputError,
     OverlayWriter,
     Window,
     named_like_an_overlay_frame,
+    overlay_is_video,
     probe_display,
 )
 from tracker.pipeline import FaceTracker, TrackerConfig
@@ -139,7 +138,9 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
             return f"{option} '{value}' is the source itself; it would be overwritten"
         if value != "-" and key in inputs:
             return f"{option} '{value}' is a file in the source folder; it would be overwritten before it is read"
-    if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+    if args.output == "-":
+        return "--output writes a video file or a folder of PNG frames; stdout ('-') is for --json and --csv"
+    if args.output and not overlay_is_video(args.output):
         folder = os.path.realpath(args.output)
 
         def among_its_frames(path: str) -> bool:  # in the overlay folder, named as a frame is (or while written)

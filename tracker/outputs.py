@@ -409,6 +409,13 @@ def _file_state(path: Path) -> tuple[int, int] | None:
     return (status.st_size, status.st_mtime_ns) if stat.S_ISREG(status.st_mode) else None
 
 
+def overlay_is_video(path: str | os.PathLike) -> bool:
+    """Whether an overlay path names a video file (by its ending) rather than a folder of PNG frames; a name ending
+    in a separator is a folder ('overlays.mp4/')."""
+    text = os.fspath(path)
+    return not text.endswith(("/", os.sep)) and Path(text).suffix.lower() in VIDEO_SUFFIXES
+
+
 class OverlayWriter:
     """Overlay frames to a video file (by suffix) or, otherwise, PNGs in a folder.
 
@@ -432,7 +439,8 @@ class OverlayWriter:
         self._taken: set[str] = set()  # the names the sources before took
         self._next_number: dict[str, int] = {}  # for each name taken, the next number to try
         self._renamed = 0
-        self._is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        self._is_video = overlay_is_video(path)
+        self._named_as_folder = os.fspath(path).endswith(("/", os.sep))  # 'overlays.mp4/': a folder, asked for
         shown = readable_path(path)
         try:
             self._check_destination(shown)
@@ -448,7 +456,7 @@ class OverlayWriter:
             if self.path.exists() and not self.path.is_dir():
                 raise OutputError(f"cannot write overlay frames into '{shown}': it is a file, not a folder (name a "
                                   f"folder, or a video file ending in {' '.join(VIDEO_SUFFIXES)})")
-            if self.path.suffix and not self.path.is_dir():
+            if self.path.suffix and not self.path.is_dir() and not self._named_as_folder:
                 logging.getLogger("tracker").warning(
                     "'%s' is not a video file this writer makes (%s): the overlay frames go to a folder of that "
                     "name, as PNGs", shown, " ".join(VIDEO_SUFFIXES))
