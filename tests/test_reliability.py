@@ -384,3 +384,16 @@ def test_the_blendshape_signal_is_the_readings_disagreement_on_the_rated_shapes_
     assert pose_signal(0.03, beyond) == pytest.approx(0.03)
     beyond[36:48] = True  # and the eyes: 12 of the 31 brow, nose and eye points
     assert pose_signal(0.03, beyond) == pytest.approx(0.03 + POSE_BEYOND_WEIGHT * 12 / 31)
+
+
+def test_the_ratings_rise_past_their_last_knot_but_never_beyond_what_the_error_can_be():
+    """A pose is at most 180° from the truth and a weight in [0, 1] at most 1 off: however large the signal (a focal
+    length far too short read 790° before), the shipped maps stop there, and below that they still rise."""
+    from tracker.reliability import BlendshapeErrorCalibration, PoseErrorCalibration
+
+    for maps, read, most in ((PoseErrorCalibration(), PoseErrorCalibration.expected_deg, 180.0),
+                             (BlendshapeErrorCalibration(), BlendshapeErrorCalibration.expected, 1.0)):
+        for kind, tracked in (("still", False), ("tracked", True)):
+            last = maps.maps[kind][0][-1]
+            ratings = [read(maps, signal, tracked) for signal in (last, 2 * last, 1e3 * last, 1e12)]
+            assert ratings[0] < ratings[1] < most and ratings[2] == ratings[3] == most, (kind, ratings)
