@@ -1,6 +1,7 @@
 """FaceTracker.process_stream: the two stages on two threads give process()'s results, frame for frame."""
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -101,6 +102,10 @@ def test_items_that_are_not_argument_tuples_are_a_clear_error_after_the_frames_b
                 got.append(result.frame)
         assert got == [0]
         tracker.reset()
+    for not_a_stream in (None, 5):  # README: bad arguments raise ValueError
+        with pytest.raises(ValueError, match="an iterable of"):
+            next(tracker.process_stream(not_a_stream))
+    assert tracker.process(frames[0]).frame == 0  # and the tracker is still usable
 
 
 def test_a_stream_closed_early_stops_its_worker():
@@ -188,6 +193,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     {"threads": True}, {"focal_px": 0}, {"focal_px": -600.0}, {"focal_px": float("nan")},
     {"presence_threshold": 1.5}, {"detection_threshold": -0.1}, {"refiner": "none"}, {"fit_3d": "no"},
     {"smooth": 0}, {"backend": "x"}, {"backend": "ONNXRuntime"}, {"detector": "long"}, {"detector": ["short"]},
+    {"threads": (os.cpu_count() or 1) + 1},
 ])
 def test_a_config_out_of_range_is_refused_at_once(settings):
     """README: bad arguments raise ValueError. Out of range, these would not fail later: they would track

@@ -172,6 +172,10 @@ class TrackerConfig:
                 raise ValueError(f"TrackerConfig.{name} must be a positive whole number, got {getattr(self, name)!r}")
         if self.threads is not None and not whole(self.threads):
             raise ValueError(f"TrackerConfig.threads must be None or a positive whole number, got {self.threads!r}")
+        cpus = os.cpu_count() or 1
+        if self.threads is not None and self.threads > cpus:  # as the command line refuses --threads
+            raise ValueError(f"TrackerConfig.threads must be at most the {cpus} CPUs this machine has (more threads "
+                             f"than cores only wait for each other), got {self.threads!r}")
         self.checked_focal()
         for name in ("detection_threshold", "presence_threshold"):
             if not (_finite_number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
@@ -349,7 +353,11 @@ class FaceTracker:
         close() waits for the item the worker is on. Stopped by an error or Ctrl-C instead, the stream does
         not wait for it (the worker may be waiting on a stalled source), and the tracker's next use does.
         Stopped early, the tracker may have found a frame more than it described: reset() it before reuse."""
-        items = iter(frames)
+        try:
+            items = iter(frames)
+        except TypeError:
+            raise ValueError("process_stream takes an iterable of (image, frame, time_s, source, still) tuples, not "
+                             f"{type(frames).__name__}") from None
 
         def read_and_find() -> tuple | None:  # on the worker: _describe's arguments for the next item, or None
             try:
