@@ -416,3 +416,103 @@ def test_the_blendshape_error_tool_scores_the_rated_shapes_and_its_quarters_spli
     assert cells[0][2] == "0.000-1.000" and cells[3][2] == "6.000-7.000"
     assert [row.split(" | ")[1] for row in tool.quarter_rows("stills", np.array([2.0, 1.0]), np.array([1.0, 2.0]))] == [
         "1", "2"]  # two faces: two quarters, the empty ones left out
+
+
+def _pts_text(points: np.ndarray, brace: str = "{") -> str:
+    """An iBUG .pts file of 0-based ``points`` (written 1-based)."""
+    rows = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in points)
+    return f"version: 1\nn_points: {len(points)}\n{brace}\n{rows}\n}}\n"
+
+
+def _face_points(seed: int = 0) -> np.ndarray:
+    points = np.round(np.random.default_rng(seed).uniform(20, 80, (68, 2)), 3)  # as _pts_text writes them
+    points[36], points[45] = (30.0, 40.0), (70.0, 40.0)  # the outer eye corners apart
+    return points
+
+
+def test_read_pts_takes_loose_layouts_and_names_what_is_wrong_with_a_file_that_is_no_annotation(tmp_path):
+    ld = _load("landmark_data")
+    points = _face_points()
+    good = tmp_path / "good.pts"
+    good.write_text(_pts_text(points))
+    np.testing.assert_allclose(ld.read_pts(good), points, atol=1e-9)
+    # Spaces round the braces, a blank line among the points, Windows line ends: the same points.
+    loose = _pts_text(points, brace="  { ").replace("\n", "\r\n").replace(f"{points[3, 1] + 1:.3f}\r\n",
+                                                                         f"{points[3, 1] + 1:.3f}\r\n\r\n")
+    (tmp_path / "loose.pts").write_text(loose)
+    np.testing.assert_allclose(ld.read_pts(tmp_path / "loose.pts"), points, atol=1e-9)
+    same_corners = points.copy()
+    same_corners[45] = same_corners[36]
+    with_nan = points.copy()
+    with_nan[10, 0] = np.nan
+    cases = {
+        _pts_text(points[:49]): "holds 49 points, not iBUG's 68",
+        _pts_text(with_nan): "not finite",
+        _pts_text(same_corners): "on one spot",
+        _pts_text(points).replace("{", ""): "no '{' ... '}' block",
+        _pts_text(points).replace(f"{points[5, 0] + 1:.3f}", "abc"): "not a number",
+        _pts_text(points).replace(f"{points[5, 0] + 1:.3f} ", f"{points[5, 0] + 1:.3f} 7 "): "not two numbers",
+        "": "no '{' ... '}' block",
+    }
+    for k, (text, words) in enumerate(cases.items()):
+        (tmp_path / f"bad{k}.pts").write_text(text)
+        with pytest.raises(ld.PtsError, match=words.replace("(", r"\(").replace(".", r"\.")):
+            ld.read_pts(tmp_path / f"bad{k}.pts")
+    (tmp_path / "folder.pts").mkdir()
+    with pytest.raises(ld.PtsError, match="cannot be read"):
+        ld.read_pts(tmp_path / "folder.pts")
+
+
+def test_load_folder_takes_what_it_can_and_says_what_it_leaves_out(tmp_path, capsys):
+    import cv2
+
+    ld = _load("landmark_data")
+    picture = cv2.imencode(".png", np.full((100, 100, 3), 90, np.uint8))[1].tobytes()
+    (tmp_path / "sub").mkdir()
+    layout = {"a.jpg": picture, "a.pts": _pts_text(_face_points(1)),          # a picture of any kind under .jpg
+              "sub/b.PNG": picture, "sub/b.PTS": _pts_text(_face_points(2)),  # a subfolder, upper case
+              "c.png": picture, "c.bmp": picture, "c.pts": _pts_text(_face_points(3)),  # two pictures, one .pts
+              "d.jpg": picture,                                               # no .pts
+              "e.pts": _pts_text(_face_points(4)),                            # no picture
+              "f.jpg": b"not a picture", "f.pts": _pts_text(_face_points(5)),  # not a picture
+              "g.jpg": picture, "g.pts": _pts_text(_face_points(6)[:49])}     # not 68 points
+    for name, content in layout.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    items = ld.load_folder(tmp_path)
+    assert [i.image_path.relative_to(tmp_path).as_posix() for i in items] == ["a.jpg", "c.png", "sub/b.PNG"]
+    np.testing.assert_allclose(items[2].points, _face_points(2), atol=1e-9)
+    said = capsys.readouterr().err
+    for words in ("each an image with no .pts of its name beside it: d.jpg",
+                  "each a .pts with no image of its name beside it: e.pts",
+                  "each an image in a format OpenCV cannot read: f.jpg",
+                  "each a .pts that holds 49 points, not iBUG's 68: g.pts",
+                  "each an image sharing its .pts with another, taken first (.jpg .jpeg .png .bmp"):
+        assert words in said, said
+    assert len(said.strip().splitlines()) == 5
+    ld.load_folder(tmp_path, say_left_out=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_evaluate_on_a_folder_with_no_face_found_writes_its_figures_as_json(tmp_path, monkeypatch, capsys):
+    """A folder whose faces are all missed has no mean NME: the table says —, the JSON holds null (strict JSON), and an
+    annotation wholly off its picture is left out, not counted as a face missed."""
+    import json
+
+    import cv2
+
+    ev = _load("evaluate")
+    for name, shift in (("blank", 0.0), ("elsewhere", 5000.0)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((120, 120, 3), 128, np.uint8))
+        (tmp_path / f"{name}.pts").write_text(_pts_text(_face_points() + shift))
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--images", str(tmp_path), "--no-write", "--worst", str(out),
+                                      "--json", str(out / "r.json")])
+    assert ev.main() == 0
+    said = capsys.readouterr()
+    assert "| 0.0% | — | — | — | 100.0% | 100.0% | 0.000 |" in said.out
+    assert said.err.count("left out 1 image(s) annotated wholly off the picture: elsewhere.png") == 1, said.err
+    report = json.loads((out / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    first = next(iter(report.values()))
+    assert first["images"] == 1 and first["nme"] is None and first["per_face"][0]["found"] is False
+    assert any(out.glob("worst_*.png")) and any(out.glob("ced_*.png"))  # with --no-write the plot goes beside the sheet

@@ -86,8 +86,10 @@ def held_out_spearman(signal: np.ndarray, error: np.ndarray, seed: int = 0) -> f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=LANDMARKS68 / "afw")
-    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
-    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE,
+                        help="where the calibration goes (default: the shipped file the tracker reads)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; write neither the calibration (--out) nor BENCHMARKS.md")
     args = parser.parse_args()
     items = load_folder(args.images) if args.images.is_dir() else []
     if not items:
@@ -114,7 +116,8 @@ def main() -> int:
         single_nme.append((np.linalg.norm(single - item.points, axis=1) / iod).mean())
     e, p, d = np.array(mirror_err), np.array(pair_err), np.array(true_err)
     cal = fit_calibration(calibration_signal(e), d)
-    np.savez_compressed(args.out, **{k: v.astype(np.float32) for k, v in cal.items()}, faces=len(e))
+    if not args.no_write:
+        np.savez_compressed(args.out, **{k: v.astype(np.float32) for k, v in cal.items()}, faces=len(e))
     rho = float(spearmanr(e.ravel(), d.ravel()).correlation)
     rho_pair = float(spearmanr(p.ravel(), d.ravel()).correlation)
     per_landmark = np.array([spearmanr(e[:, i], d[:, i]).correlation for i in range(68)])

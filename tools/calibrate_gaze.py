@@ -167,8 +167,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, default=LANDMARKS68 / "helen_train")
     parser.add_argument("--held-out", type=Path, default=LANDMARKS68 / "afw")
-    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE)
-    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument("--out", type=file_to_write, default=ENGINES_DIR / CALIBRATION_FILE,
+                        help="where the calibration goes (default: the shipped file the tracker reads)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; write neither the calibration (--out) nor BENCHMARKS.md")
     args = parser.parse_args()
     for folder in (args.train, args.held_out):
         if not folder.is_dir():
@@ -176,9 +178,10 @@ def main() -> int:
     model = FaceModel.load()
     train, held_out = _enough(args.train, track(args.train)), _enough(args.held_out, track(args.held_out))
     offset = fit_centre_offset(model, train)
-    np.savez(args.out, centre_offset=offset)
+    if not args.no_write:
+        np.savez(args.out, centre_offset=offset)
     print(f"eyeball centre offset from the corners' midpoint: outward {offset[0]:+.3f}, up {offset[1]:+.3f}, "
-          f"forward {offset[2]:+.3f} cm -> {args.out}")
+          f"forward {offset[2]:+.3f} cm" + ("" if args.no_write else f" -> {args.out}"))
     estimator = GazeEstimator(model, offset)
     rows, band_rows, eye_rows = [], [], []
     for name, samples in ((f"{args.train.name} (fitted there)", train), (f"{args.held_out.name} (held out)", held_out)):

@@ -8,7 +8,12 @@ A missed face counts as a failure (NME = inf) in the failure rates and AUC, and 
 left out of the mean NME (which is over found faces).
 
     python tools/evaluate.py                      # afw, held out from training
-    python tools/evaluate.py --images DIR --json results.json
+    python tools/evaluate.py --images DIR --json results.json --no-write --worst OUT
+
+The folder's images (its subfolders' too) need a .pts of the same name beside them; files that cannot be used (no
+.pts, a .pts that is no 68-point annotation, an image OpenCV cannot read) are left out and said on stderr, not
+counted as faces missed. Without --no-write a run adds or rewrites the folder's own section of BENCHMARKS.md and
+its CED plot in docs/.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
 from report import file_to_write, folder_to_write, update_section
 
 from tracker.backends import BACKENDS
+from tracker.engines import BackendError
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,20 +76,33 @@ def summarise(per_face: list[dict]) -> dict:
 
 
 def table_cells(q: dict) -> str:
-    """A summary's found, NME, jaw NME, inner-51 NME, failure rates and AUC as Markdown table cells."""
-    return (f"{100 * q['detection_rate']:.1f}% | {100 * q['nme']:.2f}% | {100 * q['nme_jaw']:.2f}% | "
-            f"{100 * q['nme_inner51']:.2f}% | {100 * q['failure_rate_0.08']:.1f}% | "
-            f"{100 * q['failure_rate_0.10']:.1f}% | {q['auc_0.08']:.3f}")
+    """A summary's found, NME, jaw NME, inner-51 NME, failure rates and AUC as Markdown table cells (a mean over
+    no found face as —)."""
+    def percent(value: float, digits: int) -> str:
+        return "—" if np.isnan(value) else f"{100 * value:.{digits}f}%"
+
+    return (f"{percent(q['detection_rate'], 1)} | {percent(q['nme'], 2)} | {percent(q['nme_jaw'], 2)} | "
+            f"{percent(q['nme_inner51'], 2)} | {percent(q['failure_rate_0.08'], 1)} | "
+            f"{percent(q['failure_rate_0.10'], 1)} | {q['auc_0.08']:.3f}")
 
 
-def evaluate(folder: Path, config: TrackerConfig) -> dict:
-    items = load_folder(folder)
+def evaluate(folder: Path, config: TrackerConfig, say_left_out: bool = True) -> dict:
+    """The summary and per-face rows of one pipeline on the folder's usable images; ``say_left_out``: warn on stderr
+    of what is left out (a second pipeline on the same folder leaves out the same)."""
+    items = load_folder(folder, say_left_out)
     if not items:
         raise SystemExit(f"error: no images with .pts files in {folder}")
     tracker = FaceTracker(config)
-    per_face = []
+    per_face, unreadable, off_picture = [], [], []
     for item in tqdm(items, desc=f"evaluating on {folder.name}", unit="img"):
         image = cv2.imread(str(item.image_path))
+        if image is None:  # a file whose header OpenCV reads but whose picture it cannot decode
+            unreadable.append(item.image_path.name)
+            continue
+        (x0, y0), (x1, y1) = item.points.min(0), item.points.max(0)
+        if x1 < 0 or y1 < 0 or x0 > image.shape[1] - 1 or y0 > image.shape[0] - 1:  # not a face of this picture
+            off_picture.append(item.image_path.name)
+            continue
         faces = tracker.process(image, still=True).faces
         index = match_face([f.landmarks for f in faces], item.points)
         face = None if index is None else faces[index]
@@ -92,6 +111,12 @@ def evaluate(folder: Path, config: TrackerConfig) -> dict:
             row["prediction"] = face.landmarks.tolist()
             row.update(nme_scores(face.landmarks, item.points))
         per_face.append(row)
+    for left_out, why in ((unreadable, "OpenCV could not decode"), (off_picture, "annotated wholly off the picture")):
+        if left_out and say_left_out:
+            print(f"warning: {folder}: left out {len(left_out)} image(s) {why}: {', '.join(left_out[:3])}",
+                  file=sys.stderr)
+    if not per_face:
+        raise SystemExit(f"error: none of the annotated images in {folder} can be used (see the warnings)")
     return {**summarise(per_face), "per_face": per_face}
 
 
@@ -131,8 +156,10 @@ def draw_worst(report: dict, path: Path, count: int = 12) -> None:
         truth = np.array(r["truth"])
         lo, hi = truth.min(0), truth.max(0)
         pad = 0.3 * (hi - lo).max()
-        x0, y0 = np.maximum((lo - pad).astype(int), 0)
+        x0, y0 = np.clip((lo - pad).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
         x1, y1 = np.minimum((hi + pad).astype(int), [image.shape[1], image.shape[0]])
+        if x1 <= x0 or y1 <= y0:  # an annotation off the picture: the whole picture
+            x0, y0, (y1, x1) = 0, 0, image.shape[:2]
         tile = image[y0:y1, x0:x1].copy()
         scale = 200.0 / max(tile.shape[:2])
         tile = cv2.resize(tile, None, fx=scale, fy=scale)
@@ -149,6 +176,16 @@ def draw_worst(report: dict, path: Path, count: int = 12) -> None:
         tiles.append(np.full((200, 200, 3), 255, np.uint8))
     sheet = np.vstack([np.hstack(tiles[i : i + 6]) for i in range(0, len(tiles), 6)])
     cv2.imwrite(str(path), sheet)
+
+
+def without_nan(value: object) -> object:
+    """``value`` with its NaN and infinite numbers as None (JSON's null): a folder whose faces were all missed has no
+    mean NME, and strict JSON readers refuse NaN."""
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nan(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def run_names(images: Path, detector: str, backend: str) -> tuple[str, str, str, str]:
@@ -186,7 +223,7 @@ def main() -> int:
                         help="folder for the sheet of the 12 worst faces (dataset pixels: kept out of the repo)")
     args = parser.parse_args()
     if not args.images.is_dir():
-        print(f"error: {args.images} not found", file=sys.stderr)
+        print(f"error: {args.images} " + ("is not a folder" if args.images.exists() else "not found"), file=sys.stderr)
         return 2
     folder_name, section, plot_name, command = run_names(args.images, args.detector, args.backend)
     started = time.perf_counter()
@@ -197,7 +234,12 @@ def main() -> int:
         "baseline: face mesh + linear map (`--refiner none --no-mirror`)": TrackerConfig(
             backend=args.backend, detector=args.detector, max_faces=8, refiner=False, mirror_check=False),
     }
-    reports = {name: evaluate(args.images, config) for name, config in configs.items()}
+    try:
+        reports = {name: evaluate(args.images, config, say_left_out=k == 0)
+                   for k, (name, config) in enumerate(configs.items())}
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     r = next(iter(reports.values()))
     rows = [f"| {name} | {table_cells(q)} |" for name, q in reports.items()]
     body = "\n".join([
@@ -214,7 +256,10 @@ def main() -> int:
         "",
         f"Command: `{command}`",
     ])
-    report = reports
+    print(f"{folder_name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
+    print(body)
+    if args.json:  # before the plots: the figures are kept whatever the drawing meets
+        args.json.write_text(json.dumps(without_nan(reports), indent=1, allow_nan=False))
     plots = args.plots or (args.worst if args.no_write else REPO / "docs")
     plots.mkdir(parents=True, exist_ok=True)
     args.worst.mkdir(parents=True, exist_ok=True)
@@ -223,10 +268,7 @@ def main() -> int:
     draw_worst(r, worst)
     body += (f"\n\n![CED]({shown(ced)}) — the sheet of the 12 worst faces (prediction red, truth green) is "
              f"written to `{shown(worst)}`, not committed: it holds dataset pixels.")
-    print(f"{folder_name}: {r['images']} images in {time.perf_counter() - started:.0f} s")
-    print(body)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    print(f"plots: {ced}, {worst}")
     if not args.no_write:
         update_section(section, body)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,26 +20,83 @@ class LabelledImage:
     points: np.ndarray  # 68×2, 0-based pixel coordinates
 
 
+# Image files an annotation may sit beside, in the order one is taken where a .pts has several.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_NAMES_SHOWN = 3  # of the files left out for one reason, named in its line
+
+
+class PtsError(ValueError):
+    """A .pts file that is not a usable iBUG 68-point annotation."""
+
+
 def read_pts(path: Path) -> np.ndarray:
-    """Points of an iBUG .pts file, converted from its 1-based to 0-based pixel coordinates."""
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    end = lines.index("}")
-    pts = np.array([[float(v) for v in line.split()] for line in lines[start:end]], dtype=np.float64)
-    if pts.shape != (68, 2):
-        raise ValueError(f"{path}: expected 68 points, found {len(pts)}")
-    return pts - 1.0
+    """Points of an iBUG .pts file, converted from its 1-based to 0-based pixel coordinates; PtsError saying what is
+    wrong with one that is not 68 finite points with the outer eye corners apart."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PtsError(f"cannot be read ({exc})") from None
+    try:
+        start = lines.index("{") + 1
+        end = lines.index("}", start)
+    except ValueError:
+        raise PtsError("holds no '{' ... '}' block of points") from None
+    rows = [line.split() for line in lines[start:end] if line]
+    if any(len(row) != 2 for row in rows):
+        raise PtsError("has a point line that is not two numbers, x and y")
+    try:
+        pts = np.array(rows, dtype=np.float64).reshape(-1, 2)
+    except ValueError:
+        raise PtsError("has a point that is not a number") from None
+    if len(pts) != 68:
+        raise PtsError(f"holds {len(pts)} points, not iBUG's 68")
+    if not np.all(np.isfinite(pts)):
+        raise PtsError("has a point that is not finite (NaN or infinity)")
+    pts -= 1.0
+    if inter_ocular(pts) == 0.0:
+        raise PtsError("puts the outer eye corners (points 37 and 46) on one spot: no inter-ocular distance")
+    return pts
 
 
-def load_folder(folder: Path) -> list[LabelledImage]:
-    """Every image in ``folder`` that has a .pts file beside it, sorted by name."""
-    items = []
-    for pts in sorted(Path(folder).glob("*.pts")):
-        for suffix in (".jpg", ".png", ".jpeg"):
-            image = pts.with_suffix(suffix)
-            if image.is_file():
-                items.append(LabelledImage(image, read_pts(pts)))
-                break
+def load_folder(folder: Path, say_left_out: bool = True) -> list[LabelledImage]:
+    """Every image in ``folder`` or its subfolders with a .pts file of the same name beside it (any case of the
+    extension), sorted by the .pts path. What cannot be used is left out and said on stderr, a line per reason:
+    an annotation that is no 68-point one (:func:`read_pts`), an image in a format OpenCV cannot read, a .pts with
+    no image and an image with no .pts; where a .pts has several images, the first of IMAGE_SUFFIXES is taken.
+    ``say_left_out``: False to keep quiet about them."""
+    import cv2
+
+    by_name: dict[Path, dict[str, Path]] = {}  # path without its extension -> extension (lower case) -> file
+    for root, _, names in os.walk(folder):  # links to folders are not followed: no loops
+        for name in names:
+            path = Path(root) / name
+            by_name.setdefault(path.with_suffix(""), {})[path.suffix.lower()] = path
+    items, left_out = [], {}
+    for stem, files in sorted(by_name.items(), key=lambda entry: str(entry[1].get(".pts", entry[0]))):
+        images = [files[s] for s in IMAGE_SUFFIXES if s in files]
+        if ".pts" not in files:
+            for image in images:
+                left_out.setdefault("an image with no .pts of its name beside it", []).append(image)
+            continue
+        pts = files[".pts"]
+        if not images:
+            left_out.setdefault("a .pts with no image of its name beside it", []).append(pts)
+            continue
+        if len(images) > 1:
+            left_out.setdefault(f"an image sharing its .pts with another, taken first ({' '.join(IMAGE_SUFFIXES)})",
+                                []).extend(images[1:])
+        if not cv2.haveImageReader(str(images[0])):
+            left_out.setdefault("an image in a format OpenCV cannot read", []).append(images[0])
+            continue
+        try:
+            items.append(LabelledImage(images[0], read_pts(pts)))
+        except PtsError as exc:
+            left_out.setdefault(f"a .pts that {exc}", []).append(pts)
+    for reason, paths in left_out.items() if say_left_out else ():
+        names = ", ".join(str(p.relative_to(folder)) for p in paths[:_NAMES_SHOWN])
+        more = f" and {len(paths) - _NAMES_SHOWN} more" if len(paths) > _NAMES_SHOWN else ""
+        print(f"warning: {folder}: left out {len(paths)} file{'s' * (len(paths) != 1)}, each {reason}: {names}{more}",
+              file=sys.stderr)
     return items
 
 
