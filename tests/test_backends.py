@@ -208,6 +208,25 @@ def test_tensorrt_build_failures_are_one_clear_error_and_leave_no_partial_cache(
         assert files == []
 
 
+def test_an_engine_is_cached_in_the_users_cache_folder_where_the_models_folder_cannot_be_written(monkeypatch,
+                                                                                                  tmp_path, caplog):
+    """A package installed read-only: the built engine goes to the user's cache folder; with no writable folder at
+    all it is built and used uncached, with a warning."""
+    from tracker import tensorrt_backend
+
+    _fake_gpu_stack(monkeypatch, tmp_path)
+    (tmp_path / "read-only").write_text("a file where the models' cache folder would go")
+    monkeypatch.setattr(tensorrt_backend, "CACHE_DIR", tmp_path / "read-only" / "trt_cache")
+    monkeypatch.setattr(tensorrt_backend, "_user_cache_dir", lambda: tmp_path / "user" / "trt_cache")
+    with pytest.raises(BackendError, match="could not load cached engine .*user"):
+        create_session(MESH_MODEL, "tensorrt")
+    assert len(list((tmp_path / "user" / "trt_cache").glob("*.engine"))) == 1
+    monkeypatch.setattr(tensorrt_backend, "_user_cache_dir", lambda: tmp_path / "read-only" / "user")
+    with caplog.at_level("WARNING"), pytest.raises(BackendError, match="could not load the engine it built"):
+        create_session(MESH_MODEL, "tensorrt")
+    assert "it is built again at every start" in caplog.text
+
+
 @pytest.mark.parametrize("version, explicit_flag, fp16_flag, fp16_used",
                          [("8.6.1", 1, True, True), ("10.3.0", 0, True, True), ("11.0.0", 0, False, False)])
 def test_tensorrt_versions_get_their_network_and_precision_flags(monkeypatch, tmp_path, version, explicit_flag,

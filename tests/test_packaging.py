@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from importlib.metadata import packages_distributions
@@ -116,3 +117,47 @@ def test_a_frame_runs_its_blas_on_one_thread(afw_dir):
         assert _blas_threads() == before
     assert result.faces and np.isfinite(result.faces[0].landmarks).all()
     assert inside and all(threads == {1} for threads in inside)
+
+
+def test_engines_are_found_installed_with_the_package_or_in_the_checkout(tmp_path):
+    from tracker.engines import default_engines_dir
+
+    package = tmp_path / "site" / "tracker"
+    package.mkdir(parents=True)
+    assert default_engines_dir(package) == tmp_path / "site" / "engines"  # a checkout: the repository's engines/
+    (package / "models").mkdir()
+    assert default_engines_dir(package) == package / "models"  # pip install .: installed with the code
+
+
+def test_a_wheel_holds_the_models_and_their_licences_and_its_install_finds_them(tmp_path):
+    """`pip install .` (not editable) must bring the model files and the notices that go with them (the MIT notice
+    of ICT-FaceKit's, the Apache notice of MediaPipe's), and the installed tracker must find them."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__}: the package's licence files need 77 or later")
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("tracker", "engines"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "trt_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = [p.name for p in (REPO / "engines").iterdir() if p.suffix in (".onnx", ".npz")]
+    assert len(shipped) >= 10 and all(f"tracker/models/{name}" in names for name in shipped), sorted(names)
+    for notice in ("LICENSE-ICT-FaceKit.txt", "LICENSE-mediapipe.txt"):
+        assert f"tracker/models/{notice}" in names  # beside the models derived from them
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "FACE_TRACKER_ENGINES"} | {"PYTHONPATH": str(site)}
+    found = subprocess.run([sys.executable, "-c", "from tracker.engines import ENGINES_DIR; print(ENGINES_DIR)"],
+                           cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    assert Path(found) == site / "tracker" / "models" and (Path(found) / "refiner.onnx").is_file()

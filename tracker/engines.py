@@ -13,8 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def default_engines_dir(package: Path = _PACKAGE) -> Path:
+    """The model files of the tracker package at ``package``: installed with it as its ``models`` folder (pip
+    install .), or, in a checkout (and an editable install), the repository's engines/ folder."""
+    installed = package / "models"
+    return installed if installed.is_dir() else package.parent / "engines"
+
+
 # FACE_TRACKER_ENGINES set and not empty: another folder of model files (an empty value is the default's).
-ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES") or Path(__file__).resolve().parent.parent / "engines")
+ENGINES_DIR = Path(os.environ.get("FACE_TRACKER_ENGINES") or default_engines_dir())
 
 
 class BackendError(RuntimeError):

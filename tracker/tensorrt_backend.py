@@ -2,7 +2,8 @@
 
 Imported lazily by ``tracker.backends`` so nothing else needs TensorRT. The
 engine is built once per (model hash, GPU, TensorRT version, precision, max
-batch) and kept under ``engines/trt_cache/``; later runs deserialise it.
+batch) and kept under ``engines/trt_cache/`` (or, where the models' folder cannot be written, as in a package
+installed read-only, the user's ``~/.cache/face-tracker/trt_cache/``); later runs deserialise it.
 
 Written against the documented Python API of TensorRT 8.5 to 11.x (name-based
 tensors, ``execute_async_v3``); it has not run on the project's machines, where
@@ -16,7 +17,9 @@ TensorRT cannot be installed. Version differences it handles:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +28,25 @@ import numpy as np
 from tracker.engines import ENGINES_DIR, BackendError, as_inputs, run_in_chunks
 
 CACHE_DIR = ENGINES_DIR / "trt_cache"
+log = logging.getLogger("tracker")
+
+
+def _user_cache_dir() -> Path:
+    """Where built engines go when CACHE_DIR cannot be written: the user's cache folder (XDG)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "face-tracker" / "trt_cache"
+
+
+def _cache_dir() -> Path | None:
+    """The first of CACHE_DIR and the user's cache folder that a file can be made in (made if missing), or None."""
+    for folder in (lambda: CACHE_DIR, _user_cache_dir):
+        try:
+            where = folder()
+            where.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=where).close()
+            return where
+        except (OSError, RuntimeError):  # RuntimeError: Path.home() with no home to find
+            continue
+    return None
 
 
 def _import_trt():
@@ -127,18 +149,24 @@ class TensorRtSession:
         model_hash = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
         gpu = "".join(c if c.isalnum() else "_" for c in device.name())
         key = f"{onnx_path.stem}-{model_hash}-{gpu}-trt{trt.__version__}-{'fp16' if fp16 else 'fp32'}-b{max_batch}"
-        cache = CACHE_DIR / f"{key}.engine"
-        if cache.is_file():
+        folder = _cache_dir()
+        cache = None if folder is None else folder / f"{key}.engine"
+        if cache is not None and cache.is_file():
             blob = cache.read_bytes()
         else:
             blob = _build_engine(trt, onnx_path, max_batch, fp16)
-            CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            # Written whole, then renamed: a crash or a second tracker building at once leaves no half engine.
-            partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
-            partial.write_bytes(blob)
-            os.replace(partial, cache)
+            if cache is None:
+                log.warning("TensorRT: no folder to keep the engine built for %s in (%s, nor the user's cache folder, "
+                            "can be written): it is built again at every start", onnx_path.name, CACHE_DIR)
+            else:
+                # Written whole, then renamed: a crash or a second tracker building at once leaves no half engine.
+                partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+                partial.write_bytes(blob)
+                os.replace(partial, cache)
         engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
         if engine is None:
+            if cache is None:
+                raise BackendError(f"TensorRT could not load the engine it built for {onnx_path.name}")
             raise BackendError(f"TensorRT could not load cached engine {cache}; delete it to rebuild")
         self._engine = engine
         self._exec = engine.create_execution_context()
