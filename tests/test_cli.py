@@ -1168,7 +1168,9 @@ def test_stops_after_the_run_leave_its_exit_code_alone(monkeypatch):
 
 
 def test_threads_beyond_the_cpu_count_are_refused():
-    proc = run_cli("--threads", str((os.cpu_count() or 1) + 1))
+    from tracker.pipeline import usable_cpus
+
+    proc = run_cli("--threads", str(usable_cpus() + 1))
     assert proc.returncode == 2 and "at most" in proc.stderr and "Traceback" not in proc.stderr
 
 

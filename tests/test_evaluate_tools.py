@@ -456,8 +456,9 @@ def test_read_pts_takes_loose_layouts_and_names_what_is_wrong_with_a_file_that_i
     }
     for k, (text, words) in enumerate(cases.items()):
         (tmp_path / f"bad{k}.pts").write_text(text)
-        with pytest.raises(ld.PtsError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        with pytest.raises(ld.PtsError, match=f"bad{k}.pts: ") as caught:  # the message names the file
             ld.read_pts(tmp_path / f"bad{k}.pts")
+        assert words in caught.value.reason
     (tmp_path / "folder.pts").mkdir()
     with pytest.raises(ld.PtsError, match="cannot be read"):
         ld.read_pts(tmp_path / "folder.pts")
@@ -478,7 +479,7 @@ def test_load_folder_takes_what_it_can_and_says_what_it_leaves_out(tmp_path, cap
               "g.jpg": picture, "g.pts": _pts_text(_face_points(6)[:49])}     # not 68 points
     for name, content in layout.items():
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    items = ld.load_folder(tmp_path)
+    items = ld.load_folder(tmp_path, subfolders=True)
     assert [i.image_path.relative_to(tmp_path).as_posix() for i in items] == ["a.jpg", "c.png", "sub/b.PNG"]
     np.testing.assert_allclose(items[2].points, _face_points(2), atol=1e-9)
     said = capsys.readouterr().err
@@ -486,11 +487,18 @@ def test_load_folder_takes_what_it_can_and_says_what_it_leaves_out(tmp_path, cap
                   "each a .pts with no image of its name beside it: e.pts",
                   "each an image in a format OpenCV cannot read: f.jpg",
                   "each a .pts that holds 49 points, not iBUG's 68: g.pts",
-                  "each an image sharing its .pts with another, taken first (.jpg .jpeg .png .bmp"):
+                  "each an image sharing its .pts with another, taken first (.jpg .png .jpeg .bmp"):
         assert words in said, said
     assert len(said.strip().splitlines()) == 5
-    ld.load_folder(tmp_path, say_left_out=False)
-    assert capsys.readouterr().err == ""
+    assert [i.image_path.name for i in ld.load_folder(tmp_path, say_left_out=False)] == ["a.jpg", "c.png"]
+    assert capsys.readouterr().err == ""  # and without its subfolders unless asked
+    # Names that differ only in case: which is meant cannot be told, so neither is taken; a link to nothing.
+    (tmp_path / "a.JPG").write_bytes(picture)
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert [i.image_path.name for i in ld.load_folder(tmp_path)] == ["c.png"]
+    said = capsys.readouterr().err
+    assert "left out 2 files, each named as another but for case, and left out with it: a.jpg, a.JPG" in said, said
+    assert "left out 1 file, each not a file (a link to nothing, say): gone.jpg" in said, said
 
 
 def test_evaluate_on_a_folder_with_no_face_found_writes_its_figures_as_json(tmp_path, monkeypatch, capsys):
@@ -511,7 +519,7 @@ def test_evaluate_on_a_folder_with_no_face_found_writes_its_figures_as_json(tmp_
     assert ev.main() == 0
     said = capsys.readouterr()
     assert "| 0.0% | — | — | — | 100.0% | 100.0% | 0.000 |" in said.out
-    assert said.err.count("left out 1 image(s) annotated wholly off the picture: elsewhere.png") == 1, said.err
+    assert said.err.count("left out 1 file, each an image annotated wholly off the picture: elsewhere.png") == 1, said.err
     report = json.loads((out / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     first = next(iter(report.values()))
     assert first["images"] == 1 and first["nme"] is None and first["per_face"][0]["found"] is False

@@ -43,6 +43,14 @@ def test_a_temporary_folder_others_can_write_to_is_not_used(nowhere_writable):
     assert stat.S_IMODE(os.stat(config.CACHE_DIR).st_mode) == 0o700
 
 
+def test_a_file_in_the_temporary_folders_place_is_not_used_either(nowhere_writable):
+    squatter = nowhere_writable / f"face-tracker-numba-{os.getuid()}"
+    squatter.write_text("anyone can make this file")
+    jit_cache.ensure_writable_cache()
+    assert config.CACHE_DIR and config.CACHE_DIR != str(squatter) and os.path.isdir(config.CACHE_DIR)
+    assert squatter.read_text() == "anyone can make this file"
+
+
 def test_with_no_writable_folder_at_all_it_says_what_to_set(nowhere_writable, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(nowhere_writable / "missing" / "deeper"))
     (nowhere_writable / "missing").write_text("a file, not a folder")
@@ -72,10 +80,29 @@ def test_a_damaged_cache_is_told_apart_and_named_with_its_folder(tmp_path, monke
     index.write_bytes(index.read_bytes()[:10])  # cut short, as by a full disk or a killed process
     with pytest.raises(Exception) as caught:
         load_kernel_module(source, "kernel_module_b").add_one(1)
-    error = jit_cache.cache_failure(caught.value)
-    assert error is not None and str(tmp_path / "cache") in str(error) and "delete the folder" in str(error)
+    advice = jit_cache.cache_failure_message(caught.value)
+    assert advice is not None and str(tmp_path / "cache") in advice and "delete the folder" in advice
     # An error of anything else is not put down to the cache.
     try:
         raise ValueError("not the cache")
     except ValueError as exc:
-        assert jit_cache.cache_failure(exc) is None
+        assert jit_cache.cache_failure_message(exc) is None
+
+
+def test_the_command_says_in_one_line_when_numba_has_no_folder(monkeypatch, capsys):
+    import signal
+
+    from tracker import launcher
+
+    def nowhere() -> None:
+        raise jit_cache.JitCacheError("Numba, which compiles the 3D fit, has no writable folder to cache it in")
+
+    monkeypatch.setattr(jit_cache, "ensure_writable_cache", nowhere)
+    handlers = {sig: signal.getsignal(sig) for sig in launcher.STOP_SIGNALS}  # the launcher installs its own
+    try:
+        assert launcher.main() == launcher.EXIT_FAILURE
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert capsys.readouterr().err == ("ERROR: Numba, which compiles the 3D fit, has no writable folder to cache it "
+                                       "in\n")

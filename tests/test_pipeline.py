@@ -1,7 +1,6 @@
 """FaceTracker.process_stream: the two stages on two threads give process()'s results, frame for frame."""
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.pipeline import FaceTracker, TrackerConfig, usable_cpus
 from tracker.types import FrameResult
 
 
@@ -193,7 +192,7 @@ def test_ctrl_c_while_the_worker_waits_on_a_stalled_source_stops_at_once():
     {"threads": True}, {"focal_px": 0}, {"focal_px": -600.0}, {"focal_px": float("nan")},
     {"presence_threshold": 1.5}, {"detection_threshold": -0.1}, {"refiner": "none"}, {"fit_3d": "no"},
     {"smooth": 0}, {"backend": "x"}, {"backend": "ONNXRuntime"}, {"detector": "long"}, {"detector": ["short"]},
-    {"threads": (os.cpu_count() or 1) + 1},
+    {"threads": usable_cpus() + 1},
 ])
 def test_a_config_out_of_range_is_refused_at_once(settings):
     """README: bad arguments raise ValueError. Out of range, these would not fail later: they would track

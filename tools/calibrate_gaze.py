@@ -48,6 +48,7 @@ from tracker.gaze import (
     eye_readings,
     eye_weights,
     iris_points,
+    within_eye_range,
 )
 from tracker.pipeline import FaceTracker, TrackerConfig
 from tracker.pose import MODEL_TO_CAMERA
@@ -141,8 +142,8 @@ def one_eye(estimator: GazeEstimator, samples: list[dict]) -> dict:
         if eye_weights(s["landmarks"], s["facing"]).min() < 0.99:
             continue
         readings = eye_readings(s["iris"], estimator.eye_centres(state), state.rotation, state.translation, s["camera"])
-        turn = np.degrees(np.arccos(np.cos(readings[:, 0]) * np.cos(readings[:, 1])))  # from straight ahead
-        if not np.all(np.isfinite(readings)) or readings[:, 2].min() < 0.8 or turn.max() > EYE_RANGE_DEG:
+        if (not np.all(np.isfinite(readings)) or readings[:, 2].min() < 0.8
+                or not within_eye_range(readings[:, 0], readings[:, 1]).all()):
             continue
         truth = toward_camera(estimator.model, s, estimator.centre_offset).yaw
         row = []

@@ -29,11 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face
+from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face, say_left_out_files
 from report import file_to_write, folder_to_write, update_section
 
-from tracker.backends import BACKENDS
-from tracker.engines import BackendError
+from tracker.backends import BACKENDS, BackendError
 from tracker.pipeline import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +88,7 @@ def table_cells(q: dict) -> str:
 def evaluate(folder: Path, config: TrackerConfig, say_left_out: bool = True) -> dict:
     """The summary and per-face rows of one pipeline on the folder's usable images; ``say_left_out``: warn on stderr
     of what is left out (a second pipeline on the same folder leaves out the same)."""
-    items = load_folder(folder, say_left_out)
+    items = load_folder(folder, say_left_out, subfolders=True)
     if not items:
         raise SystemExit(f"error: no images with .pts files in {folder}")
     tracker = FaceTracker(config)
@@ -97,11 +96,11 @@ def evaluate(folder: Path, config: TrackerConfig, say_left_out: bool = True) -> 
     for item in tqdm(items, desc=f"evaluating on {folder.name}", unit="img"):
         image = cv2.imread(str(item.image_path))
         if image is None:  # a file whose header OpenCV reads but whose picture it cannot decode
-            unreadable.append(item.image_path.name)
+            unreadable.append(str(item.image_path.relative_to(folder)))
             continue
         (x0, y0), (x1, y1) = item.points.min(0), item.points.max(0)
         if x1 < 0 or y1 < 0 or x0 > image.shape[1] - 1 or y0 > image.shape[0] - 1:  # not a face of this picture
-            off_picture.append(item.image_path.name)
+            off_picture.append(str(item.image_path.relative_to(folder)))
             continue
         faces = tracker.process(image, still=True).faces
         index = match_face([f.landmarks for f in faces], item.points)
@@ -111,10 +110,10 @@ def evaluate(folder: Path, config: TrackerConfig, say_left_out: bool = True) -> 
             row["prediction"] = face.landmarks.tolist()
             row.update(nme_scores(face.landmarks, item.points))
         per_face.append(row)
-    for left_out, why in ((unreadable, "OpenCV could not decode"), (off_picture, "annotated wholly off the picture")):
+    for left_out, why in ((unreadable, "an image OpenCV could not decode"),
+                          (off_picture, "an image annotated wholly off the picture")):
         if left_out and say_left_out:
-            print(f"warning: {folder}: left out {len(left_out)} image(s) {why}: {', '.join(left_out[:3])}",
-                  file=sys.stderr)
+            say_left_out_files(folder, why, left_out)
     if not per_face:
         raise SystemExit(f"error: none of the annotated images in {folder} can be used (see the warnings)")
     return {**summarise(per_face), "per_face": per_face}
@@ -156,10 +155,8 @@ def draw_worst(report: dict, path: Path, count: int = 12) -> None:
         truth = np.array(r["truth"])
         lo, hi = truth.min(0), truth.max(0)
         pad = 0.3 * (hi - lo).max()
-        x0, y0 = np.clip((lo - pad).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
+        x0, y0 = np.maximum((lo - pad).astype(int), 0)
         x1, y1 = np.minimum((hi + pad).astype(int), [image.shape[1], image.shape[0]])
-        if x1 <= x0 or y1 <= y0:  # an annotation off the picture: the whole picture
-            x0, y0, (y1, x1) = 0, 0, image.shape[:2]
         tile = image[y0:y1, x0:x1].copy()
         scale = 200.0 / max(tile.shape[:2])
         tile = cv2.resize(tile, None, fx=scale, fy=scale)

@@ -20,13 +20,18 @@ class LabelledImage:
     points: np.ndarray  # 68×2, 0-based pixel coordinates
 
 
-# Image files an annotation may sit beside, in the order one is taken where a .pts has several.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Image files an annotation may sit beside, in the order one is taken where a .pts has several (the first three
+# as before other kinds were read).
+IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _NAMES_SHOWN = 3  # of the files left out for one reason, named in its line
 
 
 class PtsError(ValueError):
-    """A .pts file that is not a usable iBUG 68-point annotation."""
+    """A .pts file that is not a usable iBUG 68-point annotation: ``reason`` says why, the message names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -35,44 +40,60 @@ def read_pts(path: Path) -> np.ndarray:
     try:
         lines = [line.strip() for line in Path(path).read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise PtsError(f"cannot be read ({exc})") from None
+        raise PtsError(path, f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     try:
         start = lines.index("{") + 1
         end = lines.index("}", start)
     except ValueError:
-        raise PtsError("holds no '{' ... '}' block of points") from None
+        raise PtsError(path, "holds no '{' ... '}' block of points") from None
     rows = [line.split() for line in lines[start:end] if line]
     if any(len(row) != 2 for row in rows):
-        raise PtsError("has a point line that is not two numbers, x and y")
+        raise PtsError(path, "has a point line that is not two numbers, x and y")
     try:
         pts = np.array(rows, dtype=np.float64).reshape(-1, 2)
     except ValueError:
-        raise PtsError("has a point that is not a number") from None
+        raise PtsError(path, "has a point that is not a number") from None
     if len(pts) != 68:
-        raise PtsError(f"holds {len(pts)} points, not iBUG's 68")
+        raise PtsError(path, f"holds {len(pts)} points, not iBUG's 68")
     if not np.all(np.isfinite(pts)):
-        raise PtsError("has a point that is not finite (NaN or infinity)")
+        raise PtsError(path, "has a point that is not finite (NaN or infinity)")
     pts -= 1.0
     if inter_ocular(pts) == 0.0:
-        raise PtsError("puts the outer eye corners (points 37 and 46) on one spot: no inter-ocular distance")
+        raise PtsError(path, "puts the outer eye corners (points 37 and 46) on one spot: no inter-ocular distance")
     return pts
 
 
-def load_folder(folder: Path, say_left_out: bool = True) -> list[LabelledImage]:
-    """Every image in ``folder`` or its subfolders with a .pts file of the same name beside it (any case of the
-    extension), sorted by the .pts path. What cannot be used is left out and said on stderr, a line per reason:
-    an annotation that is no 68-point one (:func:`read_pts`), an image in a format OpenCV cannot read, a .pts with
-    no image and an image with no .pts; where a .pts has several images, the first of IMAGE_SUFFIXES is taken.
-    ``say_left_out``: False to keep quiet about them."""
+def load_folder(folder: Path, say_left_out: bool = True, subfolders: bool = False) -> list[LabelledImage]:
+    """Every image in ``folder`` (and its ``subfolders``, when asked: a dataset's train/ and test/ would otherwise
+    mix) with a .pts file of the same name beside it (any case of the extension), sorted by the .pts path. What
+    cannot be used is left out and said on stderr (unless not ``say_left_out``), a line per reason: an annotation
+    that is no 68-point one (:func:`read_pts`), an image in a format OpenCV cannot read, a .pts with no image and an
+    image with no .pts, a link to nothing, and names that differ only in case. Where a .pts has several images, the
+    first of IMAGE_SUFFIXES is taken."""
     import cv2
 
+    folder = Path(folder)
     by_name: dict[Path, dict[str, Path]] = {}  # path without its extension -> extension (lower case) -> file
-    for root, _, names in os.walk(folder):  # links to folders are not followed: no loops
-        for name in names:
+    left_out: dict[str, list[Path]] = {}
+    walk = os.walk(folder) if subfolders else [(str(folder), [], os.listdir(folder))]
+    for root, _, names in walk:  # os.walk follows no link to a folder: no loops
+        for name in sorted(names):
             path = Path(root) / name
-            by_name.setdefault(path.with_suffix(""), {})[path.suffix.lower()] = path
-    items, left_out = [], {}
-    for stem, files in sorted(by_name.items(), key=lambda entry: str(entry[1].get(".pts", entry[0]))):
+            if not path.is_file():  # a folder (listed alone), a link to nothing, a device
+                if not path.is_dir():
+                    left_out.setdefault("not a file (a link to nothing, say)", []).append(path)
+                continue
+            same = by_name.setdefault(path.with_suffix(""), {})
+            if path.suffix.lower() in same:  # a.jpg beside a.JPG: which is meant cannot be told
+                left_out.setdefault("named as another but for case, and left out with it", []).extend(
+                    [path, same[path.suffix.lower()]])
+                same[path.suffix.lower()] = None
+                continue
+            same[path.suffix.lower()] = path
+    items = []
+    for stem, files in sorted(by_name.items(), key=lambda entry: str(entry[1].get(".pts") or entry[0])):
+        if None in files.values():
+            continue
         images = [files[s] for s in IMAGE_SUFFIXES if s in files]
         if ".pts" not in files:
             for image in images:
@@ -91,13 +112,17 @@ def load_folder(folder: Path, say_left_out: bool = True) -> list[LabelledImage]:
         try:
             items.append(LabelledImage(images[0], read_pts(pts)))
         except PtsError as exc:
-            left_out.setdefault(f"a .pts that {exc}", []).append(pts)
+            left_out.setdefault(f"a .pts that {exc.reason}", []).append(pts)
     for reason, paths in left_out.items() if say_left_out else ():
-        names = ", ".join(str(p.relative_to(folder)) for p in paths[:_NAMES_SHOWN])
-        more = f" and {len(paths) - _NAMES_SHOWN} more" if len(paths) > _NAMES_SHOWN else ""
-        print(f"warning: {folder}: left out {len(paths)} file{'s' * (len(paths) != 1)}, each {reason}: {names}{more}",
-              file=sys.stderr)
+        say_left_out_files(folder, reason, [str(p.relative_to(folder)) for p in paths])
     return items
+
+
+def say_left_out_files(folder: Path, reason: str, names: list[str]) -> None:
+    """One warning line on stderr: the files of ``folder`` left out for ``reason``, the first few named."""
+    more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+    print(f"warning: {folder}: left out {len(names)} file{'s' * (len(names) != 1)}, each {reason}: "
+          f"{', '.join(names[:_NAMES_SHOWN])}{more}", file=sys.stderr)
 
 
 def inter_ocular(points: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from tracker.avatar import (
 )
 from tracker.backends import BACKENDS, BackendError
 from tracker.detector import DETECTOR_MODELS
-from tracker.jit_cache import cache_failure
+from tracker.jit_cache import cache_failure_message
 from tracker.outputs import (
     CsvWriter,
     JsonlWriter,
@@ -39,7 +39,7 @@ from tracker.outputs import (
     overlay_is_video,
     probe_display,
 )
-from tracker.pipeline import FaceTracker, TrackerConfig
+from tracker.pipeline import FaceTracker, TrackerConfig, usable_cpus
 from tracker.sources import FrameSource, SourceError, absent_source_error, open_source
 from tracker.types import readable_path
 
@@ -76,9 +76,8 @@ def positive_int(text: str) -> int:
 
 def _thread_count(text: str) -> int:
     value = positive_int(text)
-    cpus = os.cpu_count() or 1
-    if value > cpus:  # more threads than cores only wait for each other (64 ran 6 times slower than 2 here)
-        raise argparse.ArgumentTypeError(f"at most the {cpus} CPUs this machine has, got '{text}'")
+    if value > (cpus := usable_cpus()):
+        raise argparse.ArgumentTypeError(f"at most the {cpus} CPUs this process may use, got '{text}'")
     return value
 
 
@@ -164,8 +163,8 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
 
 def _local_path(source: str) -> str:
     """The file a source names on this machine: a `file:` URL (file:///home/me/clip.mp4) is opened by FFmpeg as
-    the text after `file:`; any other source names itself."""
-    return source.removeprefix("file:")
+    the text after `file:`; any other source, a file named `file:clip.mp4` among them, names itself."""
+    return source.removeprefix("file:") if "://" in source else source
 
 
 def _folder_files(path: str) -> set[object]:
@@ -782,9 +781,9 @@ def _run_reporting(args: argparse.Namespace, stop: StopRequest) -> int:
     except Exception as exc:  # noqa: BLE001 -- the promise is one line, never a traceback
         if args.debug:
             traceback.print_exc()
-        cache = cache_failure(exc)  # a damaged file of Numba's cache, its disk full: what to do about it
-        if cache is not None:
-            log.error(str(cache))
+        jit_cache_advice = cache_failure_message(exc)  # a damaged file of Numba's cache, its disk full
+        if jit_cache_advice is not None:
+            log.error(jit_cache_advice)
         else:
             log.error("unexpected %s: %s (rerun with --debug for details)", type(exc).__name__, exc)
         return EXIT_FAILURE

@@ -27,10 +27,12 @@ CORNERS = (0, 1, 2, 3)
 # Four more searches at a larger scale are four more chances to see a face in a texture: a tile's detection
 # must score higher than the whole frame's (low-frequency noise gave 0.53-0.55, group-photo faces 0.54-0.95).
 TILE_MIN_SCORE = 0.6
+# The score a find must reach by default (FaceDetector's score_threshold, TrackerConfig.detection_threshold).
+DEFAULT_SCORE_THRESHOLD = 0.5
 # A whole-frame find holds back the corners' search (FaceDetector.detect's tile_below), or a corner's find of the
 # same face, only when it scores as a default search's find must: below that, a lowered score_threshold let junk
 # (0.1-0.23 on multi_face's first frame) pass for the small face the corners find.
-SHOWN_MIN_SCORE = 0.5
+SHOWN_MIN_SCORE = DEFAULT_SCORE_THRESHOLD
 # A closer look at a find the face mesh refused: the square of this many times its side round it, searched alone.
 # A box the detector draws between two heads (multi_face, frames 262-274: one box at 0.81-0.85 over two faces)
 # holds both faces apart at this scale (0.75-0.91; 2 and 2.5 times found them too, at 0.63-0.88).
@@ -159,7 +161,7 @@ class FaceDetector:
         self,
         model: str = "short",
         backend: str = "auto",
-        score_threshold: float = 0.5,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         iou_threshold: float = 0.3,
         threads: int | None = None,
     ) -> None:
@@ -217,14 +219,16 @@ class FaceDetector:
         upside-down face scores lower upright, with its eyes misplaced.
 
         When the whole frame, squeezed into the network's input (128 or 192 px), shows fewer than
-        ``tile_below`` faces, the frame's ``corners`` (0-3: top left, top right, bottom left, bottom right;
-        overlapping) are searched too, upright, at 1.7 times the scale: a group photo's small faces. Their finds
-        follow, best first, unless the whole frame's upright search found them. Frames under twice the
+        ``tile_below`` faces scoring SHOWN_MIN_SCORE, the frame's ``corners`` (0-3: top left, top right, bottom
+        left, bottom right; overlapping) are searched too, upright, at 1.7 times the scale: a group photo's small
+        faces. Their finds follow, best first, unless the whole frame's upright search found them scoring that much
+        (its lower finds of them are dropped). Frames under twice the
         network's input a side are not searched so: a corner would only be enlarged."""
         found, turned = self._detect_in(image, turns)
         # Faces the whole frame shows: its upright finds, and the turned finds of faces they missed.
-        shown = sum(d.score >= SHOWN_MIN_SCORE for d in found) + sum(
-            d.score >= SHOWN_MIN_SCORE and not any(same_face(d, k) for k in found) for d in _with_turned([], turned))
+        shown_upright = [d for d in found if d.score >= SHOWN_MIN_SCORE]
+        shown = len(shown_upright) + sum(d.score >= SHOWN_MIN_SCORE and not any(same_face(d, k) for k in shown_upright)
+                                         for d in _with_turned([], turned))
         if shown < tile_below and min(image.shape[:2]) >= 2 * self.input_size:
             h, w = image.shape[:2]
             th, tw = round(TILE_SPAN * h), round(TILE_SPAN * w)
@@ -233,10 +237,10 @@ class FaceDetector:
                 y0, x0 = (h - th) * (corner // 2), (w - tw) * (corner % 2)
                 in_tiles += self._finds_in_window(image, x0, y0, x0 + tw, y0 + th)
             for d in sorted(in_tiles, key=lambda d: -d.score):
-                # The same face seen again (a tile's edge may cut it into a box inside the whole one's), unless the
-                # whole frame's find of it scored too low to count.
+                # The same face seen again (a tile's edge may cut it into a box inside the whole one's); the whole
+                # frame's finds of it that scored too low to count give way to it.
                 if not any(same_face(d, k) for k in found if k.score >= SHOWN_MIN_SCORE):
-                    found.append(d)
+                    found = [k for k in found if not same_face(d, k)] + [d]
         return _with_turned(found, turned) if turns else found
 
     def closer_look(self, image: np.ndarray, box: np.ndarray) -> list[Detection]:

@@ -135,8 +135,8 @@ class GazeEstimator:
         reach2 = float(camera_at @ camera_at)  # the squared distance of the sphere the lines of sight meet on
         total, fixation = 0.0, [0.0, 0.0, 0.0]  # the weighted sum of the eyes' points on that sphere
         for w, eye, (y, p, sure) in zip(weights, (centres - middle).tolist(), readings.tolist()):
-            sight = (math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y))
-            if math.isfinite(sure) and sight[2] >= _EYE_RANGE_COS:  # NaN angles fail the comparison
+            if math.isfinite(sure) and within_eye_range(y, p):
+                sight = (math.cos(p) * math.sin(y), math.sin(p), math.cos(p) * math.cos(y))
                 along = sum(e * d for e, d in zip(eye, sight))
                 # Where the line of sight from inside the sphere leaves it: |eye + s · sight|² = reach2, s > 0.
                 s = math.sqrt(max(along * along - sum(e * e for e in eye) + reach2, 0.0)) - along
@@ -145,6 +145,12 @@ class GazeEstimator:
         if not total >= MIN_WEIGHT:
             return None
         return Gaze.from_direction(*fixation)
+
+
+def within_eye_range(yaw: float | np.ndarray, pitch: float | np.ndarray) -> bool | np.ndarray:
+    """Whether an eye turned by ``yaw`` and ``pitch`` (radians, in the head) is within EYE_RANGE_DEG of straight
+    ahead: the cosine of its turn is cos(yaw)·cos(pitch). False for NaN angles."""
+    return np.cos(yaw) * np.cos(pitch) >= _EYE_RANGE_COS
 
 
 def eye_centres(model: FaceModel, identity: np.ndarray, centre_offset: np.ndarray) -> np.ndarray:

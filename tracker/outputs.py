@@ -412,8 +412,11 @@ def _file_state(path: Path) -> tuple[int, int] | None:
 def overlay_is_video(path: str | os.PathLike) -> bool:
     """Whether an overlay path names a video file (by its ending) rather than a folder of PNG frames; a name ending
     in a separator is a folder ('overlays.mp4/')."""
-    text = os.fspath(path)
-    return not text.endswith(("/", os.sep)) and Path(text).suffix.lower() in VIDEO_SUFFIXES
+    return not _names_a_folder(path) and Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _names_a_folder(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(("/", os.sep))
 
 
 class OverlayWriter:
@@ -440,7 +443,7 @@ class OverlayWriter:
         self._next_number: dict[str, int] = {}  # for each name taken, the next number to try
         self._renamed = 0
         self._is_video = overlay_is_video(path)
-        self._named_as_folder = os.fspath(path).endswith(("/", os.sep))  # 'overlays.mp4/': a folder, asked for
+        self._named_as_folder = _names_a_folder(path)  # 'overlays.mp4/': a folder, asked for
         shown = readable_path(path)
         try:
             self._check_destination(shown)

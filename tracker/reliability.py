@@ -139,7 +139,7 @@ class _StillAndTrackedMaps:
     TOOL: str
     X: str
     Y: str
-    MOST: float  # the largest the error can be: the map, rising past its last knot, stops there
+    MAX_ERROR: float  # the largest the error can be: the map, rising past its last knot, stops there
 
     def __init__(self, path: Path | None = None, table: Mapping[str, np.ndarray] | None = None) -> None:
         """From ``path`` (the shipped file by default), or from ``table``, the same four arrays in memory (as
@@ -161,7 +161,7 @@ class _StillAndTrackedMaps:
 
     def _read(self, signal: float, tracked: bool) -> float:
         knots_x, knots_y = self.maps["tracked" if tracked else "still"]
-        return min(float(knot_map(np.float64(signal), knots_x, knots_y)), self.MOST)
+        return min(float(knot_map(np.float64(signal), knots_x, knots_y)), self.MAX_ERROR)
 
 
 def pose_signal(fit_rms: float, beyond: np.ndarray) -> float:
@@ -176,7 +176,7 @@ class PoseErrorCalibration(_StillAndTrackedMaps):
     fitted head rotation and the true one."""
 
     FILE, WHAT, TOOL, X, Y = POSE_ERROR_FILE, "pose error calibration", "calibrate_pose_error.py", "signal", "error_deg"
-    MOST = 180.0  # no two rotations are further apart (a focal length far too short read 790° unbounded)
+    MAX_ERROR = 180.0  # no two rotations are further apart (a focal length far too short read 790° unbounded)
 
     def expected_deg(self, signal: float, tracked: bool) -> float:
         """The expected error of a pose whose signal is ``signal``, on a still or (``tracked``) a video frame."""
@@ -198,7 +198,7 @@ class BlendshapeErrorCalibration(_StillAndTrackedMaps):
 
     FILE, WHAT, TOOL, X, Y = (BLENDSHAPE_ERROR_FILE, "blendshape error calibration",
                               "calibrate_blendshape_error.py", "signal", "error")
-    MOST = 1.0  # weights in [0, 1] are at most 1 off
+    MAX_ERROR = 1.0  # weights in [0, 1] are at most 1 off
 
     def expected(self, signal: float, tracked: bool) -> float:
         """The expected mean absolute error of the rated weights of a face whose signal is ``signal``, on a still or

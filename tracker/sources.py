@@ -1074,7 +1074,7 @@ def shown_as_tagged(image: np.ndarray, matrix: tuple[int, int, int, int]) -> np.
 
 
 def _open_video(path: str, live: bool) -> FrameSource:
-    counted: list[float] = []  # the frame count the opened file gives in its header
+    counted: float | None = None  # the frame count the opened file gives in its header
 
     def fail() -> SourceError:
         extension = os.path.splitext(path)[1].lower()
@@ -1087,8 +1087,8 @@ def _open_video(path: str, live: bool) -> FrameSource:
             return SourceError(f"cannot read video '{path}': the file ends before its index (the 'moov' box an MP4 "
                                "or MOV writes last), as a recording cut off before it was finished does; it cannot "
                                "be read")
-        if counted == [0]:  # a container opened whole, with no frame in it (a recording stopped before one)
-            return SourceError(f"cannot read video '{path}': it holds no frames")
+        if counted == 0:  # a container opened whole, with no frame in it (a recording stopped before one)
+            return SourceError(f"cannot read video '{path}': it holds no frames (none that can be decoded)")
         return SourceError(f"cannot read video '{path}': not a video or the file is corrupt")
 
     if not is_utf8_path(path):  # OpenCV's VideoCapture crashes the process on such a name
@@ -1110,7 +1110,7 @@ def _open_video(path: str, live: bool) -> FrameSource:
     if not cap.isOpened():
         cap.release()
         raise fail()
-    counted.append(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    counted = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     # Phone videos store portrait frames on their side with a tag that says how to turn them; this OpenCV
     # leaves them unturned unless asked, and a sideways face reads as a 90° roll. Of a tag that also mirrors the
     # picture (a front camera's) it reads the turn alone (a mirror left to right came out upside down): such a

@@ -144,7 +144,7 @@ class Track:
     id: int
     mesh: MeshResult
     frames: int = 1
-    run: int = 0  # the order its unbroken run began in: tracks are listed by it, tracked longest first
+    run_order: int = 0  # the order its unbroken run began in: tracks are listed by it, tracked longest first
     lost_at: int = 0  # frame counter when it was lost (for remembered tracks)
     hidden_by: int | None = None  # the ID of the face it was lost behind, if it was lost behind one
     state: FaceState = field(default_factory=FaceState)  # the fit, gaze and smoothing carried on
@@ -299,7 +299,7 @@ class TrackSet:
                 self._revive(returning, mesh, seen)
                 continue
             track._see(seen)
-            track.run = self._new_run()
+            track.run_order = self._new_run()
             self._next_id += 1
             self.tracks.append(track)
         return deferred
@@ -316,11 +316,11 @@ class TrackSet:
         track.frames += 1
         track._see(seen)
         if track.lost_at != self._frame:
-            track.run = self._new_run()  # back after frames without it
+            track.run_order = self._new_run()  # back after frames without it
         # Lost and found in one frame (a periodic search finds the face its mesh doubted), it never left a result, so it
         # keeps its place: the first face drives an avatar (tracker.avatar), which must not switch to another here.
         self.tracks.append(track)
-        self.tracks.sort(key=lambda t: t.run)
+        self.tracks.sort(key=lambda t: t.run_order)
 
     def _recently_lost_at(self, bbox: np.ndarray, seen: np.ndarray | None) -> Track | None:
         """The most recently lost track (in the last REMEMBER_FRAMES) whose last box overlaps
