@@ -469,7 +469,8 @@ def test_bad_option_values_are_usage_errors():
 
 
 def test_usage_errors_name_the_command_as_it_was_run():
-    """`face-tracker` (the installed command) and `run_tracker.py` each name themselves in a usage error."""
+    """`face-tracker` (the installed command), `run_tracker.py` and `python -m tracker` each name themselves in a
+    usage error."""
     script = Path(sys.executable).parent / "face-tracker"
     if not script.exists():
         pytest.skip("the face-tracker command is not installed here (pip install -e . installs it)")
@@ -477,6 +478,9 @@ def test_usage_errors_name_the_command_as_it_was_run():
                                cwd=REPO, timeout=120)
     assert installed.returncode == 2 and installed.stderr.startswith("face-tracker: error:"), installed.stderr
     assert run_cli("--no-such-option").stderr.startswith("run_tracker.py: error:")
+    module = subprocess.run([sys.executable, "-m", "tracker", "--no-such-option"], capture_output=True, text=True,
+                            check=False, cwd=REPO, timeout=120)
+    assert module.returncode == 2 and module.stderr.startswith("python -m tracker: error:"), module.stderr
 
 
 def test_a_name_with_a_line_break_still_makes_one_line_of_error(tmp_path):
