@@ -117,6 +117,27 @@ def test_a_stream_closed_early_stops_its_worker():
     assert not any(t.name.startswith("tracker.pipeline worker") for t in threading.enumerate())
 
 
+def test_a_stream_cancelled_while_it_awaits_a_frame_ends_at_once():
+    """A stop asked for while the worker waits on a stalled source (a stream URL that stopped sending) ends the
+    stream at once; the tracker's next use waits for the call left unfinished."""
+    frames = read_frames(shared_path("video", "talking_d10.mp4"), 0, 2)
+    answers, stop = threading.Event(), threading.Event()
+
+    def stalled():
+        yield frames[0], 0
+        answers.wait(30.0)  # a safety net: the build before would wait here
+        yield frames[1], 1
+
+    tracker = FaceTracker(TrackerConfig(backend="onnxruntime", refiner=False, fit_3d=False))
+    got, started = [], time.monotonic()
+    for result in tracker.process_stream(stalled(), cancelled=stop.is_set):
+        got.append(result.frame)
+        stop.set()
+    assert got == [0] and time.monotonic() - started < 5.0
+    answers.set()
+    assert tracker.process(frames[1], 1).frame == 1
+
+
 def test_a_result_does_not_wait_for_the_next_frame():
     """The worker reads the items: a live source's next frame comes a frame period later, and the result of
     the frame before it is given meanwhile (read in the calling thread, it would wait for that frame)."""

@@ -641,7 +641,8 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
 
     # Pipelined (FaceTracker.process_stream): the next frame is read and its mesh run while this one is
     # described, 1.4-1.95× the frames per second on two cores; a result never waits for the next frame.
-    results = tracker.process_stream(inputs())
+    # A stop ends the stream at once while it awaits a frame (a stalled stream URL would hold it for its read timeout).
+    results = tracker.process_stream(inputs(), cancelled=lambda: stop.requested)
     began = time.perf_counter()
     # Warnings (a video's reader thread) go above the bar, not onto the end of its line.
     with logging_redirect_tqdm():
@@ -673,6 +674,9 @@ def _track_source(source: FrameSource, tracker: FaceTracker, writers: _Writers, 
                     return False
                 if args.max_frames and total.frames >= args.max_frames:
                     return False
+            if stop.requested:  # the stream ended for the stop, while it awaited a frame
+                total.interrupted = True
+                return False
             bar.total = bar.n  # the source ended: a variable-rate file's frame count was only an estimate
             return True
         except KeyboardInterrupt:

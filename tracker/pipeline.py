@@ -61,6 +61,7 @@ from tracker.types import FaceResult, FrameResult, Pose
 HIDDEN_BELOW = 0.5
 FIT_WEIGHT_FLOOR = 0.05  # the least weight of a point in the 3D fit: untrusted points still keep it posed
 TURNED_MIN_PRESENCE = 0.9  # the least mesh presence of a turned search's find (detect_meshes)
+CANCEL_POLL_S = 0.05  # how often process_stream asks its `cancelled` while the next frame is awaited
 RESCUED_MIN_PRESENCE = 0.9  # the least presence of a third mesh pass, for a find the first two doubted
 TURNED_LOGIT_MARGIN = 2.0  # how much surer of a face (log-odds) a turned find's mesh must be to go before an upright's
 # Frames in a row further apart than smoothing bridges before the tracker says so, once: a caller's clock in
@@ -357,7 +358,8 @@ class FaceTracker:
         finally:
             self._in_use.release()
 
-    def process_stream(self, frames: Iterable[tuple]) -> Iterator[FrameResult]:
+    def process_stream(self, frames: Iterable[tuple],
+                       cancelled: Callable[[], bool] | None = None) -> Iterator[FrameResult]:
         """:meth:`process` over frames in order, pipelined on two threads. Each item is a tuple of process()'s
         arguments, (image, frame, time_s, source, still), the last four optional; the results are the ones
         process() gives frame by frame, in order. While one frame's faces are described (refiner, 3D fit,
@@ -368,8 +370,11 @@ class FaceTracker:
         Should reading or converting an item fail, the frames before it are described before the error is
         raised. Close a stream left unfinished: until then BLAS stays on one thread and the worker waits;
         close() waits for the item the worker is on. Stopped by an error or Ctrl-C instead, the stream does
-        not wait for it (the worker may be waiting on a stalled source), and the tracker's next use does.
-        Stopped early, the tracker may have found a frame more than it described: reset() it before reuse."""
+        not wait for it (the worker may be waiting on a stalled source), and the tracker's next use does; so
+        too when ``cancelled`` (polled every CANCEL_POLL_S while the next frame is awaited) returns True: then
+        the stream ends there, as if the frames had run out (a stop asked for while a network source stalls
+        takes effect at once, not when the source gives up). Stopped early, the tracker may have found a frame
+        more than it described: reset() it before reuse."""
         try:
             items = iter(frames)
         except TypeError:
@@ -388,6 +393,13 @@ class FaceTracker:
             image, frame, time_s, source, still = self._checked_arguments(*item, *(0, 0.0, "", False)[len(item) - 1:])
             return self._find(image, still), image.shape, frame, time_s, source, still
 
+        def arrived(call: Future) -> bool:  # the worker's call is done; False: cancelled while it was not
+            while cancelled is not None and not call.done():
+                if cancelled():
+                    return False
+                wait([call], timeout=CANCEL_POLL_S)
+            return True
+
         with self._using("process_stream()"):
             self._await_unfinished()
             worker = _Worker()
@@ -396,7 +408,7 @@ class FaceTracker:
                 with one_blas_thread():
                     try:
                         pending = worker.submit(read_and_find)
-                        while (found := pending.result()) is not None:
+                        while arrived(pending) and (found := pending.result()) is not None:
                             pending = worker.submit(read_and_find)
                             yield self._describe(*found)
                     except GeneratorExit:
