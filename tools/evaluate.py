@@ -29,7 +29,14 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from landmark_data import LANDMARKS68, inter_ocular, load_folder, match_face, say_left_out_files
+from landmark_data import (
+    LANDMARKS68,
+    LabelledImage,
+    inter_ocular,
+    load_folder,
+    match_face,
+    say_left_out_files,
+)
 from report import file_to_write, folder_to_write, update_section
 
 from tracker.backends import BACKENDS, BackendError
@@ -85,12 +92,11 @@ def table_cells(q: dict) -> str:
             f"{percent(q['failure_rate_0.10'], 1)} | {q['auc_0.08']:.3f}")
 
 
-def evaluate(folder: Path, config: TrackerConfig, say_left_out: bool = True) -> dict:
-    """The summary and per-face rows of one pipeline on the folder's usable images; ``say_left_out``: warn on stderr
-    of what is left out (a second pipeline on the same folder leaves out the same)."""
-    items = load_folder(folder, say_left_out, subfolders=True)
-    if not items:
-        raise SystemExit(f"error: no images with .pts files in {folder}")
+def evaluate(folder: Path, items: list[LabelledImage], config: TrackerConfig,
+             say_left_out: bool = True) -> dict:
+    """The summary and per-face rows of one pipeline on the folder's annotated ``items`` (load_folder's);
+    ``say_left_out``: warn on stderr of the pictures left out (a second pipeline on the same items leaves out the
+    same)."""
     tracker = FaceTracker(config)
     per_face, unreadable, off_picture = [], [], []
     for item in tqdm(items, desc=f"evaluating on {folder.name}", unit="img"):
@@ -231,8 +237,12 @@ def main() -> int:
         "baseline: face mesh + linear map (`--refiner none --no-mirror`)": TrackerConfig(
             backend=args.backend, detector=args.detector, max_faces=8, refiner=False, mirror_check=False),
     }
+    items = load_folder(args.images, subfolders=True)
+    if not items:
+        print(f"error: no images with .pts files in {args.images}", file=sys.stderr)
+        return 1
     try:
-        reports = {name: evaluate(args.images, config, say_left_out=k == 0)
+        reports = {name: evaluate(args.images, items, config, say_left_out=k == 0)
                    for k, (name, config) in enumerate(configs.items())}
     except BackendError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -63,10 +63,10 @@ def read_pts(path: Path) -> np.ndarray:
     return pts
 
 
-def load_folder(folder: Path, say_left_out: bool = True, subfolders: bool = False) -> list[LabelledImage]:
+def load_folder(folder: Path, subfolders: bool = False) -> list[LabelledImage]:
     """Every image in ``folder`` (and its ``subfolders``, when asked: a dataset's train/ and test/ would otherwise
     mix) with a .pts file of the same name beside it (any case of the extension), sorted by the .pts path. What
-    cannot be used is left out and said on stderr (unless not ``say_left_out``), a line per reason: an annotation
+    cannot be used is left out and said on stderr, a line per reason: an annotation
     that is no 68-point one (:func:`read_pts`), an image in a format OpenCV cannot read, a .pts with no image and an
     image with no .pts, a link to nothing, and names that differ only in case. Where a .pts has several images, the
     first of IMAGE_SUFFIXES is taken."""
@@ -85,8 +85,8 @@ def load_folder(folder: Path, say_left_out: bool = True, subfolders: bool = Fals
                 continue
             same = by_name.setdefault(path.with_suffix(""), {})
             if path.suffix.lower() in same:  # a.jpg beside a.JPG: which is meant cannot be told
-                left_out.setdefault("named as another but for case, and left out with it", []).extend(
-                    [path, same[path.suffix.lower()]])
+                clashing = left_out.setdefault("named as another but for case, and left out with it", [])
+                clashing += [path] if same[path.suffix.lower()] is None else [path, same[path.suffix.lower()]]
                 same[path.suffix.lower()] = None
                 continue
             same[path.suffix.lower()] = path
@@ -113,7 +113,7 @@ def load_folder(folder: Path, say_left_out: bool = True, subfolders: bool = Fals
             items.append(LabelledImage(images[0], read_pts(pts)))
         except PtsError as exc:
             left_out.setdefault(f"a .pts that {exc.reason}", []).append(pts)
-    for reason, paths in left_out.items() if say_left_out else ():
+    for reason, paths in left_out.items():
         say_left_out_files(folder, reason, [str(p.relative_to(folder)) for p in paths])
     return items
 

@@ -155,7 +155,7 @@ def _output_clashes(args: argparse.Namespace) -> str | None:
                         "an overlay frame could overwrite it")
         # With several sources, a source named so could be overwritten by an earlier source's frame before it is read.
         for source in args.sources if len(args.sources) > 1 else ():
-            if os.path.isfile(_local_path(source)) and among_its_frames(_local_path(source)):
+            if os.path.isfile(path := _local_path(source)) and among_its_frames(path):
                 return (f"source '{source}' is in the overlay folder '{args.output}' and named like its frames; "
                         "an earlier source's overlay frame could overwrite it before it is read")
     return None

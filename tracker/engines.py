@@ -8,6 +8,7 @@ tracker/tensorrt_backend.py) both depend on it instead of on each other.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def default_engines_dir(package: Path = _PACKAGE) -> Path:
     install .), or, in a checkout (and an editable install), the repository's engines/ folder."""
     installed = package / "models"
     return installed if installed.is_dir() else package.parent / "engines"
+
+
+def writable_folder(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (made first if missing): the check Numba makes of a cache folder,
+    and the one the caches of compiled code here make (tracker/jit_cache.py, tracker/tensorrt_backend.py)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
 
 
 # FACE_TRACKER_ENGINES set and not empty: another folder of model files (an empty value is the default's).

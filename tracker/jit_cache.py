@@ -15,6 +15,8 @@ from pathlib import Path
 
 from numba.core import config
 
+from tracker.engines import writable_folder
+
 _PACKAGE_CACHE = Path(__file__).parent / "__pycache__"  # Numba's in-tree cache for the kernels' modules
 
 
@@ -25,7 +27,7 @@ class JitCacheError(RuntimeError):
 def ensure_writable_cache() -> None:
     """Leave Numba's choice alone where it has a writable folder; else point it at one of this user's in the system's
     temporary directory. JitCacheError where there is none."""
-    if any(_writable(folder) for folder in _numba_folders()):
+    if any(writable_folder(folder) for folder in _numba_folders()):
         return
     try:
         fallback = Path(tempfile.gettempdir()) / f"face-tracker-numba-{_user()}"
@@ -41,7 +43,7 @@ def ensure_writable_cache() -> None:
 
 def cache_folder() -> Path:
     """The folder Numba caches the tracker's kernels in (or in a subfolder of)."""
-    return next((folder for folder in _numba_folders() if _writable(folder)), _PACKAGE_CACHE)
+    return next((folder for folder in _numba_folders() if writable_folder(folder)), _PACKAGE_CACHE)
 
 
 def cache_failure_message(exc: BaseException) -> str | None:
@@ -74,7 +76,7 @@ def _private(folder: Path) -> bool:
         return False
     if os.name != "nt" and (info.st_uid != os.getuid() or info.st_mode & 0o022):
         return False
-    return _writable(folder)
+    return writable_folder(folder)
 
 
 def _numba_folders() -> list[Path]:
@@ -91,16 +93,6 @@ def _user_cache() -> Path:
     except ImportError:
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "numba"
     return Path(AppDirs(appname="numba", appauthor=False).user_cache_dir)
-
-
-def _writable(folder: Path) -> bool:
-    """Whether a file can be made in ``folder`` (made first if missing), as Numba checks a cache folder."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError:
-        return False
-    return True
 
 
 def _user() -> str:

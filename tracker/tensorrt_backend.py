@@ -19,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from tracker.engines import ENGINES_DIR, BackendError, as_inputs, run_in_chunks
+from tracker.engines import ENGINES_DIR, BackendError, as_inputs, run_in_chunks, writable_folder
 
 CACHE_DIR = ENGINES_DIR / "trt_cache"
 log = logging.getLogger("tracker")
@@ -38,15 +37,13 @@ def _user_cache_dir() -> Path:
 
 def _cache_dir() -> Path | None:
     """The first of CACHE_DIR and the user's cache folder that a file can be made in (made if missing), or None."""
-    for folder in (lambda: CACHE_DIR, _user_cache_dir):
-        try:
-            where = folder()
-            where.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=where).close()
-            return where
-        except (OSError, RuntimeError):  # RuntimeError: Path.home() with no home to find
-            continue
-    return None
+    if writable_folder(CACHE_DIR):
+        return CACHE_DIR
+    try:
+        user = _user_cache_dir()
+    except RuntimeError:  # Path.home() with no home to find
+        return None
+    return user if writable_folder(user) else None
 
 
 def _import_trt():
